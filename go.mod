@@ -1,0 +1,3 @@
+module treasure
+
+go 1.26.8

@@ -14,7 +14,7 @@ const Inf = math.MaxUint32
 type Search struct {
 	dist    []uint32
 	touched []uint32
-	heap    []uint64
+	heap    packedHeap
 }
 
 // NewSearch returns a workspace for graphs of up to n nodes.
@@ -55,11 +55,11 @@ func (s *Search) Run(g *Graph, sources []uint32, radius uint32, visit func(v, d 
 				s.touched = append(s.touched, v)
 			}
 			s.dist[v] = 0
-			s.push(uint64(v))
+			s.heap.push(uint64(v))
 		}
 	}
 	for len(s.heap) > 0 {
-		top := s.pop()
+		top := s.heap.pop()
 		d, v := uint32(top>>32), uint32(top)
 		if d != s.dist[v] {
 			continue // stale entry
@@ -77,51 +77,8 @@ func (s *Search) Run(g *Graph, sources []uint32, radius uint32, visit func(v, d 
 					s.touched = append(s.touched, a.To)
 				}
 				s.dist[a.To] = uint32(nd)
-				s.push(nd<<32 | uint64(a.To))
+				s.heap.push(nd<<32 | uint64(a.To))
 			}
 		}
 	}
-}
-
-func (s *Search) push(x uint64) {
-	h := append(s.heap, x)
-	i := len(h) - 1
-	for i > 0 {
-		p := (i - 1) / 2
-		if h[p] <= x {
-			break
-		}
-		h[i] = h[p]
-		i = p
-	}
-	h[i] = x
-	s.heap = h
-}
-
-func (s *Search) pop() uint64 {
-	h := s.heap
-	top := h[0]
-	last := h[len(h)-1]
-	h = h[:len(h)-1]
-	n := len(h)
-	i := 0
-	for {
-		c := 2*i + 1
-		if c >= n {
-			break
-		}
-		if c+1 < n && h[c+1] < h[c] {
-			c++
-		}
-		if last <= h[c] {
-			break
-		}
-		h[i] = h[c]
-		i = c
-	}
-	if n > 0 {
-		h[i] = last
-	}
-	s.heap = h
-	return top
 }

@@ -130,18 +130,7 @@ func (e *Engine) Drop(t Treasure) bool {
 	if !ok {
 		return false
 	}
-	var s uint32
-	if n := len(e.free); n > 0 {
-		s = e.free[n-1]
-		e.free = e.free[:n-1]
-	} else {
-		s = uint32(len(e.points))
-		e.points = append(e.points, 0)
-	}
-	e.byID[t.ID] = s
-	e.points[s] = t.Points
-	e.nActive++
-	e.at[v] = append(e.at[v], s)
+	s := e.alloc(t, v)
 	e.field.Drop(s, t.ID, v)
 	return true
 }
@@ -227,4 +216,44 @@ func (e *Engine) claimAt(v uint32, claims []Claimed) []Claimed {
 		e.remove(id, s)
 	}
 	return claims
+}
+
+// DropAll drops many treasures at once, with the same rules as Drop, in
+// one multi-source search: far cheaper than one Drop each when they are
+// many (a game's initial set, a replay's start). It returns how many were
+// added.
+func (e *Engine) DropAll(ts []Treasure) int {
+	var slots []uint32
+	var ids []string
+	var nodes []uint32
+	for _, t := range ts {
+		if _, seen := e.byID[t.ID]; seen {
+			continue
+		}
+		v, ok := e.Local(t.Node)
+		if !ok {
+			continue
+		}
+		s := e.alloc(t, v)
+		slots, ids, nodes = append(slots, s), append(ids, t.ID), append(nodes, v)
+	}
+	e.field.DropAll(slots, ids, nodes)
+	return len(slots)
+}
+
+// alloc takes a slot for treasure t on local node v and records it.
+func (e *Engine) alloc(t Treasure, v uint32) uint32 {
+	var s uint32
+	if n := len(e.free); n > 0 {
+		s = e.free[n-1]
+		e.free = e.free[:n-1]
+	} else {
+		s = uint32(len(e.points))
+		e.points = append(e.points, 0)
+	}
+	e.byID[t.ID] = s
+	e.points[s] = t.Points
+	e.nActive++
+	e.at[v] = append(e.at[v], s)
+	return s
 }

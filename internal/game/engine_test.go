@@ -93,11 +93,23 @@ func TestEngineMatchesModel(t *testing.T) {
 		ids := rapid.SampledFrom([]string{"a", "b", "c", "B", "a1", "a-2", "z_z", "Q"})
 		var claims []Claimed
 		for i := rapid.IntRange(1, 40).Draw(t, "steps"); i > 0; i-- {
-			switch rapid.IntRange(0, 4).Draw(t, "op") {
+			switch rapid.IntRange(0, 5).Draw(t, "op") {
 			case 0, 1:
 				tr := Treasure{ID: ids.Draw(t, "id"), Node: uint32(nodes.Draw(t, "node")), Points: rapid.Uint32Range(1, 100).Draw(t, "pts")}
 				if got, want := e.Drop(tr), m.drop(tr); got != want {
 					t.Fatalf("Drop(%+v) = %v, model %v", tr, got, want)
+				}
+			case 5:
+				batch := make([]Treasure, rapid.IntRange(0, 5).Draw(t, "batch"))
+				want := 0
+				for i := range batch {
+					batch[i] = Treasure{ID: ids.Draw(t, "id"), Node: uint32(nodes.Draw(t, "node")), Points: 3}
+					if m.drop(batch[i]) {
+						want++
+					}
+				}
+				if got := e.DropAll(batch); got != want {
+					t.Fatalf("DropAll(%v) = %d, model %d", batch, got, want)
 				}
 			case 2:
 				id := ids.Draw(t, "claim")

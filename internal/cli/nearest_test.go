@@ -117,7 +117,7 @@ func TestNearestErrorsNameTheLine(t *testing.T) {
 	good := writeFile(t, "t.csv", "id,node,points\nx,3,1\n")
 	tests := []struct {
 		name, stdin, csv, want string
-		args               []string
+		args                   []string
 	}{
 		{"unknown node", "1\n2\n9\n", good, "stdin line 3: node 9 does not exist", nil},
 		{"not a number", "1\nabc\n", good, `stdin line 2: "abc" is not a node id`, nil},

@@ -33,8 +33,9 @@ type command struct {
 // init-free constructors in commandTable.
 func commandTable() map[string]command {
 	return map[string]command{
-		"nearest": {"answer the proximity rule for node ids read from stdin", runNearest},
-		"graph":   {"generate, compile and partition road graphs (graph help)", runGraph},
+		"nearest":    {"answer the proximity rule for node ids read from stdin", runNearest},
+		"graph":      {"generate, compile and partition road graphs (graph help)", runGraph},
+		"bench-core": {"measure the hot core: load, RSS, field build, move loop, GC", runBenchCore},
 	}
 }
 

@@ -121,13 +121,16 @@ func (e *Engine) Active() int { return e.nActive }
 
 // Drop makes a treasure active and reports whether it was added. A
 // treasure whose id was dropped before (active or claimed) is ignored, and
-// so is one on a node outside the engine's graph.
+// so is one on a node outside the engine's graph; its id still counts as
+// dropped, so that every partition, seeing every drop in log order, makes
+// the same decision about a later drop of that id.
 func (e *Engine) Drop(t Treasure) bool {
 	if _, seen := e.byID[t.ID]; seen {
 		return false
 	}
 	v, ok := e.Local(t.Node)
 	if !ok {
+		e.byID[t.ID] = graph.NoNode // seen: a later drop of the id stays ignored
 		return false
 	}
 	s := e.alloc(t, v)
@@ -232,6 +235,7 @@ func (e *Engine) DropAll(ts []Treasure) int {
 		}
 		v, ok := e.Local(t.Node)
 		if !ok {
+			e.byID[t.ID] = graph.NoNode
 			continue
 		}
 		s := e.alloc(t, v)

@@ -2,6 +2,8 @@ package game
 
 import (
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"testing"
 
 	"treasure/internal/graph"
@@ -50,7 +52,21 @@ func TestWorkloadValid(t *testing.T) {
 // TREASURE_BENCH_GRAPH to a .gr.gz or .snap for another (see BENCHMARKS.md).
 func BenchmarkMoveEval(b *testing.B) {
 	g := loadReal(b, "amsterdam.gr.gz")
-	benchMoves(b, g, 2000)
+	radius := uint32(2000)
+	if p := os.Getenv("TREASURE_BENCH_GRAPH"); p != "" {
+		var err error
+		if g, err = graph.Open(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if r := os.Getenv("TREASURE_BENCH_RADIUS"); r != "" {
+		v, err := strconv.ParseUint(r, 10, 31)
+		if err != nil {
+			b.Fatalf("TREASURE_BENCH_RADIUS: %v", err)
+		}
+		radius = uint32(v)
+	}
+	benchMoves(b, g, radius)
 }
 
 func benchMoves(b *testing.B, g *graph.Graph, radius uint32) {

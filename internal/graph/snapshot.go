@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"unsafe"
 )
 
@@ -35,9 +34,9 @@ const (
 	// SnapshotVersion is the format version this build writes and reads.
 	SnapshotVersion = 1
 
-	snapMagic       = "TRSNAP\x00\x01"
-	snapHeaderSize  = 64
-	snapCRCOff      = 28
+	snapMagic      = "TRSNAP\x00\x01"
+	snapHeaderSize = 64
+	snapCRCOff     = 28
 
 	snapFlagCoords = 1 << 0
 	snapFlagGlobal = 1 << 1
@@ -226,19 +225,19 @@ func MapSnapshot(path string) (g *Graph, release func() error, err error) {
 		g, err := LoadSnapshot(path)
 		return g, func() error { return nil }, err
 	}
-	data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_PRIVATE)
+	data, err := mmapFile(f, int(size))
 	if err != nil {
 		return nil, nil, fmt.Errorf("snapshot: map %s: %w", path, err)
 	}
 	g, err = readSnapshot(data, true)
 	if err != nil {
-		syscall.Munmap(data)
+		munmap(data)
 		return nil, nil, fmt.Errorf("snapshot %s: %w", path, err)
 	}
 	var once sync.Once
 	release = func() error {
 		err := os.ErrClosed
-		once.Do(func() { err = syscall.Munmap(data) })
+		once.Do(func() { err = munmap(data) })
 		if err != nil {
 			return fmt.Errorf("snapshot: unmap %s: %w", path, err)
 		}

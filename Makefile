@@ -2,7 +2,10 @@
 GO ?= go
 
 .PHONY: test build vet bench
+# test finds (or starts) NATS with JetStream, Redis and PostgreSQL, then runs
+# every test against them; see scripts/services.sh.
 test:
+	bash scripts/services.sh ensure
 	$(GO) test -count=1 ./...
 
 build:
@@ -10,3 +13,16 @@ build:
 
 vet:
 	gofmt -l . | (! grep .) && $(GO) vet ./...
+
+# gen regenerates the Go types of the event schemas (schemas/proto) into
+# internal/event/eventpb. It needs protoc (Debian: apt-get install
+# protobuf-compiler) and installs the pinned protoc-gen-go. The generated
+# files are committed, so building never needs protoc; TestGeneratedMatchesSchema
+# (internal/event) fails when they fall behind the .proto files.
+PROTOC_GEN_GO_VERSION ?= v1.36.12
+.PHONY: gen
+gen:
+	@command -v protoc >/dev/null || { echo "gen: protoc not found; install it: apt-get install protobuf-compiler" >&2; exit 1; }
+	GOBIN="$(CURDIR)/bin" $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	PATH="$(CURDIR)/bin:$$PATH" protoc --proto_path=schemas/proto --go_out=. --go_opt=module=treasure \
+		$$(cd schemas/proto && find . -name '*.proto' | sed 's|^\./||' | sort)

@@ -1,0 +1,289 @@
+// Package platform is the plumbing every treasure process shares: typed
+// configuration from the environment, the slog logger, the operations
+// endpoints (/healthz, /readyz, /metrics) and the lifecycle helpers that run a
+// process's components in one group and shut them down within a deadline.
+//
+// Nothing here knows about the game; services import platform, never the
+// other way round.
+package platform
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/go-redis/v9"
+)
+
+// The environment variables FromEnv reads.
+const (
+	EnvNATSURL       = "TREASURE_NATS_URL"
+	EnvRedisURL      = "TREASURE_REDIS_URL"
+	EnvDatabaseURL   = "TREASURE_DATABASE_URL"
+	EnvGraph         = "TREASURE_GRAPH"
+	EnvRadius        = "TREASURE_RADIUS"
+	EnvJWTSecret     = "TREASURE_JWT_SECRET"
+	EnvIngestAddr    = "TREASURE_INGEST_ADDR"
+	EnvPushAddr      = "TREASURE_PUSH_ADDR"
+	EnvProximityAddr = "TREASURE_PROXIMITY_ADDR"
+	EnvRankerAddr    = "TREASURE_RANKER_ADDR"
+	EnvDevNATSAddr   = "TREASURE_DEV_NATS_ADDR"
+	EnvLogFormat     = "TREASURE_LOG_FORMAT"
+	EnvLogLevel      = "TREASURE_LOG_LEVEL"
+)
+
+// The defaults SPEC.md gives.
+const (
+	DefaultNATSURL       = "nats://127.0.0.1:4222"
+	DefaultRedisURL      = "redis://127.0.0.1:6379/0"
+	DefaultDatabaseURL   = "postgres://postgres@127.0.0.1:5432/treasure?sslmode=disable"
+	DefaultRadius        = 2000
+	DefaultIngestAddr    = "127.0.0.1:8081"
+	DefaultPushAddr      = "127.0.0.1:8082"
+	DefaultProximityAddr = "127.0.0.1:8083"
+	DefaultRankerAddr    = "127.0.0.1:8084"
+	DefaultDevNATSAddr   = "127.0.0.1:4223"
+)
+
+// Config is the configuration every treasure process reads from the
+// environment. A zero Config is not valid; build one with FromEnv (or write a
+// literal in tests). Flags may override fields after FromEnv; call Validate
+// again after changing them.
+type Config struct {
+	// NATSURL is the NATS server list (comma-separated URLs, as nats.go takes).
+	NATSURL string
+	// NATSURLSet reports whether TREASURE_NATS_URL was given: `treasure dev`
+	// embeds its own JetStream server when it was not.
+	NATSURLSet bool
+	// RedisURL is a go-redis URL (redis://, rediss:// or unix://).
+	RedisURL string
+	// DatabaseURL is a pgx connection string (URL or key=value form).
+	DatabaseURL string
+	// Graph is the graph file to load (.gr, .gr.gz or a snapshot); empty when
+	// unset, which only commands that need no graph accept.
+	Graph string
+	// Radius is the proximity radius in the graph's length units, > 0.
+	Radius uint32
+	// JWTSecret signs and checks HS256 tokens. Empty when unset: see
+	// RequireJWTSecret.
+	JWTSecret string
+	// Listen addresses (host:port) of the four services and of the embedded
+	// NATS server of `treasure dev`.
+	IngestAddr, PushAddr, ProximityAddr, RankerAddr, DevNATSAddr string
+	// Log selects the log format and level.
+	Log LogConfig
+}
+
+// FromEnv reads the configuration through getenv (os.Getenv in a main, a map
+// lookup in tests), applies SPEC's defaults to unset or empty variables and
+// validates the result. The error names every variable that is wrong.
+func FromEnv(getenv func(string) string) (Config, error) {
+	get := func(name, def string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return def
+	}
+	c := Config{
+		NATSURL:       get(EnvNATSURL, DefaultNATSURL),
+		NATSURLSet:    strings.TrimSpace(getenv(EnvNATSURL)) != "",
+		RedisURL:      get(EnvRedisURL, DefaultRedisURL),
+		DatabaseURL:   get(EnvDatabaseURL, DefaultDatabaseURL),
+		Graph:         get(EnvGraph, ""),
+		Radius:        DefaultRadius,
+		JWTSecret:     getenv(EnvJWTSecret), // secrets are taken verbatim
+		IngestAddr:    get(EnvIngestAddr, DefaultIngestAddr),
+		PushAddr:      get(EnvPushAddr, DefaultPushAddr),
+		ProximityAddr: get(EnvProximityAddr, DefaultProximityAddr),
+		RankerAddr:    get(EnvRankerAddr, DefaultRankerAddr),
+		DevNATSAddr:   get(EnvDevNATSAddr, DefaultDevNATSAddr),
+	}
+	var errs []error
+	if s := get(EnvRadius, ""); s != "" {
+		r, err := strconv.ParseUint(s, 10, 32)
+		if err != nil || r == 0 {
+			errs = append(errs, fmt.Errorf("%s: want a positive integer below 2^32, got %q", EnvRadius, s))
+		} else {
+			c.Radius = uint32(r)
+		}
+	}
+	lc, err := ParseLogConfig(get(EnvLogFormat, ""), get(EnvLogLevel, ""))
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.Log = lc
+	if err := c.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+// Validate checks every field and returns all problems joined, each naming
+// its environment variable.
+func (c Config) Validate() error {
+	var errs []error
+	if err := validNATSURL(c.NATSURL); err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", EnvNATSURL, err))
+	}
+	if _, err := redis.ParseURL(c.RedisURL); err != nil {
+		errs = append(errs, fmt.Errorf("%s: %s", EnvRedisURL, maskSecrets(err.Error())))
+	}
+	if err := validDatabaseURL(c.DatabaseURL); err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", EnvDatabaseURL, err))
+	}
+	if c.Radius == 0 {
+		errs = append(errs, fmt.Errorf("%s: must be positive", EnvRadius))
+	}
+	for _, a := range []struct{ env, addr string }{
+		{EnvIngestAddr, c.IngestAddr},
+		{EnvPushAddr, c.PushAddr},
+		{EnvProximityAddr, c.ProximityAddr},
+		{EnvRankerAddr, c.RankerAddr},
+		{EnvDevNATSAddr, c.DevNATSAddr},
+	} {
+		if err := validAddr(a.addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a.env, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RequireJWTSecret returns an error when no JWT secret is configured. Every
+// command but the demo calls it: the demo generates a secret instead.
+func (c Config) RequireJWTSecret() error {
+	if c.JWTSecret == "" {
+		return fmt.Errorf("config: %s is required (the demo generates one; elsewhere set it)", EnvJWTSecret)
+	}
+	return nil
+}
+
+// LogValue renders the configuration for the one log line a process writes
+// at start, with the JWT secret and any password or token in a URL masked.
+func (c Config) LogValue() slog.Value {
+	secret := "unset"
+	if c.JWTSecret != "" {
+		secret = "set (masked)"
+	}
+	graph := c.Graph
+	if graph == "" {
+		graph = "unset"
+	}
+	return slog.GroupValue(
+		slog.String("nats_url", MaskURL(c.NATSURL)),
+		slog.Bool("nats_url_set", c.NATSURLSet),
+		slog.String("redis_url", MaskURL(c.RedisURL)),
+		slog.String("database_url", MaskURL(c.DatabaseURL)),
+		slog.String("graph", graph),
+		slog.Uint64("radius", uint64(c.Radius)),
+		slog.String("jwt_secret", secret),
+		slog.String("ingest_addr", c.IngestAddr),
+		slog.String("push_addr", c.PushAddr),
+		slog.String("proximity_addr", c.ProximityAddr),
+		slog.String("ranker_addr", c.RankerAddr),
+		slog.String("dev_nats_addr", c.DevNATSAddr),
+		slog.String("log_format", c.Log.Format),
+		slog.String("log_level", c.Log.Level.String()),
+	)
+}
+
+const mask = "xxxxx"
+
+// secretParam matches key=value settings that carry secrets, in a query
+// string or a libpq key/value connection string.
+var secretParam = regexp.MustCompile(`(?i)\b((?:ssl)?password|pass|token|secret)=('(?:[^'\\]|\\.)*'|[^&\s]*)`)
+
+// MaskURL returns s with secrets replaced by "xxxxx": the password of every
+// URL in a comma-separated list, a NATS URL's lone user (NATS reads it as a
+// token), and password=, token= and secret= settings. Strings it cannot parse
+// are masked by the key=value rule alone.
+func MaskURL(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		parts[i] = maskOneURL(strings.TrimSpace(p))
+	}
+	return strings.Join(parts, ",")
+}
+
+func maskOneURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" || u.Host == "" && u.User == nil {
+		return maskSecrets(s)
+	}
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), mask)
+		} else if isNATSScheme(u.Scheme) && u.User.Username() != "" {
+			u.User = url.User(mask)
+		}
+	}
+	// url.URL.String escapes "xxxxx" as is; the query is masked textually so
+	// that its order and encoding stay as given.
+	u.RawQuery = maskSecrets(u.RawQuery)
+	return u.String()
+}
+
+func maskSecrets(s string) string {
+	return secretParam.ReplaceAllString(s, "${1}="+mask)
+}
+
+func isNATSScheme(s string) bool {
+	switch strings.ToLower(s) {
+	case "nats", "tls", "ws", "wss":
+		return true
+	}
+	return false
+}
+
+func validNATSURL(s string) error {
+	for p := range strings.SplitSeq(s, ",") {
+		p = strings.TrimSpace(p)
+		u, err := url.Parse(p)
+		if err != nil {
+			return fmt.Errorf("bad URL %q", MaskURL(p))
+		}
+		if !isNATSScheme(u.Scheme) {
+			return fmt.Errorf("want nats://host:port, got %q", MaskURL(p))
+		}
+		if u.Hostname() == "" {
+			return fmt.Errorf("no host in %q", MaskURL(p))
+		}
+		if port := u.Port(); port != "" {
+			if err := validPort(port); err != nil {
+				return fmt.Errorf("%q: %w", MaskURL(p), err)
+			}
+		}
+	}
+	return nil
+}
+
+func validDatabaseURL(s string) error {
+	if _, err := pgconn.ParseConfig(s); err != nil {
+		// pgconn's message quotes the input; mask it.
+		return errors.New(maskSecrets(strings.ReplaceAll(err.Error(), s, MaskURL(s))))
+	}
+	return nil
+}
+
+func validAddr(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("want host:port, got %q", s)
+	}
+	return validPort(port)
+}
+
+func validPort(s string) error {
+	if _, err := strconv.ParseUint(s, 10, 16); err != nil {
+		return fmt.Errorf("bad port %q", s)
+	}
+	return nil
+}

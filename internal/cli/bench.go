@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,7 @@ func runBenchCore(ctx context.Context, args []string, env Env, io IO) error {
 	seconds := fs.Float64("seconds", 10, "length of the move loop")
 	players := fs.Int("players", 35000, "simulated players (round-robin moves)")
 	seed := fs.Uint64("seed", 1, "random seed for treasures and walks")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the move loop to this file")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -94,6 +96,17 @@ func runBenchCore(ctx context.Context, args []string, env Env, io IO) error {
 	pauses0 := samples[2].Value.Float64Histogram()
 	counts0 := append([]uint64(nil), pauses0.Counts...)
 
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	deadline := time.Now().Add(time.Duration(*seconds * float64(time.Second)))
 	t0 = time.Now()
 	moves := 0

@@ -624,9 +624,13 @@ type ProximityResult struct {
 	// absent when there is none.
 	Treasure *NearestTreasure `protobuf:"bytes,4,opt,name=treasure,proto3" json:"treasure,omitempty"`
 	// The log position of the move.
-	Move          *LogPosition `protobuf:"bytes,5,opt,name=move,proto3" json:"move,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Move *LogPosition `protobuf:"bytes,5,opt,name=move,proto3" json:"move,omitempty"`
+	// Copied from the move's MoveAccepted: when ingest accepted it, for the
+	// move-to-update latency that push and the load generator report. Not
+	// part of the game: replays reproduce everything else exactly.
+	IngestUnixNanos int64 `protobuf:"fixed64,6,opt,name=ingest_unix_nanos,json=ingestUnixNanos,proto3" json:"ingest_unix_nanos,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ProximityResult) Reset() {
@@ -692,6 +696,13 @@ func (x *ProximityResult) GetMove() *LogPosition {
 		return x.Move
 	}
 	return nil
+}
+
+func (x *ProximityResult) GetIngestUnixNanos() int64 {
+	if x != nil {
+		return x.IngestUnixNanos
+	}
+	return 0
 }
 
 // ClaimRef names the claim that caused a score change.
@@ -990,13 +1001,14 @@ const file_treasure_v1_events_proto_rawDesc = "" +
 	"\x0fNearestTreasure\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\rR\x04node\x12\x1a\n" +
-	"\bdistance\x18\x03 \x01(\x04R\bdistance\"\xb7\x01\n" +
+	"\bdistance\x18\x03 \x01(\x04R\bdistance\"\xe3\x01\n" +
 	"\x0fProximityResult\x12\x16\n" +
 	"\x06player\x18\x01 \x01(\tR\x06player\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\rR\x04node\x128\n" +
 	"\btreasure\x18\x04 \x01(\v2\x1c.treasure.v1.NearestTreasureR\btreasure\x12,\n" +
-	"\x04move\x18\x05 \x01(\v2\x18.treasure.v1.LogPositionR\x04move\"T\n" +
+	"\x04move\x18\x05 \x01(\v2\x18.treasure.v1.LogPositionR\x04move\x12*\n" +
+	"\x11ingest_unix_nanos\x18\x06 \x01(\x10R\x0fingestUnixNanos\"T\n" +
 	"\bClaimRef\x12\x1a\n" +
 	"\btreasure\x18\x01 \x01(\tR\btreasure\x12,\n" +
 	"\x04move\x18\x02 \x01(\v2\x18.treasure.v1.LogPositionR\x04move\"}\n" +

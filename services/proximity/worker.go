@@ -178,7 +178,9 @@ type partition struct {
 	ev      eventpb.Event
 }
 
-func (p *partition) durable() string { return p.w.o.Topology.Prefix + "-proximity-" + strconv.Itoa(p.k) }
+func (p *partition) durable() string {
+	return p.w.o.Topology.Prefix + "-proximity-" + strconv.Itoa(p.k)
+}
 
 // run rebuilds and consumes, again after every failure, until ctx ends.
 func (p *partition) run(ctx context.Context) error {

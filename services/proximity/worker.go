@@ -176,6 +176,12 @@ type partition struct {
 	out     event.Builder
 	futures []*natsjs.Future
 	ev      eventpb.Event
+
+	// lastSeq is the seq of the last move applied per player: a move whose
+	// seq is not above it is a duplicate (a player's retry after an ingest
+	// crash, see docs/pipeline.md) and is skipped, live and in rebuilds
+	// alike.
+	lastSeq map[string]uint64
 }
 
 func (p *partition) durable() string {
@@ -227,6 +233,7 @@ func (p *partition) once(ctx context.Context) error {
 	floor := info.AckFloor.Stream
 	t0 := time.Now()
 	p.e = game.NewEngine(p.sub, o.Radius)
+	p.lastSeq = make(map[string]uint64)
 	if floor > 0 {
 		err := natsjs.Replay(ctx, o.JS, natsjs.ReplayOptions{Stream: t.InStream(), Subjects: []string{t.InSubject(p.k)}}, func(ctx context.Context, msgs []natsjs.Msg) error {
 			for _, m := range msgs {
@@ -339,6 +346,9 @@ func (p *partition) apply(m natsjs.Msg, publish bool) error {
 			if len(p.mv.Path) == 0 {
 				continue
 			}
+			if last, seen := p.lastSeq[string(p.mv.Player)]; seen && p.mv.Seq <= last {
+				continue
+			}
 			lastID := p.mv.Path[len(p.mv.Path)-1]
 			last, ok := graph.Index(uint64(lastID), o.Graph.NumNodes())
 			if !ok {
@@ -350,11 +360,12 @@ func (p *partition) apply(m natsjs.Msg, publish bool) error {
 			if err != nil {
 				continue // not ours: routed by another partitioning
 			}
+			player := string(p.mv.Player)
+			p.lastSeq[player] = p.mv.Seq
 			if !publish {
 				continue
 			}
 			p.w.m.moves.Inc()
-			player := string(p.mv.Player)
 			for _, c := range p.claims {
 				p.w.m.claims.Inc()
 				claim := &eventpb.Claim{Player: player, Seq: p.mv.Seq, Treasure: c.ID, Points: uint64(c.Points), Node: graph.ID(c.Node), Move: pos}

@@ -253,6 +253,9 @@ func TestWorkerAnswersAndSurvivesKill(t *testing.T) {
 	// While partition 0's worker is dead, the log grows; its successor
 	// rebuilds the engine from the log and carries on.
 	publishMoves(t, ctx, js, topoB, f, f.moves[half:])
+	// A player's retry stored twice (ingest crashed before acking it) is
+	// applied once: readOutputs fails on a second result for a move.
+	publishMoves(t, ctx, js, topoB, f, []*eventpb.MoveAccepted{f.moves[3], f.moves[half+1]})
 	stop0 = startWorker(t, ctx, f, topoB, js, url, []int{0})
 	b := waitOutputs(t, ctx, js, topoB, len(f.moves))
 	stop0()

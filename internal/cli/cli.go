@@ -36,6 +36,7 @@ func commandTable() map[string]command {
 		"nearest":    {"answer the proximity rule for node ids read from stdin", runNearest},
 		"graph":      {"generate, compile and partition road graphs (graph help)", runGraph},
 		"bench-core": {"measure the hot core: load, RSS, field build, move loop, GC", runBenchCore},
+		"proximity":  {"run a proximity worker (graph partitions → proximity results, claims)", runProximity},
 	}
 }
 

@@ -34,6 +34,8 @@ const (
 	EnvProximityAddr = "TREASURE_PROXIMITY_ADDR"
 	EnvRankerAddr    = "TREASURE_RANKER_ADDR"
 	EnvDevNATSAddr   = "TREASURE_DEV_NATS_ADDR"
+	EnvPartitions    = "TREASURE_PARTITIONS"
+	EnvStreamPrefix  = "TREASURE_STREAM_PREFIX"
 	EnvLogFormat     = "TREASURE_LOG_FORMAT"
 	EnvLogLevel      = "TREASURE_LOG_LEVEL"
 )
@@ -49,6 +51,8 @@ const (
 	DefaultProximityAddr = "127.0.0.1:8083"
 	DefaultRankerAddr    = "127.0.0.1:8084"
 	DefaultDevNATSAddr   = "127.0.0.1:4223"
+	DefaultPartitions    = 4
+	DefaultStreamPrefix  = "treasure"
 )
 
 // Config is the configuration every treasure process reads from the
@@ -76,6 +80,12 @@ type Config struct {
 	// Listen addresses (host:port) of the four services and of the embedded
 	// NATS server of `treasure dev`.
 	IngestAddr, PushAddr, ProximityAddr, RankerAddr, DevNATSAddr string
+	// Partitions is the number of graph partitions K (TREASURE_PARTITIONS):
+	// every service computes the same graph.Partition(g, K).
+	Partitions int
+	// StreamPrefix names the JetStream streams and subjects
+	// (TREASURE_STREAM_PREFIX), see natsjs.Topology.
+	StreamPrefix string
 	// Log selects the log format and level.
 	Log LogConfig
 }
@@ -103,8 +113,18 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		ProximityAddr: get(EnvProximityAddr, DefaultProximityAddr),
 		RankerAddr:    get(EnvRankerAddr, DefaultRankerAddr),
 		DevNATSAddr:   get(EnvDevNATSAddr, DefaultDevNATSAddr),
+		Partitions:    DefaultPartitions,
+		StreamPrefix:  get(EnvStreamPrefix, DefaultStreamPrefix),
 	}
 	var errs []error
+	if s := get(EnvPartitions, ""); s != "" {
+		k, err := strconv.Atoi(s)
+		if err != nil || k < 1 || k > 4096 {
+			errs = append(errs, fmt.Errorf("%s: want an integer from 1 to 4096, got %q", EnvPartitions, s))
+		} else {
+			c.Partitions = k
+		}
+	}
 	if s := get(EnvRadius, ""); s != "" {
 		r, err := strconv.ParseUint(s, 10, 32)
 		if err != nil || r == 0 {
@@ -131,6 +151,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 // its environment variable.
 func (c Config) Validate() error {
 	var errs []error
+	if err := validPrefix(c.StreamPrefix); err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", EnvStreamPrefix, err))
+	}
 	if err := validNATSURL(c.NATSURL); err != nil {
 		errs = append(errs, fmt.Errorf("%s: %w", EnvNATSURL, err))
 	}
@@ -284,6 +307,25 @@ func validAddr(s string) error {
 func validPort(s string) error {
 	if _, err := strconv.ParseUint(s, 10, 16); err != nil {
 		return fmt.Errorf("bad port %q", s)
+	}
+	return nil
+}
+
+// validPrefix checks a stream prefix: 1 to 32 characters of [A-Za-z0-9_-],
+// starting with a letter, valid in stream names and subject tokens alike.
+func validPrefix(s string) error {
+	if s == "" || len(s) > 32 {
+		return fmt.Errorf("%q: want 1 to 32 characters", s)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if i == 0 && !letter {
+			return fmt.Errorf("%q: must start with a letter", s)
+		}
+		if !letter && !(c >= '0' && c <= '9') && c != '_' && c != '-' {
+			return fmt.Errorf("%q: character %q not in [A-Za-z0-9_-]", s, c)
+		}
 	}
 	return nil
 }

@@ -27,6 +27,8 @@ func TestFromEnvDefaultsMatchSpec(t *testing.T) {
 		ProximityAddr: "127.0.0.1:8083",
 		RankerAddr:    "127.0.0.1:8084",
 		DevNATSAddr:   "127.0.0.1:4223",
+		Partitions:    4,
+		StreamPrefix:  "treasure",
 		Log:           LogConfig{Format: "text", Level: slog.LevelInfo},
 	}
 	if c != want {
@@ -54,6 +56,8 @@ func TestFromEnvOverridesEveryVariable(t *testing.T) {
 		EnvProximityAddr: "[::1]:9083",
 		EnvRankerAddr:    "localhost:0",
 		EnvDevNATSAddr:   "127.0.0.1:5222",
+		EnvPartitions:    "16",
+		EnvStreamPrefix:  "demo",
 		EnvLogFormat:     "JSON",
 		EnvLogLevel:      "debug",
 	}
@@ -74,6 +78,8 @@ func TestFromEnvOverridesEveryVariable(t *testing.T) {
 		ProximityAddr: "[::1]:9083",
 		RankerAddr:    "localhost:0",
 		DevNATSAddr:   "127.0.0.1:5222",
+		Partitions:    16,
+		StreamPrefix:  "demo",
 		Log:           LogConfig{Format: "json", Level: slog.LevelDebug},
 	}
 	if c != want {
@@ -104,6 +110,10 @@ func TestFromEnvRejectsBadValuesNamingEachVariable(t *testing.T) {
 		{"proximity addr port too big", EnvProximityAddr, "127.0.0.1:70000"},
 		{"ranker addr garbage", EnvRankerAddr, "::::"},
 		{"dev nats addr no port", EnvDevNATSAddr, "localhost"},
+		{"partitions zero", EnvPartitions, "0"},
+		{"partitions not a number", EnvPartitions, "many"},
+		{"stream prefix with a dot", EnvStreamPrefix, "a.b"},
+		{"stream prefix starting with a digit", EnvStreamPrefix, "1abc"},
 		{"log format", EnvLogFormat, "xml"},
 		{"log level", EnvLogLevel, "loud"},
 	}

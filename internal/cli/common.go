@@ -1,0 +1,104 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"treasure/internal/graph"
+	"treasure/internal/natsjs"
+	"treasure/internal/platform"
+)
+
+// serviceEnv reads the configuration and builds the logger every service
+// subcommand starts with.
+func serviceEnv(env Env, io IO) (platform.Config, *slog.Logger, error) {
+	cfg, err := platform.FromEnv(env)
+	if err != nil {
+		return cfg, nil, &UsageError{Msg: err.Error()}
+	}
+	return cfg, platform.NewLogger(io.Stderr, cfg.Log), nil
+}
+
+// connectJetStream connects to cfg's NATS and returns the JetStream
+// context. The connection retries forever in the background once made.
+func connectJetStream(url, name string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (is nats-server -js running? scripts/services.sh ensure starts one)", platform.MaskURL(url), err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+// topology is the pipeline's streams for cfg.
+func topology(cfg platform.Config) natsjs.Topology {
+	return natsjs.Topology{Prefix: cfg.StreamPrefix, Partitions: cfg.Partitions}
+}
+
+// loadPartitioned loads cfg's graph and its partition assignment, logging
+// what it loaded.
+func loadPartitioned(cfg platform.Config, log *slog.Logger) (*graph.Graph, []uint32, error) {
+	if cfg.Graph == "" {
+		return nil, nil, &UsageError{Msg: "TREASURE_GRAPH is not set: name a .gr, .gr.gz or .snap (data/amsterdam.gr.gz is in the repository)"}
+	}
+	t0 := time.Now()
+	g, err := graph.Open(cfg.Graph)
+	if err != nil {
+		return nil, nil, &InputError{Err: err}
+	}
+	part, err := graph.Partition(g, cfg.Partitions)
+	if err != nil {
+		return nil, nil, fmt.Errorf("partition %s into %d: %w", cfg.Graph, cfg.Partitions, err)
+	}
+	log.Info("graph loaded", "graph", cfg.Graph, "nodes", g.NumNodes(), "arcs", g.NumArcs(), "partitions", cfg.Partitions, "took", time.Since(t0).Round(time.Millisecond))
+	return g, part, nil
+}
+
+// parseParts parses "0,2,5" or "1-3" lists of partitions below k.
+func parseParts(s string, k int) ([]int, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		lo, hi, isRange := strings.Cut(f, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			return nil, fmt.Errorf("partition %q is not a number", f)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return nil, fmt.Errorf("partition range %q is not a-b with a <= b", f)
+			}
+		}
+		for p := a; p <= b; p++ {
+			if p < 0 || p >= k {
+				return nil, fmt.Errorf("partition %d is outside 0..%d (TREASURE_PARTITIONS=%d)", p, k-1, k)
+			}
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// hostname names this process in NATS connection names.
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "treasure"
+	}
+	return h
+}

@@ -1,0 +1,122 @@
+// Package auth verifies and signs the HS256 JWTs that identify players
+// (SPEC.md, "Game semantics"): the player is the token's "sub", and a
+// token whose "role" claim is "admin" may call the admin endpoints.
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// ErrInvalidToken is wrapped by every error Verify returns: the caller
+// answers unauthorized (HTTP 401, or the WebSocket code) whatever the
+// detail.
+var ErrInvalidToken = errors.New("invalid token")
+
+// Claims is what a verified token says about its bearer.
+type Claims struct {
+	Subject string // the player id: the token's "sub", never empty
+	Admin   bool   // the token's "role" claim is the string "admin"
+}
+
+// Verifier checks HS256 tokens against one secret. It is safe for
+// concurrent use.
+type Verifier struct {
+	secret []byte
+	parser *jwt.Parser
+}
+
+// NewVerifier returns a Verifier for secret, which must not be empty.
+func NewVerifier(secret string) (*Verifier, error) {
+	if secret == "" {
+		return nil, errors.New("new verifier: empty secret")
+	}
+	return &Verifier{
+		secret: []byte(secret),
+		parser: jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()})),
+	}, nil
+}
+
+// Verify checks token and returns its claims. It requires the header's
+// alg to be exactly HS256 (none, HS384, RS256 and the rest are refused),
+// a valid signature with the Verifier's secret, a non-empty string "sub",
+// and, when they are present, "exp" in the future and "nbf" in the past
+// (no leeway). Every error wraps ErrInvalidToken.
+func (v *Verifier) Verify(token string) (Claims, error) {
+	var mc jwt.MapClaims
+	_, err := v.parser.ParseWithClaims(token, &mc, func(t *jwt.Token) (any, error) {
+		// WithValidMethods has already checked alg; this is a second lock
+		// on the same door, in case the options ever change.
+		if t.Method != jwt.SigningMethodHS256 {
+			return nil, fmt.Errorf("alg %v not allowed", t.Header["alg"])
+		}
+		return v.secret, nil
+	})
+	if err != nil {
+		return Claims{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	sub, err := mc.GetSubject()
+	if err != nil {
+		return Claims{}, fmt.Errorf("%w: sub: %w", ErrInvalidToken, err)
+	}
+	if sub == "" {
+		return Claims{}, fmt.Errorf("%w: no sub", ErrInvalidToken)
+	}
+	role, _ := mc["role"].(string)
+	return Claims{Subject: sub, Admin: role == "admin"}, nil
+}
+
+// FromRequest returns the token r carries: from an "Authorization: Bearer
+// <token>" header (the scheme is case-insensitive), else from the query
+// parameter "token" (browsers cannot set headers on a WebSocket). It
+// reports false when r carries neither; an Authorization header of
+// another scheme is ignored.
+func FromRequest(r *http.Request) (string, bool) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
+		if tok = strings.TrimSpace(tok); ok && strings.EqualFold(scheme, "Bearer") && tok != "" {
+			return tok, true
+		}
+	}
+	if tok := r.URL.Query().Get("token"); tok != "" {
+		return tok, true
+	}
+	return "", false
+}
+
+// Sign returns an HS256 token for sub signed with secret, for the demo,
+// tests and the load generator. role, when not empty, becomes the "role"
+// claim ("admin" for admin calls). A positive ttl sets "exp" that far
+// from now, rounded up to the second; ttl <= 0 makes a token that never
+// expires. "iat" is always set.
+func Sign(secret, sub, role string, ttl time.Duration) (string, error) {
+	if secret == "" {
+		return "", errors.New("sign token: empty secret")
+	}
+	if sub == "" {
+		return "", errors.New("sign token: empty sub")
+	}
+	now := time.Now()
+	claims := jwt.MapClaims{"sub": sub, "iat": now.Unix()}
+	if role != "" {
+		claims["role"] = role
+	}
+	if ttl > 0 {
+		exp := now.Add(ttl)
+		secs := exp.Unix()
+		if exp.Nanosecond() > 0 {
+			secs++
+		}
+		claims["exp"] = secs
+	}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(secret))
+	if err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
+	}
+	return tok, nil
+}

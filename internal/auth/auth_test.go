@@ -1,0 +1,235 @@
+package auth
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"hash"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+const secret = "s3cret-for-tests"
+
+func verifier(tb testing.TB) *Verifier {
+	tb.Helper()
+	v, err := NewVerifier(secret)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return v
+}
+
+// forge builds a token by hand: any header, any payload, signed with
+// HMAC h over key (no signature when h is nil).
+func forge(tb testing.TB, header, payload map[string]any, h func() hash.Hash, key string) string {
+	tb.Helper()
+	enc := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	signing := enc(header) + "." + enc(payload)
+	if h == nil {
+		return signing + "."
+	}
+	mac := hmac.New(h, []byte(key))
+	mac.Write([]byte(signing))
+	return signing + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+func TestVerifyAccepts(t *testing.T) {
+	v := verifier(t)
+	now := time.Now().Unix()
+	hs256 := map[string]any{"alg": "HS256", "typ": "JWT"}
+	tests := []struct {
+		name  string
+		token string
+		want  Claims
+	}{
+		{"signed player", mustSign(t, "alice", "", time.Hour), Claims{Subject: "alice"}},
+		{"signed admin", mustSign(t, "ops", "admin", time.Hour), Claims{Subject: "ops", Admin: true}},
+		{"never expires", mustSign(t, "bob", "", 0), Claims{Subject: "bob"}},
+		{"odd sub kept as is", mustSign(t, `ünï "q" \ ☃`, "", time.Minute), Claims{Subject: `ünï "q" \ ☃`}},
+		{"other role is no admin", mustSign(t, "carol", "Admin", time.Hour), Claims{Subject: "carol"}},
+		{"role not a string is no admin", forge(t, hs256, map[string]any{"sub": "dave", "role": []string{"admin"}}, sha256.New, secret), Claims{Subject: "dave"}},
+		{"no typ header, nbf past, exp future", forge(t, map[string]any{"alg": "HS256"}, map[string]any{"sub": "erin", "nbf": now - 10, "exp": now + 60}, sha256.New, secret), Claims{Subject: "erin"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := v.Verify(tc.token)
+			if err != nil || got != tc.want {
+				t.Fatalf("got %+v, %v; want %+v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func mustSign(tb testing.TB, sub, role string, ttl time.Duration) string {
+	tb.Helper()
+	tok, err := Sign(secret, sub, role, ttl)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tok
+}
+
+func TestVerifyRejects(t *testing.T) {
+	v := verifier(t)
+	now := time.Now().Unix()
+	hs256 := map[string]any{"alg": "HS256", "typ": "JWT"}
+	good := map[string]any{"sub": "alice", "role": "admin"}
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs256, err := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims(good)).SignedString(rsaKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	none, err := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims(good)).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherSecret, err := Sign("another-secret", "alice", "admin", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	valid := mustSign(t, "alice", "admin", time.Hour)
+	parts := strings.Split(valid, ".")
+	tests := []struct {
+		name  string
+		token string
+	}{
+		{"wrong secret", otherSecret},
+		{"tampered payload", parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"mallory","role":"admin"}`)) + "." + parts[2]},
+		{"signature dropped", parts[0] + "." + parts[1] + "."},
+		{"alg none", none},
+		{"alg none forged by hand", forge(t, map[string]any{"alg": "none"}, good, nil, "")},
+		{"alg None with HMAC signature", forge(t, map[string]any{"alg": "None"}, good, sha256.New, secret)},
+		{"alg RS256", rs256},
+		{"alg RS256 header over an HMAC signature", forge(t, map[string]any{"alg": "RS256"}, good, sha256.New, secret)},
+		{"alg HS512 with the right secret", forge(t, map[string]any{"alg": "HS512"}, good, sha512.New, secret)},
+		{"alg hs256 in lower case", forge(t, map[string]any{"alg": "hs256"}, good, sha256.New, secret)},
+		{"no alg", forge(t, map[string]any{"typ": "JWT"}, good, sha256.New, secret)},
+		{"expired", forge(t, hs256, map[string]any{"sub": "alice", "exp": now - 5}, sha256.New, secret)},
+		{"exp not a number", forge(t, hs256, map[string]any{"sub": "alice", "exp": "tomorrow"}, sha256.New, secret)},
+		{"not yet valid", forge(t, hs256, map[string]any{"sub": "alice", "nbf": now + 3600}, sha256.New, secret)},
+		{"missing sub", forge(t, hs256, map[string]any{"role": "admin"}, sha256.New, secret)},
+		{"empty sub", forge(t, hs256, map[string]any{"sub": ""}, sha256.New, secret)},
+		{"numeric sub", forge(t, hs256, map[string]any{"sub": 42}, sha256.New, secret)},
+		{"null sub", forge(t, hs256, map[string]any{"sub": nil}, sha256.New, secret)},
+		{"empty token", ""},
+		{"garbage", "not-a-token"},
+		{"two parts", parts[0] + "." + parts[1]},
+		{"four parts", valid + ".x"},
+		{"bad base64", parts[0] + ".!!!." + parts[2]},
+		{"payload not JSON", parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte("sub=alice")) + "." + parts[2]},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := v.Verify(tc.token)
+			if err == nil {
+				t.Fatalf("accepted as %+v", got)
+			}
+			if !errors.Is(err, ErrInvalidToken) {
+				t.Fatalf("error %v does not wrap ErrInvalidToken", err)
+			}
+			if got != (Claims{}) {
+				t.Fatalf("claims %+v along with error %v", got, err)
+			}
+		})
+	}
+}
+
+func TestSignShortTTLIsNotExpired(t *testing.T) {
+	// exp rounds up to the second: a 1 ns token is still valid now.
+	tok := mustSign(t, "alice", "", time.Nanosecond)
+	if _, err := verifier(t).Verify(tok); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSignAndNewVerifierRefuseEmpty(t *testing.T) {
+	if _, err := NewVerifier(""); err == nil {
+		t.Error("NewVerifier accepted an empty secret")
+	}
+	if _, err := Sign("", "alice", "", time.Hour); err == nil {
+		t.Error("Sign accepted an empty secret")
+	}
+	if _, err := Sign(secret, "", "", time.Hour); err == nil {
+		t.Error("Sign accepted an empty sub")
+	}
+}
+
+func TestFromRequest(t *testing.T) {
+	tests := []struct {
+		name   string
+		url    string
+		header string
+		want   string
+		ok     bool
+	}{
+		{"bearer header", "/v1/moves", "Bearer abc.def.ghi", "abc.def.ghi", true},
+		{"scheme is case-insensitive", "/v1/moves", "bearer abc", "abc", true},
+		{"spaces around", "/v1/moves", "  Bearer   abc  ", "abc", true},
+		{"query token", "/v1/moves/ws?token=abc.def.ghi", "", "abc.def.ghi", true},
+		{"query token escaped", "/v1/moves/ws?after=3&token=a%2Bb", "", "a+b", true},
+		{"header wins over query", "/v1/moves/ws?token=fromquery", "Bearer fromheader", "fromheader", true},
+		{"basic scheme ignored, query used", "/v1/moves/ws?token=q", "Basic dXNlcjpwYXNz", "q", true},
+		{"basic scheme alone", "/v1/moves", "Basic dXNlcjpwYXNz", "", false},
+		{"bearer without token", "/v1/moves", "Bearer ", "", false},
+		{"bare token without scheme", "/v1/moves", "abc.def.ghi", "", false},
+		{"nothing", "/v1/moves", "", "", false},
+		{"empty query token", "/v1/moves/ws?token=", "", "", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", tc.url, nil)
+			if tc.header != "" {
+				r.Header.Set("Authorization", tc.header)
+			}
+			got, ok := FromRequest(r)
+			if got != tc.want || ok != tc.ok {
+				t.Fatalf("got %q, %v; want %q, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
+// TestRoundTripThroughRequest is the whole way a service uses the
+// package: sign, carry in a request, extract, verify.
+func TestRoundTripThroughRequest(t *testing.T) {
+	tok := mustSign(t, "player-7", "", time.Minute)
+	r := httptest.NewRequest("GET", "/v1/updates/ws?token="+tok, nil)
+	got, ok := FromRequest(r)
+	if !ok {
+		t.Fatal("no token found")
+	}
+	c, err := verifier(t).Verify(got)
+	if err != nil || c != (Claims{Subject: "player-7"}) {
+		t.Fatalf("got %+v, %v", c, err)
+	}
+}
+
+func BenchmarkVerify(b *testing.B) {
+	v := verifier(b)
+	tok := mustSign(b, "player-123456", "", time.Hour)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := v.Verify(tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

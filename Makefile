@@ -1,7 +1,17 @@
 # The two commands that matter are `make demo` and `make test` (see README).
 GO ?= go
 
-.PHONY: test build vet bench
+.PHONY: test build vet bench demo
+# demo runs the whole pipeline in one process: an embedded JetStream server,
+# the four services, and PLAYERS simulated players walking GRAPH over real
+# WebSockets, printing live figures every second. Redis and PostgreSQL come
+# from the environment (scripts/services.sh finds or starts them).
+GRAPH ?= data/amsterdam.gr.gz
+PLAYERS ?= 2000
+demo: build
+	bash scripts/services.sh ensure
+	TREASURE_GRAPH=$(GRAPH) bin/treasure dev --players $(PLAYERS)
+
 # test finds (or starts) NATS with JetStream, Redis and PostgreSQL, then runs
 # every test against them; see scripts/services.sh.
 test:

@@ -37,6 +37,7 @@ func commandTable() map[string]command {
 		"graph":      {"generate, compile and partition road graphs (graph help)", runGraph},
 		"bench-core": {"measure the hot core: load, RSS, field build, move loop, GC", runBenchCore},
 		"proximity":  {"run a proximity worker (graph partitions → proximity results, claims)", runProximity},
+		"loadgen":    {"simulated players walking the graph over real WebSockets, with live figures", runLoadgen},
 	}
 }
 

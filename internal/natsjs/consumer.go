@@ -1,0 +1,667 @@
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Consumer defaults.
+const (
+	DefaultBatch         = 256
+	DefaultMaxWait       = 2 * time.Second
+	DefaultAckWait       = 30 * time.Second
+	DefaultMaxAckPending = 1024
+	DefaultMaxDeliver    = 10
+)
+
+// DefaultBackoff returns the waits after a failed attempt before the next:
+// the i-th entry after the (i+1)-th attempt, the last one after every later
+// attempt. With DefaultMaxDeliver a transient failure is retried for about
+// fifty seconds before the message is dead-lettered.
+func DefaultBackoff() []time.Duration {
+	return []time.Duration{
+		100 * time.Millisecond, 500 * time.Millisecond, time.Second,
+		2 * time.Second, 5 * time.Second, 10 * time.Second,
+	}
+}
+
+// Headers of a dead-lettered message. The payload and the original's own
+// headers (other than the Nats-* ones) are kept.
+const (
+	HeaderDLQReason    = "Treasure-Dlq-Reason"    // the handler's error
+	HeaderDLQStream    = "Treasure-Dlq-Stream"    // the stream it came from
+	HeaderDLQConsumer  = "Treasure-Dlq-Consumer"  // the consumer that gave up
+	HeaderDLQSubject   = "Treasure-Dlq-Subject"   // its subject
+	HeaderDLQSeq       = "Treasure-Dlq-Seq"       // its stream sequence
+	HeaderDLQDelivered = "Treasure-Dlq-Delivered" // the handler's attempts (Msg.Delivered)
+	HeaderDLQTime      = "Treasure-Dlq-Time"      // when it was stored (RFC 3339)
+
+	maxReasonLen = 1024
+)
+
+// Msg is one delivered message.
+type Msg struct {
+	// Subject the message was published to.
+	Subject string
+	// Seq is its stream sequence, its position in the log.
+	Seq uint64
+	// Delivered counts the handler's attempts at it, 1 the first time:
+	// the server's deliveries plus the Run's own retries.
+	Delivered uint64
+	// Pending counts the messages on the consumer's subjects after this one
+	// that had not been delivered when it was.
+	Pending uint64
+	// Time is when the stream stored it.
+	Time time.Time
+	// Header holds its headers (nil when none).
+	Header nats.Header
+	// Data is the payload. It is not reused: a handler may keep it.
+	Data []byte
+}
+
+// Handler processes messages, in stream order. It returns nil once their
+// effect is durable; they are then acknowledged. An error has them tried
+// again after a backoff (see Consumer). It must return well within
+// AckWait. ctx is Run's. msgs is reused after the handler returns; the Data
+// slices are not.
+//
+// Delivery is at least once: after a crash or a lost ack a message the
+// handler accepted may come again (with a Seq it has seen), so effects
+// should be idempotent by Seq.
+type Handler func(ctx context.Context, msgs []Msg) error
+
+// ConsumerOptions configures a durable Consumer. Stream, Durable and
+// DeadLetter are required; zero values elsewhere take the defaults.
+type ConsumerOptions struct {
+	// Stream to consume.
+	Stream string
+	// Durable names the consumer; a Consumer created again with the same
+	// name resumes after the last acknowledged message.
+	Durable string
+	// Subjects filters the stream; empty means all of it. More than one
+	// subject needs nats-server 2.10 (ErrNeedsServer210 otherwise).
+	Subjects []string
+	// Batch caps the messages of one fetch and of one handler call.
+	// Default DefaultBatch.
+	Batch int
+	// MaxWait bounds one pull request; it is the longest a Run stays
+	// unaware of a dead connection. Default DefaultMaxWait; below AckWait.
+	MaxWait time.Duration
+	// AckWait is how long the server waits for an ack before redelivering.
+	// A handler must return well within it. Default DefaultAckWait.
+	AckWait time.Duration
+	// MaxAckPending caps the delivered, unacknowledged messages; at least
+	// Batch. Default DefaultMaxAckPending.
+	MaxAckPending int
+	// MaxDeliver is the number of attempts after which a message whose
+	// handler still fails, alone, is dead-lettered. Default
+	// DefaultMaxDeliver.
+	MaxDeliver int
+	// Backoff is the wait after a failure, by attempt (see
+	// DefaultBackoff); every entry below AckWait. Default DefaultBackoff(),
+	// each capped at AckWait/2.
+	Backoff []time.Duration
+	// DeadLetter is the subject poison messages are published to, with
+	// headers naming the reason (Topology.DLQSubject). A stream must
+	// capture it: a dead letter that JetStream does not store is retried,
+	// never dropped.
+	DeadLetter string
+	// Logger receives failures; nil discards them.
+	Logger *slog.Logger
+}
+
+func (o *ConsumerOptions) withDefaults() error {
+	if o.Stream == "" {
+		return errors.New("consumer: no stream")
+	}
+	if o.Durable == "" || strings.ContainsAny(o.Durable, " \t\r\n.*>/\\") {
+		return fmt.Errorf("consumer: durable name %q: want a non-empty name without whitespace, '.', '*', '>' or slashes", o.Durable)
+	}
+	if o.DeadLetter == "" {
+		return errors.New("consumer: no dead-letter subject")
+	}
+	if o.Batch <= 0 {
+		o.Batch = DefaultBatch
+	}
+	if o.MaxWait <= 0 {
+		o.MaxWait = DefaultMaxWait
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = DefaultAckWait
+	}
+	if o.MaxAckPending <= 0 {
+		o.MaxAckPending = max(DefaultMaxAckPending, o.Batch)
+	}
+	if o.MaxDeliver <= 0 {
+		o.MaxDeliver = DefaultMaxDeliver
+	}
+	o.Backoff = slices.Clone(o.Backoff)
+	o.Subjects = slices.Clone(o.Subjects)
+	if len(o.Backoff) == 0 {
+		// The defaults, each below AckWait.
+		o.Backoff = DefaultBackoff()
+		for i, d := range o.Backoff {
+			o.Backoff[i] = min(d, o.AckWait/2)
+		}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxWait >= o.AckWait {
+		return fmt.Errorf("consumer: max wait %v must be below ack wait %v", o.MaxWait, o.AckWait)
+	}
+	if o.MaxAckPending < o.Batch {
+		return fmt.Errorf("consumer: max ack pending %d below batch %d", o.MaxAckPending, o.Batch)
+	}
+	for _, d := range o.Backoff {
+		if d <= 0 || d >= o.AckWait {
+			return fmt.Errorf("consumer: backoff %v not in (0, ack wait %v)", d, o.AckWait)
+		}
+	}
+	return nil
+}
+
+// Consumer is a durable pull consumer that hands batches of messages to a
+// Handler strictly in stream order and acknowledges them once it returns
+// nil. What it guarantees, per durable name with one Run at a time:
+//
+//   - order: the handler sees stream sequences strictly increasing, and
+//     never a message it has already accepted (in this Run);
+//   - at least once: a message is acknowledged only after the handler
+//     accepted it; a new Run resumes after the last acknowledged message
+//     (one whose ack was lost comes again);
+//   - no silent loss: the server never gives up on a message (its
+//     MaxDeliver is unlimited); only the handler's verdict dead-letters.
+//
+// A delivery lost between server and client (a dropped connection, a pull
+// that outlived its Run) shows as a gap in the consumer's delivery
+// sequence; Run then recreates the consumer at the message after the last
+// one it accepted, as the client library's ordered consumer does. A Run
+// that starts with messages still unacknowledged from an earlier one (a
+// killed process) does the same, so that those come back at once and
+// first, rather than after AckWait and behind newer ones.
+//
+// When the handler fails, Run keeps the messages (telling the server they
+// are in progress, so they do not expire), waits the Backoff for their
+// attempt count and tries again, one message at a time until it is past
+// every message of the failed group, so that a failure is pinned to one
+// message. (A nak would put the message at the back of the server's
+// redelivery queue, behind others: order is why failures are retried here
+// and not nak'ed.) A message whose handler fails alone on its MaxDeliver-th
+// attempt is published to the DeadLetter subject with headers naming the
+// reason, then terminated; if the dead letter cannot be stored, it is
+// retried instead.
+//
+// Two Runs on one durable (two processes) would steal each other's
+// messages and reset each other's consumer: give each its own durable.
+type Consumer struct {
+	js  jetstream.JetStream
+	o   ConsumerOptions
+	log *slog.Logger
+	cfg jetstream.ConsumerConfig
+
+	mu   sync.Mutex
+	cons jetstream.Consumer // replaced by reset, like cfg
+}
+
+// NewConsumer creates the durable consumer o describes on its stream, or
+// updates it to o when it exists (keeping where it starts), and returns a
+// Consumer ready to Run.
+func NewConsumer(ctx context.Context, js jetstream.JetStream, o ConsumerOptions) (*Consumer, error) {
+	if err := o.withDefaults(); err != nil {
+		return nil, err
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:       o.Durable,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       o.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: o.MaxAckPending,
+		ReplayPolicy:  jetstream.ReplayInstantPolicy,
+	}
+	if err := setFilter(js, o.Subjects, &cfg.FilterSubject, &cfg.FilterSubjects); err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", o.Durable, err)
+	}
+	// A consumer that a reset recreated starts at a sequence; the server
+	// refuses to change that in place, and there is no need to.
+	existing, err := js.Consumer(ctx, o.Stream, o.Durable)
+	switch {
+	case err == nil:
+		ec := existing.CachedInfo().Config
+		cfg.DeliverPolicy, cfg.OptStartSeq = ec.DeliverPolicy, ec.OptStartSeq
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		return nil, fmt.Errorf("consumer %s on %s: %w", o.Durable, o.Stream, err)
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, o.Stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on %s: %w", o.Durable, o.Stream, err)
+	}
+	return &Consumer{js: js, cfg: cfg, o: o, cons: cons, log: o.Logger.With("stream", o.Stream, "consumer", o.Durable)}, nil
+}
+
+// setFilter fills a consumer's filter: one subject as FilterSubject (any
+// server), several as FilterSubjects after checking that the server is
+// 2.10 or later.
+func setFilter(js jetstream.JetStream, subjects []string, one *string, several *[]string) error {
+	for _, s := range subjects {
+		if s == "" {
+			return errors.New("empty filter subject")
+		}
+	}
+	switch len(subjects) {
+	case 0:
+	case 1:
+		*one = subjects[0]
+	default:
+		ok, err := atLeast210(js.Conn().ConnectedServerVersion())
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w (server %s)", ErrNeedsServer210, js.Conn().ConnectedServerVersion())
+		}
+		*several = append([]string(nil), subjects...)
+	}
+	return nil
+}
+
+func (c *Consumer) consumer() jetstream.Consumer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cons
+}
+
+// Info returns the consumer's state on the server: its backlog
+// (NumPending), unacknowledged messages (NumAckPending) and positions.
+// It is safe to call while Run runs.
+func (c *Consumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) {
+	info, err := c.consumer().Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s info: %w", c.o.Durable, err)
+	}
+	return info, nil
+}
+
+// reset deletes the consumer and creates it again, same name and
+// settings, delivering from stream sequence from: what was delivered and
+// not acknowledged comes again, at once and in order.
+func (c *Consumer) reset(ctx context.Context, from uint64) error {
+	c.mu.Lock()
+	cfg := c.cfg
+	c.mu.Unlock()
+	cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, max(from, 1)
+	if err := c.js.DeleteConsumer(ctx, c.o.Stream, c.o.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("reset consumer %s: %w", c.o.Durable, err)
+	}
+	cons, err := c.js.CreateConsumer(ctx, c.o.Stream, cfg)
+	if err != nil {
+		return fmt.Errorf("reset consumer %s: %w", c.o.Durable, err)
+	}
+	c.mu.Lock()
+	c.cons, c.cfg = cons, cfg
+	c.mu.Unlock()
+	return nil
+}
+
+// Run fetches messages and hands them to h until ctx is cancelled, and then
+// returns nil. Messages delivered but not yet accepted when ctx is
+// cancelled are left unacknowledged, for the next Run. Failures to fetch
+// (a lost connection, a restarting server) are logged and retried with
+// backoff; a consumer deleted under a running Run is created again, after
+// the last message it accepted. Run returns an error only for a delivery
+// it cannot read.
+func (c *Consumer) Run(ctx context.Context, h Handler) error {
+	s := runState{c: c, h: h, resetFrom: startUnknown}
+	fails := 0
+	for ctx.Err() == nil {
+		var err error
+		switch {
+		case s.resetFrom == startUnknown:
+			err = s.start(ctx)
+		case s.resetFrom != 0:
+			if err = c.reset(ctx, s.resetFrom); err == nil {
+				// What was queued comes again from the new consumer.
+				clear(s.queue)
+				s.queue, s.resetFrom, s.dseq = s.queue[:0], 0, 0
+			}
+		default:
+			err = s.fetch(ctx)
+		}
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil:
+			fails = 0
+		case errors.Is(err, errUnreadable):
+			return err
+		case errors.Is(err, errGap):
+			c.log.Info("lost delivery; resuming after the last accepted message", "err", err, "from", s.accepted+1)
+			s.resetFrom = s.accepted + 1
+		case s.resetFrom == 0 && c.deleted(ctx):
+			c.log.Warn("consumer deleted; creating it again after the last accepted message", "err", err, "from", s.accepted+1)
+			s.resetFrom = s.accepted + 1
+		default:
+			fails++
+			c.log.Warn("consume failed", "err", err, "attempt", fails)
+			if !sleep(ctx, c.backoff(uint64(fails))) {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// deleted reports whether the consumer is gone from the server (an
+// operator deleted it), after a failed fetch.
+func (c *Consumer) deleted(ctx context.Context) bool {
+	_, err := c.consumer().Info(ctx)
+	return errors.Is(err, jetstream.ErrConsumerNotFound)
+}
+
+var (
+	errUnreadable = errors.New("delivery without JetStream metadata")
+	errGap        = errors.New("delivery sequence gap")
+)
+
+// startUnknown marks a Run that has not read the consumer's state yet.
+const startUnknown = ^uint64(0)
+
+// held is a delivered message not yet accepted.
+type held struct {
+	raw      jetstream.Msg
+	msg      Msg
+	failures uint64 // failed handler attempts in this Run
+}
+
+// runState is what Run carries from one fetch to the next.
+type runState struct {
+	c *Consumer
+	h Handler
+
+	queue    []held // delivered, not yet accepted, in stream order
+	msgs     []Msg  // the handler's argument, reused
+	dseq     uint64 // consumer sequence of the last delivery taken in
+	accepted uint64 // stream sequence of the last message accepted
+	// alone, after a failure, is the last sequence of the failed group:
+	// until the handler has accepted it, it gets one message at a time.
+	alone uint64
+	// resetFrom, when not 0, is where the consumer must be recreated to
+	// start before the next fetch; startUnknown before start.
+	resetFrom uint64
+}
+
+// start reads where the consumer stands. Messages still unacknowledged (a
+// Run that was killed) make it recreate the consumer after the ack floor,
+// so that they come back first.
+func (s *runState) start(ctx context.Context) error {
+	info, err := s.c.Info(ctx)
+	if err != nil {
+		return err
+	}
+	s.accepted, s.dseq, s.resetFrom = info.AckFloor.Stream, info.Delivered.Consumer, 0
+	if info.NumAckPending > 0 {
+		s.c.log.Info("resuming after the last acknowledged message", "unacked", info.NumAckPending, "from", s.accepted+1)
+		s.resetFrom = s.accepted + 1
+	}
+	return nil
+}
+
+// fetch runs one pull request: it hands what arrives to the handler, in
+// groups of what has arrived (so that a light load is not held back to
+// fill a batch), until the pull has ended and every message is accepted.
+func (s *runState) fetch(ctx context.Context) error {
+	fctx, cancel := context.WithTimeout(ctx, s.c.o.MaxWait)
+	defer cancel()
+	batch, err := s.c.consumer().Fetch(s.c.o.Batch, jetstream.FetchContext(fctx))
+	if err != nil {
+		return fmt.Errorf("fetch: %w", err)
+	}
+	ch := batch.Messages()
+	open := true
+	for {
+		if len(s.queue) == 0 {
+			if !open {
+				break
+			}
+			select {
+			case m, ok := <-ch:
+				if !ok {
+					open = false
+					continue
+				}
+				if err := s.take(m); err != nil {
+					return err
+				}
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	take:
+		for open {
+			select {
+			case m, ok := <-ch:
+				if !ok {
+					open = false
+					break take
+				}
+				if err := s.take(m); err != nil {
+					return err
+				}
+			default:
+				break take
+			}
+		}
+		if len(s.queue) > 0 {
+			if err := s.step(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("fetch: %w", err)
+	}
+	return nil
+}
+
+// take queues one delivery, checking that none went missing before it and
+// dropping what is a redelivery of something accepted or queued already.
+func (s *runState) take(m jetstream.Msg) error {
+	msg, err := toMsg(m)
+	if err != nil {
+		return err
+	}
+	md, _ := m.Metadata() // toMsg has parsed it
+	if dseq := md.Sequence.Consumer; dseq != s.dseq+1 {
+		return fmt.Errorf("%w: delivery %d after %d", errGap, dseq, s.dseq)
+	}
+	s.dseq++
+	if msg.Seq <= s.accepted {
+		// Accepted, but its ack was lost: acknowledge again.
+		if err := m.Ack(); err != nil {
+			s.c.log.Warn("ack failed", "seq", msg.Seq, "err", err)
+		}
+		return nil
+	}
+	if n := len(s.queue); n > 0 && msg.Seq <= s.queue[n-1].msg.Seq {
+		for i := range s.queue {
+			if s.queue[i].msg.Seq == msg.Seq {
+				// It expired while queued: answer the newer delivery.
+				s.queue[i].raw = m
+				s.queue[i].msg.Delivered = msg.Delivered
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: seq %d delivered after %d", errGap, msg.Seq, s.queue[n-1].msg.Seq)
+	}
+	s.queue = append(s.queue, held{raw: m, msg: msg})
+	return nil
+}
+
+// step hands the group at the head of the queue to the handler once.
+func (s *runState) step(ctx context.Context) error {
+	c := s.c
+	n := min(len(s.queue), c.o.Batch)
+	if s.alone != 0 {
+		n = 1
+	}
+	group := s.queue[:n]
+	s.msgs = s.msgs[:0]
+	for _, q := range group {
+		m := q.msg
+		m.Delivered += q.failures
+		s.msgs = append(s.msgs, m)
+	}
+	herr := s.h(ctx, s.msgs)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if herr == nil {
+		for _, q := range group {
+			if err := q.raw.Ack(); err != nil {
+				// It comes back after AckWait and is acknowledged then.
+				c.log.Warn("ack failed", "seq", q.msg.Seq, "err", err)
+				break
+			}
+		}
+		s.accept(n)
+		return nil
+	}
+	for i := range group {
+		group[i].failures++
+	}
+	first, last := s.msgs[0], s.msgs[n-1]
+	attempt := first.Delivered
+	if n == 1 && attempt >= uint64(c.o.MaxDeliver) {
+		err := c.deadLetter(ctx, first, herr)
+		if err == nil {
+			c.log.Warn("dead-lettered", "seq", first.Seq, "subject", first.Subject, "attempts", attempt, "reason", herr)
+			if err := s.queue[0].raw.Term(); err != nil {
+				c.log.Warn("term failed", "seq", first.Seq, "err", err)
+			}
+			s.accept(1)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c.log.Error("dead letter failed; will retry", "seq", first.Seq, "err", err)
+	} else {
+		c.log.Warn("handler failed", "first_seq", first.Seq, "last_seq", last.Seq, "messages", n, "attempt", attempt, "err", herr)
+	}
+	if n > 1 {
+		s.alone = max(s.alone, last.Seq)
+	}
+	// Keep what we hold from expiring while we wait.
+	for _, q := range s.queue {
+		if err := q.raw.InProgress(); err != nil {
+			c.log.Warn("in-progress failed", "seq", q.msg.Seq, "err", err)
+			break
+		}
+	}
+	if !sleep(ctx, c.backoff(attempt)) {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// accept drops the first n queued messages, now accepted.
+func (s *runState) accept(n int) {
+	s.accepted = s.queue[n-1].msg.Seq
+	if s.accepted >= s.alone {
+		s.alone = 0
+	}
+	rest := copy(s.queue, s.queue[n:])
+	clear(s.queue[rest:])
+	s.queue = s.queue[:rest]
+}
+
+// backoff returns the wait after a failed delivery number n (1-based).
+func (c *Consumer) backoff(n uint64) time.Duration {
+	i := int(min(max(n, 1), uint64(len(c.o.Backoff)))) - 1
+	return c.o.Backoff[i]
+}
+
+// deadLetter publishes m to the dead-letter subject, with its payload and
+// headers and the reason, and waits for JetStream to store it. Its
+// Nats-Msg-Id names the stream, consumer and sequence, so a dead letter
+// published again after a crash is stored once.
+func (c *Consumer) deadLetter(ctx context.Context, msg Msg, reason error) error {
+	out := nats.NewMsg(c.o.DeadLetter)
+	out.Data = msg.Data
+	for k, v := range msg.Header {
+		if !strings.HasPrefix(k, "Nats-") {
+			out.Header[k] = append([]string(nil), v...)
+		}
+	}
+	out.Header.Set(HeaderDLQReason, headerValue(reason.Error()))
+	out.Header.Set(HeaderDLQStream, c.o.Stream)
+	out.Header.Set(HeaderDLQConsumer, c.o.Durable)
+	out.Header.Set(HeaderDLQSubject, msg.Subject)
+	out.Header.Set(HeaderDLQSeq, strconv.FormatUint(msg.Seq, 10))
+	out.Header.Set(HeaderDLQDelivered, strconv.FormatUint(msg.Delivered, 10))
+	out.Header.Set(HeaderDLQTime, msg.Time.UTC().Format(time.RFC3339Nano))
+	out.Header.Set(jetstream.MsgIDHeader, "dlq."+c.o.Stream+"."+c.o.Durable+"."+strconv.FormatUint(msg.Seq, 10))
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := c.js.PublishMsg(pctx, out); err != nil {
+		return fmt.Errorf("dead letter seq %d to %s: %w", msg.Seq, c.o.DeadLetter, err)
+	}
+	return nil
+}
+
+// headerValue makes s a valid header value: one line, at most maxReasonLen
+// bytes of valid UTF-8.
+func headerValue(s string) string {
+	s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+	if len(s) > maxReasonLen {
+		s = strings.ToValidUTF8(s[:maxReasonLen], "")
+	}
+	return s
+}
+
+// toMsg reads a delivery's metadata.
+func toMsg(m jetstream.Msg) (Msg, error) {
+	md, err := m.Metadata()
+	if err != nil {
+		return Msg{}, fmt.Errorf("%w: %v", errUnreadable, err)
+	}
+	return Msg{
+		Subject:   m.Subject(),
+		Seq:       md.Sequence.Stream,
+		Delivered: md.NumDelivered,
+		Pending:   md.NumPending,
+		Time:      md.Timestamp,
+		Header:    m.Headers(),
+		Data:      m.Data(),
+	}, nil
+}
+
+func seqOf(m jetstream.Msg) uint64 {
+	if md, err := m.Metadata(); err == nil {
+		return md.Sequence.Stream
+	}
+	return 0
+}
+
+// sleep waits d or until ctx is done, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

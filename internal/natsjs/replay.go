@@ -1,0 +1,150 @@
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultReplayWait is how long Replay waits for a message before asking
+// the server whether it has read everything.
+const DefaultReplayWait = 500 * time.Millisecond
+
+// ReplayOptions configures a Replay. Stream is required.
+type ReplayOptions struct {
+	// Stream to read.
+	Stream string
+	// Subjects filters the stream; empty means all of it. More than one
+	// subject needs nats-server 2.10.
+	Subjects []string
+	// StartSeq is the first stream sequence to read; 0 and 1 both mean
+	// the start of the stream.
+	StartSeq uint64
+	// Batch caps the messages of one handler call. Default DefaultBatch.
+	Batch int
+	// MaxWait is how long Replay waits for a message before checking
+	// whether it has caught up. Default DefaultReplayWait.
+	MaxWait time.Duration
+	// Follow keeps reading new messages after catching up, until ctx is
+	// cancelled; otherwise Replay returns once it has read every message
+	// present.
+	Follow bool
+}
+
+// Replay reads a stream in order from StartSeq with an ephemeral ordered
+// consumer (no acks, no state on the server beyond the read; a gap is
+// repaired by the client library), handing the messages to h in batches.
+// It returns nil once it has handed over the last message present (unless
+// Follow), h's error as soon as h fails (nothing is retried: a replay is a
+// read), and ctx's error when cancelled first.
+func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, h Handler) error {
+	if o.Stream == "" {
+		return errors.New("replay: no stream")
+	}
+	if o.Batch <= 0 {
+		o.Batch = DefaultBatch
+	}
+	if o.MaxWait <= 0 {
+		o.MaxWait = DefaultReplayWait
+	}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if o.StartSeq > 1 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = o.StartSeq
+	}
+	var one string
+	if err := setFilter(js, o.Subjects, &one, &cfg.FilterSubjects); err != nil {
+		return fmt.Errorf("replay %s: %w", o.Stream, err)
+	}
+	if one != "" {
+		cfg.FilterSubjects = []string{one} // the ordered consumer sends one as FilterSubject
+	}
+	stream, err := js.Stream(ctx, o.Stream)
+	if err != nil {
+		return fmt.Errorf("replay %s: %w", o.Stream, err)
+	}
+	if st := stream.CachedInfo().State; !o.Follow && (st.Msgs == 0 || st.LastSeq < max(o.StartSeq, 1)) {
+		return nil // nothing to read
+	}
+	oc, err := stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("replay %s: %w", o.Stream, err)
+	}
+	it, err := oc.Messages(jetstream.PullMaxMessages(2 * o.Batch))
+	if err != nil {
+		return fmt.Errorf("replay %s: %w", o.Stream, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+
+	msgs := make([]Msg, 0, o.Batch)
+	for {
+		m, err := it.Next(jetstream.NextMaxWait(o.MaxWait))
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, nats.ErrTimeout):
+			if o.Follow {
+				continue
+			}
+			done, err := caughtUp(ctx, oc)
+			if err != nil {
+				return fmt.Errorf("replay %s: %w", o.Stream, err)
+			}
+			if done {
+				return nil
+			}
+			continue
+		case err != nil:
+			return fmt.Errorf("replay %s: %w", o.Stream, err)
+		}
+		msg, err := toMsg(m)
+		if err != nil {
+			return fmt.Errorf("replay %s: %w", o.Stream, err)
+		}
+		msgs = append(msgs[:0], msg)
+		// Gather what the server says is right behind: it is in the
+		// buffer or on its way.
+		for msg.Pending > 0 && len(msgs) < o.Batch {
+			m, err := it.Next(jetstream.NextMaxWait(o.MaxWait))
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, nats.ErrTimeout) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("replay %s: %w", o.Stream, err)
+			}
+			if msg, err = toMsg(m); err != nil {
+				return fmt.Errorf("replay %s: %w", o.Stream, err)
+			}
+			msgs = append(msgs, msg)
+		}
+		if err := h(ctx, msgs); err != nil {
+			return err
+		}
+		if !o.Follow && msgs[len(msgs)-1].Pending == 0 {
+			return nil
+		}
+	}
+}
+
+// caughtUp asks the server whether the ordered consumer has nothing left to
+// deliver. Call it only when the client's buffer is empty (a Next timed
+// out).
+func caughtUp(ctx context.Context, oc jetstream.Consumer) (bool, error) {
+	info, err := oc.Info(ctx)
+	if errors.Is(err, jetstream.ErrOrderedConsumerNotCreated) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return false, nil // being (re)created: ask again later
+	}
+	if err != nil {
+		return false, err
+	}
+	return info.NumPending == 0 && info.NumAckPending == 0, nil
+}

@@ -33,11 +33,12 @@ type command struct {
 // init-free constructors in commandTable.
 func commandTable() map[string]command {
 	return map[string]command{
-		"nearest":    {"answer the proximity rule for node ids read from stdin", runNearest},
-		"graph":      {"generate, compile and partition road graphs (graph help)", runGraph},
-		"bench-core": {"measure the hot core: load, RSS, field build, move loop, GC", runBenchCore},
-		"proximity":  {"run a proximity worker (graph partitions → proximity results, claims)", runProximity},
-		"loadgen":    {"simulated players walking the graph over real WebSockets, with live figures", runLoadgen},
+		"nearest":     {"answer the proximity rule for node ids read from stdin", runNearest},
+		"graph":       {"generate, compile and partition road graphs (graph help)", runGraph},
+		"bench-core":  {"measure the hot core: load, RSS, field build, move loop, GC", runBenchCore},
+		"proximity":   {"run a proximity worker (graph partitions → proximity results, claims)", runProximity},
+		"loadgen":     {"simulated players walking the graph over real WebSockets, with live figures", runLoadgen},
+		"healthcheck": {"GET a health URL once: exit 0 on 200 (container health checks)", runHealthcheck},
 	}
 }
 

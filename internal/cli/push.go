@@ -1,0 +1,111 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"treasure/internal/auth"
+	"treasure/internal/pgstore"
+	"treasure/internal/platform"
+	"treasure/services/push"
+)
+
+const pushSynopsis = `push [--ring N] [--queue N] [--write-delay D]
+
+Runs push: it follows the whole P_OUT stream and sends every player their
+updates (proximity, claim, score, with per-player ids; leaderboard
+snapshots to everyone) over GET /v1/updates/ws?token=…[&after=I], and
+serves GET /v1/leaderboard?limit=N and GET /v1/players/{id} from Redis
+(TREASURE_REDIS_URL, keys under "<TREASURE_STREAM_PREFIX>:"), or from
+PostgreSQL (TREASURE_DATABASE_URL) when Redis is down. Everything,
+/healthz, /readyz and /metrics included, listens on TREASURE_PUSH_ADDR.`
+
+// runPush runs the push service until ctx ends.
+func runPush(ctx context.Context, args []string, env Env, io IO) error {
+	fs := newFlagSet("push", pushSynopsis, io.Stderr)
+	ring := fs.Int("ring", push.DefaultRingSize, "recent updates kept per player for ?after= resume")
+	queue := fs.Int("queue", push.DefaultQueueSize, "messages queued per socket before it is closed as slow")
+	delay := fs.Duration("write-delay", 0, "how long a socket's writer waits to gather updates into one frame")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return &UsageError{Msg: fmt.Sprintf("push: unexpected argument %q", fs.Arg(0))}
+	}
+	if *ring < 1 || *queue < 1 || *delay < 0 {
+		return &UsageError{Msg: "push: --ring and --queue must be positive, --write-delay not negative"}
+	}
+	cfg, log, err := serviceEnv(env, io)
+	if err != nil {
+		return err
+	}
+	if err := cfg.RequireJWTSecret(); err != nil {
+		return &UsageError{Msg: err.Error()}
+	}
+	verifier, err := auth.NewVerifier(cfg.JWTSecret)
+	if err != nil {
+		return err
+	}
+	nc, js, err := connectJetStream(cfg.NATSURL, "treasure-push@"+hostname())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	topo := topology(cfg)
+	if err := topo.Ensure(ctx, js); err != nil {
+		return err
+	}
+	ropts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return &UsageError{Msg: fmt.Sprintf("%s: %v", platform.EnvRedisURL, err)}
+	}
+	rdb := redis.NewClient(ropts)
+	defer rdb.Close()
+	// The pool connects lazily: push starts, and answers from Redis, while
+	// PostgreSQL is down.
+	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return &UsageError{Msg: fmt.Sprintf("%s: %v", platform.EnvDatabaseURL, platform.MaskURL(err.Error()))}
+	}
+	defer pool.Close()
+	// The ranker owns the scores; migrating here too (idempotent, safe
+	// concurrently) lets the fallback answer when push starts first.
+	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if err := pgstore.Migrate(mctx, pool); err != nil {
+		log.Warn("postgres not migrated: the leaderboard fallback answers 503 until the ranker has run", "err", err)
+	}
+	cancel()
+
+	reg := platform.NewRegistry()
+	srv, err := push.New(push.Options{
+		Topology: topo, NC: nc, JS: js,
+		Redis: rdb, RedisPrefix: cfg.StreamPrefix + ":",
+		Postgres: pool, Verifier: verifier,
+		RingSize: *ring, QueueSize: *queue, WriteDelay: *delay,
+		Log: log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	mux := platform.OpsMux(reg, srv.Ready)
+	mux.Handle("/v1/", srv.Handler())
+	hs := &platform.HTTPServer{
+		Name: "push", Addr: cfg.PushAddr, Handler: mux,
+		// Warnings only: the start-up line below says where it listens.
+		Log: platform.NewLogger(io.Stderr, platform.LogConfig{Format: cfg.Log.Format, Level: max(cfg.Log.Level, slog.LevelWarn)}),
+	}
+	bound, err := hs.Listen()
+	if err != nil {
+		return err
+	}
+	log.Info("push starting", "url", "http://"+bound.String(), "updates", "ws://"+bound.String()+"/v1/updates/ws",
+		"nats", platform.MaskURL(cfg.NATSURL), "stream", topo.OutStream(),
+		"redis", platform.MaskURL(cfg.RedisURL), "redis_prefix", cfg.StreamPrefix+":", "postgres", platform.MaskURL(cfg.DatabaseURL),
+		"ring", *ring, "queue", *queue)
+	return platform.RunGroup(ctx, hs, srv)
+}

@@ -1,0 +1,239 @@
+package push
+
+import (
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gorilla/websocket"
+)
+
+// nShards is the number of independently locked parts of the hub: the
+// feed locks one per player update, and a socket's registration locks
+// only its player's shard.
+const nShards = 64
+
+// hub holds every player's update state and the sockets listening to
+// them. It is safe for concurrent use; deliver and broadcast are called
+// by the feed goroutine only.
+//
+// Lock order: shard.mu, then conn.mu. Nothing blocks while holding
+// either: queuing to a socket appends to its buffer or marks it slow.
+type hub struct {
+	seed     maphash.Seed
+	shards   [nShards]shard
+	ringSize int
+	maxConns int // sockets per player
+
+	scratch []byte // the feed's record and JSON buffer
+
+	mu     sync.Mutex // guards closed and wg.Add against Run's shutdown
+	closed bool
+	wg     sync.WaitGroup // every socket's goroutines
+
+	latest atomic.Pointer[[]byte] // the last leaderboard message, shared, immutable
+}
+
+type shard struct {
+	mu      sync.Mutex
+	players map[string]*player
+	conns   []*conn // every registered socket of the shard's players
+}
+
+// player is one player's update state: the id its next update gets and
+// its most recent updates, for resume, plus its live sockets.
+type player struct {
+	next  uint64 // id of the next update; ids start at 1
+	ring  ring
+	conns []*conn
+}
+
+func newHub(ringSize, maxConns int) *hub {
+	h := &hub{seed: maphash.MakeSeed(), ringSize: ringSize, maxConns: maxConns}
+	for i := range h.shards {
+		h.shards[i].players = make(map[string]*player)
+	}
+	return h
+}
+
+func (h *hub) shard(id string) *shard {
+	return &h.shards[maphash.String(h.seed, id)%nShards]
+}
+
+// get returns the state of player id, creating it. Callers hold sh.mu.
+func (sh *shard) get(id string) *player {
+	p := sh.players[id]
+	if p == nil {
+		p = &player{next: 1}
+		sh.players[id] = p
+	}
+	return p
+}
+
+// deliver gives u the next id of player id, retains it, and queues its
+// JSON to the player's sockets. Called by the feed goroutine only.
+func (h *hub) deliver(id string, u *update) {
+	sh := h.shard(id)
+	sh.mu.Lock()
+	p := sh.get(id)
+	n := p.next
+	p.next++
+	h.scratch = appendRecord(h.scratch[:0], u)
+	p.ring.push(h.scratch, h.ringSize)
+	if len(p.conns) > 0 {
+		h.scratch = appendJSON(h.scratch[:0], n, u)
+		for _, c := range p.conns {
+			c.enqueue(h.scratch)
+		}
+	}
+	sh.mu.Unlock()
+}
+
+// broadcast makes msg, a leaderboard message, the next message of every
+// socket (replacing one not yet sent). msg must not change afterwards.
+// Called by the feed goroutine only.
+func (h *hub) broadcast(msg []byte) {
+	// Stored before the shards are visited: a socket registering
+	// meanwhile either finds msg here or is visited below.
+	h.latest.Store(&msg)
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for _, c := range sh.conns {
+			c.setLeaderboard(msg)
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// register adds c to its player's sockets and, when resume, returns the
+// retained updates with ids above after as JSON, newline-joined (none
+// when after is at or beyond the newest id). Registration and the copy
+// happen under the player's lock, so every later update goes to c's
+// queue and every earlier one is in the backlog (when retained): none is
+// lost or sent twice. It returns ok false when the hub is closed.
+func (h *hub) register(c *conn, after uint64, resume bool) (backlog []byte, ok bool) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, false
+	}
+	h.wg.Add(1)
+	h.mu.Unlock()
+
+	sh := h.shard(c.player)
+	sh.mu.Lock()
+	p := sh.get(c.player)
+	if len(p.conns) >= h.maxConns {
+		// The oldest socket makes room for the newest.
+		old := p.conns[0]
+		sh.remove(p, old)
+		old.kick(websocket.ClosePolicyViolation, "replaced")
+	}
+	p.conns = append(p.conns, c)
+	c.idx = len(sh.conns)
+	sh.conns = append(sh.conns, c)
+	if lb := h.latest.Load(); lb != nil {
+		c.setLeaderboard(*lb)
+	}
+	var recs []byte
+	var first uint64
+	if resume && p.ring.count > 0 {
+		var r []byte
+		r, first = p.ring.since(after, p.next-1)
+		recs = append([]byte(nil), r...)
+	}
+	sh.mu.Unlock()
+	// A close that began before c was in its shard did not see it.
+	h.mu.Lock()
+	if h.closed {
+		c.kick(websocket.CloseGoingAway, "shutdown")
+	}
+	h.mu.Unlock()
+
+	eachRecord(recs, func(rec []byte) bool {
+		if len(backlog) > 0 {
+			backlog = append(backlog, '\n')
+		}
+		var ok bool
+		if backlog, ok = recordJSON(backlog, first, rec); !ok {
+			return false
+		}
+		first++
+		return true
+	})
+	return backlog, true
+}
+
+// unregister removes c from its player's sockets (if still there) and
+// marks its goroutines done.
+func (h *hub) unregister(c *conn) {
+	sh := h.shard(c.player)
+	sh.mu.Lock()
+	if p := sh.players[c.player]; p != nil {
+		sh.remove(p, c)
+	}
+	sh.mu.Unlock()
+	h.wg.Done()
+}
+
+// remove takes c off p's and sh's lists; a no-op when it is not there.
+// Callers hold sh.mu.
+func (sh *shard) remove(p *player, c *conn) {
+	if c.idx < 0 {
+		return
+	}
+	for i, pc := range p.conns {
+		if pc == c {
+			p.conns = append(p.conns[:i], p.conns[i+1:]...)
+			break
+		}
+	}
+	last := sh.conns[len(sh.conns)-1]
+	sh.conns[c.idx] = last
+	last.idx = c.idx
+	sh.conns[len(sh.conns)-1] = nil
+	sh.conns = sh.conns[:len(sh.conns)-1]
+	c.idx = -1
+}
+
+// close refuses new sockets, asks every socket to close with code and
+// reason, and waits for their goroutines to end.
+func (h *hub) close(code int, reason string) {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for _, c := range sh.conns {
+			c.kick(code, reason)
+		}
+		sh.mu.Unlock()
+	}
+	h.wg.Wait()
+}
+
+// stats returns the number of players known and of sockets registered.
+func (h *hub) stats() (players, conns int) {
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		players += len(sh.players)
+		conns += len(sh.conns)
+		sh.mu.Unlock()
+	}
+	return players, conns
+}
+
+// nextID returns the id player id's next update will get (1 for a
+// player never seen).
+func (h *hub) nextID(id string) uint64 {
+	sh := h.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if p := sh.players[id]; p != nil {
+		return p.next
+	}
+	return 1
+}

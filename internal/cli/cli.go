@@ -39,6 +39,10 @@ func commandTable() map[string]command {
 		"proximity":   {"run a proximity worker (graph partitions → proximity results, claims)", runProximity},
 		"loadgen":     {"simulated players walking the graph over real WebSockets, with live figures", runLoadgen},
 		"healthcheck": {"GET a health URL once: exit 0 on 200 (container health checks)", runHealthcheck},
+		"dev":         {"the whole pipeline in one process (embedded JetStream), with simulated players", runDev},
+		"ingest":      {"run the ingest service (moves over WebSocket/HTTP, admin drops)", runIngest},
+		"ranker":      {"run the ranker (claims → PostgreSQL scores, Redis ranks, score updates)", runRanker},
+		"push":        {"run the push service (player updates over WebSocket, leaderboard HTTP)", runPush},
 	}
 }
 

@@ -184,9 +184,11 @@ type partition struct {
 	lastSeq map[string]uint64
 }
 
-func (p *partition) durable() string {
-	return p.w.o.Topology.Prefix + "-proximity-" + strconv.Itoa(p.k)
-}
+func (p *partition) durable() string { return Durable(p.w.o.Topology, p.k) }
+
+// Durable names the durable consumer of partition k's log subject, for
+// operators and tools that read its backlog.
+func Durable(t natsjs.Topology, k int) string { return t.Prefix + "-proximity-" + strconv.Itoa(k) }
 
 // run rebuilds and consumes, again after every failure, until ctx ends.
 func (p *partition) run(ctx context.Context) error {

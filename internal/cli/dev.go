@@ -1,0 +1,383 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"treasure/internal/auth"
+	"treasure/internal/graph"
+	"treasure/internal/loadgen"
+	"treasure/internal/natsjs"
+	"treasure/internal/platform"
+	"treasure/internal/stack"
+	"treasure/services/proximity"
+)
+
+const devSynopsis = `dev [--players N] [--rate R] [--treasures T] [--data DIR] [--duration D]
+
+Runs the whole pipeline in one process: the four services (ingest, proximity,
+ranker, push) against Redis and PostgreSQL from the environment, and — with
+TREASURE_NATS_URL unset — an embedded JetStream server on
+TREASURE_DEV_NATS_ADDR (default 127.0.0.1:4223; store in a temporary folder
+unless --data DIR). It drops T treasures on the graph through the admin API,
+and again every --drop-every, and with --players N adds N simulated players
+walking the graph over real WebSockets, printing every second: moves/s,
+p50/p99 move→update latency, backlog, top 5.
+
+TREASURE_GRAPH defaults to data/amsterdam.gr.gz (© OpenStreetMap
+contributors). Without TREASURE_JWT_SECRET a secret is generated and printed.
+Without --data, the run keeps its scores in a fresh PostgreSQL schema and
+Redis key prefix that are removed on exit.`
+
+func runDev(ctx context.Context, args []string, env Env, io IO) error {
+	fs := newFlagSet("dev", devSynopsis, io.Stderr)
+	players := fs.Int("players", 0, "simulated players (0: none; at most 9,900 per process)")
+	rate := fs.Float64("rate", 1, "moves per second per simulated player")
+	treasures := fs.Int("treasures", 300, "treasures dropped at start")
+	dropEvery := fs.Duration("drop-every", 30*time.Second, "drop as many again this often (0: never)")
+	dataDir := fs.String("data", "", "keep the embedded JetStream store here (default: a temporary folder)")
+	duration := fs.Duration("duration", 0, "stop after this long (0: until interrupted)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if env(platform.EnvGraph) == "" {
+		prev := env
+		env = func(k string) string {
+			if k == platform.EnvGraph {
+				return "data/amsterdam.gr.gz"
+			}
+			return prev(k)
+		}
+	}
+	cfg, log, err := serviceEnv(env, io)
+	if err != nil {
+		return err
+	}
+	if cfg.JWTSecret == "" {
+		var b [16]byte
+		_, _ = crand.Read(b[:])
+		cfg.JWTSecret = hex.EncodeToString(b[:])
+		fmt.Fprintf(io.Stdout, "TREASURE_JWT_SECRET=%s (generated for this run)\n", cfg.JWTSecret)
+	}
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *duration)
+		defer cancel()
+	}
+
+	g, part, err := loadPartitioned(cfg, log)
+	if err != nil {
+		return err
+	}
+
+	// NATS: the environment's, or an embedded JetStream server.
+	natsURL := cfg.NATSURL
+	if !cfg.NATSURLSet {
+		ns, url, err := embeddedNATS(cfg.DevNATSAddr, *dataDir)
+		if err != nil {
+			return err
+		}
+		defer ns.Shutdown()
+		natsURL = url
+	}
+	nc, js, err := connectJetStream(natsURL, "treasure-dev")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	topo := topology(cfg)
+	if err := topo.Ensure(ctx, js); err != nil {
+		return err
+	}
+
+	// Redis and PostgreSQL: a run without --data gets its own key prefix
+	// and schema, dropped on exit, so that its fresh log and its scores
+	// agree (treasure ids repeat across runs).
+	ropts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return &UsageError{Msg: fmt.Sprintf("%s: %v", platform.EnvRedisURL, err)}
+	}
+	rdb := redis.NewClient(ropts)
+	defer rdb.Close()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis at %s: %w (scripts/services.sh ensure starts one)", platform.MaskURL(cfg.RedisURL), err)
+	}
+	redisPrefix, schema := cfg.StreamPrefix+":", ""
+	if *dataDir == "" || cfg.NATSURLSet {
+		run := strconv.FormatInt(time.Now().Unix(), 36)
+		redisPrefix, schema = "dev-"+run+":", "dev_"+run
+	}
+	pool, dropSchema, err := devPostgres(ctx, cfg.DatabaseURL, schema)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	defer dropSchema()
+	defer cleanRedis(rdb, redisPrefix, schema != "")
+
+	st, err := stack.New(stack.Options{
+		Graph: g, Part: part, Radius: cfg.Radius, Topology: topo, NC: nc, JS: js,
+		Redis: rdb, RedisPrefix: redisPrefix, Postgres: pool, JWTSecret: cfg.JWTSecret,
+		IngestAddr: cfg.IngestAddr, PushAddr: cfg.PushAddr, ProximityAddr: cfg.ProximityAddr, RankerAddr: cfg.RankerAddr,
+		Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	ingestURL, pushURL := "http://"+st.IngestAddr().String(), "http://"+st.PushAddr().String()
+	fmt.Fprintf(io.Stdout, "treasure dev: ingest %s (ws /v1/moves/ws), push %s (ws /v1/updates/ws, GET /v1/leaderboard), nats %s, redis %s (prefix %s), postgres %s%s, graph %s (%d nodes, %d partitions)\n",
+		ingestURL, pushURL, natsURL, platform.MaskURL(cfg.RedisURL), redisPrefix, platform.MaskURL(cfg.DatabaseURL), schemaNote(schema), cfg.Graph, g.NumNodes(), cfg.Partitions)
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	if err := waitReady(ctx, st.Ready, 60*time.Second); err != nil {
+		cancel(err)
+		<-done
+		return err
+	}
+	fmt.Fprintln(io.Stdout, "all four services ready")
+
+	admin, err := auth.Sign(cfg.JWTSecret, "dev-admin", "admin", 0)
+	if err != nil {
+		return err
+	}
+	var drops atomic.Int64
+	dropRound := func(round int) {
+		n, err := dropTreasures(ctx, ingestURL, admin, g, *treasures, round)
+		if err != nil {
+			log.Warn("treasure drop failed", "err", err)
+			return
+		}
+		drops.Add(int64(n))
+	}
+	dropRound(0)
+	if *dropEvery > 0 && *treasures > 0 {
+		go func() {
+			t := time.NewTicker(*dropEvery)
+			defer t.Stop()
+			for round := 1; ; round++ {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					dropRound(round)
+				}
+			}
+		}()
+	}
+
+	if *players > 0 {
+		backlog := func() int64 { return pipelineBacklog(ctx, topo, js) }
+
+		err := loadgen.Run(ctx, loadgen.Options{
+			IngestURL: "ws://" + st.IngestAddr().String(), PushURL: "ws://" + st.PushAddr().String(),
+			Graph: g, Players: *players, MovesPerSecond: *rate, Secret: cfg.JWTSecret, PlayerPrefix: "dev-", Logger: log,
+		}, func(s loadgen.Stats) {
+			if s.Final {
+				fmt.Fprintln(io.Stdout, s.Summary())
+				return
+			}
+			fmt.Fprintf(io.Stdout, "%s | backlog %d | treasures dropped %d\n", s.Line(), backlog(), drops.Load())
+		})
+		if err != nil && ctx.Err() == nil {
+			cancel(err)
+		}
+	}
+	if *players > 0 && *duration > 0 {
+		cancel(nil)
+	}
+	err = <-done
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
+		return cause
+	}
+	return err
+}
+
+func schemaNote(schema string) string {
+	if schema == "" {
+		return ""
+	}
+	return " (schema " + schema + ", dropped on exit)"
+}
+
+// embeddedNATS starts an in-process JetStream server on addr.
+func embeddedNATS(addr, dir string) (*server.Server, string, error) {
+	host, portStr, err := splitHostPort(addr)
+	if err != nil {
+		return nil, "", &UsageError{Msg: fmt.Sprintf("%s: %v", platform.EnvDevNATSAddr, err)}
+	}
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "treasure-dev-js-"); err != nil {
+			return nil, "", err
+		}
+	}
+	port, _ := strconv.Atoi(portStr)
+	ns, err := server.NewServer(&server.Options{Host: host, Port: port, JetStream: true, StoreDir: dir, NoSigs: true, ServerName: "treasure-dev"})
+	if err != nil {
+		return nil, "", fmt.Errorf("embedded nats: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, "", fmt.Errorf("embedded nats on %s did not start (port taken? set TREASURE_DEV_NATS_ADDR)", addr)
+	}
+	return ns, ns.ClientURL(), nil
+}
+
+func splitHostPort(addr string) (string, string, error) {
+	for i := len(addr) - 1; i >= 0; i-- {
+		if addr[i] == ':' {
+			return addr[:i], addr[i+1:], nil
+		}
+	}
+	return "", "", fmt.Errorf("%q has no port", addr)
+}
+
+// devPostgres connects (creating the database if missing) and, for a
+// non-empty schema, creates it and points the pool's search_path at it.
+func devPostgres(ctx context.Context, url, schema string) (*pgxpool.Pool, func(), error) {
+	base, err := rankerPostgres(ctx, url)
+	if err != nil {
+		return nil, nil, err
+	}
+	if schema == "" {
+		return base, func() {}, nil
+	}
+	if _, err := base.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize()); err != nil {
+		base.Close()
+		return nil, nil, fmt.Errorf("create schema %s: %w", schema, err)
+	}
+	pcfg := base.Config()
+	pcfg.ConnConfig.RuntimeParams["search_path"] = schema
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		base.Close()
+		return nil, nil, err
+	}
+	drop := func() {
+		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		pool.Close()
+		_, _ = base.Exec(c, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+		base.Close()
+	}
+	return pool, drop, nil
+}
+
+// cleanRedis removes a temporary run's keys.
+func cleanRedis(rdb *redis.Client, prefix string, temporary bool) {
+	if !temporary {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+		if len(keys) == 500 {
+			rdb.Unlink(ctx, keys...)
+			keys = keys[:0]
+		}
+	}
+	if len(keys) > 0 {
+		rdb.Unlink(ctx, keys...)
+	}
+}
+
+// waitReady polls ready until it returns nil.
+func waitReady(ctx context.Context, ready func() error, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		err := ready()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after %v: %w", limit, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// dropTreasures drops n random treasures through the admin API.
+func dropTreasures(ctx context.Context, ingestURL, token string, g *graph.Graph, n, round int) (int, error) {
+	if n <= 0 {
+		return 0, nil
+	}
+	r := rand.New(rand.NewPCG(uint64(round), 42))
+	type treasure struct {
+		ID     string `json:"id"`
+		Node   uint32 `json:"node"`
+		Points int    `json:"points"`
+	}
+	body := struct {
+		Treasures []treasure `json:"treasures"`
+	}{}
+	for i := 0; i < n; i++ {
+		body.Treasures = append(body.Treasures, treasure{ID: fmt.Sprintf("r%d-t%d", round, i), Node: graph.ID(uint32(r.IntN(g.NumNodes()))), Points: 10 * (1 + r.IntN(10))})
+	}
+	data, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ingestURL+"/v1/admin/drops", bytes.NewReader(data))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Accepted int `json:"accepted"`
+	}
+	if resp.StatusCode != http.StatusAccepted {
+		return 0, fmt.Errorf("POST /v1/admin/drops: %s", resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return 0, err
+	}
+	return out.Accepted, nil
+}
+
+// pipelineBacklog sums the messages waiting for the proximity workers:
+// the queue absorbing a burst. -1 when it cannot be read.
+func pipelineBacklog(ctx context.Context, topo natsjs.Topology, js jetstream.JetStream) int64 {
+	var n int64
+	for k := 0; k < topo.Partitions; k++ {
+		c, err := js.Consumer(ctx, topo.InStream(), proximity.Durable(topo, k))
+		if err != nil {
+			return -1
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return -1
+		}
+		n += int64(info.NumPending) + int64(info.NumAckPending)
+	}
+	return n
+}

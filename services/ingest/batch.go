@@ -1,0 +1,261 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"treasure/internal/event"
+	"treasure/internal/event/eventpb"
+	"treasure/internal/natsjs"
+)
+
+// partition is the batch of moves bound for one partition's subject.
+type partition struct {
+	in      *Ingest
+	k       int
+	subject string
+	idBase  string // instance-k-
+
+	mu      sync.Mutex
+	b       event.Builder
+	moves   []*pending
+	batchNo uint64
+}
+
+func newPartition(in *Ingest, k int) *partition {
+	return &partition{
+		in:      in,
+		k:       k,
+		subject: in.o.Topology.InSubject(k),
+		idBase:  in.instance + "-" + strconv.Itoa(k) + "-",
+		b:       event.Builder{MaxEvents: in.o.BatchEvents},
+	}
+}
+
+// add appends m's event to the batch, publishing the batch when full.
+// m.p.mu is held by the caller.
+func (pt *partition) add(m *pending, ev *eventpb.MoveAccepted) {
+	pt.mu.Lock()
+	err := pt.b.AddMove(ev)
+	if errors.Is(err, event.ErrFull) {
+		pt.flushLocked()
+		err = pt.b.AddMove(ev)
+	}
+	if err != nil {
+		pt.mu.Unlock()
+		pt.in.enqueue(completion{moves: []*pending{m}, err: fmt.Errorf("encode move: %w", err), part: pt.k})
+		return
+	}
+	pt.moves = append(pt.moves, m)
+	if pt.b.Len() >= pt.in.o.BatchEvents {
+		pt.flushLocked()
+	}
+	pt.mu.Unlock()
+}
+
+// flush publishes the batch if it holds anything.
+func (pt *partition) flush() {
+	pt.mu.Lock()
+	pt.flushLocked()
+	pt.mu.Unlock()
+}
+
+// flushLocked publishes the batch asynchronously; its outcome reaches the
+// completer. It waits while MaxInFlight batches await their ack (the
+// backpressure that slows readers down when JetStream lags).
+func (pt *partition) flushLocked() {
+	if pt.b.Len() == 0 {
+		return
+	}
+	in := pt.in
+	moves := pt.moves
+	pt.moves = make([]*pending, 0, min(2*len(moves), in.o.BatchEvents))
+	pt.batchNo++
+	id := pt.idBase + strconv.FormatUint(pt.batchNo, 10)
+	in.m.batch.Observe(float64(len(moves)))
+	t0 := time.Now()
+	err := in.pub.PublishAsync(context.Background(), pt.subject, pt.b.Bytes(), id, func(_ natsjs.Ack, err error) {
+		in.m.publish.Observe(time.Since(t0).Seconds())
+		in.enqueue(completion{moves: moves, err: err, part: pt.k})
+	})
+	pt.b.Reset()
+	if err != nil {
+		in.enqueue(completion{moves: moves, err: err, part: pt.k})
+	}
+}
+
+// flushLoop publishes every partition's batch each FlushInterval until
+// stop closes, then publishes what is left.
+func (in *Ingest) flushLoop(stop <-chan struct{}) {
+	t := time.NewTicker(in.o.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-stop:
+			for _, pt := range in.parts {
+				pt.flush()
+			}
+			return
+		}
+		for _, pt := range in.parts {
+			pt.flush()
+		}
+	}
+}
+
+// completion is the outcome of one published batch.
+type completion struct {
+	moves []*pending
+	err   error
+	part  int
+}
+
+// enqueue hands a completion to the completer. It never blocks: it runs on
+// the publisher's ack goroutine.
+func (in *Ingest) enqueue(c completion) {
+	in.cmu.Lock()
+	in.cq = append(in.cq, c)
+	in.cmu.Unlock()
+	select {
+	case in.cwake <- struct{}{}:
+	default:
+	}
+}
+
+// completeLoop processes completions in rounds until stop closes and the
+// queue is empty.
+func (in *Ingest) completeLoop(stop <-chan struct{}) {
+	var (
+		round   []completion
+		touched []*player
+		writes  []stateWrite
+		args    []any
+		buf     []byte
+	)
+	for {
+		select {
+		case <-in.cwake:
+		case <-stop:
+			in.cmu.Lock()
+			empty := len(in.cq) == 0
+			in.cmu.Unlock()
+			if empty {
+				return
+			}
+		}
+		in.cmu.Lock()
+		round, in.cq = in.cq, round[:0]
+		in.cmu.Unlock()
+		if len(round) == 0 {
+			continue
+		}
+		touched, writes, args, buf = in.complete(round, touched[:0], writes[:0], args[:0], buf[:0])
+		clear(round)
+	}
+}
+
+// stateWrite is one player's share of a round: the first n moves of its
+// queue are stored and released together, leaving the player at st.
+type stateWrite struct {
+	p  *player
+	n  int
+	st state
+}
+
+// complete processes one round of completions: marks the moves stored or
+// failed, writes the new states of the players whose oldest moves are now
+// all stored in one HSET, then acks those moves (or fails them and what
+// depends on them if the write failed).
+func (in *Ingest) complete(round []completion, touched []*player, writes []stateWrite, args []any, buf []byte) ([]*player, []stateWrite, []any, []byte) {
+	failed := 0
+	var firstErr error
+	for _, c := range round {
+		if c.err != nil {
+			failed += len(c.moves)
+			if firstErr == nil {
+				firstErr = c.err
+			}
+		}
+		for _, m := range c.moves {
+			p := m.p
+			p.mu.Lock()
+			if m.status == inFlight {
+				if c.err != nil {
+					in.failFrom(p, m, c.err)
+				} else {
+					m.status = published
+					if !p.dirty {
+						p.dirty = true
+						touched = append(touched, p)
+					}
+				}
+			}
+			p.mu.Unlock()
+		}
+	}
+	if failed > 0 {
+		in.logFailure("publish failed; moves answered unavailable", firstErr, failed)
+	}
+	// The stored prefix of each touched player's queue.
+	for _, p := range touched {
+		p.mu.Lock()
+		p.dirty = false
+		n := 0
+		for n < len(p.queue) && p.queue[n].status == published {
+			n++
+		}
+		if n > 0 {
+			writes = append(writes, stateWrite{p: p, n: n, st: p.queue[n-1].after})
+		}
+		p.mu.Unlock()
+	}
+	clear(touched)
+	if len(writes) == 0 {
+		return touched[:0], writes, args, buf
+	}
+	args = append(args, "hset", in.stateKey)
+	for _, w := range writes {
+		start := len(buf)
+		buf = appendState(buf, w.st)
+		args = append(args, w.p.id, string(buf[start:]))
+	}
+	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), in.o.StoreTimeout)
+	err := in.o.Redis.Do(ctx, args...).Err()
+	cancel()
+	in.m.store.Observe(time.Since(t0).Seconds())
+	if err != nil {
+		in.logFailure("player state write failed; moves answered unavailable", err, len(writes))
+		err = fmt.Errorf("write player state: %w", err)
+	}
+	// Only the completer removes moves from a queue, so each queue still
+	// starts with the n moves counted above.
+	for _, w := range writes {
+		p := w.p
+		p.mu.Lock()
+		if err != nil {
+			in.failFrom(p, p.queue[0], err)
+		} else {
+			for _, m := range p.queue[:w.n] {
+				in.m.accepted.Inc()
+				m.answer(reply{seq: m.seq})
+			}
+			p.acked = w.st
+			rest := copy(p.queue, p.queue[w.n:])
+			clear(p.queue[rest:])
+			p.queue = p.queue[:rest]
+			if rest == 0 {
+				in.players.release(p)
+			}
+		}
+		p.mu.Unlock()
+	}
+	clear(writes)
+	clear(args)
+	return touched[:0], writes[:0], args[:0], buf[:0]
+}

@@ -1,0 +1,485 @@
+// Package ingest is the player-facing entry of the pipeline
+// (docs/pipeline.md, "Ingest: player state" and "Routing"): it takes moves
+// over WebSocket (GET /v1/moves/ws) and HTTP (POST /v1/moves), validates
+// each against the whole graph and the player's state, appends the accepted
+// ones to JetStream in per-partition batches, and acknowledges a move only
+// once JetStream has stored its batch and the player's new state is in
+// Redis. It also takes the admin's treasure drops (POST /v1/admin/drops) and
+// appends them to every partition's subject.
+//
+// # A move's way through
+//
+// For each move of a frame or body, in order:
+//
+//  1. the per-player rate limit (ratelimit.Keyed): rate_limited with
+//     retry_after_ms, nothing else happens;
+//  2. game.ValidateMove against the player's optimistic state — the state
+//     as if every move accepted so far had been stored — in SPEC's code
+//     order. A move whose seq is the last accepted one and whose path is
+//     the same (a retry after a lost ack) is acknowledged again without a
+//     second publish, once the original is durable; any other old seq is
+//     stale_seq;
+//  3. the MoveAccepted event joins the batch of the partition owning the
+//     path's last node (graph.Partition). A batch is published when it
+//     holds BatchEvents events or FlushInterval after it started, with
+//     Nats-Msg-Id = instance + partition + batch number;
+//  4. when JetStream acks the batch, the moves of each player are released
+//     in the player's order: their new state is written to Redis (one HSET
+//     per round of completions), then each is acked.
+//
+// A rejected move does not use up its seq and changes no state. When a
+// publish (or the Redis write) fails, the move gets unavailable with
+// retry_after_ms, and so does every later move of the same player that was
+// validated on top of it; the player's state goes back to the last move
+// still standing. Nothing is acked that is not durable.
+//
+// # Player state
+//
+// The state of a player (seq and end node of the last acked move, and a
+// 64-bit hash of its path) lives in memory while the player is connected or
+// has moves in flight, shared by all their sockets and requests on this
+// instance (one lock per player), and in the Redis hash <prefix>players
+// (field = player id, value "seq node hash": decimal seq, the end node's
+// wire id, 16 hex digits of FNV-1a over the path's wire ids). It is read
+// from Redis when a player connects and on each HTTP request while the
+// player has no move in flight, so a player finds their state after an
+// ingest restart and on any other instance.
+//
+// # Replies
+//
+// Every move gets exactly one reply, and the replies of one socket go out
+// in the order its moves came in, several per frame (newline-separated)
+// when they are ready together. See the handlers' doc comments for the wire
+// details, status codes and bounds.
+//
+// # Lock order
+//
+//	player.mu → partition.mu
+//	player.mu → registry shard mu
+//	player.mu → outbox.mu / collector.mu
+//	Ingest.connMu is never held with another lock.
+//
+// No goroutine runs per move or per message: per socket one reader (the
+// handler's goroutine) and one writer; per Ingest one flusher and one
+// completer, started by Run.
+package ingest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"treasure/internal/auth"
+	"treasure/internal/game"
+	"treasure/internal/graph"
+	"treasure/internal/natsjs"
+	"treasure/internal/ratelimit"
+)
+
+// Defaults of Options.
+const (
+	DefaultFlushInterval   = time.Millisecond
+	DefaultBatchEvents     = 256
+	DefaultMaxInFlight     = 256
+	DefaultRetryAfter      = time.Second
+	DefaultStoreTimeout    = 5 * time.Second
+	DefaultWriteTimeout    = 10 * time.Second
+	DefaultPingInterval    = 30 * time.Second
+	DefaultMaxQueue        = 1024
+	DefaultShutdownTimeout = 10 * time.Second
+
+	// MaxFrame is the largest WebSocket frame a client may send; a larger
+	// one closes the connection with close code 1009 (SPEC: "a frame over
+	// 4 KiB does").
+	MaxFrame = 4 << 10
+	// MaxMovesBody caps the body of POST /v1/moves.
+	MaxMovesBody = 64 << 10
+	// MaxDropBody caps the body of POST /v1/admin/drops.
+	MaxDropBody = 1 << 20
+)
+
+// Options configures an Ingest. Graph, Part, Topology, NC, Redis and a
+// Verifier or JWTSecret are required; every other field has a default.
+type Options struct {
+	// Graph is the whole road graph; Part its partition assignment,
+	// graph.Partition(Graph, Topology.Partitions).
+	Graph *graph.Graph
+	Part  []uint32
+	// Topology names the subjects; its streams must exist (Topology.Ensure).
+	Topology natsjs.Topology
+	// NC carries the publishes. Ingest never closes it.
+	NC *nats.Conn
+	// JS, when set, lets Run check at start that the IN stream exists.
+	JS jetstream.JetStream
+	// Redis holds the player states and the set of dropped treasure ids
+	// under RedisPrefix ("<prefix>players", "<prefix>drops"). Ingest never
+	// closes it.
+	Redis       redis.UniversalClient
+	RedisPrefix string
+	// Verifier checks tokens; when nil, one is made from JWTSecret.
+	Verifier  *auth.Verifier
+	JWTSecret string
+	// RateLimit is the per-player move limit; zero means
+	// ratelimit.Default (20/s, bursts of 40).
+	RateLimit ratelimit.Limit
+	// Instance names this ingest in Nats-Msg-Ids and logs; a random suffix
+	// is always added, so that a restarted instance never reuses an id
+	// inside JetStream's duplicate window. Default "ingest".
+	Instance string
+	// FlushInterval is the longest a move waits in its partition's batch
+	// (default 1 ms); BatchEvents publishes a batch at once when it holds
+	// that many events (default 256).
+	FlushInterval time.Duration
+	BatchEvents   int
+	// MaxInFlight bounds the batches awaiting their JetStream ack (default
+	// 256); AckTimeout fails a publish whose ack has not come (default
+	// natsjs's).
+	MaxInFlight int
+	AckTimeout  time.Duration
+	// RetryAfter is the retry_after_ms of an unavailable that JetStream
+	// did not size (a Redis failure, a shutdown); default 1 s.
+	RetryAfter time.Duration
+	// StoreTimeout bounds each Redis call (default 5 s).
+	StoreTimeout time.Duration
+	// WriteTimeout bounds each WebSocket write (default 10 s): a client
+	// that does not read is disconnected. PingInterval is the WebSocket
+	// ping period (default 30 s); a socket silent for two of them (no
+	// frame, no pong) is closed.
+	WriteTimeout time.Duration
+	PingInterval time.Duration
+	// MaxQueue bounds the replies a socket may have outstanding (moves
+	// read but not yet answered on the wire); the socket stops reading
+	// while it is full (default 1024).
+	MaxQueue int
+	// ShutdownTimeout bounds Run's shutdown (default 10 s).
+	ShutdownTimeout time.Duration
+	// Log receives start, shutdown and failure lines; nil discards.
+	Log *slog.Logger
+	// Registerer receives the metrics; nil registers nowhere.
+	Registerer prometheus.Registerer
+}
+
+// Ingest is the ingest service. Build it with New, serve Handler, and run
+// Run once: moves are only processed while Run runs (Handler answers 503
+// before and after). Its methods are safe for concurrent use.
+type Ingest struct {
+	o        Options
+	verifier *auth.Verifier
+	limiter  *ratelimit.Keyed
+	pub      *natsjs.Publisher
+	instance string
+	stateKey string
+	dropsKey string
+	parts    []*partition
+	players  registry
+	m        metrics
+	upgrader websocket.Upgrader
+
+	started atomic.Bool
+	running atomic.Bool
+
+	// Completed publishes, handed from the publisher's ack goroutine to
+	// the completer.
+	cmu   sync.Mutex
+	cq    []completion
+	cwake chan struct{}
+
+	// Sockets and requests being served.
+	connMu  sync.Mutex
+	closing bool
+	conns   map[*wsConn]struct{}
+	active  sync.WaitGroup
+
+	dropMu sync.Mutex
+	dropNo uint64
+
+	logMu      sync.Mutex
+	lastFailAt time.Time
+	failsQuiet int
+}
+
+// New checks o and builds an Ingest. It does no I/O.
+func New(o Options) (*Ingest, error) {
+	if o.Graph == nil || o.NC == nil || o.Redis == nil {
+		return nil, errors.New("ingest: graph, NATS connection and Redis client are required")
+	}
+	if err := o.Topology.Validate(); err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	if len(o.Part) != o.Graph.NumNodes() {
+		return nil, fmt.Errorf("ingest: partition assignment for %d nodes, graph has %d", len(o.Part), o.Graph.NumNodes())
+	}
+	for v, k := range o.Part {
+		if int(k) >= o.Topology.Partitions {
+			return nil, fmt.Errorf("ingest: node %d in partition %d, topology has %d", graph.ID(uint32(v)), k, o.Topology.Partitions)
+		}
+	}
+	v := o.Verifier
+	if v == nil {
+		var err error
+		if v, err = auth.NewVerifier(o.JWTSecret); err != nil {
+			return nil, fmt.Errorf("ingest: %w", err)
+		}
+	}
+	if o.RateLimit == (ratelimit.Limit{}) {
+		o.RateLimit = ratelimit.Default
+	}
+	lim, err := ratelimit.NewKeyed(o.RateLimit)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	if o.Instance == "" {
+		o.Instance = "ingest"
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.FlushInterval, DefaultFlushInterval)
+	def(&o.RetryAfter, DefaultRetryAfter)
+	def(&o.StoreTimeout, DefaultStoreTimeout)
+	def(&o.WriteTimeout, DefaultWriteTimeout)
+	def(&o.PingInterval, DefaultPingInterval)
+	def(&o.ShutdownTimeout, DefaultShutdownTimeout)
+	if o.BatchEvents <= 0 {
+		o.BatchEvents = DefaultBatchEvents
+	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = DefaultMaxInFlight
+	}
+	if o.MaxQueue <= 0 {
+		o.MaxQueue = DefaultMaxQueue
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	var suffix [4]byte
+	if _, err := rand.Read(suffix[:]); err != nil {
+		return nil, fmt.Errorf("ingest: instance id: %w", err)
+	}
+	pub, err := natsjs.NewPublisher(o.NC, natsjs.PublisherOptions{MaxInFlight: o.MaxInFlight, AckTimeout: o.AckTimeout, RetryAfter: o.RetryAfter})
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	in := &Ingest{
+		o:        o,
+		verifier: v,
+		limiter:  lim,
+		pub:      pub,
+		instance: o.Instance + "-" + hex.EncodeToString(suffix[:]),
+		stateKey: o.RedisPrefix + "players",
+		dropsKey: o.RedisPrefix + "drops",
+		m:        newMetrics(o.Registerer),
+		cwake:    make(chan struct{}, 1),
+		conns:    make(map[*wsConn]struct{}),
+		upgrader: websocket.Upgrader{
+			ReadBufferSize:  MaxFrame,
+			WriteBufferPool: &sync.Pool{},
+			// Tokens travel in the URL or a header, never in cookies, so a
+			// page of another origin gains nothing by opening a socket.
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+	}
+	in.players.init(in)
+	for k := 0; k < o.Topology.Partitions; k++ {
+		in.parts = append(in.parts, newPartition(in, k))
+	}
+	return in, nil
+}
+
+// Instance returns the name this Ingest gives itself in Nats-Msg-Ids:
+// Options.Instance plus a random suffix.
+func (in *Ingest) Instance() string { return in.instance }
+
+// Ready reports nil while Run serves and the NATS connection is up.
+func (in *Ingest) Ready() error {
+	if !in.running.Load() {
+		return errors.New("ingest is not running")
+	}
+	if s := in.o.NC.Status(); s != nats.CONNECTED {
+		return fmt.Errorf("NATS connection is %v", s)
+	}
+	return nil
+}
+
+// Run processes moves until ctx is cancelled, then shuts down within
+// ShutdownTimeout: it stops taking sockets and requests, closes every
+// WebSocket (close code 1001), lets the requests in flight get their
+// replies, publishes what is batched, waits for the last acks and their
+// Redis writes, and returns. It returns nil after a clean shutdown, an
+// error when the IN stream is missing at start (with JS set) or the
+// shutdown ran out of time. Run may be called once.
+func (in *Ingest) Run(ctx context.Context) error {
+	if !in.started.CompareAndSwap(false, true) {
+		return errors.New("ingest: Run called twice")
+	}
+	defer in.pub.Close()
+	if in.o.JS != nil {
+		if _, err := in.o.JS.Stream(ctx, in.o.Topology.InStream()); err != nil {
+			return fmt.Errorf("ingest: stream %s: %w", in.o.Topology.InStream(), err)
+		}
+	}
+	stopFlush := make(chan struct{})
+	flushDone := make(chan struct{})
+	go func() {
+		defer close(flushDone)
+		in.flushLoop(stopFlush)
+	}()
+	stopComplete := make(chan struct{})
+	completeDone := make(chan struct{})
+	go func() {
+		defer close(completeDone)
+		in.completeLoop(stopComplete)
+	}()
+	in.running.Store(true)
+	in.o.Log.Info("ingest running", "instance", in.instance, "partitions", len(in.parts), "rate_limit", in.o.RateLimit.String(),
+		"subjects", in.o.Topology.InSubject(0)+"…", "redis_key", in.stateKey)
+	<-ctx.Done()
+
+	in.running.Store(false)
+	deadline := time.Now().Add(in.o.ShutdownTimeout)
+	var errs []error
+	// Stop taking sockets and requests; close the sockets.
+	in.connMu.Lock()
+	in.closing = true
+	conns := make([]*wsConn, 0, len(in.conns))
+	for c := range in.conns {
+		conns = append(conns, c)
+	}
+	in.connMu.Unlock()
+	for _, c := range conns {
+		c.goAway()
+	}
+	// Requests in flight get their replies: the flusher and the completer
+	// still run.
+	if !waitTimeout(&in.active, time.Until(deadline)) {
+		errs = append(errs, errors.New("requests still in flight"))
+	}
+	close(stopFlush)
+	<-flushDone
+	fctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	if err := in.pub.Flush(fctx); err != nil {
+		errs = append(errs, err)
+	}
+	cancel()
+	in.pub.Close() // fails what is still pending, so that the completer can finish
+	close(stopComplete)
+	<-completeDone
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("ingest: shutdown: %w", err)
+	}
+	in.o.Log.Info("ingest stopped", "instance", in.instance)
+	return nil
+}
+
+// waitTimeout waits for wg for at most d and reports whether it finished.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(max(d, 0))
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// enter registers a socket or request; false when shutting down or not
+// yet running.
+func (in *Ingest) enter() bool {
+	in.connMu.Lock()
+	defer in.connMu.Unlock()
+	if in.closing || !in.running.Load() {
+		return false
+	}
+	in.active.Add(1)
+	return true
+}
+
+func (in *Ingest) leave() { in.active.Done() }
+
+// retryAfter is the wait an unavailable for err carries.
+func (in *Ingest) retryAfter(err error) time.Duration {
+	if d, ok := natsjs.RetryAfter(err); ok && d > 0 {
+		return d
+	}
+	return in.o.RetryAfter
+}
+
+// logFailure logs a failed publish or store, at most once a second, with
+// the number of failures it kept quiet.
+func (in *Ingest) logFailure(msg string, err error, moves int) {
+	in.logMu.Lock()
+	now := time.Now()
+	if now.Sub(in.lastFailAt) < time.Second {
+		in.failsQuiet++
+		in.logMu.Unlock()
+		return
+	}
+	quiet := in.failsQuiet
+	in.lastFailAt, in.failsQuiet = now, 0
+	in.logMu.Unlock()
+	in.o.Log.Warn(msg, "err", err, "moves", moves, "similar_failures_not_logged", quiet)
+}
+
+type metrics struct {
+	accepted   prometheus.Counter
+	duplicates prometheus.Counter
+	rejected   map[game.Code]prometheus.Counter
+	batch      prometheus.Histogram
+	publish    prometheus.Histogram
+	store      prometheus.Histogram
+	conns      prometheus.Gauge
+	drops      prometheus.Counter
+}
+
+var allCodes = []game.Code{
+	game.CodeBadJSON, game.CodeBadRequest, game.CodePathTooLong, game.CodeUnknownNode, game.CodeStaleSeq,
+	game.CodeDiscontinous, game.CodeNotAdjacent, game.CodeRateLimited, game.CodeUnauthorized, game.CodeUnavailable,
+}
+
+func newMetrics(r prometheus.Registerer) metrics {
+	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "treasure_ingest_moves_rejected_total", Help: "Moves answered with an error, by code."}, []string{"code"})
+	m := metrics{
+		accepted:   prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_moves_accepted_total", Help: "Moves acked: durable in JetStream, state in Redis."}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_moves_duplicate_total", Help: "Retries of the last accepted move, acked again without a publish."}),
+		rejected:   make(map[game.Code]prometheus.Counter, len(allCodes)),
+		batch:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_batch_events", Help: "Moves per published batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
+		publish:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_publish_seconds", Help: "From a batch's publish to its JetStream ack.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		store:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_state_write_seconds", Help: "Redis write of the states released by one round of acks.", Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)}),
+		conns:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_ingest_connections", Help: "Open move WebSockets."}),
+		drops:      prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_treasures_dropped_total", Help: "Treasures new to a drop, published to every partition."}),
+	}
+	for _, c := range allCodes {
+		m.rejected[c] = rejected.WithLabelValues(string(c))
+	}
+	if r != nil {
+		r.MustRegister(m.accepted, m.duplicates, rejected, m.batch, m.publish, m.store, m.conns, m.drops)
+	}
+	return m
+}
+
+func (m *metrics) reject(code game.Code) {
+	if c, ok := m.rejected[code]; ok {
+		c.Inc()
+	}
+}

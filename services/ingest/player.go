@@ -1,0 +1,346 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"treasure/internal/event/eventpb"
+	"treasure/internal/game"
+	"treasure/internal/graph"
+)
+
+// state is what validation needs of a player plus the hash of the path of
+// their last accepted move, for recognising a retry.
+type state struct {
+	game.Player
+	Hash uint64
+}
+
+// hashPath is FNV-1a (64 bits) over the path's wire ids, each as 8 bytes
+// little-endian. It is stored in Redis, so it must never change.
+func hashPath(path []uint64) uint64 {
+	const (
+		offset = 14695981039346656037
+		prime  = 1099511628211
+	)
+	h := uint64(offset)
+	for _, v := range path {
+		for i := 0; i < 8; i++ {
+			h ^= v & 0xff
+			h *= prime
+			v >>= 8
+		}
+	}
+	return h
+}
+
+// appendState encodes s as Redis stores it: "seq node hash" (decimal seq,
+// the end node's wire id, 16 hex digits).
+func appendState(dst []byte, s state) []byte {
+	dst = strconv.AppendUint(dst, s.Seq, 10)
+	dst = append(dst, ' ')
+	dst = strconv.AppendUint(dst, uint64(graph.ID(s.Node)), 10)
+	dst = append(dst, ' ')
+	const hexDigits = "0123456789abcdef"
+	for i := 60; i >= 0; i -= 4 {
+		dst = append(dst, hexDigits[s.Hash>>uint(i)&0xf])
+	}
+	return dst
+}
+
+// parseState decodes appendState's form for a graph of n nodes.
+func parseState(v string, n int) (state, error) {
+	f := strings.Fields(v)
+	if len(f) != 3 {
+		return state{}, fmt.Errorf("player state %q: want \"seq node hash\"", v)
+	}
+	seq, err1 := strconv.ParseUint(f[0], 10, 64)
+	id, err2 := strconv.ParseUint(f[1], 10, 64)
+	h, err3 := strconv.ParseUint(f[2], 16, 64)
+	if err := errors.Join(err1, err2, err3); err != nil || seq == 0 {
+		return state{}, fmt.Errorf("player state %q: want \"seq node hash\"", v)
+	}
+	node, ok := graph.Index(id, n)
+	if !ok {
+		return state{}, fmt.Errorf("player state %q: node %d is not in the graph", v, id)
+	}
+	return state{Player: game.Player{Seq: seq, Node: node, Moved: true}, Hash: h}, nil
+}
+
+// Status of a pending move.
+const (
+	inFlight  = iota // its batch awaits the JetStream ack
+	published        // stored; waits for earlier moves or the Redis write
+	finished         // answered (acked or failed)
+)
+
+// pending is an accepted move until it is answered. Its fields are guarded
+// by p.mu.
+type pending struct {
+	p      *player
+	seq    uint64
+	after  state // the player's state once this move is stored
+	status uint8
+	first  waiter
+	more   []waiter // retries of the same move waiting for its outcome
+}
+
+// waiter is where a move's reply goes: a slot of a socket's outbox or of a
+// request's collector.
+type waiter struct {
+	s    sink
+	slot uint64
+}
+
+// sink receives replies. deliver is called exactly once per reserved
+// slot, possibly with locks held (see the package's lock order): it must
+// not block.
+type sink interface {
+	deliver(slot uint64, r reply)
+}
+
+// reply is the answer to one move: an ack when code is empty.
+type reply struct {
+	seq   uint64
+	code  game.Code
+	msg   string
+	retry time.Duration
+	done  bool // set by the sinks
+}
+
+func (m *pending) answer(r reply) {
+	m.status = finished
+	m.first.s.deliver(m.first.slot, r)
+	for _, w := range m.more {
+		w.s.deliver(w.slot, r)
+	}
+	m.more = nil
+}
+
+// player is the in-memory state of one player, shared by their sockets and
+// requests on this instance.
+type player struct {
+	id    string
+	shard *shard
+
+	// refs counts sockets and requests using the player, plus one while
+	// queue is not empty; guarded by shard.mu. At zero the player leaves
+	// the registry.
+	refs int
+
+	mu     sync.Mutex
+	loaded bool
+	acked  state      // the last acked move's state (what Redis holds)
+	head   state      // the state after every move in queue
+	queue  []*pending // accepted moves not yet answered, in order
+	dirty  bool       // queued in the completer's round
+}
+
+const numShards = 64
+
+type shard struct {
+	mu sync.Mutex
+	m  map[string]*player
+}
+
+// registry holds the players in use, sharded by id.
+type registry struct {
+	in     *Ingest
+	seed   maphash.Seed
+	shards [numShards]shard
+}
+
+func (r *registry) init(in *Ingest) {
+	r.in = in
+	r.seed = maphash.MakeSeed()
+	for i := range r.shards {
+		r.shards[i].m = make(map[string]*player)
+	}
+}
+
+// attach returns the player named id, shared with every other user of
+// that player on this instance, with their state refreshed from Redis
+// (see refresh). The caller releases the player when done.
+func (r *registry) attach(ctx context.Context, id string) (*player, error) {
+	s := &r.shards[maphash.String(r.seed, id)%numShards]
+	s.mu.Lock()
+	p := s.m[id]
+	if p == nil {
+		p = &player{id: id, shard: s}
+		s.m[id] = p
+	}
+	p.refs++
+	s.mu.Unlock()
+
+	p.mu.Lock()
+	err := r.refresh(ctx, p)
+	p.mu.Unlock()
+	if err != nil {
+		r.release(p)
+		return nil, err
+	}
+	return p, nil
+}
+
+// refresh reads p's state from Redis unless moves of p are in flight here
+// (then memory is ahead of Redis). p.mu must be held.
+func (r *registry) refresh(ctx context.Context, p *player) error {
+	if len(p.queue) > 0 {
+		return nil
+	}
+	st, found, err := r.load(ctx, p.id)
+	if err != nil {
+		return err
+	}
+	// Another instance may have moved the player on since; Redis never
+	// goes back.
+	if !p.loaded || found && st.Seq > p.acked.Seq {
+		p.acked = st
+	}
+	p.loaded = true
+	p.head = p.acked
+	return nil
+}
+
+func (r *registry) load(ctx context.Context, id string) (state, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.in.o.StoreTimeout)
+	defer cancel()
+	v, err := r.in.o.Redis.HGet(ctx, r.in.stateKey, id).Result()
+	if errors.Is(err, redis.Nil) {
+		return state{}, false, nil
+	}
+	if err != nil {
+		return state{}, false, fmt.Errorf("read player state: %w", err)
+	}
+	st, err := parseState(v, r.in.o.Graph.NumNodes())
+	if err != nil {
+		return state{}, false, fmt.Errorf("read player state of %q: %w", id, err)
+	}
+	return st, true, nil
+}
+
+// release drops one reference taken by attach or by a non-empty queue.
+func (r *registry) release(p *player) {
+	s := p.shard
+	s.mu.Lock()
+	p.refs--
+	if p.refs == 0 {
+		delete(s.m, p.id)
+	}
+	s.mu.Unlock()
+}
+
+// hold takes the queue's reference; p.mu must be held.
+func (r *registry) hold(p *player) {
+	s := p.shard
+	s.mu.Lock()
+	p.refs++
+	s.mu.Unlock()
+}
+
+// scratch is one reader's reusable buffers for submit.
+type scratch struct {
+	idx  [game.MaxPath]uint32
+	path [game.MaxPath]uint32
+	ev   eventpb.MoveAccepted
+}
+
+// submit takes one well-formed move of player p and arranges for exactly
+// one reply to reach s at slot: at once for a rejection or the retry of an
+// acked move, once durable (or failed) otherwise.
+func (in *Ingest) submit(p *player, seq uint64, path []uint64, s sink, slot uint64, sc *scratch) {
+	now := time.Now()
+	if ok, wait := in.limiter.Allow(p.id, now); !ok {
+		in.reject(s, slot, seq, game.CodeRateLimited, rateMsg(in), wait)
+		return
+	}
+	if len(path) == 0 || len(path) > game.MaxPath {
+		// The parser never hands these over; ValidateMove words them.
+		err := game.ValidateMove(in.o.Graph, game.Player{}, seq, path, nil)
+		in.reject(s, slot, seq, err.Code, err.Msg, 0)
+		return
+	}
+	idx := sc.idx[:len(path)]
+	p.mu.Lock()
+	if verr := game.ValidateMove(in.o.Graph, p.head.Player, seq, path, idx); verr != nil {
+		if verr.Code == game.CodeStaleSeq && seq == p.head.Seq && hashPath(path) == p.head.Hash {
+			in.m.duplicates.Inc()
+			if n := len(p.queue); n > 0 {
+				// The original is in flight: answer both with its outcome.
+				m := p.queue[n-1]
+				m.more = append(m.more, waiter{s, slot})
+				p.mu.Unlock()
+				return
+			}
+			p.mu.Unlock()
+			in.m.accepted.Inc()
+			s.deliver(slot, reply{seq: seq})
+			return
+		}
+		p.mu.Unlock()
+		in.reject(s, slot, seq, verr.Code, verr.Msg, 0)
+		return
+	}
+	last := idx[len(idx)-1]
+	k := in.o.Part[last]
+	m := &pending{p: p, seq: seq, after: state{Player: p.head.Advance(seq, last), Hash: hashPath(path)}, first: waiter{s, slot}}
+	for i, v := range idx {
+		sc.path[i] = graph.ID(v)
+	}
+	sc.ev.Player = p.id
+	sc.ev.Seq = seq
+	sc.ev.Path = sc.path[:len(idx)]
+	sc.ev.IngestUnixNanos = now.UnixNano()
+	sc.ev.Partition = k
+	if len(p.queue) == 0 {
+		in.players.hold(p)
+	}
+	p.queue = append(p.queue, m)
+	p.head = m.after
+	in.parts[k].add(m, &sc.ev)
+	p.mu.Unlock()
+}
+
+func rateMsg(in *Ingest) string {
+	return "too many moves: at most " + in.o.RateLimit.String()
+}
+
+// reject answers a move with an error.
+func (in *Ingest) reject(s sink, slot, seq uint64, code game.Code, msg string, retry time.Duration) {
+	in.m.reject(code)
+	s.deliver(slot, reply{seq: seq, code: code, msg: msg, retry: retry})
+}
+
+// failFrom answers m and every later move in p's queue with unavailable
+// and rolls p's state back to the move before m. p.mu must be held.
+func (in *Ingest) failFrom(p *player, m *pending, err error) {
+	i := 0
+	for i < len(p.queue) && p.queue[i] != m {
+		i++
+	}
+	if i == len(p.queue) {
+		return
+	}
+	r := reply{code: game.CodeUnavailable, msg: "the move could not be stored; send it again", retry: in.retryAfter(err)}
+	for _, q := range p.queue[i:] {
+		r.seq = q.seq
+		in.m.reject(game.CodeUnavailable)
+		q.answer(r)
+	}
+	clear(p.queue[i:])
+	p.queue = p.queue[:i]
+	if i > 0 {
+		p.head = p.queue[i-1].after
+	} else {
+		p.head = p.acked
+		in.players.release(p)
+	}
+}

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"treasure/internal/graph"
 	"treasure/internal/natsjs"
 	"treasure/internal/stack"
@@ -39,6 +42,8 @@ func amsterdam(tb testing.TB) *graph.Graph {
 var small = natsjs.Limits{MaxBytes: 64 << 20, MaxMsgs: 200_000}
 
 type inproc struct {
+	js     jetstream.JetStream
+	pool   *pgxpool.Pool
 	st     *stack.Stack
 	topo   natsjs.Topology
 	prefix string // Redis
@@ -48,6 +53,13 @@ type inproc struct {
 // startInProcess runs the four services in this process on fresh streams,
 // Redis keys and a PostgreSQL schema, stopped on cleanup.
 func startInProcess(t *testing.T, partitions int) inproc {
+	t.Helper()
+	return startInProcessWith(t, partitions, nil)
+}
+
+// startInProcessWith calls before (when not nil) once the streams exist and
+// before any service starts: a replay fills the log there.
+func startInProcessWith(t *testing.T, partitions int, before func(topo natsjs.Topology, js jetstream.JetStream)) inproc {
 	t.Helper()
 	g := amsterdam(t)
 	part, err := graph.Partition(g, partitions)
@@ -61,6 +73,9 @@ func startInProcess(t *testing.T, partitions int) inproc {
 	ctx := context.Background()
 	if err := topo.Ensure(ctx, js); err != nil {
 		t.Fatal(err)
+	}
+	if before != nil {
+		before(topo, js)
 	}
 	st, err := stack.New(stack.Options{Graph: g, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
 		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: secret})
@@ -91,7 +106,7 @@ func startInProcess(t *testing.T, partitions int) inproc {
 			return s
 		},
 	}
-	return inproc{st: st, topo: topo, prefix: rprefix, d: d}
+	return inproc{st: st, topo: topo, prefix: rprefix, d: d, js: js, pool: pool}
 }
 
 func TestEndToEndInOneProcess(t *testing.T) {

@@ -13,9 +13,9 @@ import (
 // deployment is what the scenario needs of a running pipeline.
 type deployment struct {
 	ingest, push string // http://host:port
-	secret           string
-	g                *graph.Graph
-	radius           uint32
+	secret       string
+	g            *graph.Graph
+	radius       uint32
 	// score reads a player's score from PostgreSQL (-1 when absent).
 	score func(player string) int64
 }

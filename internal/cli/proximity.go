@@ -48,7 +48,9 @@ func runProximity(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
-	srv := &platform.HTTPServer{Name: "proximity", Addr: cfg.ProximityAddr, Handler: platform.OpsMux(reg, w.Ready), Log: log}
+	mux := platform.OpsMux(reg, w.Ready)
+	platform.RegisterPprof(mux)
+	srv := &platform.HTTPServer{Name: "proximity", Addr: cfg.ProximityAddr, Handler: mux, Log: log}
 	if _, err := srv.Listen(); err != nil {
 		return err
 	}

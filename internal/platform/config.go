@@ -38,6 +38,12 @@ const (
 	EnvStreamPrefix  = "TREASURE_STREAM_PREFIX"
 	EnvLogFormat     = "TREASURE_LOG_FORMAT"
 	EnvLogLevel      = "TREASURE_LOG_LEVEL"
+	// EnvStreamMaxBytes and EnvStreamMaxMsgs, when set, cap each of the
+	// four JetStream streams (IN, OUT, UPD, DLQ) instead of natsjs's
+	// defaults. Not in SPEC: tests and small deployments set them, because
+	// the file store reserves every stream's byte cap on the server.
+	EnvStreamMaxBytes = "TREASURE_STREAM_MAX_BYTES"
+	EnvStreamMaxMsgs  = "TREASURE_STREAM_MAX_MSGS"
 )
 
 // The defaults SPEC.md gives.
@@ -86,6 +92,10 @@ type Config struct {
 	// StreamPrefix names the JetStream streams and subjects
 	// (TREASURE_STREAM_PREFIX), see natsjs.Topology.
 	StreamPrefix string
+	// StreamMaxBytes and StreamMaxMsgs cap each stream's bytes and
+	// messages (TREASURE_STREAM_MAX_BYTES, TREASURE_STREAM_MAX_MSGS);
+	// 0, when unset, keeps natsjs's per-stream defaults.
+	StreamMaxBytes, StreamMaxMsgs int64
 	// Log selects the log format and level.
 	Log LogConfig
 }
@@ -133,6 +143,19 @@ func FromEnv(getenv func(string) string) (Config, error) {
 			c.Radius = uint32(r)
 		}
 	}
+	for _, v := range []struct {
+		env string
+		dst *int64
+	}{{EnvStreamMaxBytes, &c.StreamMaxBytes}, {EnvStreamMaxMsgs, &c.StreamMaxMsgs}} {
+		if s := get(v.env, ""); s != "" {
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || n <= 0 {
+				errs = append(errs, fmt.Errorf("%s: want a positive integer, got %q", v.env, s))
+			} else {
+				*v.dst = n
+			}
+		}
+	}
 	lc, err := ParseLogConfig(get(EnvLogFormat, ""), get(EnvLogLevel, ""))
 	if err != nil {
 		errs = append(errs, err)
@@ -165,6 +188,12 @@ func (c Config) Validate() error {
 	}
 	if c.Radius == 0 {
 		errs = append(errs, fmt.Errorf("%s: must be positive", EnvRadius))
+	}
+	if c.StreamMaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("%s: must not be negative", EnvStreamMaxBytes))
+	}
+	if c.StreamMaxMsgs < 0 {
+		errs = append(errs, fmt.Errorf("%s: must not be negative", EnvStreamMaxMsgs))
 	}
 	for _, a := range []struct{ env, addr string }{
 		{EnvIngestAddr, c.IngestAddr},
@@ -213,6 +242,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("proximity_addr", c.ProximityAddr),
 		slog.String("ranker_addr", c.RankerAddr),
 		slog.String("dev_nats_addr", c.DevNATSAddr),
+		slog.Int64("stream_max_bytes", c.StreamMaxBytes),
+		slog.Int64("stream_max_msgs", c.StreamMaxMsgs),
 		slog.String("log_format", c.Log.Format),
 		slog.String("log_level", c.Log.Level.String()),
 	)

@@ -45,42 +45,46 @@ func TestFromEnvDefaultsMatchSpec(t *testing.T) {
 func TestFromEnvOverridesEveryVariable(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{
-		EnvNATSURL:       "nats://10.0.0.1:4300,nats://10.0.0.2:4300",
-		EnvRedisURL:      "redis://:pw@127.0.0.1:6380/3",
-		EnvDatabaseURL:   "postgres://u:pw@127.0.0.1:5433/other?sslmode=disable",
-		EnvGraph:         "/data/amsterdam.gr.gz",
-		EnvRadius:        "750",
-		EnvJWTSecret:     " s3cret ",
-		EnvIngestAddr:    ":9081",
-		EnvPushAddr:      "0.0.0.0:9082",
-		EnvProximityAddr: "[::1]:9083",
-		EnvRankerAddr:    "localhost:0",
-		EnvDevNATSAddr:   "127.0.0.1:5222",
-		EnvPartitions:    "16",
-		EnvStreamPrefix:  "demo",
-		EnvLogFormat:     "JSON",
-		EnvLogLevel:      "debug",
+		EnvNATSURL:        "nats://10.0.0.1:4300,nats://10.0.0.2:4300",
+		EnvRedisURL:       "redis://:pw@127.0.0.1:6380/3",
+		EnvDatabaseURL:    "postgres://u:pw@127.0.0.1:5433/other?sslmode=disable",
+		EnvGraph:          "/data/amsterdam.gr.gz",
+		EnvRadius:         "750",
+		EnvJWTSecret:      " s3cret ",
+		EnvIngestAddr:     ":9081",
+		EnvPushAddr:       "0.0.0.0:9082",
+		EnvProximityAddr:  "[::1]:9083",
+		EnvRankerAddr:     "localhost:0",
+		EnvDevNATSAddr:    "127.0.0.1:5222",
+		EnvPartitions:     "16",
+		EnvStreamPrefix:   "demo",
+		EnvStreamMaxBytes: "67108864",
+		EnvStreamMaxMsgs:  "200000",
+		EnvLogFormat:      "JSON",
+		EnvLogLevel:       "debug",
 	}
 	c, err := FromEnv(envMap(env))
 	if err != nil {
 		t.Fatalf("FromEnv: %v", err)
 	}
 	want := Config{
-		NATSURL:       env[EnvNATSURL],
-		NATSURLSet:    true,
-		RedisURL:      env[EnvRedisURL],
-		DatabaseURL:   env[EnvDatabaseURL],
-		Graph:         env[EnvGraph],
-		Radius:        750,
-		JWTSecret:     " s3cret ", // taken verbatim, spaces included
-		IngestAddr:    ":9081",
-		PushAddr:      "0.0.0.0:9082",
-		ProximityAddr: "[::1]:9083",
-		RankerAddr:    "localhost:0",
-		DevNATSAddr:   "127.0.0.1:5222",
-		Partitions:    16,
-		StreamPrefix:  "demo",
-		Log:           LogConfig{Format: "json", Level: slog.LevelDebug},
+		NATSURL:        env[EnvNATSURL],
+		NATSURLSet:     true,
+		RedisURL:       env[EnvRedisURL],
+		DatabaseURL:    env[EnvDatabaseURL],
+		Graph:          env[EnvGraph],
+		Radius:         750,
+		JWTSecret:      " s3cret ", // taken verbatim, spaces included
+		IngestAddr:     ":9081",
+		PushAddr:       "0.0.0.0:9082",
+		ProximityAddr:  "[::1]:9083",
+		RankerAddr:     "localhost:0",
+		DevNATSAddr:    "127.0.0.1:5222",
+		Partitions:     16,
+		StreamPrefix:   "demo",
+		StreamMaxBytes: 64 << 20,
+		StreamMaxMsgs:  200_000,
+		Log:            LogConfig{Format: "json", Level: slog.LevelDebug},
 	}
 	if c != want {
 		t.Errorf("overrides:\n got %+v\nwant %+v", c, want)
@@ -114,6 +118,11 @@ func TestFromEnvRejectsBadValuesNamingEachVariable(t *testing.T) {
 		{"partitions not a number", EnvPartitions, "many"},
 		{"stream prefix with a dot", EnvStreamPrefix, "a.b"},
 		{"stream prefix starting with a digit", EnvStreamPrefix, "1abc"},
+		{"stream max bytes not a number", EnvStreamMaxBytes, "64MiB"},
+		{"stream max bytes zero", EnvStreamMaxBytes, "0"},
+		{"stream max bytes negative", EnvStreamMaxBytes, "-1"},
+		{"stream max msgs not a number", EnvStreamMaxMsgs, "lots"},
+		{"stream max msgs zero", EnvStreamMaxMsgs, "0"},
 		{"log format", EnvLogFormat, "xml"},
 		{"log level", EnvLogLevel, "loud"},
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"regexp"
 	"slices"
 	"sync"
@@ -66,6 +67,16 @@ func OpsMux(reg *prometheus.Registry, ready func() error) *http.ServeMux {
 		Registry:      reg,
 	}))
 	return mux
+}
+
+// RegisterPprof adds the runtime profiles to mux (`go tool pprof
+// http://ADDR/debug/pprof/profile`). Only for ports that players never
+// reach: the proximity and ranker ops ports, and `treasure dev`.
+func RegisterPprof(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 }
 
 // Readiness is a set of named conditions a process needs before it can do

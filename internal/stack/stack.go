@@ -120,6 +120,8 @@ func New(o Options) (*Stack, error) {
 		mux := platform.OpsMux(o.Registry, ready)
 		if api != nil {
 			mux.Handle("/v1/", api)
+		} else {
+			platform.RegisterPprof(mux) // internal ports only
 		}
 		srv := &platform.HTTPServer{Name: name, Addr: addr, Handler: mux, Log: o.Log}
 		if _, err := srv.Listen(); err != nil {

@@ -96,7 +96,7 @@ func usage(w io.Writer, cmds map[string]command) {
 	var b strings.Builder
 	b.WriteString("treasure: a real-time, city-scale treasure-hunt backend\n\nUsage: treasure <command> [flags]\n\nCommands:\n")
 	for _, n := range names {
-		fmt.Fprintf(&b, "  %-10s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(&b, "  %-12s %s\n", n, cmds[n].summary)
 	}
 	b.WriteString("\n`treasure <command> -h` shows a command's flags.\n")
 	io.WriteString(w, b.String())

@@ -41,9 +41,11 @@ func connectJetStream(url, name string) (*nats.Conn, jetstream.JetStream, error)
 	return nc, js, nil
 }
 
-// topology is the pipeline's streams for cfg.
+// topology is the pipeline's streams for cfg. TREASURE_STREAM_MAX_BYTES and
+// TREASURE_STREAM_MAX_MSGS, when set, cap all four streams alike.
 func topology(cfg platform.Config) natsjs.Topology {
-	return natsjs.Topology{Prefix: cfg.StreamPrefix, Partitions: cfg.Partitions}
+	l := natsjs.Limits{MaxBytes: cfg.StreamMaxBytes, MaxMsgs: cfg.StreamMaxMsgs}
+	return natsjs.Topology{Prefix: cfg.StreamPrefix, Partitions: cfg.Partitions, In: l, Out: l, Upd: l, DLQ: l}
 }
 
 // loadPartitioned loads cfg's graph and its partition assignment, logging

@@ -1,0 +1,518 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"treasure/internal/graph"
+	"treasure/internal/loadgen"
+	"treasure/internal/natsjs"
+	"treasure/internal/testdata"
+	"treasure/internal/testenv"
+	"treasure/services/proximity"
+)
+
+// The stream caps the processes run with (TREASURE_STREAM_MAX_BYTES,
+// TREASURE_STREAM_MAX_MSGS): the defaults would reserve about 9 GiB of the
+// shared server's file store per test.
+const (
+	procStreamMaxBytes = 64 << 20
+	procStreamMaxMsgs  = 200_000
+)
+
+// How long a process may take to answer /readyz 200 (graph load, stream
+// declaration, rebuild from the log) and to exit after SIGTERM.
+const (
+	readyTimeout = 60 * time.Second
+	stopTimeout  = 20 * time.Second
+)
+
+// bin is the treasure binary, built once per run of this test binary by
+// treasureBinary and removed by TestMain.
+var bin struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if bin.dir != "" {
+		os.RemoveAll(bin.dir)
+	}
+	os.Exit(code)
+}
+
+// treasureBinary builds ./cmd/treasure (go build, from the module root)
+// the first time a test asks for it and returns its path.
+func treasureBinary(tb testing.TB) string {
+	tb.Helper()
+	bin.once.Do(func() {
+		// go test puts its own go first on PATH.
+		gomod, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			bin.err = fmt.Errorf("go env GOMOD: %w", err)
+			return
+		}
+		mod := strings.TrimSpace(string(gomod))
+		if mod == "" || mod == os.DevNull {
+			bin.err = fmt.Errorf("go env GOMOD: not inside a module (%q)", mod)
+			return
+		}
+		if bin.dir, err = os.MkdirTemp("", "treasure-e2e-"); err != nil {
+			bin.err = err
+			return
+		}
+		bin.path = filepath.Join(bin.dir, "treasure")
+		build := exec.Command("go", "build", "-o", bin.path, "./cmd/treasure")
+		build.Dir = filepath.Dir(mod)
+		if out, err := build.CombinedOutput(); err != nil {
+			bin.err = fmt.Errorf("go build ./cmd/treasure: %w\n%s", err, out)
+		}
+	})
+	if bin.err != nil {
+		tb.Fatal(bin.err)
+	}
+	return bin.path
+}
+
+// syncBuffer collects a process's stdout and stderr.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// tail returns the last 32 KiB written.
+func (s *syncBuffer) tail() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.b.Bytes()
+	if len(b) > 32<<10 {
+		return "…" + string(b[len(b)-32<<10:])
+	}
+	return string(b)
+}
+
+// proc is one running process of the treasure binary.
+type proc struct {
+	name   string
+	args   []string
+	addr   string // its HTTP address: service and ops endpoints
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	done   chan struct{} // closed once it has exited and been reaped
+	err    error         // Wait's, set before done closes
+	killed atomic.Bool   // SIGKILLed on purpose
+}
+
+// kill sends SIGKILL (no drain, no ack, no flush) and waits until the
+// process is gone.
+func (p *proc) kill(t *testing.T) {
+	t.Helper()
+	p.killed.Store(true)
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatalf("kill %s: %v", p.name, err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(stopTimeout):
+		t.Fatalf("%s still running %v after SIGKILL", p.name, stopTimeout)
+	}
+}
+
+// stop sends SIGTERM and checks that the process exits 0 within
+// stopTimeout (a graceful shutdown); it is SIGKILLed otherwise.
+func (p *proc) stop(t *testing.T) {
+	select {
+	case <-p.done:
+		if !p.killed.Load() {
+			t.Errorf("%s exited before it was stopped: %v", p.name, p.err)
+		}
+		return
+	default:
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Errorf("SIGTERM %s: %v", p.name, err)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGCONT) // in case a test left it stopped
+	select {
+	case <-p.done:
+		if st := p.cmd.ProcessState; st == nil || !st.Success() {
+			t.Errorf("%s after SIGTERM: %v, want exit status 0", p.name, p.err)
+		}
+	case <-time.After(stopTimeout):
+		t.Errorf("%s did not exit within %v of SIGTERM; killing it", p.name, stopTimeout)
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// cluster is the four services as five processes: ingest, push, ranker and
+// two proximity workers (one per partition, K=2), on their own streams,
+// Redis keys and PostgreSQL schema.
+type cluster struct {
+	t      *testing.T
+	bin    string
+	env    []string // shared by every process
+	topo   natsjs.Topology
+	js     jetstream.JetStream
+	pool   *pgxpool.Pool // on the processes' schema
+	d      deployment
+	ingest *proc
+	push   *proc
+	ranker *proc
+	prox   [2]*proc
+}
+
+// startCluster starts the processes, waits until every one answers
+// /readyz 200 and checks that the streams took the small caps. On cleanup
+// the processes get SIGTERM and must exit 0, then the streams, Redis keys
+// and schema are removed; when the test failed, each process's output is
+// logged.
+func startCluster(t *testing.T) *cluster {
+	t.Helper()
+	ctx := context.Background()
+	g := amsterdam(t)
+	exe := treasureBinary(t)
+
+	// Cleanups run last-in first-out: everything registered here runs
+	// after the processes have stopped.
+	nc := testenv.NATS(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := testenv.Prefix(t)
+	testenv.DeleteStreamsOnCleanup(t, js, prefix)
+	rdb, _ := testenv.Redis(t) // only a client: the processes' keys are under prefix + ":"
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := testenv.DeleteKeys(ctx, rdb, prefix+":"); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	dbURL := testenv.PostgresURL(t)
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+
+	c := &cluster{
+		t: t, bin: exe, js: js, pool: pool,
+		topo: natsjs.Topology{Prefix: prefix, Partitions: 2},
+		env: []string{
+			"TREASURE_NATS_URL=" + testenv.NATSURL(),
+			"TREASURE_STREAM_PREFIX=" + prefix,
+			"TREASURE_REDIS_URL=" + testenv.RedisURL(),
+			"TREASURE_DATABASE_URL=" + dbURL,
+			"TREASURE_GRAPH=" + testdata.Path(t, "amsterdam.gr.gz"),
+			"TREASURE_PARTITIONS=2",
+			"TREASURE_RADIUS=2000",
+			"TREASURE_JWT_SECRET=" + secret,
+			"TREASURE_STREAM_MAX_BYTES=" + strconv.Itoa(procStreamMaxBytes),
+			"TREASURE_STREAM_MAX_MSGS=" + strconv.Itoa(procStreamMaxMsgs),
+		},
+	}
+	c.ranker = c.start("ranker", "TREASURE_RANKER_ADDR", "ranker")
+	c.push = c.start("push", "TREASURE_PUSH_ADDR", "push")
+	c.prox[0] = c.start("proximity-0", "TREASURE_PROXIMITY_ADDR", "proximity", "--partitions", "0")
+	c.prox[1] = c.start("proximity-1", "TREASURE_PROXIMITY_ADDR", "proximity", "--partitions", "1")
+	c.ingest = c.start("ingest", "TREASURE_INGEST_ADDR", "ingest")
+	c.waitReady(c.ranker, c.push, c.prox[0], c.prox[1], c.ingest)
+
+	for _, name := range []string{c.topo.InStream(), c.topo.OutStream(), c.topo.UpdStream(), c.topo.DLQStream()} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatalf("stream %s: %v", name, err)
+		}
+		if cfg := s.CachedInfo().Config; cfg.MaxBytes != procStreamMaxBytes || cfg.MaxMsgs != procStreamMaxMsgs {
+			t.Fatalf("stream %s: max bytes %d, max msgs %d; want the TREASURE_STREAM_MAX_* caps %d, %d",
+				name, cfg.MaxBytes, cfg.MaxMsgs, procStreamMaxBytes, procStreamMaxMsgs)
+		}
+	}
+
+	c.d = deployment{
+		ingest: "http://" + c.ingest.addr, push: "http://" + c.push.addr,
+		secret: secret, g: g, radius: 2000,
+		score: func(player string) int64 {
+			var s int64 = -1
+			_ = pool.QueryRow(context.Background(), "SELECT score FROM players WHERE player = $1", player).Scan(&s)
+			return s
+		},
+	}
+	return c
+}
+
+// start runs `treasure args...` with the cluster's environment and a free
+// loopback port in addrVar.
+func (c *cluster) start(name, addrVar string, args ...string) *proc {
+	t := c.t
+	t.Helper()
+	addr := freeAddr(t)
+	// The context is a backstop: the cleanup below stops the process
+	// first, gracefully.
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, c.bin, args...)
+	cmd.Env = append(append([]string(nil), c.env...), addrVar+"="+addr)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.WaitDelay = 5 * time.Second
+	p := &proc{name: name, args: args, addr: addr, cmd: cmd, out: out, done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("output of %s (treasure %s):\n%s", p.name, strings.Join(p.args, " "), p.out.tail())
+		}
+	})
+	t.Cleanup(func() {
+		p.stop(t)
+		cancel()
+	})
+	return p
+}
+
+// waitReady polls every process's /readyz until it answers 200.
+func (c *cluster) waitReady(ps ...*proc) {
+	t := c.t
+	t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second}
+	defer client.CloseIdleConnections()
+	deadline := time.Now().Add(readyTimeout)
+	for _, p := range ps {
+		for {
+			select {
+			case <-p.done:
+				t.Fatalf("%s exited before it was ready: %v\n%s", p.name, p.err, p.out.tail())
+			default:
+			}
+			if resp, err := client.Get("http://" + p.addr + "/readyz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not ready within %v:\n%s", p.name, readyTimeout, p.out.tail())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// freeAddr returns a loopback address whose port was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// metric reads one unlabelled counter or gauge from a process's /metrics.
+func metric(t *testing.T, p *proc, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + p.addr + "/metrics")
+	if err != nil {
+		t.Fatalf("%s /metrics: %v", p.name, err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s /metrics: %s: %v", p.name, name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("%s /metrics has no %s", p.name, name)
+	return 0
+}
+
+// TestEndToEndFourProcesses runs the scenario against the services started
+// as separate processes of the treasure binary, as a deployment runs them.
+func TestEndToEndFourProcesses(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t)
+	scenario(t, c.d, "bob")
+}
+
+// TestEndToEndProcessKill: simulated players walk a city full of
+// treasures while the proximity process of partition 0 is SIGKILLed (no
+// drain, no ack) and a new one started with the same flags. It is frozen
+// (SIGSTOP) first until JetStream has delivered it moves it has not
+// acked, so that the kill always leaves work in flight. Every accepted
+// move still gets exactly one proximity update (push ids without gaps),
+// OUT holds exactly one result per (player, seq) and at most one claim per
+// treasure, and PostgreSQL holds the points of exactly those claims.
+func TestEndToEndProcessKill(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t)
+	g := c.d.g
+
+	// Treasures on every 10th node: with some 800 moves, claims are sure.
+	points := map[string]int64{}
+	var b strings.Builder
+	b.WriteString(`{"treasures":[`)
+	for v := 0; v < g.NumNodes(); v += 10 {
+		id := fmt.Sprintf("k%d", v)
+		points[id] = int64(1 + v%7)
+		if len(points) > 1 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"id":%q,"node":%d,"points":%d}`, id, graph.ID(uint32(v)), points[id])
+	}
+	b.WriteString(`]}`)
+	if code, body := postJSON(t, c.d.ingest+"/v1/admin/drops", c.d.token(t, "admin", "admin"), b.String()); code != 202 || strings.TrimSpace(body) != fmt.Sprintf(`{"accepted":%d}`, len(points)) {
+		t.Fatalf("drop of %d treasures: %d %s", len(points), code, body)
+	}
+
+	const players = 20
+	var accepted atomic.Uint64
+	var final loadgen.Stats
+	var runErr error
+	finished := make(chan struct{})
+	runCtx, stopRun := context.WithCancel(context.Background())
+	t.Cleanup(func() { // on an early failure: before the processes stop
+		stopRun()
+		<-finished
+	})
+	go func() {
+		defer close(finished)
+		runErr = loadgen.Run(runCtx, loadgen.Options{
+			IngestURL: ws(c.d.ingest), PushURL: ws(c.d.push), Graph: g,
+			Players: players, MovesPerSecond: 4, Secret: secret, PlayerPrefix: "walker-", Seed: 11,
+			Duration: 10 * time.Second, Drain: 30 * time.Second, ReportEvery: 100 * time.Millisecond,
+		}, func(s loadgen.Stats) {
+			accepted.Store(s.TotalMoves)
+			if s.Final {
+				final = s // read after finished: Run reports before it returns
+			}
+		})
+	}()
+	waitFor(t, 30*time.Second, "walkers under way", func() bool {
+		select {
+		case <-finished:
+			t.Fatalf("loadgen ended early: %v", runErr)
+		default:
+		}
+		return accepted.Load() >= 200
+	})
+
+	// Freeze proximity-0 until moves have been delivered to it and not
+	// acked, so that the kill surely leaves some in flight; then kill it.
+	if err := c.prox[0].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := c.js.Consumer(context.Background(), c.topo.InStream(), proximity.Durable(c.topo, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unacked int
+	waitFor(t, 10*time.Second, "moves delivered to the stopped proximity-0 and not acked", func() bool {
+		info, err := cons.Info(context.Background())
+		if err == nil {
+			unacked = info.NumAckPending
+		}
+		return unacked > 0
+	})
+	c.prox[0].kill(t)
+	atKill := accepted.Load()
+	c.prox[0] = c.start("proximity-0 (restarted)", "TREASURE_PROXIMITY_ADDR", "proximity", "--partitions", "0")
+	c.waitReady(c.prox[0])
+	atRestart := accepted.Load()
+
+	select {
+	case <-finished:
+		if runErr != nil {
+			t.Fatal(runErr)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("loadgen did not finish within 60 s")
+	}
+	t.Logf("%d moves accepted: %d before the kill (%d delivered to the killed process, not acked), %d by the restart; %d updates, %d claims, %d scores",
+		final.TotalMoves, atKill, unacked, atRestart, final.Updates, final.Claims, final.Scores)
+	if final.TotalMoves <= atRestart {
+		t.Fatalf("no move accepted after the restart (%d in all, %d by the restart)", final.TotalMoves, atRestart)
+	}
+	if final.Missing != 0 || final.Gaps != 0 || final.Duplicates != 0 || final.Unmatched != 0 || final.Updates != final.TotalMoves {
+		t.Fatalf("%d moves accepted, %d proximity updates: %d missing, %d unmatched, %d id gaps, %d duplicate ids",
+			final.TotalMoves, final.Updates, final.Missing, final.Unmatched, final.Gaps, final.Duplicates)
+	}
+	if final.ErrorCount != 0 {
+		t.Fatalf("loadgen errors: %v", final.Errors)
+	}
+	if n := metric(t, c.prox[0], "treasure_proximity_moves_total"); n == 0 {
+		t.Fatal("the restarted proximity process evaluated no move")
+	}
+
+	// OUT: readOut fails on a second result for a move or a second claim
+	// of a treasure; every walker's seqs 1..n have a result, and nothing
+	// else does.
+	out := readOut(t, c.js, c.topo)
+	contiguous := 0
+	for i := 0; i < players; i++ {
+		for seq := 1; ; seq++ {
+			if _, ok := out.prox[fmt.Sprintf("walker-%d/%d", i, seq)]; !ok {
+				break
+			}
+			contiguous++
+		}
+	}
+	if uint64(len(out.prox)) != final.TotalMoves || contiguous != len(out.prox) {
+		t.Fatalf("OUT holds %d proximity results (%d in per-player runs from seq 1) for %d accepted moves",
+			len(out.prox), contiguous, final.TotalMoves)
+	}
+	if len(out.claims) == 0 {
+		t.Fatal("no treasure was claimed: the run does not exercise claims")
+	}
+	if uint64(len(out.claims)) != final.Claims {
+		t.Fatalf("OUT holds %d claims, the players received %d", len(out.claims), final.Claims)
+	}
+	var want int64
+	for id := range out.claims {
+		want += points[id]
+	}
+	var got int64
+	waitFor(t, 30*time.Second, fmt.Sprintf("PostgreSQL scores adding up to the %d points claimed", want), func() bool {
+		err := c.pool.QueryRow(context.Background(), "SELECT coalesce(sum(score), 0) FROM players").Scan(&got)
+		return err == nil && got == want
+	})
+}

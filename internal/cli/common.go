@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 
 	"treasure/internal/graph"
 	"treasure/internal/natsjs"
@@ -39,6 +41,41 @@ func connectJetStream(url, name string) (*nats.Conn, jetstream.JetStream, error)
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return nc, js, nil
+}
+
+// connectLog connects to the NATS at url and declares the pipeline's
+// streams (idempotent). The caller closes the connection.
+func connectLog(ctx context.Context, cfg platform.Config, url, name string) (*nats.Conn, jetstream.JetStream, natsjs.Topology, error) {
+	topo := topology(cfg)
+	nc, js, err := connectJetStream(url, name)
+	if err != nil {
+		return nil, nil, topo, err
+	}
+	if err := topo.Ensure(ctx, js); err != nil {
+		nc.Close()
+		return nil, nil, topo, err
+	}
+	return nc, js, topo, nil
+}
+
+// connectRedis returns a client for cfg's Redis; with ping it also checks
+// within 10 s that the server answers. The caller closes the client.
+func connectRedis(ctx context.Context, cfg platform.Config, ping bool) (*redis.Client, error) {
+	ropts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, &UsageError{Msg: fmt.Sprintf("%s: %v", platform.EnvRedisURL, err)}
+	}
+	rdb := redis.NewClient(ropts)
+	if !ping {
+		return rdb, nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("connect to Redis at %s: %w (is redis-server running? scripts/services.sh ensure starts one)", platform.MaskURL(cfg.RedisURL), err)
+	}
+	return rdb, nil
 }
 
 // topology is the pipeline's streams for cfg. TREASURE_STREAM_MAX_BYTES and

@@ -97,28 +97,20 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 		defer ns.Shutdown()
 		natsURL = url
 	}
-	nc, js, err := connectJetStream(natsURL, "treasure-dev")
+	nc, js, topo, err := connectLog(ctx, cfg, natsURL, "treasure-dev")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	topo := topology(cfg)
-	if err := topo.Ensure(ctx, js); err != nil {
-		return err
-	}
 
 	// Redis and PostgreSQL: a run without --data gets its own key prefix
 	// and schema, dropped on exit, so that its fresh log and its scores
 	// agree (treasure ids repeat across runs).
-	ropts, err := redis.ParseURL(cfg.RedisURL)
+	rdb, err := connectRedis(ctx, cfg, true)
 	if err != nil {
-		return &UsageError{Msg: fmt.Sprintf("%s: %v", platform.EnvRedisURL, err)}
+		return err
 	}
-	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis at %s: %w (scripts/services.sh ensure starts one)", platform.MaskURL(cfg.RedisURL), err)
-	}
 	redisPrefix, schema := cfg.StreamPrefix+":", ""
 	if *dataDir == "" || cfg.NATSURLSet {
 		run := strconv.FormatInt(time.Now().Unix(), 36)

@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"treasure/internal/platform"
 	"treasure/internal/ratelimit"
@@ -63,27 +60,16 @@ func runIngest(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
-	nc, js, err := connectJetStream(cfg.NATSURL, "treasure-ingest@"+hostname())
+	nc, js, topo, err := connectLog(ctx, cfg, cfg.NATSURL, "treasure-ingest@"+hostname())
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	topo := topology(cfg)
-	if err := topo.Ensure(ctx, js); err != nil {
+	rdb, err := connectRedis(ctx, cfg, true)
+	if err != nil {
 		return err
 	}
-	ropts, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return &UsageError{Msg: fmt.Sprintf("%s: %v", platform.EnvRedisURL, err)}
-	}
-	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = rdb.Ping(pctx).Err()
-	cancel()
-	if err != nil {
-		return fmt.Errorf("connect to Redis at %s: %w (is redis-server running? scripts/services.sh ensure starts one)", platform.MaskURL(cfg.RedisURL), err)
-	}
 
 	reg := platform.NewRegistry()
 	in, err := ingest.New(ingest.Options{

@@ -34,15 +34,11 @@ func runProximity(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
-	nc, js, err := connectJetStream(cfg.NATSURL, "treasure-proximity@"+hostname())
+	nc, js, topo, err := connectLog(ctx, cfg, cfg.NATSURL, "treasure-proximity@"+hostname())
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	topo := topology(cfg)
-	if err := topo.Ensure(ctx, js); err != nil {
-		return err
-	}
 	reg := platform.NewRegistry()
 	w, err := proximity.New(proximity.Options{Graph: g, Part: part, Partitions: parts, Radius: cfg.Radius, Topology: topo, NC: nc, JS: js, Log: log, Registerer: reg})
 	if err != nil {

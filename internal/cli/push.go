@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
 
 	"treasure/internal/auth"
 	"treasure/internal/pgstore"
@@ -51,20 +50,15 @@ func runPush(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
-	nc, js, err := connectJetStream(cfg.NATSURL, "treasure-push@"+hostname())
+	nc, js, topo, err := connectLog(ctx, cfg, cfg.NATSURL, "treasure-push@"+hostname())
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	topo := topology(cfg)
-	if err := topo.Ensure(ctx, js); err != nil {
+	rdb, err := connectRedis(ctx, cfg, false)
+	if err != nil {
 		return err
 	}
-	ropts, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return &UsageError{Msg: fmt.Sprintf("%s: %v", platform.EnvRedisURL, err)}
-	}
-	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
 	// The pool connects lazily: push starts, and answers from Redis, while
 	// PostgreSQL is down.

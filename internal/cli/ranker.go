@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
 
 	"treasure/internal/platform"
 	"treasure/services/ranker"
@@ -42,20 +41,15 @@ func runRanker(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
-	nc, js, err := connectJetStream(cfg.NATSURL, "treasure-ranker@"+hostname())
+	nc, js, topo, err := connectLog(ctx, cfg, cfg.NATSURL, "treasure-ranker@"+hostname())
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	topo := topology(cfg)
-	if err := topo.Ensure(ctx, js); err != nil {
+	rdb, err := connectRedis(ctx, cfg, false)
+	if err != nil {
 		return err
 	}
-	ropts, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return &UsageError{Msg: fmt.Sprintf("%s: %v", platform.EnvRedisURL, err)}
-	}
-	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
 	pool, err := rankerPostgres(ctx, cfg.DatabaseURL)
 	if err != nil {

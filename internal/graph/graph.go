@@ -15,6 +15,7 @@ package graph
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 )
 
@@ -198,12 +199,33 @@ func FromEdges(n int, edges []Edge, x, y []int32) (*Graph, error) {
 // coordinate and Global lengths. It is O(arcs · degree) and meant for
 // loaders of untrusted files and for tests.
 func (g *Graph) Validate() error {
+	if err := g.checkCSR(); err != nil {
+		return err
+	}
+	n := g.NumNodes()
+	for v := 0; v < n; v++ {
+		for _, a := range g.Neighbors(uint32(v)) {
+			if l, ok := g.ArcLen(a.To, uint32(v)); !ok || l != a.Len {
+				return fmt.Errorf("graph: arc %d-%d has no equal reverse arc", v, a.To)
+			}
+		}
+	}
+	return nil
+}
+
+// checkCSR checks in O(N+M) every invariant of Validate except symmetry:
+// what code indexing the graph relies on not to go out of range.
+func (g *Graph) checkCSR() error {
 	if len(g.Offsets) == 0 {
 		return errors.New("graph: no offsets")
 	}
 	n := len(g.Offsets) - 1
-	if g.Offsets[0] != 0 || int(g.Offsets[n]) != len(g.Arcs) {
-		return fmt.Errorf("graph: offsets span %d..%d, want 0..%d", g.Offsets[0], g.Offsets[n], len(g.Arcs))
+	if uint64(n) > MaxNodes || uint64(len(g.Arcs)) > math.MaxUint32 {
+		return fmt.Errorf("graph: %d nodes and %d arcs are too many", n, len(g.Arcs))
+	}
+	m := uint32(len(g.Arcs))
+	if g.Offsets[0] != 0 || g.Offsets[n] != m {
+		return fmt.Errorf("graph: offsets span %d..%d, want 0..%d", g.Offsets[0], g.Offsets[n], m)
 	}
 	if (g.X == nil) != (g.Y == nil) || (g.X != nil && (len(g.X) != n || len(g.Y) != n)) {
 		return fmt.Errorf("graph: coordinates for %d/%d nodes, want %d", len(g.X), len(g.Y), n)
@@ -211,17 +233,17 @@ func (g *Graph) Validate() error {
 	if g.Global != nil && len(g.Global) != n {
 		return fmt.Errorf("graph: %d global ids for %d nodes", len(g.Global), n)
 	}
-	if int(g.Own) > n {
+	if uint64(g.Own) > uint64(n) {
 		return fmt.Errorf("graph: %d own nodes of %d", g.Own, n)
 	}
 	for v := 0; v < n; v++ {
 		lo, hi := g.Offsets[v], g.Offsets[v+1]
-		if lo > hi {
-			return fmt.Errorf("graph: offsets decrease at node %d", v)
+		if lo > hi || hi > m {
+			return fmt.Errorf("graph: offsets of node %d (%d..%d) out of order or beyond %d arcs", v, lo, hi, m)
 		}
 		prev := int64(-1)
 		for _, a := range g.Arcs[lo:hi] {
-			if int(a.To) >= n {
+			if uint64(a.To) >= uint64(n) {
 				return fmt.Errorf("graph: node %d has an arc to %d of %d: %w", v, a.To, n, ErrNodeRange)
 			}
 			if int(a.To) == v {
@@ -236,11 +258,9 @@ func (g *Graph) Validate() error {
 			prev = int64(a.To)
 		}
 	}
-	for v := 0; v < n; v++ {
-		for _, a := range g.Neighbors(uint32(v)) {
-			if l, ok := g.ArcLen(a.To, uint32(v)); !ok || l != a.Len {
-				return fmt.Errorf("graph: arc %d-%d has no equal reverse arc", v, a.To)
-			}
+	for i, id := range g.Global {
+		if id > MaxNodes {
+			return fmt.Errorf("graph: node %d has global index %d: %w", i, id, ErrNodeRange)
 		}
 	}
 	return nil

@@ -65,7 +65,7 @@ type Topology struct {
 
 // Validate reports whether t names valid streams and subjects.
 func (t Topology) Validate() error {
-	if err := validToken(t.Prefix); err != nil {
+	if err := ValidPrefix(t.Prefix); err != nil {
 		return fmt.Errorf("topology prefix: %w", err)
 	}
 	if t.Partitions < 1 || t.Partitions > maxPartitionsOrShard {
@@ -85,9 +85,9 @@ func (t Topology) Validate() error {
 	return nil
 }
 
-// validToken checks a prefix: letters, digits, '_' and '-', starting with a
+// ValidPrefix checks a stream prefix: letters, digits, '_' and '-', starting with a
 // letter, valid in stream names, consumer names and subject tokens alike.
-func validToken(s string) error {
+func ValidPrefix(s string) error {
 	if s == "" || len(s) > maxPrefixLen {
 		return fmt.Errorf("%q: want 1 to %d characters", s, maxPrefixLen)
 	}

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"treasure/internal/natsjs"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
@@ -174,7 +175,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 // its environment variable.
 func (c Config) Validate() error {
 	var errs []error
-	if err := validPrefix(c.StreamPrefix); err != nil {
+	if err := natsjs.ValidPrefix(c.StreamPrefix); err != nil {
 		errs = append(errs, fmt.Errorf("%s: %w", EnvStreamPrefix, err))
 	}
 	if err := validNATSURL(c.NATSURL); err != nil {
@@ -338,25 +339,6 @@ func validAddr(s string) error {
 func validPort(s string) error {
 	if _, err := strconv.ParseUint(s, 10, 16); err != nil {
 		return fmt.Errorf("bad port %q", s)
-	}
-	return nil
-}
-
-// validPrefix checks a stream prefix: 1 to 32 characters of [A-Za-z0-9_-],
-// starting with a letter, valid in stream names and subject tokens alike.
-func validPrefix(s string) error {
-	if s == "" || len(s) > 32 {
-		return fmt.Errorf("%q: want 1 to 32 characters", s)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
-		if i == 0 && !letter {
-			return fmt.Errorf("%q: must start with a letter", s)
-		}
-		if !letter && !(c >= '0' && c <= '9') && c != '_' && c != '-' {
-			return fmt.Errorf("%q: character %q not in [A-Za-z0-9_-]", s, c)
-		}
 	}
 	return nil
 }

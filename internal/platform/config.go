@@ -16,10 +16,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"treasure/internal/natsjs"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
+
+	"treasure/internal/natsjs"
 )
 
 // The environment variables FromEnv reads.

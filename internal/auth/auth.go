@@ -13,6 +13,10 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
+// MaxSubject is the longest player id (token "sub") accepted: the scores
+// store keys players by it and holds at most 64 bytes (pgstore.MaxID).
+const MaxSubject = 64
+
 // ErrInvalidToken is wrapped by every error Verify returns: the caller
 // answers unauthorized (HTTP 401, or the WebSocket code) whatever the
 // detail.
@@ -67,6 +71,9 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 	if sub == "" {
 		return Claims{}, fmt.Errorf("%w: no sub", ErrInvalidToken)
 	}
+	if len(sub) > MaxSubject {
+		return Claims{}, fmt.Errorf("%w: sub has %d bytes, at most %d", ErrInvalidToken, len(sub), MaxSubject)
+	}
 	role, _ := mc["role"].(string)
 	return Claims{Subject: sub, Admin: role == "admin"}, nil
 }
@@ -98,8 +105,8 @@ func Sign(secret, sub, role string, ttl time.Duration) (string, error) {
 	if secret == "" {
 		return "", errors.New("sign token: empty secret")
 	}
-	if sub == "" {
-		return "", errors.New("sign token: empty sub")
+	if sub == "" || len(sub) > MaxSubject {
+		return "", fmt.Errorf("sign token: sub must have 1 to %d bytes", MaxSubject)
 	}
 	now := time.Now()
 	claims := jwt.MapClaims{"sub": sub, "iat": now.Unix()}

@@ -9,7 +9,7 @@ GO ?= go
 GRAPH ?= data/amsterdam.gr.gz
 PLAYERS ?= 2000
 demo: build
-	bash scripts/services.sh ensure
+	bash scripts/services.sh ensure redis postgres
 	TREASURE_GRAPH=$(GRAPH) bin/treasure dev --players $(PLAYERS)
 
 # test finds (or starts) NATS with JetStream, Redis and PostgreSQL, then runs

@@ -314,12 +314,14 @@ ensure_postgres() {
 
 # ---------------------------------------------------------------- commands
 
+# ensure [nats] [redis] [postgres]: the named servers, all three by default
+# (the demo embeds its own JetStream and asks for redis and postgres only).
 ensure() {
-	local rc=0
+	local rc=0 want=" ${*:-nats redis postgres} "
 	mkdir -p "$STATE_DIR"
-	ensure_nats || rc=1
-	ensure_redis || rc=1
-	ensure_postgres || rc=1
+	if [[ $want == *" nats "* ]]; then ensure_nats || rc=1; fi
+	if [[ $want == *" redis "* ]]; then ensure_redis || rc=1; fi
+	if [[ $want == *" postgres "* ]]; then ensure_postgres || rc=1; fi
 	if ((${#MISSING[@]})); then
 		say "missing ${MISSING[*]}: install with 'apt-get install ${MISSING[*]}' (Debian/Ubuntu) and run again"
 		return 1
@@ -348,10 +350,20 @@ stop() {
 }
 
 case ${1:-} in
-ensure) ensure ;;
+ensure)
+	shift
+	for svc in "$@"; do
+		case $svc in nats | redis | postgres) ;; *)
+			echo "usage: $0 ensure [nats] [redis] [postgres]" >&2
+			exit 2
+			;;
+		esac
+	done
+	ensure "$@"
+	;;
 stop) stop ;;
 *)
-	echo "usage: $0 ensure|stop" >&2
+	echo "usage: $0 ensure [nats] [redis] [postgres] | stop" >&2
 	exit 2
 	;;
 esac

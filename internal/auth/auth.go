@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -74,6 +75,9 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 	if len(sub) > MaxSubject {
 		return Claims{}, fmt.Errorf("%w: sub has %d bytes, at most %d", ErrInvalidToken, len(sub), MaxSubject)
 	}
+	if !validSubject(sub) {
+		return Claims{}, fmt.Errorf("%w: sub %q is not printable UTF-8", ErrInvalidToken, sub)
+	}
 	role, _ := mc["role"].(string)
 	return Claims{Subject: sub, Admin: role == "admin"}, nil
 }
@@ -105,8 +109,8 @@ func Sign(secret, sub, role string, ttl time.Duration) (string, error) {
 	if secret == "" {
 		return "", errors.New("sign token: empty secret")
 	}
-	if sub == "" || len(sub) > MaxSubject {
-		return "", fmt.Errorf("sign token: sub must have 1 to %d bytes", MaxSubject)
+	if sub == "" || len(sub) > MaxSubject || !validSubject(sub) {
+		return "", fmt.Errorf("sign token: sub must be 1 to %d bytes of printable UTF-8", MaxSubject)
 	}
 	now := time.Now()
 	claims := jwt.MapClaims{"sub": sub, "iat": now.Unix()}
@@ -126,4 +130,18 @@ func Sign(secret, sub, role string, ttl time.Duration) (string, error) {
 		return "", fmt.Errorf("sign token: %w", err)
 	}
 	return tok, nil
+}
+
+// validSubject reports whether a player id is valid UTF-8 without control
+// characters: it travels in JSON, Redis keys and PostgreSQL text.
+func validSubject(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
 }

@@ -128,6 +128,7 @@ func TestVerifyRejects(t *testing.T) {
 		{"not yet valid", forge(t, hs256, map[string]any{"sub": "alice", "nbf": now + 3600}, sha256.New, secret)},
 		{"missing sub", forge(t, hs256, map[string]any{"role": "admin"}, sha256.New, secret)},
 		{"empty sub", forge(t, hs256, map[string]any{"sub": ""}, sha256.New, secret)},
+		{"sub with a NUL", forge(t, hs256, map[string]any{"sub": "a\x00b"}, sha256.New, secret)},
 		{"sub over 64 bytes", forge(t, hs256, map[string]any{"sub": strings.Repeat("p", MaxSubject+1)}, sha256.New, secret)},
 		{"numeric sub", forge(t, hs256, map[string]any{"sub": 42}, sha256.New, secret)},
 		{"null sub", forge(t, hs256, map[string]any{"sub": nil}, sha256.New, secret)},

@@ -46,6 +46,8 @@ contributors). Without TREASURE_JWT_SECRET a secret is generated and printed.
 Without --data, the run keeps its scores in a fresh PostgreSQL schema and
 Redis key prefix that are removed on exit.`
 
+const maxDevPlayers = 4800
+
 func runDev(ctx context.Context, args []string, env Env, io IO) error {
 	fs := newFlagSet("dev", devSynopsis, io.Stderr)
 	players := fs.Int("players", 0, "simulated players (0: none; at most 9,900 per process)")
@@ -56,6 +58,11 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 	duration := fs.Duration("duration", 0, "stop after this long (0: until interrupted)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	// Both ends of every simulated player's two sockets live in this
+	// process: four descriptors each, under the 20,000 per process.
+	if *players > maxDevPlayers {
+		return &UsageError{Msg: fmt.Sprintf("--players %d: one dev process holds both ends of each player's two sockets, so at most %d; for more, run `treasure loadgen` processes against it", *players, maxDevPlayers)}
 	}
 	if env(platform.EnvGraph) == "" {
 		prev := env
@@ -137,12 +144,18 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 	fmt.Fprintf(io.Stdout, "treasure dev: ingest %s (ws /v1/moves/ws), push %s (ws /v1/updates/ws, GET /v1/leaderboard), nats %s, redis %s (prefix %s), postgres %s%s, graph %s (%d nodes, %d partitions)\n",
 		ingestURL, pushURL, natsURL, platform.MaskURL(cfg.RedisURL), redisPrefix, platform.MaskURL(cfg.DatabaseURL), schemaNote(schema), cfg.Graph, g.NumNodes(), cfg.Partitions)
 
-	ctx, cancel := context.WithCancelCause(ctx)
+	// The stack runs on its own context, stopped only after the simulated
+	// players have stopped, so that an interrupt ends the players' run
+	// cleanly before the services close their sockets.
+	outer := ctx
+	stackCtx, stopStack := context.WithCancelCause(context.Background())
+	defer stopStack(nil)
+	ctx, cancel := context.WithCancelCause(outer)
 	defer cancel(nil)
 	done := make(chan error, 1)
-	go func() { done <- st.Run(ctx) }()
+	go func() { done <- st.Run(stackCtx) }()
 	if err := waitReady(ctx, st.Ready, 60*time.Second); err != nil {
-		cancel(err)
+		stopStack(err)
 		<-done
 		return err
 	}
@@ -194,9 +207,14 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 			cancel(err)
 		}
 	}
-	if *players > 0 && *duration > 0 {
-		cancel(nil)
+	if *players == 0 || *duration == 0 {
+		select { // run until interrupted (or the duration ends)
+		case <-ctx.Done():
+		case err := <-done:
+			done <- err
+		}
 	}
+	stopStack(nil)
 	err = <-done
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
 		return cause

@@ -14,7 +14,7 @@
 //	stream     subjects         written by          read by           discard  retention
 //	p_IN       p.in.<part>      ingest, proximity   proximity         new      limits (the log of record)
 //	p_OUT      p.out.<part>     proximity           ranker, push      new      limits
-//	p_UPD      p.upd.<shard>    ranker              push              old      MaxAge (the resume window)
+//	p_UPD      p.upd.<shard>    (unused, see below) push              old      MaxAge (the resume window)
 //	p_DLQ      p.dlq            any Consumer        operators         new      limits
 //
 // What the subjects carry:
@@ -26,8 +26,10 @@
 //     is what lets a proximity worker own a set of partitions and consume
 //     each in order with a 2.9 server (one filter subject per consumer).
 //   - p.out.<part> carries proximity results and claims, per partition.
-//   - p.upd.<shard> carries score changes and leaderboard snapshots for the
-//     push instances (shard 0 when there is one).
+//   - p.upd.<shard> was meant for the ranker's score changes; the pipeline
+//     publishes those on p.out.rank instead (Topology.RankSubject), inside
+//     OUT, so that push sees them in one total order with the claims that
+//     caused them (docs/pipeline.md). UPD is still declared, and empty.
 //   - p.dlq receives the messages a Consumer gave up on, with the original
 //     payload and headers naming the reason (the HeaderDLQ* headers).
 //

@@ -190,6 +190,9 @@ type Ingest struct {
 
 	started atomic.Bool
 	running atomic.Bool
+	// redisErr holds the last Redis health check's failure (nil: healthy),
+	// for Ready: without Redis no move can be acked.
+	redisErr atomic.Pointer[error]
 
 	// Completed publishes, handed from the publisher's ack goroutine to
 	// the completer.
@@ -313,7 +316,32 @@ func (in *Ingest) Ready() error {
 	if s := in.o.NC.Status(); s != nats.CONNECTED {
 		return fmt.Errorf("NATS connection is %v", s)
 	}
+	if p := in.redisErr.Load(); p != nil {
+		return fmt.Errorf("redis: %w", *p)
+	}
 	return nil
+}
+
+// redisCheckLoop pings Redis every second until stop closes, recording the
+// outcome for Ready.
+func (in *Ingest) redisCheckLoop(stop <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		err := in.o.Redis.Ping(ctx).Err()
+		cancel()
+		if err != nil {
+			in.redisErr.Store(&err)
+		} else {
+			in.redisErr.Store(nil)
+		}
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Run processes moves until ctx is cancelled, then shuts down within
@@ -345,6 +373,13 @@ func (in *Ingest) Run(ctx context.Context) error {
 		defer close(completeDone)
 		in.completeLoop(stopComplete)
 	}()
+	stopCheck := make(chan struct{})
+	checkDone := make(chan struct{})
+	go func() {
+		defer close(checkDone)
+		in.redisCheckLoop(stopCheck)
+	}()
+	defer func() { close(stopCheck); <-checkDone }()
 	in.running.Store(true)
 	in.o.Log.Info("ingest running", "instance", in.instance, "partitions", len(in.parts), "rate_limit", in.o.RateLimit.String(),
 		"subjects", in.o.Topology.InSubject(0)+"…", "redis_key", in.stateKey)

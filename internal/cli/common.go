@@ -82,7 +82,7 @@ func connectRedis(ctx context.Context, cfg platform.Config, ping bool) (*redis.C
 // TREASURE_STREAM_MAX_MSGS, when set, cap all four streams alike.
 func topology(cfg platform.Config) natsjs.Topology {
 	l := natsjs.Limits{MaxBytes: cfg.StreamMaxBytes, MaxMsgs: cfg.StreamMaxMsgs}
-	return natsjs.Topology{Prefix: cfg.StreamPrefix, Partitions: cfg.Partitions, In: l, Out: l, Upd: l, DLQ: l}
+	return natsjs.Topology{Prefix: cfg.StreamPrefix, Partitions: cfg.Partitions, Replicas: cfg.StreamReplicas, In: l, Out: l, Upd: l, DLQ: l}
 }
 
 // loadPartitioned loads cfg's graph and its partition assignment, logging

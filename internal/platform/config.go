@@ -46,6 +46,9 @@ const (
 	// the file store reserves every stream's byte cap on the server.
 	EnvStreamMaxBytes = "TREASURE_STREAM_MAX_BYTES"
 	EnvStreamMaxMsgs  = "TREASURE_STREAM_MAX_MSGS"
+	// EnvStreamReplicas sets the replicas of every stream (1 to 5; 3 on a
+	// 3-node JetStream cluster). Unset: 1.
+	EnvStreamReplicas = "TREASURE_STREAM_REPLICAS"
 )
 
 // The defaults SPEC.md gives.
@@ -98,6 +101,9 @@ type Config struct {
 	// messages (TREASURE_STREAM_MAX_BYTES, TREASURE_STREAM_MAX_MSGS);
 	// 0, when unset, keeps natsjs's per-stream defaults.
 	StreamMaxBytes, StreamMaxMsgs int64
+	// StreamReplicas is every stream's replica count (TREASURE_STREAM_REPLICAS);
+	// 0 means the server's default, 1.
+	StreamReplicas int
 	// Log selects the log format and level.
 	Log LogConfig
 }
@@ -143,6 +149,14 @@ func FromEnv(getenv func(string) string) (Config, error) {
 			errs = append(errs, fmt.Errorf("%s: want a positive integer below 2^32, got %q", EnvRadius, s))
 		} else {
 			c.Radius = uint32(r)
+		}
+	}
+	if s := get(EnvStreamReplicas, ""); s != "" {
+		r, err := strconv.Atoi(s)
+		if err != nil || r < 1 || r > 5 {
+			errs = append(errs, fmt.Errorf("%s: want 1 to 5, got %q", EnvStreamReplicas, s))
+		} else {
+			c.StreamReplicas = r
 		}
 	}
 	for _, v := range []struct {
@@ -246,6 +260,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("dev_nats_addr", c.DevNATSAddr),
 		slog.Int64("stream_max_bytes", c.StreamMaxBytes),
 		slog.Int64("stream_max_msgs", c.StreamMaxMsgs),
+		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.String("log_format", c.Log.Format),
 		slog.String("log_level", c.Log.Level.String()),
 	)

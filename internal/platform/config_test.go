@@ -60,6 +60,7 @@ func TestFromEnvOverridesEveryVariable(t *testing.T) {
 		EnvStreamPrefix:   "demo",
 		EnvStreamMaxBytes: "67108864",
 		EnvStreamMaxMsgs:  "200000",
+		EnvStreamReplicas: "3",
 		EnvLogFormat:      "JSON",
 		EnvLogLevel:       "debug",
 	}
@@ -84,6 +85,7 @@ func TestFromEnvOverridesEveryVariable(t *testing.T) {
 		StreamPrefix:   "demo",
 		StreamMaxBytes: 64 << 20,
 		StreamMaxMsgs:  200_000,
+		StreamReplicas: 3,
 		Log:            LogConfig{Format: "json", Level: slog.LevelDebug},
 	}
 	if c != want {
@@ -118,6 +120,8 @@ func TestFromEnvRejectsBadValuesNamingEachVariable(t *testing.T) {
 		{"partitions not a number", EnvPartitions, "many"},
 		{"stream prefix with a dot", EnvStreamPrefix, "a.b"},
 		{"stream prefix starting with a digit", EnvStreamPrefix, "1abc"},
+		{"stream replicas zero", EnvStreamReplicas, "0"},
+		{"stream replicas six", EnvStreamReplicas, "6"},
 		{"stream max bytes not a number", EnvStreamMaxBytes, "64MiB"},
 		{"stream max bytes zero", EnvStreamMaxBytes, "0"},
 		{"stream max bytes negative", EnvStreamMaxBytes, "-1"},

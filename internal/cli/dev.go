@@ -120,7 +120,7 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 	defer rdb.Close()
 	redisPrefix, schema := cfg.StreamPrefix+":", ""
 	if *dataDir == "" || cfg.NATSURLSet {
-		run := strconv.FormatInt(time.Now().Unix(), 36)
+		run := strconv.FormatInt(time.Now().UnixNano(), 36)
 		redisPrefix, schema = "dev-"+run+":", "dev_"+run
 	}
 	pool, dropSchema, err := devPostgres(ctx, cfg.DatabaseURL, schema)
@@ -241,6 +241,9 @@ func embeddedNATS(addr, dir string) (*server.Server, string, error) {
 		}
 	}
 	port, _ := strconv.Atoi(portStr)
+	if port == 0 {
+		port = server.RANDOM_PORT // nats-server reads 0 as its default, 4222
+	}
 	ns, err := server.NewServer(&server.Options{Host: host, Port: port, JetStream: true, StoreDir: dir, NoSigs: true, ServerName: "treasure-dev"})
 	if err != nil {
 		return nil, "", fmt.Errorf("embedded nats: %w", err)

@@ -43,6 +43,7 @@ func commandTable() map[string]command {
 		"ingest":      {"run the ingest service (moves over WebSocket/HTTP, admin drops)", runIngest},
 		"ranker":      {"run the ranker (claims → PostgreSQL scores, Redis ranks, score updates)", runRanker},
 		"push":        {"run the push service (player updates over WebSocket, leaderboard HTTP)", runPush},
+		"replay":      {"read the log from the start and print its results and claims, or --check them against the live run", runReplay},
 		"status":      {"streams, consumers and backlog of the pipeline's log", runStatus},
 	}
 }

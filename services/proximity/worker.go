@@ -170,6 +170,9 @@ type partition struct {
 	e    *game.Engine
 	live atomic.Bool
 
+	// emit receives the outputs in the replay mode (see Replay).
+	emit func(ev *eventpb.Event) error
+
 	rd      event.Reader
 	mv      event.Move
 	claims  []game.Claimed
@@ -242,7 +245,7 @@ func (p *partition) once(ctx context.Context) error {
 				if m.Seq > floor {
 					return errCaughtUp
 				}
-				if err := p.apply(m, false); err != nil {
+				if err := p.apply(m, modeRebuild); err != nil {
 					return err
 				}
 			}
@@ -283,7 +286,7 @@ var errCaughtUp = errors.New("caught up with the ack floor")
 func (p *partition) handle(ctx context.Context, msgs []natsjs.Msg) error {
 	p.futures = p.futures[:0]
 	for _, m := range msgs {
-		if err := p.apply(m, true); err != nil {
+		if err := p.apply(m, modeLive); err != nil {
 			return err
 		}
 	}
@@ -295,13 +298,23 @@ func (p *partition) handle(ctx context.Context, msgs []natsjs.Msg) error {
 	return nil
 }
 
-// apply feeds one input message to the engine; with publish set it also
-// publishes the outputs (without waiting for their acks).
-func (p *partition) apply(m natsjs.Msg, publish bool) error {
+// mode says where apply sends the outputs of an input message.
+type mode int
+
+const (
+	modeRebuild mode = iota // nowhere: the engine is catching up
+	modeLive                // published (without waiting for the acks)
+	modeReplay              // handed to p.emit, in order; nothing is published
+)
+
+// apply feeds one input message to the engine and sends its outputs
+// where md says. The engine's state after it is the same in every mode.
+func (p *partition) apply(m natsjs.Msg, md mode) error {
+	publish := md == modeLive
 	if err := p.rd.Reset(m.Data); err != nil {
 		// A batch no reader accepts can never be applied: dead-letter it
 		// by failing (the consumer gives up after MaxDeliver). During a
-		// rebuild it was already skipped live, so skip it again.
+		// rebuild or a replay it was already skipped live, so skip it again.
 		if !publish {
 			return nil
 		}
@@ -326,6 +339,9 @@ func (p *partition) apply(m natsjs.Msg, publish bool) error {
 		return nil
 	}
 	add := func(ev *eventpb.Event) error {
+		if md == modeReplay {
+			return p.emit(ev)
+		}
 		if !publish {
 			return nil
 		}
@@ -364,17 +380,21 @@ func (p *partition) apply(m natsjs.Msg, publish bool) error {
 			}
 			player := string(p.mv.Player)
 			p.lastSeq[player] = p.mv.Seq
-			if !publish {
+			if md == modeRebuild {
 				continue
 			}
-			p.w.m.moves.Inc()
+			if publish {
+				p.w.m.moves.Inc()
+				p.w.m.claims.Add(float64(len(p.claims)))
+			}
 			for _, c := range p.claims {
-				p.w.m.claims.Inc()
 				claim := &eventpb.Claim{Player: player, Seq: p.mv.Seq, Treasure: c.ID, Points: uint64(c.Points), Node: graph.ID(c.Node), Move: pos}
 				if err := add(&eventpb.Event{Kind: &eventpb.Event_Claim{Claim: claim}}); err != nil {
 					return err
 				}
-				notices = append(notices, &eventpb.Event{Kind: &eventpb.Event_Claim{Claim: claim}})
+				if publish {
+					notices = append(notices, &eventpb.Event{Kind: &eventpb.Event_Claim{Claim: claim}})
+				}
 			}
 			pr := &eventpb.ProximityResult{Player: player, Seq: p.mv.Seq, Node: lastID, Move: pos, IngestUnixNanos: p.mv.IngestUnixNanos}
 			if prox.Found {

@@ -17,7 +17,7 @@ import (
 	"treasure/internal/graph"
 )
 
-const benchSynopsis = `bench-core --graph FILE [--radius R] [--treasures N] [--seconds S] [--players P]
+const benchSynopsis = `bench-core --graph FILE [--radius R] [--treasures N] [--seconds S] [--players P] [--redrop]
 
 Measures treasure's hot core in this process, the way BENCHMARKS.md reports
 it: graph load time and RSS, nearest-treasure field build for N treasures
@@ -35,6 +35,7 @@ func runBenchCore(ctx context.Context, args []string, env Env, io IO) error {
 	players := fs.Int("players", 35000, "simulated players (round-robin moves)")
 	seed := fs.Uint64("seed", 1, "random seed for treasures and walks")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the move loop to this file")
+	redrop := fs.Bool("redrop", false, "drop a new treasure for every one claimed during the loop (keeps the field churning, as a live game does)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -109,14 +110,21 @@ func runBenchCore(ctx context.Context, args []string, env Env, io IO) error {
 	}
 	deadline := time.Now().Add(time.Duration(*seconds * float64(time.Second)))
 	t0 = time.Now()
-	moves := 0
+	moves, redrops := 0, 0
 	for j := 0; ; j++ {
 		if j == w.Moves() {
 			j = 0
 			c.Reset()
 		}
+		before := c.Claims
 		c.Step(w.Player[j], w.Seq[j], w.Path(j))
 		moves++
+		if *redrop {
+			for k := before; k < c.Claims; k++ {
+				redrops++
+				e.Drop(game.Treasure{ID: "n" + strconv.Itoa(redrops), Node: uint32(r.IntN(g.NumNodes())), Points: 10})
+			}
+		}
 		if moves&0xffff == 0 && (time.Now().After(deadline) || ctx.Err() != nil) {
 			break
 		}
@@ -134,6 +142,9 @@ func runBenchCore(ctx context.Context, args []string, env Env, io IO) error {
 	}
 	fmt.Fprintf(out, "move loop: %d moves in %v = %.0f moves/s on one goroutine; %d accepted, %d rejected, %d claims, %d with a treasure in range\n",
 		moves, elapsed.Round(time.Millisecond), float64(moves)/elapsed.Seconds(), c.Accepted, c.Rejected, c.Claims, c.Found)
+	if *redrop {
+		fmt.Fprintf(out, "re-dropped %d treasures during the loop (one per claim)\n", redrops)
+	}
 	fmt.Fprintf(out, "allocations: %.4f objects/move; GC: %d cycles, %.3f%% of CPU, longest pause <= %s\n",
 		float64(samples[4].Value.Uint64()-obj0)/float64(moves), samples[3].Value.Uint64()-cyc0,
 		100*gcCPU/max(allCPU, 1e-9), fmtPause(maxPause))

@@ -438,21 +438,37 @@ func TestEndToEndProcessKill(t *testing.T) {
 
 	// Freeze proximity-0 until moves have been delivered to it and not
 	// acked, so that the kill surely leaves some in flight; then kill it.
-	if err := c.prox[0].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	// A freeze that lands between two pull requests sees no delivery (the
+	// frozen process asks for nothing): then thaw it briefly and freeze
+	// it again.
 	cons, err := c.js.Consumer(context.Background(), c.topo.InStream(), proximity.Durable(c.topo, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var unacked int
-	waitFor(t, 10*time.Second, "moves delivered to the stopped proximity-0 and not acked", func() bool {
-		info, err := cons.Info(context.Background())
-		if err == nil {
-			unacked = info.NumAckPending
+	for attempt := 0; unacked == 0; attempt++ {
+		if attempt == 10 {
+			t.Fatal("no move was ever delivered to a frozen proximity-0 and left unacked (10 freezes of 3 s)")
 		}
-		return unacked > 0
-	})
+		if err := c.prox[0].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		for unacked == 0 && time.Now().Before(deadline) {
+			if info, err := cons.Info(context.Background()); err == nil {
+				unacked = info.NumAckPending
+			}
+			if unacked == 0 {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		if unacked == 0 {
+			if err := c.prox[0].cmd.Process.Signal(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Duration(50+attempt*37) * time.Millisecond)
+		}
+	}
 	c.prox[0].kill(t)
 	atKill := accepted.Load()
 	c.prox[0] = c.start("proximity-0 (restarted)", "TREASURE_PROXIMITY_ADDR", "proximity", "--partitions", "0")

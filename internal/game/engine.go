@@ -38,12 +38,8 @@ func CheckTreasure(id string, points int64) error {
 	return nil
 }
 
-// Claimed is one treasure claimed by a move.
-type Claimed struct {
-	ID     string
-	Node   uint32 // whole-graph index
-	Points uint32
-}
+// Claimed is a treasure claimed by a move, as it was when dropped.
+type Claimed = Treasure
 
 // Proximity is the answer for one node: the nearest active treasure within
 // the radius. Found is false when there is none.

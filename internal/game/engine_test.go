@@ -42,7 +42,7 @@ func (m *model) move(last uint32) ([]Claimed, Proximity) {
 	var claims []Claimed
 	for _, t := range m.active {
 		if t.Node == last {
-			claims = append(claims, Claimed{ID: t.ID, Node: t.Node, Points: t.Points})
+			claims = append(claims, t)
 		}
 	}
 	slices.SortFunc(claims, func(a, b Claimed) int {

@@ -647,13 +647,6 @@ func toMsg(m jetstream.Msg) (Msg, error) {
 	}, nil
 }
 
-func seqOf(m jetstream.Msg) uint64 {
-	if md, err := m.Metadata(); err == nil {
-		return md.Sequence.Stream
-	}
-	return 0
-}
-
 // sleep waits d or until ctx is done, and reports whether d passed.
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)

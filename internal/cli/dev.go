@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -231,7 +232,7 @@ func schemaNote(schema string) string {
 
 // embeddedNATS starts an in-process JetStream server on addr.
 func embeddedNATS(addr, dir string) (*server.Server, string, error) {
-	host, portStr, err := splitHostPort(addr)
+	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, "", &UsageError{Msg: fmt.Sprintf("%s: %v", platform.EnvDevNATSAddr, err)}
 	}
@@ -254,15 +255,6 @@ func embeddedNATS(addr, dir string) (*server.Server, string, error) {
 		return nil, "", fmt.Errorf("embedded nats on %s did not start (port taken? set TREASURE_DEV_NATS_ADDR)", addr)
 	}
 	return ns, ns.ClientURL(), nil
-}
-
-func splitHostPort(addr string) (string, string, error) {
-	for i := len(addr) - 1; i >= 0; i-- {
-		if addr[i] == ':' {
-			return addr[:i], addr[i+1:], nil
-		}
-	}
-	return "", "", fmt.Errorf("%q has no port", addr)
 }
 
 // devPostgres connects (creating the database if missing) and, for a

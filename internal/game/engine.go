@@ -66,8 +66,6 @@ var ErrNotOwned = errors.New("node not owned by this partition")
 type Engine struct {
 	g     *graph.Graph
 	field *graph.Field
-	local nodeIndex // whole-graph index → local; empty for a whole graph
-	sub   bool      // g is a partition's subgraph
 
 	byID    map[string]uint32 // every id ever dropped here → slot
 	points  []uint32          // per slot
@@ -86,10 +84,6 @@ func NewEngine(g *graph.Graph, radius uint32) *Engine {
 		byID:  make(map[string]uint32),
 		at:    make(map[uint32][]uint32),
 	}
-	if g.Global != nil {
-		e.local = newNodeIndex(g.Global)
-		e.sub = true
-	}
 	return e
 }
 
@@ -99,10 +93,7 @@ func (e *Engine) Graph() *graph.Graph { return e.g }
 // Local returns the local index of whole-graph node v and whether the
 // engine's graph holds it.
 func (e *Engine) Local(v uint32) (uint32, bool) {
-	if !e.sub {
-		return v, int(v) < e.g.NumNodes()
-	}
-	return e.local.get(v)
+	return e.g.LocalIndex(v)
 }
 
 // Owns reports whether whole-graph node v is one of the partition's own

@@ -355,7 +355,6 @@ func (p *partition) apply(m natsjs.Msg, md mode) error {
 		return err
 	}
 	for p.rd.Next() {
-		pos := &eventpb.LogPosition{StreamSeq: m.Seq, Index: uint32(p.rd.Index())}
 		switch p.rd.Kind() {
 		case event.KindMove:
 			if err := p.rd.Move(&p.mv); err != nil {
@@ -383,6 +382,7 @@ func (p *partition) apply(m natsjs.Msg, md mode) error {
 			if md == modeRebuild {
 				continue
 			}
+			pos := &eventpb.LogPosition{StreamSeq: m.Seq, Index: uint32(p.rd.Index())}
 			if publish {
 				p.w.m.moves.Inc()
 				p.w.m.claims.Add(float64(len(p.claims)))

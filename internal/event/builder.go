@@ -12,8 +12,10 @@ import (
 
 // Field numbers from events.proto, for the hand-written paths.
 const (
-	fieldBatchVersion = 1 // Batch.schema_version
-	fieldBatchEvents  = 2 // Batch.events
+	fieldBatchVersion   = 1 // Batch.schema_version
+	fieldBatchEvents    = 2 // Batch.events
+	fieldBatchPublished = 3 // Batch.input_published_unix_nanos (sfixed64)
+	fieldBatchConsumed  = 4 // Batch.input_consumed_unix_nanos (sfixed64)
 
 	fieldMovePlayer    = 1 // MoveAccepted.player
 	fieldMoveSeq       = 2 // MoveAccepted.seq
@@ -38,14 +40,54 @@ const (
 // The zero Builder is ready to use with the default caps. Reset keeps the
 // buffer, so a Builder reused across batches stops allocating once its
 // buffer has grown. A Builder is not safe for concurrent use.
+//
+// SetHops adds the batch-level hop timestamps; the bytes stay exactly
+// those proto.Marshal writes for the same Batch (the hop fields, numbered
+// after the events, come last).
 type Builder struct {
 	// MaxBytes caps len(Bytes()); 0 means DefaultMaxBytes.
 	MaxBytes int
 	// MaxEvents caps Len(); 0 means DefaultMaxEvents.
 	MaxEvents int
 
-	buf []byte
-	n   int
+	buf  []byte // header and events, then the hop fields when tail > 0
+	n    int
+	hops Hops
+	tail int // bytes of hop fields at the end of buf (appended by Bytes)
+}
+
+// Hops are a batch's hop timestamps (Batch.input_published_unix_nanos and
+// input_consumed_unix_nanos): for a batch written from one input message,
+// when the log stored that input and when the writer began processing it,
+// in Unix nanoseconds, 0 when unknown. They measure latency only: nothing
+// the pipeline computes may depend on them (docs/pipeline.md).
+type Hops struct {
+	InputPublished int64
+	InputConsumed  int64
+}
+
+// size returns the encoded size of h's fields (0 for the zero Hops).
+func (h Hops) size() int {
+	n := 0
+	if h.InputPublished != 0 {
+		n += 1 + 8
+	}
+	if h.InputConsumed != 0 {
+		n += 1 + 8
+	}
+	return n
+}
+
+func (h Hops) append(buf []byte) []byte {
+	if h.InputPublished != 0 {
+		buf = protowire.AppendTag(buf, fieldBatchPublished, protowire.Fixed64Type)
+		buf = protowire.AppendFixed64(buf, uint64(h.InputPublished))
+	}
+	if h.InputConsumed != 0 {
+		buf = protowire.AppendTag(buf, fieldBatchConsumed, protowire.Fixed64Type)
+		buf = protowire.AppendFixed64(buf, uint64(h.InputConsumed))
+	}
+	return buf
 }
 
 // batchHeader is Batch.schema_version = SchemaVersion, the first bytes of
@@ -63,34 +105,63 @@ func (b *Builder) limits() (maxBytes, maxEvents int) {
 	return maxBytes, maxEvents
 }
 
+// header makes buf hold the header and events only, ready to append an
+// event.
 func (b *Builder) header() {
 	if len(b.buf) == 0 {
 		b.buf = append(b.buf, batchHeader...)
 	}
+	b.buf = b.buf[:len(b.buf)-b.tail]
+	b.tail = 0
 }
 
-// Reset empties the batch and keeps its buffer.
+// Reset empties the batch and keeps its buffer and its hops.
 func (b *Builder) Reset() {
 	b.buf = b.buf[:0]
 	b.n = 0
+	b.tail = 0
 }
+
+// SetHops makes h the hop timestamps of this batch and of the following
+// ones (Reset keeps them; the zero Hops removes them). It returns ErrFull,
+// changing nothing, when the batch holds events that would no longer fit
+// its byte cap beside the new fields.
+func (b *Builder) SetHops(h Hops) error {
+	maxBytes, _ := b.limits()
+	if b.n > 0 && b.body()+h.size() > maxBytes {
+		return ErrFull
+	}
+	b.header()
+	b.hops = h
+	return nil
+}
+
+// Hops returns the hop timestamps that SetHops set.
+func (b *Builder) Hops() Hops { return b.hops }
 
 // Len returns the number of events in the batch.
 func (b *Builder) Len() int { return b.n }
 
-// Size returns the encoded size of the batch so far.
-func (b *Builder) Size() int {
+// body returns the encoded size of the header and the events.
+func (b *Builder) body() int {
 	if len(b.buf) == 0 {
 		return len(batchHeader)
 	}
-	return len(b.buf)
+	return len(b.buf) - b.tail
 }
 
+// Size returns the encoded size of the batch so far.
+func (b *Builder) Size() int { return b.body() + b.hops.size() }
+
 // Bytes returns the encoded batch. It aliases the Builder's buffer and is
-// valid until the next Add, AddMove or Reset; a publisher that hands it to a
-// client which keeps it must copy it (nats.go copies on publish).
+// valid until the next Add, AddMove, SetHops or Reset; a publisher that
+// hands it to a client which keeps it must copy it (nats.go copies on
+// publish).
 func (b *Builder) Bytes() []byte {
 	b.header()
+	n := len(b.buf)
+	b.buf = b.hops.append(b.buf)
+	b.tail = len(b.buf) - n
 	return b.buf
 }
 
@@ -99,11 +170,11 @@ func (b *Builder) Bytes() []byte {
 // when it does not fit beside the events already in the batch.
 func (b *Builder) fits(evSize int) error {
 	maxBytes, maxEvents := b.limits()
-	total := len(batchHeader) + protowire.SizeTag(fieldBatchEvents) + protowire.SizeBytes(evSize)
-	if total > maxBytes {
+	field := protowire.SizeTag(fieldBatchEvents) + protowire.SizeBytes(evSize)
+	if len(batchHeader)+b.hops.size()+field > maxBytes {
 		return ErrTooLarge
 	}
-	if b.n >= maxEvents || b.Size()-len(batchHeader)+total > maxBytes {
+	if b.n >= maxEvents || b.Size()+field > maxBytes {
 		return ErrFull
 	}
 	return nil

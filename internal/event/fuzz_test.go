@@ -24,6 +24,10 @@ func FuzzDecodeBatch(f *testing.F) {
 		}
 	}
 	f.Add(b.Bytes())
+	if err := b.SetHops(event.Hops{InputPublished: 1_795_000_000_000_000_000, InputConsumed: -1}); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b.Bytes())
 	f.Add([]byte{})
 	f.Add([]byte{0x08, 0x01})
 	f.Add([]byte{0x08, 0x01, 0x12, 0x04, 0x0a, 0x02, 0x0a, 0x00})
@@ -46,6 +50,9 @@ func FuzzDecodeBatch(f *testing.F) {
 		}
 		if r.Version() != batch.SchemaVersion || r.Len() != len(batch.Events) {
 			t.Fatalf("Reader: version %d, %d events; Decode: %d, %d", r.Version(), r.Len(), batch.SchemaVersion, len(batch.Events))
+		}
+		if want := (event.Hops{InputPublished: batch.InputPublishedUnixNanos, InputConsumed: batch.InputConsumedUnixNanos}); r.Hops() != want {
+			t.Fatalf("Reader: hops %+v; Decode: %+v", r.Hops(), want)
 		}
 		var known []*eventpb.Event
 		var mv event.Move

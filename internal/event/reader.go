@@ -49,6 +49,7 @@ type Reader struct {
 	data    []byte
 	version uint32
 	n       int
+	hops    Hops
 
 	off   int    // offset of the next Batch field in data
 	seen  int    // events returned by Next so far
@@ -64,6 +65,7 @@ type Reader struct {
 func (r *Reader) Reset(data []byte) error {
 	*r = Reader{}
 	var version uint64
+	var hops Hops
 	n := 0
 	for b := data; len(b) > 0; {
 		num, typ, tn := consumeTag(b)
@@ -77,6 +79,12 @@ func (r *Reader) Reset(data []byte) error {
 		switch {
 		case num == fieldBatchVersion && typ == protowire.VarintType:
 			version, _ = protowire.ConsumeVarint(b[tn:])
+		case num == fieldBatchPublished && typ == protowire.Fixed64Type:
+			v, _ := protowire.ConsumeFixed64(b[tn:])
+			hops.InputPublished = int64(v)
+		case num == fieldBatchConsumed && typ == protowire.Fixed64Type:
+			v, _ := protowire.ConsumeFixed64(b[tn:])
+			hops.InputConsumed = int64(v)
 		case num == fieldBatchEvents && typ == protowire.BytesType:
 			ev, _ := protowire.ConsumeBytes(b[tn:])
 			if _, _, err := scanEvent(ev); err != nil {
@@ -89,7 +97,7 @@ func (r *Reader) Reset(data []byte) error {
 	if uint32(version) == 0 {
 		return ErrNotBatch
 	}
-	r.data, r.version, r.n = data, uint32(version), n
+	r.data, r.version, r.n, r.hops = data, uint32(version), n, hops
 	return nil
 }
 
@@ -119,6 +127,10 @@ func scanEvent(b []byte) (kind Kind, mixed bool, err error) {
 
 // Version returns the batch's schema version.
 func (r *Reader) Version() uint32 { return r.version }
+
+// Hops returns the batch's hop timestamps; zero in batches written
+// without them (every batch before schema revision 3).
+func (r *Reader) Hops() Hops { return r.hops }
 
 // Len returns the number of events in the batch.
 func (r *Reader) Len() int { return r.n }

@@ -36,13 +36,23 @@ const (
 // inside a batch and across the batches of one subject.
 type Batch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Revision of this schema the writer used; 1 for the revision below.
-	// Readers accept any value >= 1 and ignore what they do not know; 0
-	// (absent) marks a payload that is not a batch.
+	// Revision of this schema the writer used (see schemas/README.md for the
+	// history). Readers accept any value >= 1 and ignore what they do not
+	// know; 0 (absent) marks a payload that is not a batch.
 	SchemaVersion uint32   `protobuf:"varint,1,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
 	Events        []*Event `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Hop timestamps (since revision 3), written by a service whose output
+	// batch comes from one input message (proximity, on P_OUT): when the log
+	// stored that input (its JetStream timestamp) and when the writer began
+	// processing it, Unix time in nanoseconds; absent (0) when unknown or not
+	// applicable. Together with the events' ingest_unix_nanos and the
+	// output message's own JetStream timestamp they split a move's latency
+	// into its hops. Information only: no result, claim, score or rank ever
+	// depends on them, and replays do not reproduce them.
+	InputPublishedUnixNanos int64 `protobuf:"fixed64,3,opt,name=input_published_unix_nanos,json=inputPublishedUnixNanos,proto3" json:"input_published_unix_nanos,omitempty"`
+	InputConsumedUnixNanos  int64 `protobuf:"fixed64,4,opt,name=input_consumed_unix_nanos,json=inputConsumedUnixNanos,proto3" json:"input_consumed_unix_nanos,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *Batch) Reset() {
@@ -87,6 +97,20 @@ func (x *Batch) GetEvents() []*Event {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *Batch) GetInputPublishedUnixNanos() int64 {
+	if x != nil {
+		return x.InputPublishedUnixNanos
+	}
+	return 0
+}
+
+func (x *Batch) GetInputConsumedUnixNanos() int64 {
+	if x != nil {
+		return x.InputConsumedUnixNanos
+	}
+	return 0
 }
 
 // Event is one event of the pipeline; exactly one kind is set. A reader that
@@ -964,10 +988,12 @@ var File_treasure_v1_events_proto protoreflect.FileDescriptor
 
 const file_treasure_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x18treasure/v1/events.proto\x12\vtreasure.v1\"Z\n" +
+	"\x18treasure/v1/events.proto\x12\vtreasure.v1\"\xd2\x01\n" +
 	"\x05Batch\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12*\n" +
-	"\x06events\x18\x02 \x03(\v2\x12.treasure.v1.EventR\x06events\"\xd7\x02\n" +
+	"\x06events\x18\x02 \x03(\v2\x12.treasure.v1.EventR\x06events\x12;\n" +
+	"\x1ainput_published_unix_nanos\x18\x03 \x01(\x10R\x17inputPublishedUnixNanos\x129\n" +
+	"\x19input_consumed_unix_nanos\x18\x04 \x01(\x10R\x16inputConsumedUnixNanos\"\xd7\x02\n" +
 	"\x05Event\x12/\n" +
 	"\x04move\x18\x01 \x01(\v2\x19.treasure.v1.MoveAcceptedH\x00R\x04move\x122\n" +
 	"\x04drop\x18\x02 \x01(\v2\x1c.treasure.v1.TreasureDroppedH\x00R\x04drop\x12*\n" +

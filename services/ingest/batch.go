@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"treasure/internal/event"
 	"treasure/internal/event/eventpb"
 	"treasure/internal/natsjs"
@@ -79,12 +81,45 @@ func (pt *partition) flushLocked() {
 	in.m.batch.Observe(float64(len(moves)))
 	t0 := time.Now()
 	err := in.pub.PublishAsync(context.Background(), pt.subject, pt.b.Bytes(), id, func(_ natsjs.Ack, err error) {
-		in.m.publish.Observe(time.Since(t0).Seconds())
+		now := time.Now()
+		in.m.publish.Observe(now.Sub(t0).Seconds())
+		if err == nil {
+			in.m.hops.published(moves, now)
+		}
 		in.enqueue(completion{moves: moves, err: err, part: pt.k})
 	})
 	pt.b.Reset()
 	if err != nil {
 		in.enqueue(completion{moves: moves, err: err, part: pt.k})
+	}
+}
+
+// hopBuckets are the buckets of every hop histogram
+// (treasure_<service>_hop_*_seconds): 50 µs to 1 s, each about 1.54 times
+// the one before, so that a p99 of a fraction of a millisecond and one of
+// half a second are both resolved.
+var hopBuckets = prometheus.ExponentialBucketsRange(50e-6, 1, 24)
+
+// hopMetrics are ingest's share of the per-hop latency histograms
+// (docs/operations.md): from a move's receipt (MoveAccepted.ingest_unix_nanos)
+// to the JetStream ack of the batch that holds it.
+type hopMetrics struct {
+	receivedToPublished prometheus.Histogram
+}
+
+func newHopMetrics() hopMetrics {
+	return hopMetrics{
+		receivedToPublished: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_hop_received_to_published_seconds",
+			Help: "Per move: from ingest receiving it to JetStream acking the batch that holds it.", Buckets: hopBuckets}),
+	}
+}
+
+// published observes the hop of every move of a batch acked at now. It
+// reads only the moves' recv, which never changes, so it needs no lock.
+func (h *hopMetrics) published(moves []*pending, now time.Time) {
+	ns := now.UnixNano()
+	for _, m := range moves {
+		h.receivedToPublished.Observe(float64(ns-m.recv) / 1e9)
 	}
 }
 

@@ -485,6 +485,7 @@ type metrics struct {
 	store      prometheus.Histogram
 	conns      prometheus.Gauge
 	drops      prometheus.Counter
+	hops       hopMetrics
 }
 
 var allCodes = []game.Code{
@@ -503,12 +504,13 @@ func newMetrics(r prometheus.Registerer) metrics {
 		store:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_state_write_seconds", Help: "Redis write of the states released by one round of acks.", Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)}),
 		conns:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_ingest_connections", Help: "Open move WebSockets."}),
 		drops:      prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_treasures_dropped_total", Help: "Treasures new to a drop, published to every partition."}),
+		hops:       newHopMetrics(),
 	}
 	for _, c := range allCodes {
 		m.rejected[c] = rejected.WithLabelValues(string(c))
 	}
 	if r != nil {
-		r.MustRegister(m.accepted, m.duplicates, rejected, m.batch, m.publish, m.store, m.conns, m.drops)
+		r.MustRegister(m.accepted, m.duplicates, rejected, m.batch, m.publish, m.store, m.conns, m.drops, m.hops.receivedToPublished)
 	}
 	return m
 }

@@ -74,6 +74,23 @@ type metrics struct {
 	moves, claims, drops, notices prometheus.Counter
 	rebuilds                      prometheus.Counter
 	batch                         prometheus.Histogram
+	// Per-hop latency of every move evaluated live (docs/operations.md):
+	// from the log storing its input message to this worker beginning to
+	// apply it (the queue), and from then to the JetStream ack of the
+	// output batch holding its result.
+	logWait, consumedToResult prometheus.Histogram
+}
+
+// hopBuckets are the buckets of every hop histogram
+// (treasure_<service>_hop_*_seconds): 50 µs to 1 s, each about 1.54 times
+// the one before.
+var hopBuckets = prometheus.ExponentialBucketsRange(50e-6, 1, 24)
+
+// inputHops is what handle needs to observe consumedToResult for one input
+// message: when it was consumed and how many results it produced.
+type inputHops struct {
+	consumed int64 // Unix nanoseconds
+	moves    int
 }
 
 func newMetrics(r prometheus.Registerer) metrics {
@@ -84,9 +101,13 @@ func newMetrics(r prometheus.Registerer) metrics {
 		notices:  prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_claim_notices_total", Help: "Claims decided by other partitions applied here."}),
 		rebuilds: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_rebuilds_total", Help: "Partition engines rebuilt from the log after a failure or at start."}),
 		batch:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_batch_seconds", Help: "Time to process one consumer batch, publishes included.", Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14)}),
+		logWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_hop_log_wait_seconds",
+			Help: "Per move: from JetStream storing its input message (published) to the worker beginning to apply it (consumed).", Buckets: hopBuckets}),
+		consumedToResult: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_hop_consumed_to_result_seconds",
+			Help: "Per move: from the worker beginning to apply its input message to JetStream acking the output batch with its result.", Buckets: hopBuckets}),
 	}
 	if r != nil {
-		r.MustRegister(m.moves, m.claims, m.drops, m.notices, m.rebuilds, m.batch)
+		r.MustRegister(m.moves, m.claims, m.drops, m.notices, m.rebuilds, m.batch, m.logWait, m.consumedToResult)
 	}
 	return m
 }
@@ -179,6 +200,7 @@ type partition struct {
 	out     event.Builder
 	futures []*natsjs.Future
 	ev      eventpb.Event
+	hops    []inputHops // of the inputs of the batch being handled, live only
 
 	// lastSeq is the seq of the last move applied per player: a move whose
 	// seq is not above it is a duplicate (a player's retry after an ingest
@@ -285,6 +307,7 @@ var errCaughtUp = errors.New("caught up with the ack floor")
 // returning once every publish is acknowledged.
 func (p *partition) handle(ctx context.Context, msgs []natsjs.Msg) error {
 	p.futures = p.futures[:0]
+	p.hops = p.hops[:0]
 	for _, m := range msgs {
 		if err := p.apply(m, modeLive); err != nil {
 			return err
@@ -293,6 +316,13 @@ func (p *partition) handle(ctx context.Context, msgs []natsjs.Msg) error {
 	for _, f := range p.futures {
 		if _, err := f.Wait(ctx); err != nil {
 			return fmt.Errorf("publish: %w", err)
+		}
+	}
+	now := time.Now().UnixNano()
+	for _, h := range p.hops {
+		d := float64(now-h.consumed) / 1e9
+		for range h.moves {
+			p.w.m.consumedToResult.Observe(d)
 		}
 	}
 	return nil
@@ -322,6 +352,19 @@ func (p *partition) apply(m natsjs.Msg, md mode) error {
 	}
 	o := p.w.o
 	p.out.Reset()
+	// Hop timestamps (live only): they travel in the output batches'
+	// headers and feed the histograms; nothing computed depends on them.
+	var published, consumed int64
+	if publish {
+		consumed = time.Now().UnixNano()
+		if !m.Time.IsZero() {
+			published = m.Time.UnixNano()
+		}
+		if err := p.out.SetHops(event.Hops{InputPublished: published, InputConsumed: consumed}); err != nil {
+			return err // cannot happen: the batch is empty
+		}
+		p.hops = append(p.hops, inputHops{consumed: consumed})
+	}
 	outPart := 0
 	var notices []*eventpb.Event
 	flush := func() error {
@@ -386,6 +429,10 @@ func (p *partition) apply(m natsjs.Msg, md mode) error {
 			if publish {
 				p.w.m.moves.Inc()
 				p.w.m.claims.Add(float64(len(p.claims)))
+				if published != 0 {
+					p.w.m.logWait.Observe(float64(consumed-published) / 1e9)
+				}
+				p.hops[len(p.hops)-1].moves++
 			}
 			for _, c := range p.claims {
 				claim := &eventpb.Claim{Player: player, Seq: p.mv.Seq, Treasure: c.ID, Points: uint64(c.Points), Node: graph.ID(c.Node), Move: pos}

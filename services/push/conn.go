@@ -52,6 +52,8 @@ type conn struct {
 	kicked bool
 	code   int // close code sent when kicked; 0: none (the peer is gone)
 	reason string
+
+	hops hopQueue // hop stamps of the queued proximity updates (feed.go); guarded by mu
 }
 
 func newConn(s *Server, ws *websocket.Conn, player string) *conn {
@@ -88,6 +90,7 @@ func (c *conn) enqueue(msg []byte) {
 	c.buf = append(c.buf, msg...)
 	c.buf = append(c.buf, '\n')
 	c.n++
+	c.hops.add(c.s.hop.cur)
 	c.mu.Unlock()
 	c.signal()
 }
@@ -197,6 +200,7 @@ func (c *conn) writeBacklog(b []byte) error {
 func (c *conn) flush() error {
 	c.mu.Lock()
 	buf, n, lb, lbOff := c.buf, c.n, c.lb, c.lbOff
+	hops := c.hops.take()
 	c.buf, c.spare, c.n, c.lb = c.spare, nil, 0, nil
 	c.mu.Unlock()
 	if n == 0 && lb == nil {
@@ -215,6 +219,7 @@ func (c *conn) flush() error {
 	if err != nil {
 		return err
 	}
+	c.s.hop.sent(hops)
 	if lb != nil {
 		n++
 	}

@@ -173,6 +173,7 @@ type Server struct {
 	u         update
 	lbVersion uint64
 	lbSeen    bool
+	hop       feedHops // per-hop histograms and the current update's stamps (feed.go)
 }
 
 type metrics struct {
@@ -253,6 +254,7 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{o: o, pg: pgstore.New(o.Postgres)}
 	s.m = newMetrics(o.Registerer, func() *hub { return s.hub })
+	s.hop = newFeedHops(o.Registerer)
 	s.hub = newHub(o.RingSize, o.MaxSocketsPerPlayer)
 	if o.Redis != nil {
 		s.rs = redisstore.New(o.Redis, o.RedisPrefix)
@@ -336,7 +338,7 @@ func (s *Server) handle(_ context.Context, msgs []natsjs.Msg) error {
 		if m.Seq <= s.applied.Load() {
 			continue // already applied before a resumed read
 		}
-		s.apply(m.Data)
+		s.applyStored(m.Data, m.Time)
 		s.applied.Store(m.Seq)
 	}
 	last := msgs[len(msgs)-1]

@@ -101,25 +101,35 @@ func (pt *partition) flushLocked() {
 var hopBuckets = prometheus.ExponentialBucketsRange(50e-6, 1, 24)
 
 // hopMetrics are ingest's share of the per-hop latency histograms
-// (docs/operations.md): from a move's receipt (MoveAccepted.ingest_unix_nanos)
-// to the JetStream ack of the batch that holds it.
+// (docs/operations.md): from a move's receipt (the instant also written
+// as MoveAccepted.ingest_unix_nanos) to the JetStream ack of the batch
+// that holds it.
 type hopMetrics struct {
 	receivedToPublished prometheus.Histogram
+	epoch               time.Time // origin of stamp
 }
 
 func newHopMetrics() hopMetrics {
 	return hopMetrics{
 		receivedToPublished: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_hop_received_to_published_seconds",
 			Help: "Per move: from ingest receiving it to JetStream acking the batch that holds it.", Buckets: hopBuckets}),
+		epoch: time.Now(),
 	}
+}
+
+// stamp returns t in microseconds of the monotonic clock since the epoch,
+// in 32 bits so that it fits a pending move's padding: it wraps every 71
+// minutes, and differences of stamps less than that apart are exact.
+func (h *hopMetrics) stamp(t time.Time) uint32 {
+	return uint32(t.Sub(h.epoch) / time.Microsecond)
 }
 
 // published observes the hop of every move of a batch acked at now. It
 // reads only the moves' recv, which never changes, so it needs no lock.
 func (h *hopMetrics) published(moves []*pending, now time.Time) {
-	ns := now.UnixNano()
+	s := h.stamp(now)
 	for _, m := range moves {
-		h.receivedToPublished.Observe(float64(ns-m.recv) / 1e9)
+		h.receivedToPublished.Observe(float64(s-m.recv) / 1e6)
 	}
 }
 

@@ -87,9 +87,9 @@ const (
 type pending struct {
 	p      *player
 	seq    uint64
-	recv   int64 // when ingest received it, Unix nanoseconds; set once, read without p.mu
 	after  state // the player's state once this move is stored
 	status uint8
+	recv   uint32 // when received, hopMetrics.stamp; set once, read without p.mu (fits the padding)
 	first  waiter
 	more   []waiter // retries of the same move waiting for its outcome
 }
@@ -292,14 +292,14 @@ func (in *Ingest) submit(p *player, seq uint64, path []uint64, s sink, slot uint
 	}
 	last := idx[len(idx)-1]
 	k := in.o.Part[last]
-	m := &pending{p: p, seq: seq, recv: now.UnixNano(), after: state{Player: p.head.Advance(seq, last), Hash: hashPath(path)}, first: waiter{s, slot}}
+	m := &pending{p: p, seq: seq, recv: in.m.hops.stamp(now), after: state{Player: p.head.Advance(seq, last), Hash: hashPath(path)}, first: waiter{s, slot}}
 	for i, v := range idx {
 		sc.path[i] = graph.ID(v)
 	}
 	sc.ev.Player = p.id
 	sc.ev.Seq = seq
 	sc.ev.Path = sc.path[:len(idx)]
-	sc.ev.IngestUnixNanos = m.recv
+	sc.ev.IngestUnixNanos = now.UnixNano()
 	sc.ev.Partition = k
 	if len(p.queue) == 0 {
 		in.players.hold(p)

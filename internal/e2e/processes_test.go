@@ -372,6 +372,29 @@ func TestEndToEndFourProcesses(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t)
 	scenario(t, c.d, "bob")
+
+	// Every process's /metrics counted the scenario's 7 moves in each of
+	// its hop histograms (proximity's are split over its two workers).
+	// Observations may trail the updates the client read: poll.
+	const moves = 7
+	count := func(p *proc, name string) float64 { return metric(t, p, name+"_count") }
+	waitFor(t, 20*time.Second, "every hop histogram of every process counting the moves", func() bool {
+		for _, name := range hopHistograms {
+			var n float64
+			switch {
+			case strings.HasPrefix(name, "treasure_ingest_"):
+				n = count(c.ingest, name)
+			case strings.HasPrefix(name, "treasure_proximity_"):
+				n = count(c.prox[0], name) + count(c.prox[1], name)
+			case strings.HasPrefix(name, "treasure_push_"):
+				n = count(c.push, name)
+			}
+			if n < moves {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // TestEndToEndProcessKill: simulated players walk a city full of

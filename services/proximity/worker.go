@@ -87,10 +87,12 @@ type metrics struct {
 var hopBuckets = prometheus.ExponentialBucketsRange(50e-6, 1, 24)
 
 // inputHops is what handle needs to observe consumedToResult for one input
-// message: when it was consumed and how many results it produced.
+// message: when it was consumed, how many results it produced, and the end
+// of its publishes in partition.futures.
 type inputHops struct {
 	consumed int64 // Unix nanoseconds
 	moves    int
+	futEnd   int
 }
 
 func newMetrics(r prometheus.Registerer) metrics {
@@ -312,15 +314,19 @@ func (p *partition) handle(ctx context.Context, msgs []natsjs.Msg) error {
 		if err := p.apply(m, modeLive); err != nil {
 			return err
 		}
+		p.hops[len(p.hops)-1].futEnd = len(p.futures)
 	}
-	for _, f := range p.futures {
-		if _, err := f.Wait(ctx); err != nil {
-			return fmt.Errorf("publish: %w", err)
-		}
-	}
-	now := time.Now().UnixNano()
+	// In input order: an input's results are published once its own
+	// publishes are acked, whatever the later inputs of the batch wait for.
+	done := 0
 	for _, h := range p.hops {
-		d := float64(now-h.consumed) / 1e9
+		for _, f := range p.futures[done:h.futEnd] {
+			if _, err := f.Wait(ctx); err != nil {
+				return fmt.Errorf("publish: %w", err)
+			}
+		}
+		done = h.futEnd
+		d := float64(time.Now().UnixNano()-h.consumed) / 1e9
 		for range h.moves {
 			p.w.m.consumedToResult.Observe(d)
 		}

@@ -24,6 +24,12 @@
 // and in total, RSS, GC CPU and pauses. Report.MicrosPerMove divides by a
 // number of moves.
 //
+// Sampling costs: a scrape of a service's /metrics (platform.NewRegistry)
+// costs a few milliseconds of CPU on both sides on the shared 2-core box,
+// charged to the service; a walk of /proc a few more to the sampling
+// process. Sample at the start and end of a run, or every few seconds for
+// the RSS peak — not every 100 ms.
+//
 // What is not counted is what no source names: the load generator (leave
 // it out), the kernel's own work outside process context (softirqs of the
 // loopback device are mostly charged to the processes that send), and the

@@ -38,6 +38,7 @@ package cpustat
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"math"
 	"net/http"
@@ -263,37 +264,42 @@ func (s *Sampler) Sample(ctx context.Context) (Snapshot, error) {
 // Report is what the sources cost between two snapshots.
 type Report struct {
 	// Seconds is the wall time between the snapshots.
-	Seconds float64
+	Seconds float64 `json:"seconds"`
 	// CPUSeconds is the sum over Sources.
-	CPUSeconds float64
+	CPUSeconds float64 `json:"cpu_seconds"`
 	// Sources are those read in both snapshots, in the snapshots' order.
-	Sources []SourceReport
+	Sources []SourceReport `json:"sources"`
 	// Missing names the sources left out of the sums: failed in a snapshot
 	// or present in one only.
-	Missing []string
+	Missing []string `json:"missing,omitempty"`
 }
 
 // SourceReport is one source's share of a Report.
 type SourceReport struct {
-	Name, Kind string
+	Name string `json:"name"`
+	Kind string `json:"kind"`
 	// CPUSeconds used between the snapshots (see Source.Exited for
 	// process groups).
-	CPUSeconds float64
+	CPUSeconds float64 `json:"cpu_seconds"`
 	// RSSBytes at the last snapshot; MaxRSSBytes the largest seen in the
 	// snapshots given.
-	RSSBytes, MaxRSSBytes uint64
+	RSSBytes    uint64 `json:"rss_bytes"`
+	MaxRSSBytes uint64 `json:"max_rss_bytes"`
 	// Restarted says the source restarted between the snapshots; its CPU
 	// was counted from its restart.
-	Restarted bool
+	Restarted bool `json:"restarted,omitempty"`
 	// Procs is the number of processes at the last snapshot; Exited the
 	// number gone since the first, of which Unaccounted left CPU time
 	// uncounted (see Source.Exited).
-	Procs, Exited, Unaccounted int
+	Procs       int `json:"procs,omitempty"`
+	Exited      int `json:"exited,omitempty"`
+	Unaccounted int `json:"unaccounted,omitempty"`
 	// GC is for Go services (nil otherwise).
-	GC *GCReport
+	GC *GCReport `json:"gc,omitempty"`
 }
 
-// GCReport is a Go service's collector between two snapshots.
+// GCReport is a Go service's collector between two snapshots. In JSON, its
+// NaN and infinite values are null.
 type GCReport struct {
 	// CPUSeconds is the GC CPU (runtime estimate); Fraction is it divided by
 	// the service's CPUSeconds — the share of the service's own CPU spent
@@ -312,6 +318,24 @@ type GCReport struct {
 	// 82 µs, then +Inf). 0 when there was no pause, +Inf when one exceeded
 	// the last finite bound, NaN without the histogram.
 	PauseBound float64
+}
+
+// MarshalJSON writes g with snake_case keys, and null for NaN and infinite
+// values, which JSON cannot carry.
+func (g GCReport) MarshalJSON() ([]byte, error) {
+	num := func(f float64) *float64 {
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil
+		}
+		return &f
+	}
+	return json.Marshal(struct {
+		CPUSeconds     *float64 `json:"cpu_seconds"`
+		Fraction       *float64 `json:"fraction"`
+		Cycles         uint64   `json:"cycles"`
+		PauseMaxRecent *float64 `json:"pause_max_recent_seconds"`
+		PauseBound     *float64 `json:"pause_bound_seconds"`
+	}{num(g.CPUSeconds), num(g.Fraction), g.Cycles, num(g.PauseMaxRecent), num(g.PauseBound)})
 }
 
 // Between reports the cost of every source from a to b (b taken after a).

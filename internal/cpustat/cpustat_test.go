@@ -2,6 +2,7 @@ package cpustat_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -318,6 +319,22 @@ func TestRestartedServiceCountsFromItsRestart(t *testing.T) {
 				t.Errorf("CPU %v restarted %v; want %v %v", got.CPUSeconds, got.Restarted, tc.cpu, tc.restarted)
 			}
 		})
+	}
+}
+
+func TestReportJSONHasNullForNaN(t *testing.T) {
+	r := cpustat.Report{Seconds: 2, CPUSeconds: 1, Sources: []cpustat.SourceReport{{
+		Name: "push", Kind: cpustat.KindMetrics, CPUSeconds: 1,
+		GC: &cpustat.GCReport{CPUSeconds: 0.01, Fraction: math.NaN(), Cycles: 3, PauseBound: math.Inf(1)},
+	}}}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"seconds":2,"cpu_seconds":1,"sources":[{"name":"push","kind":"metrics","cpu_seconds":1,"rss_bytes":0,"max_rss_bytes":0,` +
+		`"gc":{"cpu_seconds":0.01,"fraction":null,"cycles":3,"pause_max_recent_seconds":0,"pause_bound_seconds":null}}]}`
+	if string(b) != want {
+		t.Errorf("got  %s\nwant %s", b, want)
 	}
 }
 

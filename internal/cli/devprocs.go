@@ -249,18 +249,24 @@ func (s *devChildren) start(name, service, addrVar, addr string, args ...string)
 
 // stop sends SIGTERM to every child still running, waits up to timeout
 // for all of them, then SIGKILLs the process group of any left and waits
-// for it. It returns the children that did not exit 0 after SIGTERM.
+// for it. It returns the children that did not exit 0 after SIGTERM (those
+// that had exited before are not its to report).
 func (s *devChildren) stop(timeout time.Duration) []string {
+	signalled := make(map[*devChild]bool)
 	for _, c := range s.list {
 		select {
 		case <-c.done:
 		default:
 			terminate(c.cmd.Process)
+			signalled[c] = true
 		}
 	}
 	deadline := time.After(timeout)
 	var bad []string
 	for _, c := range s.list {
+		if !signalled[c] {
+			continue
+		}
 		select {
 		case <-c.done:
 		case <-deadline:

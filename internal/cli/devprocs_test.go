@@ -462,3 +462,39 @@ func platformFromMap(m map[string]string) (platform.Config, error) {
 }
 
 func pgxParse(dsn string) (*pgconn.Config, error) { return pgconn.ParseConfig(dsn) }
+
+// TestDevChildrenStopKillsTheGroup: a child that ignores SIGTERM, and the
+// grandchild it started, are SIGKILLed with their process group once the
+// stop timeout has passed, and stop reports it.
+func TestDevChildrenStopKillsTheGroup(t *testing.T) {
+	var out lockedBuffer
+	sup := newDevChildren("/bin/sh", nil, &out, 1)
+	c, err := sup.start("stubborn", "-c", "X_ADDR", "127.0.0.1:1", `trap '' TERM; sleep 120 & echo "grandchild $!"; wait`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var grandchild int
+	for deadline := time.Now().Add(30 * time.Second); grandchild == 0; time.Sleep(10 * time.Millisecond) {
+		if _, err := fmt.Sscanf(strings.TrimPrefix(out.String(), "[stubborn] "), "grandchild %d", &grandchild); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no grandchild pid in %q", out.String())
+		}
+	}
+	bad := sup.stop(300 * time.Millisecond)
+	if len(bad) != 1 || !strings.Contains(bad[0], "stubborn (pid "+strconv.Itoa(c.Pid())+") did not exit") {
+		t.Fatalf("stop reported %q", bad)
+	}
+	for _, pid := range []int{c.Pid(), grandchild} {
+		// The grandchild is reaped by init once killed: wait for that.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pid %d still exists after stop", pid)
+			}
+		}
+	}
+}

@@ -161,8 +161,9 @@ PUSH=$(json_list push)
 NATS=$(json_string nats)
 PREFIX=$(json_string stream_prefix)
 SECRET=$(json_string secret)
+METRICS=$(json_list metrics)
 GRAPH_ABS=$(json_string graph)
-[[ -n $INGEST && -n $PUSH && -n $NATS && -n $PREFIX && -n $SECRET && -n $GRAPH_ABS ]] ||
+[[ -n $INGEST && -n $PUSH && -n $METRICS && -n $NATS && -n $PREFIX && -n $SECRET && -n $GRAPH_ABS ]] ||
 	die "could not read $ENDPOINTS"
 say "ingest $INGEST; push $PUSH; nats $NATS (streams ${PREFIX}_*)"
 
@@ -174,7 +175,7 @@ say "running: treasure loadgen drop --players $PLAYERS --within $WITHIN"
 # traps above at once.
 "$BIN" loadgen drop --players "$PLAYERS" --within "$WITHIN" \
 	--ingest "$INGEST" --push "$PUSH" --graph "$GRAPH_ABS" --secret "$SECRET" \
-	--nats "$NATS" --stream-prefix "$PREFIX" --json >"$LG_OUT" &
+	--nats "$NATS" --stream-prefix "$PREFIX" --metrics "$METRICS" --json >"$LG_OUT" &
 LG_PID=$!
 tail -n +1 -f --pid="$LG_PID" "$LG_OUT" | grep --line-buffered -v '^{' &
 VIEW_PID=$!

@@ -12,6 +12,19 @@ demo: build
 	bash scripts/services.sh ensure redis postgres
 	TREASURE_GRAPH=$(GRAPH) bin/treasure dev --players $(PLAYERS)
 
+# burst replays the city-wide drop (issue 6): BURST_PLAYERS players (35,000)
+# connect to the services running as separate processes (at least 2 ingest
+# and 2 push), an admin drop is posted, and every player moves within 1 s,
+# on the synthetic city (generated once into .cache/city.snap) or
+# BURST_GRAPH. The last line of its output is the load generator's JSON
+# summary; see scripts/burst.sh. burst-small is the same on amsterdam with
+# 2,000 players. Both pass BURST_* set on the command line through.
+.PHONY: burst burst-small
+burst:
+	GO="$(GO)" bash scripts/burst.sh
+burst-small:
+	GO="$(GO)" BURST_PLAYERS=$${BURST_PLAYERS:-2000} BURST_GRAPH=$${BURST_GRAPH:-data/amsterdam.gr.gz} bash scripts/burst.sh
+
 # test finds (or starts) NATS with JetStream, Redis and PostgreSQL, then runs
 # every test against them; see scripts/services.sh.
 test:

@@ -12,8 +12,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,6 +32,7 @@ import (
 )
 
 const devSynopsis = `dev [--players N] [--rate R] [--treasures T] [--data DIR] [--duration D]
+    [--separate] [--ingest N] [--push M] [--proximity P] [--endpoints FILE]
 
 Runs the whole pipeline in one process: the four services (ingest, proximity,
 ranker, push) against Redis and PostgreSQL from the environment, and — with
@@ -42,28 +43,75 @@ and again every --drop-every, and with --players N adds N simulated players
 walking the graph over real WebSockets, printing every second: moves/s,
 p50/p99 move→update latency, backlog, top 5.
 
+With --separate, or N > 1 ingest or M > 1 push instances, or P > 1
+proximity workers, the services run instead as child processes of this
+binary (treasure ingest|push|proximity|ranker; one process holds at most
+about 19,900 sockets, so 35,000 players need 2 ingest and 2 push): instance
+i (from 1) of a service listens on its TREASURE_*_ADDR port + 100·i (ingest
+8181, 8281, …; push 8182, 8282, …; proximity 8183, …; ranker 8184), or on
+free ports when that port is 0. dev keeps the JetStream server, the drops
+and a status line every second; the children's output goes to stderr behind
+[name]. A child that exits on its own stops the run with exit status 1;
+Ctrl-C, SIGTERM or --duration stop every child (SIGTERM, then SIGKILL of its
+process group after 20 s). --endpoints FILE writes the run's addresses,
+secret and stream prefix as JSON once every service is ready (removed on
+exit).
+
 TREASURE_GRAPH defaults to data/amsterdam.gr.gz (© OpenStreetMap
 contributors). Without TREASURE_JWT_SECRET a secret is generated and printed.
 Without --data, the run keeps its scores in a fresh PostgreSQL schema and
-Redis key prefix that are removed on exit.`
+Redis key prefix that are removed on exit (with --separate also its own
+stream prefix "<TREASURE_STREAM_PREFIX>-<run>", streams deleted on exit).`
 
 const maxDevPlayers = 4800
 
+// devFlags are `treasure dev`'s flags.
+type devFlags struct {
+	players, treasures           int
+	rate                         float64
+	dropEvery, duration          time.Duration
+	dataDir, endpoints           string
+	separate                     bool
+	ingests, pushes, proximities int
+}
+
 func runDev(ctx context.Context, args []string, env Env, io IO) error {
 	fs := newFlagSet("dev", devSynopsis, io.Stderr)
-	players := fs.Int("players", 0, "simulated players (0: none; at most 9,900 per process)")
-	rate := fs.Float64("rate", 1, "moves per second per simulated player")
-	treasures := fs.Int("treasures", 300, "treasures dropped at start")
-	dropEvery := fs.Duration("drop-every", 30*time.Second, "drop as many again this often (0: never)")
-	dataDir := fs.String("data", "", "keep the embedded JetStream store here (default: a temporary folder)")
-	duration := fs.Duration("duration", 0, "stop after this long (0: until interrupted)")
+	var f devFlags
+	fs.IntVar(&f.players, "players", 0, "simulated players (0: none; at most 4,800 in one process, 9,900 with --separate)")
+	fs.Float64Var(&f.rate, "rate", 1, "moves per second per simulated player")
+	fs.IntVar(&f.treasures, "treasures", 300, "treasures dropped at start")
+	fs.DurationVar(&f.dropEvery, "drop-every", 30*time.Second, "drop as many again this often (0: never)")
+	fs.StringVar(&f.dataDir, "data", "", "keep the embedded JetStream store here (default: a temporary folder)")
+	fs.DurationVar(&f.duration, "duration", 0, "stop after this long (0: until interrupted)")
+	fs.BoolVar(&f.separate, "separate", false, "run the services as separate processes of this binary")
+	fs.IntVar(&f.ingests, "ingest", 1, "ingest processes (more than 1 implies --separate)")
+	fs.IntVar(&f.pushes, "push", 1, "push processes (more than 1 implies --separate)")
+	fs.IntVar(&f.proximities, "proximity", 1, "proximity processes, partitions dealt round-robin (more than 1 implies --separate)")
+	fs.StringVar(&f.endpoints, "endpoints", "", "write the run's addresses as JSON to this file once every service is ready")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return &UsageError{Msg: fmt.Sprintf("dev: unexpected argument %q", fs.Arg(0))}
+	}
+	for _, n := range []struct {
+		flag string
+		v    int
+	}{{"--ingest", f.ingests}, {"--push", f.pushes}, {"--proximity", f.proximities}} {
+		if n.v < 1 || n.v > devMaxInstances {
+			return &UsageError{Msg: fmt.Sprintf("%s %d: want 1 to %d processes", n.flag, n.v, devMaxInstances)}
+		}
+	}
+	separate := f.separate || f.ingests > 1 || f.pushes > 1 || f.proximities > 1
+	players, rate, treasures, dropEvery, dataDir, duration := &f.players, &f.rate, &f.treasures, &f.dropEvery, &f.dataDir, &f.duration
 	// Both ends of every simulated player's two sockets live in this
 	// process: four descriptors each, under the 20,000 per process.
-	if *players > maxDevPlayers {
-		return &UsageError{Msg: fmt.Sprintf("--players %d: one dev process holds both ends of each player's two sockets, so at most %d; for more, run `treasure loadgen` processes against it", *players, maxDevPlayers)}
+	if !separate && *players > maxDevPlayers {
+		return &UsageError{Msg: fmt.Sprintf("--players %d: one dev process holds both ends of each player's two sockets, so at most %d; for more, run `treasure loadgen` processes against it (or dev --separate)", *players, maxDevPlayers)}
+	}
+	if separate && *players > loadgen.MaxPlayers {
+		return &UsageError{Msg: fmt.Sprintf("--players %d: dev --separate holds the client end of each player's two sockets, so at most %d; for more, run `treasure loadgen` against it", *players, loadgen.MaxPlayers)}
 	}
 	if env(platform.EnvGraph) == "" {
 		prev := env
@@ -78,6 +126,9 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
+	if separate && f.proximities > cfg.Partitions {
+		return &UsageError{Msg: fmt.Sprintf("--proximity %d: more workers than the %d partitions (TREASURE_PARTITIONS)", f.proximities, cfg.Partitions)}
+	}
 	if cfg.JWTSecret == "" {
 		var b [16]byte
 		_, _ = crand.Read(b[:])
@@ -89,6 +140,9 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 		ctx, cancel = context.WithTimeout(ctx, *duration)
 		defer cancel()
 	}
+	if separate {
+		return runDevSeparate(ctx, f, cfg, env, log, io)
+	}
 
 	g, part, err := loadPartitioned(cfg, log)
 	if err != nil {
@@ -98,11 +152,11 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 	// NATS: the environment's, or an embedded JetStream server.
 	natsURL := cfg.NATSURL
 	if !cfg.NATSURLSet {
-		ns, url, err := embeddedNATS(cfg.DevNATSAddr, *dataDir)
+		stopNATS, url, err := embeddedNATS(cfg.DevNATSAddr, *dataDir)
 		if err != nil {
 			return err
 		}
-		defer ns.Shutdown()
+		defer stopNATS()
 		natsURL = url
 	}
 	nc, js, topo, err := connectLog(ctx, cfg, natsURL, "treasure-dev")
@@ -161,35 +215,27 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 		return err
 	}
 	fmt.Fprintln(io.Stdout, "all four services ready")
+	if f.endpoints != "" {
+		// The four services share one process and one registry: one
+		// /metrics URL covers them (listing four would count it 4 times).
+		if err := writeEndpoints(f.endpoints, devEndpoints{
+			Ingest: []string{"ws://" + st.IngestAddr().String()}, Push: []string{"ws://" + st.PushAddr().String()},
+			Metrics: []string{ingestURL + "/metrics"}, NATS: natsURL, StreamPrefix: cfg.StreamPrefix,
+			Redis: cfg.RedisURL, RedisPrefix: redisPrefix, Secret: cfg.JWTSecret, Graph: absPath(cfg.Graph),
+			Processes: []devProcess{{Name: "dev", Pid: os.Getpid(), Addr: st.IngestAddr().String()}},
+		}); err != nil {
+			stopStack(err)
+			<-done
+			return err
+		}
+		defer os.Remove(f.endpoints)
+	}
 
 	admin, err := auth.Sign(cfg.JWTSecret, "dev-admin", "admin", 0)
 	if err != nil {
 		return err
 	}
-	var drops atomic.Int64
-	dropRound := func(round int) {
-		n, err := dropTreasures(ctx, ingestURL, admin, g, *treasures, round)
-		if err != nil {
-			log.Warn("treasure drop failed", "err", err)
-			return
-		}
-		drops.Add(int64(n))
-	}
-	dropRound(0)
-	if *dropEvery > 0 && *treasures > 0 {
-		go func() {
-			t := time.NewTicker(*dropEvery)
-			defer t.Stop()
-			for round := 1; ; round++ {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					dropRound(round)
-				}
-			}
-		}()
-	}
+	drops := startDrops(ctx, ingestURL, admin, g, *treasures, *dropEvery, log)
 
 	if *players > 0 {
 		backlog := func() int64 { return pipelineBacklog(ctx, topo, js) }
@@ -230,15 +276,24 @@ func schemaNote(schema string) string {
 	return " (schema " + schema + ", dropped on exit)"
 }
 
-// embeddedNATS starts an in-process JetStream server on addr.
-func embeddedNATS(addr, dir string) (*server.Server, string, error) {
+// embeddedNATS starts an in-process JetStream server on addr, storing in
+// dir or, when dir is empty, in a temporary folder. stop shuts it down and
+// removes the temporary folder.
+func embeddedNATS(addr, dir string) (stop func(), url string, err error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, "", &UsageError{Msg: fmt.Sprintf("%s: %v", platform.EnvDevNATSAddr, err)}
 	}
+	temp := ""
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "treasure-dev-js-"); err != nil {
 			return nil, "", err
+		}
+		temp = dir
+	}
+	removeTemp := func() {
+		if temp != "" {
+			os.RemoveAll(temp)
 		}
 	}
 	port, _ := strconv.Atoi(portStr)
@@ -247,14 +302,29 @@ func embeddedNATS(addr, dir string) (*server.Server, string, error) {
 	}
 	ns, err := server.NewServer(&server.Options{Host: host, Port: port, JetStream: true, StoreDir: dir, NoSigs: true, ServerName: "treasure-dev"})
 	if err != nil {
+		removeTemp()
 		return nil, "", fmt.Errorf("embedded nats: %w", err)
 	}
 	ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
 		ns.Shutdown()
+		removeTemp()
 		return nil, "", fmt.Errorf("embedded nats on %s did not start (port taken? set TREASURE_DEV_NATS_ADDR)", addr)
 	}
-	return ns, ns.ClientURL(), nil
+	stop = func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		removeTemp()
+	}
+	return stop, ns.ClientURL(), nil
+}
+
+// absPath is p made absolute (p itself when that fails).
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }
 
 // devPostgres connects (creating the database if missing) and, for a

@@ -107,3 +107,42 @@ func (w *walker) place(v uint32) {
 
 // hasEdge reports whether g has a node with a neighbour.
 func hasEdge(g *graph.Graph) bool { return g.NumArcs() > 0 }
+
+// nextIdx is next with node indexes: it appends a path of minPath..maxPath
+// node indexes starting at the player's node to dst.
+func (w *walker) nextIdx(dst []uint32) []uint32 {
+	v, prev := w.at, w.prev
+	dst = append(dst, v)
+	for steps := minPath - 1 + w.rng.IntN(maxPath-minPath+1); steps > 0; steps-- {
+		arcs := w.g.Neighbors(v)
+		if len(arcs) == 0 {
+			break
+		}
+		next := arcs[w.rng.IntN(len(arcs))].To
+		if next == prev && len(arcs) > 1 {
+			k := w.rng.IntN(len(arcs) - 1)
+			for _, a := range arcs {
+				if a.To == prev {
+					continue
+				}
+				if k == 0 {
+					next = a.To
+					break
+				}
+				k--
+			}
+		}
+		prev, v = v, next
+		dst = append(dst, v)
+	}
+	return dst
+}
+
+// acceptIdx moves the player to the end of path (node indexes).
+func (w *walker) acceptIdx(path []uint32) {
+	w.prev = graph.NoNode
+	if len(path) > 1 {
+		w.prev = path[len(path)-2]
+	}
+	w.at = path[len(path)-1]
+}

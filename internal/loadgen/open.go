@@ -1,0 +1,609 @@
+package loadgen
+
+// # The open-loop engine (RunOpen)
+//
+// The final API (CONTRACTS.md, "The open-loop engine API"):
+//
+//	type OpenOptions struct { Ingest, Push []string; Graph *graph.Graph; Secret, PlayerPrefix string;
+//	    FirstPlayer, Players int; Seed uint64; LocalAddr string; PushLeaderboard bool;
+//	    Logger *slog.Logger; Connected func(ctx) (time.Time, error); Schedule Schedule;
+//	    Drain time.Duration; Progress func(connected int) }
+//	type Schedule struct { Rate float64; Duration, Window time.Duration; Waves int; RateAt func(time.Duration) float64 }
+//	type Result struct { Players int; Sent, Retries, Acked, Rejected, Answered, Lost, LostUnanswered,
+//	    LostNoUpdate, Duplicated, OutOfOrder, Unexpected, Unsent, SentInWindow uint64;
+//	    Errors map[string]uint64; Ack, Update *hdr.Histogram; Seconds []Second;
+//	    OutstandingPeak int64; DrainS, ElapsedS float64 }      // JSON round-trips, (*Result).Merge
+//	type Second struct { Index int; Offered, Sent, Acked, Answered, Errors uint64;
+//	    Outstanding, InFlight int64; Ack, Update *hdr.Histogram }  // (*Second).Merge
+//	func RunOpen(ctx, OpenOptions, report func(Second)) (*Result, error)
+//	func (r *Result) Failed() bool   // lost, duplicated, out of order or unexpected
+//	func NewSummary(r *Result) Summary // the CLI's JSON summary, with Extra
+//	type LeaderboardPoller, Backlog: poll.go.
+//
+// # Open loop
+//
+// Every player sends on its own fixed schedule (Schedule) whether or not
+// its earlier moves were answered: several moves may be in flight, each
+// path continuing from the end of the previous path sent, seq+1 each. The
+// first move is a spawn (a 1-node path on a random node). Every latency —
+// ack and proximity update — runs from the move's scheduled send time, not
+// from when it was written (as wrk2 and vegeta measure), so a late sender,
+// a blocked player or a queue in the server all show in the figures.
+//
+// Cost: a few sender goroutines (shards), each owning a share of the
+// players in a min-heap of next send times, sleeping on one timer and
+// writing frames directly (several due moves of one player go in one
+// frame); one reader goroutine per socket; per player a ring of openRing
+// move slots and reusable buffers; no goroutine or allocation per move.
+//
+// # Accounting
+//
+// Every move sent must get exactly one answer (ack or SPEC error) on its
+// ingest socket, and every acked move exactly one proximity update (by
+// seq) on its push socket, where updates of a player come in move order
+// with ids 1, 2, 3, … (SPEC). So:
+//
+//   - an answer for a move not awaiting one is Duplicated (a seq already
+//     settled) or Unexpected (a seq never sent);
+//   - a proximity update with a seq at most the player's previous update's
+//     is Duplicated; one for a seq not sent, or rejected, is Unexpected;
+//   - an acked move without update when a later move's update arrives, or
+//     at the end of the drain, is Lost (LostNoUpdate); a move without
+//     answer at the end of the drain is Lost (LostUnanswered);
+//   - a push message (any type carrying an id) whose id is not the
+//     socket's previous id + 1 counts OutOfOrder.
+//
+// # Errors
+//
+// An error answer blocks the player: it sends no new move (its schedule
+// keeps running, so the moves it owes leave late, at once when it is
+// unblocked, with latencies still from their schedule) until none of its
+// moves awaits an answer. Then it resynchronises: the rejected moves after
+// its last acked one form a chain (each path starting where the previous
+// ended); if the first of them was answered rate_limited or unavailable and
+// starts where the last acked move ended, the whole chain is sent again,
+// same seqs and paths, after the longest retry_after_ms among them (Retries
+// counts the resends; at most maxTries per move). Otherwise the chain is
+// dropped (Rejected), and the player continues from its last acked node (or
+// the node a discontinuous message names, or a new spawn when nothing was
+// ever acked) with the next unused seq. Errors are counted by code.
+//
+// A socket that drops ends its player for the run ("closed" in Errors):
+// its unsettled moves count as lost at the end and its remaining schedule
+// as Unsent. There is no reconnect: in a measured run a dropped socket is a
+// failure to report, not to hide.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"treasure/internal/auth"
+	"treasure/internal/graph"
+)
+
+// OpenOptions are one process's share of an open-loop run.
+type OpenOptions struct {
+	// Ingest and Push are ws:// base URLs; player i (local index) uses
+	// Ingest[i%len(Ingest)] and Push[i%len(Push)].
+	Ingest, Push []string
+	Graph        *graph.Graph
+	Secret       string
+	// PlayerPrefix starts every player id (default "open-"); ids are
+	// PlayerPrefix+strconv.Itoa(FirstPlayer+i), i in [0, Players). Use new
+	// ids every run: a player id's seqs and position persist in the
+	// services.
+	PlayerPrefix string
+	FirstPlayer  int
+	Players      int // 1..MaxPlayers
+	// Seed makes spawns, walks and schedules reproducible; the schedule of
+	// player FirstPlayer+i does not depend on how players are split over
+	// processes.
+	Seed uint64
+	// LocalAddr is an optional source IP to dial from (e.g. 127.0.0.3), to
+	// spread loopback ephemeral ports over several addresses.
+	LocalAddr string
+	// PushLeaderboard keeps the push sockets' leaderboard broadcasts; by
+	// default they are opted out of (?leaderboard=off).
+	PushLeaderboard bool
+	Logger          *slog.Logger
+	// Connected is called once every socket is open; it returns t0, the
+	// instant the schedule starts (it may be in the future). nil: now.
+	Connected func(ctx context.Context) (time.Time, error)
+	Schedule  Schedule
+	// Drain is how long after the schedule's end the run waits for the
+	// answers and updates still due; default 10s. The run ends earlier
+	// once every move sent is settled.
+	Drain time.Duration
+	// Progress is called while connecting, at most about 4 times a
+	// second, and once with Players when all are connected.
+	Progress func(connected int)
+	// ConnectTimeout bounds the connection of all players; default 2m.
+	ConnectTimeout time.Duration
+}
+
+func (o *OpenOptions) check() error {
+	switch {
+	case len(o.Ingest) == 0 || len(o.Push) == 0:
+		return errors.New("no ingest or push URL")
+	case o.Graph == nil:
+		return errors.New("no graph")
+	case !hasEdge(o.Graph):
+		return errors.New("the graph has no edge to walk on")
+	case o.Players < 1 || o.Players > MaxPlayers:
+		return fmt.Errorf("players must be from 1 to %d per process (two sockets each, under the open-files limit of 20,000), got %d", MaxPlayers, o.Players)
+	case o.FirstPlayer < 0:
+		return fmt.Errorf("negative first player %d", o.FirstPlayer)
+	case o.Secret == "":
+		return errors.New("no JWT secret (the services' TREASURE_JWT_SECRET)")
+	}
+	if o.LocalAddr != "" && net.ParseIP(o.LocalAddr) == nil {
+		return fmt.Errorf("local address %q is not an IP", o.LocalAddr)
+	}
+	for _, u := range o.Ingest {
+		if _, err := wsURL(u, "/v1/moves/ws"); err != nil {
+			return fmt.Errorf("ingest url: %w", err)
+		}
+	}
+	for _, u := range o.Push {
+		if _, err := wsURL(u, "/v1/updates/ws"); err != nil {
+			return fmt.Errorf("push url: %w", err)
+		}
+	}
+	if limit, ok := openFilesLimit(); ok && limit < uint64(2*o.Players+64) {
+		return fmt.Errorf("%d players need %d sockets but this process may open %d files", o.Players, 2*o.Players, limit)
+	}
+	return o.Schedule.check()
+}
+
+const histShardsOpen = 8
+
+// engine is one RunOpen.
+type engine struct {
+	o         OpenOptions
+	t0        time.Time
+	windowEnd int64
+	players   []*oplayer
+	shards    []*sender
+	stopping  atomic.Bool
+
+	sent, retries, acked, rejected, answered atomic.Uint64
+	lostNoUpdate, duplicated, outOfOrder     atomic.Uint64
+	unexpected, inWindow                     atomic.Uint64
+	inFlight, outstanding, remaining         atomic.Int64
+	errs                                     [len(errNames)]atomic.Uint64
+	hs                                       [histShardsOpen]histShard
+	closedOnce                               sync.Once
+	dialMu                                   sync.Mutex
+	dialErr                                  error
+}
+
+func (e *engine) now() int64 { return int64(time.Since(e.t0)) }
+
+func (e *engine) countErr(name string)     { e.errs[errIndex([]byte(name))].Add(1) }
+func (e *engine) countErrCode(code []byte) { e.errs[errIndex(code)].Add(1) }
+
+func toMicros(d int64) int64 { return min(max(d/int64(time.Microsecond), 1), openHistMax) }
+
+func (e *engine) recordAck(local int, d int64) {
+	h := &e.hs[local%histShardsOpen]
+	h.mu.Lock()
+	h.ack.RecordValue(toMicros(d))
+	h.mu.Unlock()
+}
+
+func (e *engine) recordUpdate(local int, d int64) {
+	h := &e.hs[local%histShardsOpen]
+	h.mu.Lock()
+	h.update.RecordValue(toMicros(d))
+	h.mu.Unlock()
+}
+
+// RunOpen runs one process's share of an open-loop run (see the comment at
+// the top of this file): it connects every player (two sockets each),
+// calls o.Connected for t0, sends on o.Schedule, waits up to o.Drain after
+// the schedule's end for what is still due, closes every socket and
+// returns the Result. report, if not nil, is called from one goroutine
+// at the end of every second since t0 (and once for the last, partial
+// one); it must not block for long.
+//
+// It returns an error (and no Result) when o is invalid, when a player
+// cannot connect (a 4xx answer is not retried; other failures are, for up
+// to o.ConnectTimeout) or when o.Connected fails. When ctx ends it stops
+// sending, skips the drain and returns what it measured with ctx's error.
+// It leaves no goroutine or socket behind.
+func RunOpen(ctx context.Context, o OpenOptions, report func(Second)) (*Result, error) {
+	if err := o.check(); err != nil {
+		return nil, fmt.Errorf("loadgen: %w", err)
+	}
+	if o.PlayerPrefix == "" {
+		o.PlayerPrefix = "open-"
+	}
+	if o.Drain <= 0 {
+		o.Drain = 10 * time.Second
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 2 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	e := &engine{o: o, windowEnd: int64(o.Schedule.End())}
+	for i := range e.hs {
+		e.hs[i].ack, e.hs[i].update = newSecondHist(), newSecondHist()
+	}
+	nShards := min(4, o.Players)
+	for i := range nShards {
+		e.shards = append(e.shards, newSender(e, i))
+	}
+	e.players = make([]*oplayer, o.Players)
+	for i := range e.players {
+		idx := o.FirstPlayer + i
+		p := &oplayer{idx: idx, local: i, sh: e.shards[i%nShards], nextSeq: 1}
+		p.w = *newWalker(o.Graph, o.Seed, idx)
+		e.players[i] = p
+	}
+
+	defer e.closeAll()
+	if err := e.connect(ctx); err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	if o.Connected != nil {
+		var err error
+		if t0, err = o.Connected(ctx); err != nil {
+			return nil, fmt.Errorf("loadgen: %w", err)
+		}
+	}
+	e.t0 = t0
+	for _, p := range e.players {
+		p.due = o.Schedule.At(o.Seed, p.idx, 0, 0)
+		if p.due != noMore {
+			e.remaining.Add(1)
+		}
+	}
+	o.Logger.Info("open-loop run starting", "players", o.Players, "first", o.FirstPlayer, "t0", t0, "schedule_end", o.Schedule.End())
+
+	var readers sync.WaitGroup
+	for _, p := range e.players {
+		readers.Add(2)
+		go func() { defer readers.Done(); e.readIngest(p) }()
+		go func() { defer readers.Done(); e.readPush(p) }()
+	}
+	stopSenders := make(chan struct{})
+	var senders sync.WaitGroup
+	for _, sh := range e.shards {
+		senders.Add(1)
+		go func() { defer senders.Done(); sh.run(stopSenders) }()
+	}
+	stopReporter := make(chan struct{})
+	reporterDone := make(chan struct{})
+	rep := &reporter{e: e, total: newResult(o.Players)}
+	go func() { defer close(reporterDone); rep.run(stopReporter, report) }()
+
+	// Wait for the schedule's end, then for everything due, up to Drain.
+	end := t0.Add(o.Schedule.End())
+	var err error
+	drained := time.Duration(-1)
+	if waitUntil(ctx, end) {
+		deadline := end.Add(o.Drain)
+		tick := time.NewTicker(5 * time.Millisecond)
+		for {
+			if e.inFlight.Load() == 0 && e.remaining.Load() == 0 {
+				drained = max(time.Since(end), 0)
+				break
+			}
+			if time.Now().After(deadline) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-tick.C:
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		tick.Stop()
+	}
+	if ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	close(stopSenders)
+	senders.Wait()
+	e.stopping.Store(true)
+	e.closeAll()
+	readers.Wait()
+	close(stopReporter)
+	<-reporterDone
+
+	r := rep.total
+	r.Sent, r.Retries, r.Acked = e.sent.Load(), e.retries.Load(), e.acked.Load()
+	r.Rejected, r.Answered = e.rejected.Load(), e.answered.Load()
+	r.LostNoUpdate = e.lostNoUpdate.Load()
+	r.Duplicated, r.OutOfOrder, r.Unexpected = e.duplicated.Load(), e.outOfOrder.Load(), e.unexpected.Load()
+	r.SentInWindow = e.inWindow.Load()
+	for _, p := range e.players {
+		p.settle(e, r)
+	}
+	r.Lost = r.LostUnanswered + r.LostNoUpdate
+	for i := range e.errs {
+		if n := e.errs[i].Load(); n > 0 {
+			r.Errors[errNames[i]] = n
+		}
+	}
+	if drained >= 0 {
+		r.DrainS = drained.Seconds()
+	} else {
+		r.DrainS = max(time.Since(end), 0).Seconds()
+	}
+	r.ElapsedS = time.Since(t0).Seconds()
+	o.Logger.Info("open-loop run done", "sent", r.Sent, "acked", r.Acked, "answered", r.Answered, "lost", r.Lost)
+	return r, err
+}
+
+// waitUntil sleeps until t; false when ctx ended first.
+func waitUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// closeAll closes every socket (idempotent: net.Conn.Close is).
+func (e *engine) closeAll() {
+	for _, p := range e.players {
+		if p.ingest != nil {
+			p.ingest.NetConn().Close()
+		}
+		if p.push != nil {
+			p.push.NetConn().Close()
+		}
+	}
+}
+
+// kill ends player p after a socket failure.
+func (e *engine) kill(p *oplayer) {
+	p.mu.Lock()
+	if p.dead {
+		p.mu.Unlock()
+		return
+	}
+	p.dead = true
+	if p.due != noMore {
+		e.remaining.Add(-1)
+	}
+	p.mu.Unlock()
+	e.countErr(errClosed)
+	p.ingest.NetConn().Close()
+	p.push.NetConn().Close()
+	e.o.Logger.Debug("player socket dropped", "player", p.idx)
+}
+
+func (e *engine) readIngest(p *oplayer) {
+	buf := make([]byte, 0, 512)
+	for {
+		var err error
+		buf, err = readFrame(p.ingest, buf)
+		if err != nil {
+			if !e.stopping.Load() {
+				e.kill(p)
+			}
+			return
+		}
+		now := e.now()
+		eachLine(buf, func(line []byte) {
+			m, ok := parseMsg(line)
+			p.answer(e, m, ok, now)
+		})
+	}
+}
+
+func (e *engine) readPush(p *oplayer) {
+	buf := make([]byte, 0, 512)
+	for {
+		var err error
+		buf, err = readFrame(p.push, buf)
+		if err != nil {
+			if !e.stopping.Load() {
+				e.kill(p)
+			}
+			return
+		}
+		now := e.now()
+		eachLine(buf, func(line []byte) {
+			m, ok := parseMsg(line)
+			p.update(e, m, ok, now)
+		})
+	}
+}
+
+// connect opens every player's push then ingest socket, 64 at a time.
+func (e *engine) connect(ctx context.Context) error {
+	o := e.o
+	ctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
+	defer cancel()
+	nd := &net.Dialer{Timeout: 10 * time.Second}
+	if o.LocalAddr != "" {
+		nd.LocalAddr = &net.TCPAddr{IP: net.ParseIP(o.LocalAddr)}
+	}
+	dialer := &websocket.Dialer{
+		NetDialContext:   nd.DialContext,
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   1024,
+		WriteBufferSize:  1024,
+		WriteBufferPool:  &bufferPool{},
+	}
+	ingest := make([]string, len(o.Ingest))
+	for i, u := range o.Ingest {
+		x, _ := wsURL(u, "/v1/moves/ws")
+		ingest[i] = x.String()
+	}
+	push := make([]string, len(o.Push))
+	for i, u := range o.Push {
+		x, _ := wsURL(u, "/v1/updates/ws")
+		push[i] = x.String()
+	}
+	pushQuery := "&after=0"
+	if !o.PushLeaderboard {
+		pushQuery += "&leaderboard=off"
+	}
+	var next, connected atomic.Int64
+	var wg sync.WaitGroup
+	var once sync.Once
+	var firstErr error
+	for range min(64, o.Players) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= len(e.players) {
+					return
+				}
+				p := e.players[i]
+				tok, err := auth.Sign(o.Secret, o.PlayerPrefix+strconv.Itoa(p.idx), "", 0)
+				if err == nil {
+					tok = url.QueryEscape(tok)
+					p.push, err = e.dial(ctx, dialer, push[i%len(push)]+"?token="+tok+pushQuery)
+				}
+				if err == nil {
+					p.ingest, err = e.dial(ctx, dialer, ingest[i%len(ingest)]+"?token="+tok)
+				}
+				if err != nil {
+					once.Do(func() { firstErr = err; cancel() })
+					return
+				}
+				connected.Add(1)
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for wait := true; wait; {
+		select {
+		case <-done:
+			wait = false
+		case <-tick.C:
+			if o.Progress != nil {
+				o.Progress(int(connected.Load()))
+			}
+		}
+	}
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = fmt.Errorf("connecting %d players: %w (%d connected)", o.Players, ctx.Err(), connected.Load())
+	}
+	if firstErr != nil {
+		return fmt.Errorf("loadgen: %w", firstErr)
+	}
+	if o.Progress != nil {
+		o.Progress(o.Players)
+	}
+	return nil
+}
+
+// dial opens one socket, retrying failures other than a 4xx answer with
+// backoff until ctx ends.
+func (e *engine) dial(ctx context.Context, d *websocket.Dialer, u string) (*websocket.Conn, error) {
+	backoff := 50 * time.Millisecond
+	for {
+		ws, resp, err := d.DialContext(ctx, u, nil)
+		if err == nil {
+			ws.SetReadLimit(maxFrame)
+			return ws, nil
+		}
+		e.countErr(errDial)
+		if resp != nil && resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
+			return nil, fmt.Errorf("%s refused the socket: %s (is the secret the services' TREASURE_JWT_SECRET, and the URL right?)", redact(u), resp.Status)
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%s: %w", redact(u), err)
+		}
+		e.o.Logger.Debug("dial failed", "url", redact(u), "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%s: %w", redact(u), err)
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// reporter folds the run into Seconds, one per second since t0.
+type reporter struct {
+	e     *engine
+	total *Result
+	last  struct {
+		sent, acked, answered, errs uint64
+	}
+}
+
+func (r *reporter) run(stop <-chan struct{}, report func(Second)) {
+	e := r.e
+	t := time.NewTimer(time.Until(e.t0.Add(time.Second)))
+	defer t.Stop()
+	for sec := 0; ; sec++ {
+		select {
+		case <-stop:
+			r.second(sec, report)
+			return
+		case <-t.C:
+			r.second(sec, report)
+			t.Reset(time.Until(e.t0.Add(time.Duration(sec+2) * time.Second)))
+		}
+	}
+}
+
+// second closes second sec.
+func (r *reporter) second(sec int, report func(Second)) {
+	e, tot := r.e, r.total
+	s := Second{Index: sec, Ack: newSecondHist(), Update: newSecondHist()}
+	for i := range e.hs {
+		h := &e.hs[i]
+		h.mu.Lock()
+		s.Ack.Merge(h.ack)
+		s.Update.Merge(h.update)
+		h.ack.Reset()
+		h.update.Reset()
+		h.mu.Unlock()
+	}
+	tot.Ack.Merge(s.Ack)
+	tot.Update.Merge(s.Update)
+	sent, acked, answered := e.sent.Load(), e.acked.Load(), e.answered.Load()
+	var errs uint64
+	for i := range e.errs {
+		errs += e.errs[i].Load()
+	}
+	errs -= e.errs[errIndex([]byte(errDial))].Load() // dials happen before t0
+	s.Sent, s.Acked, s.Answered, s.Errors = sent-r.last.sent, acked-r.last.acked, answered-r.last.answered, errs-r.last.errs
+	r.last.sent, r.last.acked, r.last.answered, r.last.errs = sent, acked, answered, errs
+	s.Outstanding, s.InFlight = e.outstanding.Load(), e.inFlight.Load()
+	s.Offered = e.o.Schedule.offered(e.o.Seed, e.o.FirstPlayer, e.o.Players, sec)
+	tot.OutstandingPeak = max(tot.OutstandingPeak, s.Outstanding)
+	tot.Seconds = append(tot.Seconds, s)
+	if report != nil {
+		report(s)
+	}
+}

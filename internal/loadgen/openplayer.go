@@ -1,0 +1,387 @@
+package loadgen
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"treasure/internal/graph"
+)
+
+// openRing is how many moves an open-loop player tracks at once (sent and
+// not yet settled); a power of two. A player whose next move's slot is
+// still taken waits (its move is late, and its latency says so).
+const openRing = 32
+
+// maxBatch bounds the moves one frame carries (SPEC: a frame over 4 KiB
+// closes the socket; a move of 12 nodes is under 160 bytes).
+const maxBatch = 16
+
+// maxTries bounds how often one move is sent again after
+// rate_limited/unavailable.
+const maxTries = 32
+
+// Slot states.
+const (
+	stFree   uint8 = iota
+	stAwait        // sent, answer due
+	stAcked        // acked, update due
+	stErr          // answered with an error, waiting for the player's resync
+	stResend       // to be sent again at the player's resendAt
+)
+
+// oslot is one move of an open-loop player.
+type oslot struct {
+	seq     uint64
+	sched   int64 // scheduled send time, ns after t0
+	state   uint8
+	updated bool  // its proximity update came (possibly before its ack)
+	retry   bool  // its last error was rate_limited/unavailable
+	tries   uint8 // sends after the first
+	plen    uint8
+	retryMs uint32
+	path    [maxPath]uint32 // node indexes
+}
+
+func (s *oslot) end() uint32 { return s.path[s.plen-1] }
+
+// oplayer is one open-loop player. Its mutex guards everything but the
+// fields marked "sender only"; its sender's sender writes to ingest, its two
+// reader goroutines read the sockets.
+type oplayer struct {
+	idx   int // global index: id = prefix + idx
+	local int // index in this run
+	sh    *sender
+
+	mu   sync.Mutex
+	ring [openRing]oslot
+	w    walker // at the end of the last move sent
+
+	nextSeq   uint64 // seq of the next new move
+	k         int    // index in the schedule of the next new move
+	due       int64  // its scheduled time, or noMore
+	awaiting  int    // moves sent whose answer is due
+	lastAcked uint64 // highest acked seq
+	pos       uint32 // end node of lastAcked's move
+	hasPos    bool
+	srvNode   uint32 // node a discontinuous error named
+	hasSrv    bool
+	spawned   bool // a first move was sent (the walker has a position)
+	lastUpd   uint64
+	blocked   bool // an error came: no new move until resync
+	full      bool // the next move's slot is taken
+	resend    bool // slots in stResend wait for resendAt
+	resendAt  int64
+	dead      bool
+	lastID    uint64 // push socket, reader only
+
+	ingest, push *websocket.Conn
+
+	// sender only
+	queued  bool
+	heapDue int64
+}
+
+func (p *oplayer) slot(seq uint64) *oslot { return &p.ring[seq&(openRing-1)] }
+
+// lowSeq is the oldest seq that may be in the ring.
+func (p *oplayer) lowSeq() uint64 {
+	if p.nextSeq > openRing {
+		return p.nextSeq - openRing
+	}
+	return 1
+}
+
+// free releases a settled slot. Called with p.mu held.
+func (p *oplayer) free(s *oslot, e *engine) {
+	*s = oslot{}
+	e.inFlight.Add(-1)
+	if p.full {
+		p.full = false
+		p.sh.wake(p.local)
+	}
+}
+
+// fill builds the player's next due moves (and pending resends) into
+// frame, at most maxBatch, and advances its schedule. It returns the frame
+// and when the player next needs its sender (noMore: not until a reader
+// wakes it). Called by the sender without p.mu held.
+func (p *oplayer) fill(e *engine, now int64, frame []byte) ([]byte, int, int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.dead {
+		return frame, 0, noMore
+	}
+	n := 0
+	if p.resend && now >= p.resendAt {
+		for seq := p.lowSeq(); seq < p.nextSeq; seq++ {
+			s := p.slot(seq)
+			if s.seq != seq || s.state != stResend {
+				continue
+			}
+			frame = appendMoveIdx(frame, seq, s.path[:s.plen])
+			s.state = stAwait
+			p.awaiting++
+			e.retries.Add(1)
+			n++
+		}
+		p.resend, p.blocked = false, false
+	}
+	for !p.blocked && p.due <= now && n < maxBatch {
+		s := p.slot(p.nextSeq)
+		if s.state != stFree {
+			p.full = true
+			break
+		}
+		*s = oslot{seq: p.nextSeq, sched: p.due, state: stAwait}
+		var path []uint32
+		if p.spawned {
+			path = p.w.nextIdx(s.path[:0])
+		} else {
+			path = append(s.path[:0], p.w.at)
+			p.spawned = true
+		}
+		s.plen = uint8(len(path))
+		p.w.acceptIdx(path)
+		frame = appendMoveIdx(frame, p.nextSeq, path)
+		p.nextSeq++
+		p.awaiting++
+		e.sent.Add(1)
+		e.inFlight.Add(1)
+		if now < e.windowEnd {
+			e.inWindow.Add(1)
+		}
+		n++
+		p.k++
+		p.due = e.o.Schedule.At(e.o.Seed, p.idx, p.k, p.due)
+		if p.due == noMore {
+			e.remaining.Add(-1)
+		}
+	}
+	switch {
+	case p.resend:
+		return frame, n, p.resendAt
+	case p.blocked || p.full:
+		return frame, n, noMore
+	case n == maxBatch && p.due <= now:
+		return frame, n, now
+	}
+	return frame, n, p.due
+}
+
+// answer handles one line of the ingest socket.
+func (p *oplayer) answer(e *engine, m msg, ok bool, now int64) {
+	if !ok || (m.kind != kindAck && m.kind != kindError) || !m.hasSeq {
+		e.countErr(errBadMessage)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.slot(m.seq)
+	if s.seq != m.seq || s.state == stFree {
+		if m.seq > 0 && m.seq < p.nextSeq {
+			e.duplicated.Add(1)
+		} else {
+			e.unexpected.Add(1)
+		}
+		return
+	}
+	if s.state != stAwait {
+		e.duplicated.Add(1)
+		return
+	}
+	p.awaiting--
+	if m.kind == kindAck {
+		e.acked.Add(1)
+		e.recordAck(p.local, now-s.sched)
+		if m.seq > p.lastAcked {
+			p.lastAcked, p.pos, p.hasPos = m.seq, s.end(), true
+		}
+		switch {
+		case s.updated:
+			p.free(s, e)
+		case m.seq <= p.lastUpd: // a later move's update came first: this one's never will
+			e.lostNoUpdate.Add(1)
+			p.free(s, e)
+		default:
+			s.state = stAcked
+			e.outstanding.Add(1)
+		}
+	} else {
+		e.countErrCode(m.code)
+		if s.updated {
+			e.unexpected.Add(1) // an update for a move it rejects
+		}
+		s.state = stErr
+		s.retry = string(m.code) == "rate_limited" || string(m.code) == "unavailable"
+		s.retryMs = uint32(min(max(m.retryAfterMs, 1), 60_000))
+		if string(m.code) == "discontinuous" {
+			if id, ok := nodeInMessage(m.message); ok {
+				if v, ok := graph.Index(id, e.o.Graph.NumNodes()); ok {
+					p.srvNode, p.hasSrv = v, true
+				}
+			}
+		}
+		p.blocked = true
+	}
+	if p.blocked && p.awaiting == 0 && !p.resend {
+		p.resync(e, now)
+	}
+}
+
+// resync decides what a blocked player does once none of its moves awaits
+// an answer (see the package doc, "Errors"). Called with p.mu held.
+func (p *oplayer) resync(e *engine, now int64) {
+	first, chain := true, false
+	var prevEnd uint32
+	var last *oslot
+	var wait uint32
+	for seq := p.lowSeq(); seq < p.nextSeq; seq++ {
+		s := p.slot(seq)
+		if s.seq != seq || s.state != stErr {
+			continue
+		}
+		if seq < p.lastAcked {
+			e.rejected.Add(1)
+			p.free(s, e)
+			continue
+		}
+		if first {
+			first = false
+			chain = s.retry && s.tries < maxTries && (!p.hasPos || s.path[0] == p.pos)
+		} else {
+			chain = chain && s.path[0] == prevEnd
+		}
+		if !chain {
+			e.rejected.Add(1)
+			p.free(s, e)
+			continue
+		}
+		s.state = stResend
+		s.tries++
+		if s.retry {
+			wait = max(wait, s.retryMs)
+		}
+		prevEnd, last = s.end(), s
+	}
+	if last != nil {
+		p.resend = true
+		p.resendAt = now + int64(wait)*int64(time.Millisecond)
+		p.w.acceptIdx(last.path[:last.plen])
+	} else {
+		p.blocked = false
+		switch {
+		case p.hasSrv:
+			p.w.place(p.srvNode)
+			p.pos, p.hasPos = p.srvNode, true
+		case p.hasPos:
+			p.w.place(p.pos)
+		default:
+			p.spawned = false // spawn again
+			p.w.at = p.w.spawnNode()
+		}
+	}
+	p.hasSrv = false
+	p.sh.wake(p.local)
+}
+
+// update handles one line of the push socket.
+func (p *oplayer) update(e *engine, m msg, ok bool, now int64) {
+	if !ok {
+		e.countErr(errBadMessage)
+		return
+	}
+	if m.hasID {
+		if m.id != p.lastID+1 {
+			e.outOfOrder.Add(1)
+		}
+		p.lastID = max(p.lastID, m.id)
+	}
+	if m.kind != kindProximity {
+		return
+	}
+	if !m.hasSeq || !m.hasID {
+		e.countErr(errBadMessage)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seq := m.seq
+	if seq <= p.lastUpd {
+		e.duplicated.Add(1)
+		return
+	}
+	// Updates come in move order: an acked move before seq without its
+	// update will never get it.
+	for q := max(p.lastUpd+1, p.lowSeq()); q < seq && q < p.nextSeq; q++ {
+		if s := p.slot(q); s.seq == q && s.state == stAcked {
+			e.lostNoUpdate.Add(1)
+			e.outstanding.Add(-1)
+			p.free(s, e)
+		}
+	}
+	p.lastUpd = seq
+	s := p.slot(seq)
+	if s.seq != seq {
+		e.unexpected.Add(1)
+		return
+	}
+	switch s.state {
+	case stAcked:
+		e.answered.Add(1)
+		e.recordUpdate(p.local, now-s.sched)
+		e.outstanding.Add(-1)
+		p.free(s, e)
+	case stAwait:
+		s.updated = true
+		e.answered.Add(1)
+		e.recordUpdate(p.local, now-s.sched)
+	default:
+		e.unexpected.Add(1)
+	}
+}
+
+// settle counts, at the end of the run, what the player still holds: moves
+// never answered, acked moves never updated, scheduled moves never sent.
+// Called once every socket is closed.
+func (p *oplayer) settle(e *engine, r *Result) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range p.ring {
+		s := &p.ring[i]
+		switch s.state {
+		case stAwait, stErr, stResend:
+			if s.updated {
+				r.Answered-- // counted, but its ack never came
+			}
+			r.LostUnanswered++
+		case stAcked:
+			r.LostNoUpdate++
+		}
+	}
+	for p.due != noMore {
+		r.Unsent++
+		p.k++
+		p.due = e.o.Schedule.At(e.o.Seed, p.idx, p.k, p.due)
+	}
+}
+
+// appendMoveIdx appends {"type":"move","seq":S,"path":[…]} and a newline
+// separator when dst already holds a move.
+func appendMoveIdx(dst []byte, seq uint64, path []uint32) []byte {
+	if len(dst) > 0 {
+		dst = append(dst, '\n')
+	}
+	dst = append(dst, `{"type":"move","seq":`...)
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(dst, `,"path":[`...)
+	for i, v := range path {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = strconv.AppendUint(dst, uint64(graph.ID(v)), 10)
+	}
+	return append(dst, "]}"...)
+}

@@ -130,6 +130,10 @@ type OpenOptions struct {
 	Progress func(connected int)
 	// ConnectTimeout bounds the connection of all players; default 2m.
 	ConnectTimeout time.Duration
+	// Stop, when closed, ends the schedule early: no move scheduled after
+	// that instant is sent, and the drain follows as at the schedule's
+	// end (ramp stops this way once a step fails). nil: never.
+	Stop <-chan struct{}
 }
 
 func (o *OpenOptions) check() error {
@@ -176,6 +180,8 @@ type engine struct {
 	players   []*oplayer
 	shards    []*sender
 	stopping  atomic.Bool
+	endAt     atomic.Int64  // the schedule's end, ns after t0 (earlier after Stop)
+	endCh     chan struct{} // closed on Stop
 
 	sent, retries, acked, rejected, answered atomic.Uint64
 	lostNoUpdate, duplicated, outOfOrder     atomic.Uint64
@@ -238,7 +244,8 @@ func RunOpen(ctx context.Context, o OpenOptions, report func(Second)) (*Result, 
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	e := &engine{o: o, windowEnd: int64(o.Schedule.End())}
+	e := &engine{o: o, windowEnd: int64(o.Schedule.End()), endCh: make(chan struct{})}
+	e.endAt.Store(int64(o.Schedule.End()))
 	for i := range e.hs {
 		e.hs[i].ack, e.hs[i].update = newSecondHist(), newSecondHist()
 	}
@@ -295,7 +302,15 @@ func RunOpen(ctx context.Context, o OpenOptions, report func(Second)) (*Result, 
 	end := t0.Add(o.Schedule.End())
 	var err error
 	drained := time.Duration(-1)
-	if waitUntil(ctx, end) {
+	reached := waitUntil(ctx, end, o.Stop)
+	if !reached && ctx.Err() == nil { // Stop
+		now := e.now()
+		e.endAt.Store(now)
+		end = e.t0.Add(time.Duration(now))
+		close(e.endCh)
+		reached = true
+	}
+	if reached {
 		deadline := end.Add(o.Drain)
 		tick := time.NewTicker(5 * time.Millisecond)
 		for {
@@ -348,12 +363,13 @@ func RunOpen(ctx context.Context, o OpenOptions, report func(Second)) (*Result, 
 		r.DrainS = max(time.Since(end), 0).Seconds()
 	}
 	r.ElapsedS = time.Since(t0).Seconds()
+	r.Start = t0
 	o.Logger.Info("open-loop run done", "sent", r.Sent, "acked", r.Acked, "answered", r.Answered, "lost", r.Lost)
 	return r, err
 }
 
-// waitUntil sleeps until t; false when ctx ended first.
-func waitUntil(ctx context.Context, t time.Time) bool {
+// waitUntil sleeps until t; false when ctx ended or stop closed first.
+func waitUntil(ctx context.Context, t time.Time, stop <-chan struct{}) bool {
 	d := time.Until(t)
 	if d <= 0 {
 		return ctx.Err() == nil
@@ -365,7 +381,19 @@ func waitUntil(ctx context.Context, t time.Time) bool {
 		return true
 	case <-ctx.Done():
 		return false
+	case <-stop:
+		return false
 	}
+}
+
+// next returns the time of player p's move k after prev, noMore past the
+// (possibly early) end of the schedule.
+func (e *engine) next(p *oplayer, k int, prev int64) int64 {
+	t := e.o.Schedule.At(e.o.Seed, p.idx, k, prev)
+	if t >= e.endAt.Load() {
+		return noMore
+	}
+	return t
 }
 
 // closeAll closes every socket (idempotent: net.Conn.Close is).

@@ -155,7 +155,7 @@ func (p *oplayer) fill(e *engine, now int64, frame []byte) ([]byte, int, int64) 
 		}
 		n++
 		p.k++
-		p.due = e.o.Schedule.At(e.o.Seed, p.idx, p.k, p.due)
+		p.due = e.next(p, p.k, p.due)
 		if p.due == noMore {
 			e.remaining.Add(-1)
 		}
@@ -169,6 +169,19 @@ func (p *oplayer) fill(e *engine, now int64, frame []byte) ([]byte, int, int64) 
 		return frame, n, now
 	}
 	return frame, n, p.due
+}
+
+// endEarly drops the moves scheduled after the early end of the
+// schedule (OpenOptions.Stop).
+func (p *oplayer) endEarly(e *engine) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.due != noMore && p.due >= e.endAt.Load() {
+		if !p.dead {
+			e.remaining.Add(-1)
+		}
+		p.due = noMore
+	}
 }
 
 // answer handles one line of the ingest socket.
@@ -364,7 +377,7 @@ func (p *oplayer) settle(e *engine, r *Result) {
 	for p.due != noMore {
 		r.Unsent++
 		p.k++
-		p.due = e.o.Schedule.At(e.o.Seed, p.idx, p.k, p.due)
+		p.due = e.next(p, p.k, p.due)
 	}
 }
 

@@ -78,8 +78,10 @@ type Result struct {
 	// DrainS is how long after the end of the schedule the last move was
 	// settled (answered or lost); the run waited at most OpenOptions.Drain.
 	DrainS float64 `json:"drain_s"`
-	// Elapsed is the schedule's length plus the drain.
+	// ElapsedS runs from t0 to the end of the drain.
 	ElapsedS float64 `json:"elapsed_s"`
+	// Start is t0 (Merge keeps the earliest).
+	Start time.Time `json:"start"`
 }
 
 // Second is one second of a run (since t0): counts of what happened in it
@@ -125,6 +127,9 @@ func (r *Result) Merge(o *Result) {
 	r.OutstandingPeak += o.OutstandingPeak
 	r.DrainS = max(r.DrainS, o.DrainS)
 	r.ElapsedS = max(r.ElapsedS, o.ElapsedS)
+	if r.Start.IsZero() || (!o.Start.IsZero() && o.Start.Before(r.Start)) {
+		r.Start = o.Start
+	}
 	if r.Errors == nil {
 		r.Errors = map[string]uint64{}
 	}

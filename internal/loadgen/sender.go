@@ -63,6 +63,7 @@ func (sh *sender) run(stop <-chan struct{}) {
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	endCh := e.endCh
 	for {
 		now := e.now()
 		sh.mu.Lock()
@@ -96,6 +97,13 @@ func (sh *sender) run(stop <-chan struct{}) {
 			return
 		case <-sh.wakeCh:
 		case <-timer.C:
+		case <-endCh:
+			endCh = nil
+			for _, p := range e.players {
+				if p.sh == sh {
+					p.endEarly(e)
+				}
+			}
 		}
 	}
 }

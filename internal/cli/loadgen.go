@@ -315,9 +315,10 @@ func (r *openRun) run(ctx context.Context, o loadgen.OpenOptions, extra func(*lo
 	if res == nil {
 		return err
 	}
-	sum := loadgen.NewSummary(r.name, res, o.Schedule.End().Seconds())
+	sum := loadgen.NewSummary(r.name, res)
 	if r.backlog != nil {
 		sum.Extra["backlog_peak"] = r.backlog.Peak()
+		sum.Extra["backlog_end"] = r.backlog.Last()
 		if n, e := r.backlog.Failures(); n > 0 {
 			sum.Extra["backlog_read_failures"] = n
 			fmt.Fprintf(r.io.Stderr, "loadgen: %d backlog readings failed, the last: %v\n", n, e)

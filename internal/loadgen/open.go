@@ -45,11 +45,14 @@ package loadgen
 //
 //   - an answer for a move not awaiting one is Duplicated (a seq already
 //     settled) or Unexpected (a seq never sent);
-//   - a proximity update with a seq at most the player's previous update's
-//     is Duplicated; one for a seq not sent, or rejected, is Unexpected;
-//   - an acked move without update when a later move's update arrives, or
-//     at the end of the drain, is Lost (LostNoUpdate); a move without
-//     answer at the end of the drain is Lost (LostUnanswered);
+//   - a second proximity update for one seq is Duplicated; one for a seq
+//     not sent, or rejected, is Unexpected; one whose seq is below the
+//     player's latest update's counts Reordered (SPEC wants move order;
+//     the update still counts as the move's answer);
+//   - an acked move without update at the end of the drain is Lost
+//     (LostNoUpdate); a move without answer then is Lost (LostUnanswered);
+//     a slot whose update is due is never reused, so a player with
+//     openRing moves unsettled waits (its next moves are late, or Unsent);
 //   - a push message (any type carrying an id) whose id is not the
 //     socket's previous id + 1 counts OutOfOrder.
 //
@@ -185,7 +188,7 @@ type engine struct {
 
 	sent, retries, acked, rejected, answered atomic.Uint64
 	lostNoUpdate, duplicated, outOfOrder     atomic.Uint64
-	unexpected, inWindow                     atomic.Uint64
+	unexpected, inWindow, reordered          atomic.Uint64
 	inFlight, outstanding, remaining         atomic.Int64
 	errs                                     [len(errNames)]atomic.Uint64
 	hs                                       [histShardsOpen]histShard
@@ -347,7 +350,7 @@ func RunOpen(ctx context.Context, o OpenOptions, report func(Second)) (*Result, 
 	r.Rejected, r.Answered = e.rejected.Load(), e.answered.Load()
 	r.LostNoUpdate = e.lostNoUpdate.Load()
 	r.Duplicated, r.OutOfOrder, r.Unexpected = e.duplicated.Load(), e.outOfOrder.Load(), e.unexpected.Load()
-	r.SentInWindow = e.inWindow.Load()
+	r.SentInWindow, r.Reordered = e.inWindow.Load(), e.reordered.Load()
 	for _, p := range e.players {
 		p.settle(e, r)
 	}

@@ -30,6 +30,7 @@ const (
 	stAcked        // acked, update due
 	stErr          // answered with an error, waiting for the player's resync
 	stResend       // to be sent again at the player's resendAt
+	stDone         // settled (answered, or rejected when rej); kept to spot duplicates until reused
 )
 
 // oslot is one move of an open-loop player.
@@ -38,6 +39,7 @@ type oslot struct {
 	sched   int64 // scheduled send time, ns after t0
 	state   uint8
 	updated bool  // its proximity update came (possibly before its ack)
+	rej     bool  // stDone: it was rejected
 	retry   bool  // its last error was rate_limited/unavailable
 	tries   uint8 // sends after the first
 	plen    uint8
@@ -94,9 +96,10 @@ func (p *oplayer) lowSeq() uint64 {
 	return 1
 }
 
-// free releases a settled slot. Called with p.mu held.
-func (p *oplayer) free(s *oslot, e *engine) {
-	*s = oslot{}
+// free settles a slot (rej: the move was rejected), leaving its seq to
+// spot duplicates until the slot is reused. Called with p.mu held.
+func (p *oplayer) free(s *oslot, e *engine, rej bool) {
+	*s = oslot{seq: s.seq, state: stDone, rej: rej}
 	e.inFlight.Add(-1)
 	if p.full {
 		p.full = false
@@ -131,7 +134,7 @@ func (p *oplayer) fill(e *engine, now int64, frame []byte) ([]byte, int, int64) 
 	}
 	for !p.blocked && p.due <= now && n < maxBatch {
 		s := p.slot(p.nextSeq)
-		if s.state != stFree {
+		if s.state != stFree && s.state != stDone {
 			p.full = true
 			break
 		}
@@ -212,13 +215,9 @@ func (p *oplayer) answer(e *engine, m msg, ok bool, now int64) {
 		if m.seq > p.lastAcked {
 			p.lastAcked, p.pos, p.hasPos = m.seq, s.end(), true
 		}
-		switch {
-		case s.updated:
-			p.free(s, e)
-		case m.seq <= p.lastUpd: // a later move's update came first: this one's never will
-			e.lostNoUpdate.Add(1)
-			p.free(s, e)
-		default:
+		if s.updated {
+			p.free(s, e, false)
+		} else {
 			s.state = stAcked
 			e.outstanding.Add(1)
 		}
@@ -258,7 +257,7 @@ func (p *oplayer) resync(e *engine, now int64) {
 		}
 		if seq < p.lastAcked {
 			e.rejected.Add(1)
-			p.free(s, e)
+			p.free(s, e, true)
 			continue
 		}
 		if first {
@@ -269,7 +268,7 @@ func (p *oplayer) resync(e *engine, now int64) {
 		}
 		if !chain {
 			e.rejected.Add(1)
-			p.free(s, e)
+			p.free(s, e, true)
 			continue
 		}
 		s.state = stResend
@@ -322,36 +321,32 @@ func (p *oplayer) update(e *engine, m msg, ok bool, now int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	seq := m.seq
-	if seq <= p.lastUpd {
-		e.duplicated.Add(1)
-		return
+	if seq < p.lastUpd {
+		e.reordered.Add(1) // SPEC: a player's updates come in move order
 	}
-	// Updates come in move order: an acked move before seq without its
-	// update will never get it.
-	for q := max(p.lastUpd+1, p.lowSeq()); q < seq && q < p.nextSeq; q++ {
-		if s := p.slot(q); s.seq == q && s.state == stAcked {
-			e.lostNoUpdate.Add(1)
-			e.outstanding.Add(-1)
-			p.free(s, e)
-		}
-	}
-	p.lastUpd = seq
+	p.lastUpd = max(p.lastUpd, seq)
 	s := p.slot(seq)
 	if s.seq != seq {
-		e.unexpected.Add(1)
+		if seq > 0 && seq < p.nextSeq {
+			e.duplicated.Add(1) // its slot was reused: it was settled long ago
+		} else {
+			e.unexpected.Add(1)
+		}
 		return
 	}
-	switch s.state {
-	case stAcked:
+	switch {
+	case s.state == stAcked:
 		e.answered.Add(1)
 		e.recordUpdate(p.local, now-s.sched)
 		e.outstanding.Add(-1)
-		p.free(s, e)
-	case stAwait:
+		p.free(s, e, false)
+	case s.updated || (s.state == stDone && !s.rej):
+		e.duplicated.Add(1)
+	case s.state == stAwait:
 		s.updated = true
 		e.answered.Add(1)
 		e.recordUpdate(p.local, now-s.sched)
-	default:
+	default: // rejected, or waiting to be sent again
 		e.unexpected.Add(1)
 	}
 }

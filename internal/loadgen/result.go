@@ -52,6 +52,10 @@ type Result struct {
 	// OutOfOrder counts push messages whose id is not the previous id of
 	// the socket + 1.
 	OutOfOrder uint64 `json:"out_of_order"`
+	// Reordered counts proximity updates whose seq is below an earlier
+	// update's of the same player: SPEC wants them in move order, but the
+	// update still answers its move. Not a failure by itself (Failed).
+	Reordered uint64 `json:"reordered"`
 	// Unexpected counts answers and updates for seqs never sent, and
 	// updates for moves that were rejected: the server broke the contract.
 	Unexpected uint64 `json:"unexpected"`
@@ -122,6 +126,7 @@ func (r *Result) Merge(o *Result) {
 	r.Duplicated += o.Duplicated
 	r.OutOfOrder += o.OutOfOrder
 	r.Unexpected += o.Unexpected
+	r.Reordered += o.Reordered
 	r.Unsent += o.Unsent
 	r.SentInWindow += o.SentInWindow
 	r.OutstandingPeak += o.OutstandingPeak

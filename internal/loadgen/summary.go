@@ -27,9 +27,10 @@ type Summary struct {
 	Duplicated uint64            `json:"duplicated"`
 	OutOfOrder uint64            `json:"out_of_order"`
 	Unexpected uint64            `json:"unexpected"`
+	Reordered  uint64            `json:"reordered"`
 	Errors     map[string]uint64 `json:"errors"`
-	// MovesPerS is moves acked per second from t0 until the last move was
-	// settled (the schedule plus the drain).
+	// MovesPerS is moves acked per second from t0 to the end of the run
+	// (the schedule, possibly stopped early, plus the drain).
 	MovesPerS       float64 `json:"moves_per_s"`
 	AckP50Ms        float64 `json:"ack_p50_ms"`
 	AckP99Ms        float64 `json:"ack_p99_ms"`
@@ -47,11 +48,11 @@ type Summary struct {
 }
 
 // NewSummary summarises r for scenario.
-func NewSummary(scenario string, r *Result, scheduleS float64) Summary {
+func NewSummary(scenario string, r *Result) Summary {
 	s := Summary{
 		Scenario: scenario, Players: r.Players, Sent: r.Sent, Acked: r.Acked, Answered: r.Answered,
 		Rejected: r.Rejected, Retries: r.Retries, Unsent: r.Unsent, Lost: r.Lost, Duplicated: r.Duplicated,
-		OutOfOrder: r.OutOfOrder, Unexpected: r.Unexpected, Errors: r.Errors,
+		OutOfOrder: r.OutOfOrder, Unexpected: r.Unexpected, Reordered: r.Reordered, Errors: r.Errors,
 		AckP50Ms: quantileMs(r.Ack, 50), AckP99Ms: quantileMs(r.Ack, 99), AckP999Ms: quantileMs(r.Ack, 99.9), AckMaxMs: maxMs(r.Ack),
 		UpdateP50Ms: quantileMs(r.Update, 50), UpdateP99Ms: quantileMs(r.Update, 99), UpdateP999Ms: quantileMs(r.Update, 99.9), UpdateMaxMs: maxMs(r.Update),
 		DrainS: r.DrainS, OutstandingPeak: r.OutstandingPeak, Failed: r.Failed(),
@@ -60,8 +61,8 @@ func NewSummary(scenario string, r *Result, scheduleS float64) Summary {
 	if s.Errors == nil {
 		s.Errors = map[string]uint64{}
 	}
-	if d := scheduleS + r.DrainS; d > 0 {
-		s.MovesPerS = float64(r.Acked) / d
+	if r.ElapsedS > 0 {
+		s.MovesPerS = float64(r.Acked) / r.ElapsedS
 	}
 	return s
 }
@@ -100,9 +101,16 @@ func (s Summary) Text() string {
 		verdict = "FAILED"
 	}
 	fmt.Fprintf(&b, "  contract  lost %d, duplicated %d, out of order %d, unexpected %d: %s\n", s.Lost, s.Duplicated, s.OutOfOrder, s.Unexpected, verdict)
+	if s.Reordered > 0 {
+		fmt.Fprintf(&b, "  order     %d proximity updates came after a later move's (SPEC: per player in move order)\n", s.Reordered)
+	}
 	if len(s.Extra) > 0 {
 		keys := make([]string, 0, len(s.Extra))
-		for k := range s.Extra {
+		for k, v := range s.Extra {
+			switch v.(type) {
+			case []map[string]any, map[string]any, []any:
+				continue // structured: in the JSON only
+			}
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)

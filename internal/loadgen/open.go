@@ -247,23 +247,7 @@ func RunOpen(ctx context.Context, o OpenOptions, report func(Second)) (*Result, 
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	e := &engine{o: o, windowEnd: int64(o.Schedule.End()), endCh: make(chan struct{})}
-	e.endAt.Store(int64(o.Schedule.End()))
-	for i := range e.hs {
-		e.hs[i].ack, e.hs[i].update = newSecondHist(), newSecondHist()
-	}
-	nShards := min(4, o.Players)
-	for i := range nShards {
-		e.shards = append(e.shards, newSender(e, i))
-	}
-	e.players = make([]*oplayer, o.Players)
-	for i := range e.players {
-		idx := o.FirstPlayer + i
-		p := &oplayer{idx: idx, local: i, sh: e.shards[i%nShards], nextSeq: 1}
-		p.w = *newWalker(o.Graph, o.Seed, idx)
-		e.players[i] = p
-	}
-
+	e := newEngine(o)
 	defer e.closeAll()
 	if err := e.connect(ctx); err != nil {
 		return nil, err
@@ -276,12 +260,6 @@ func RunOpen(ctx context.Context, o OpenOptions, report func(Second)) (*Result, 
 		}
 	}
 	e.t0 = t0
-	for _, p := range e.players {
-		p.due = o.Schedule.At(o.Seed, p.idx, 0, 0)
-		if p.due != noMore {
-			e.remaining.Add(1)
-		}
-	}
 	o.Logger.Info("open-loop run starting", "players", o.Players, "first", o.FirstPlayer, "t0", t0, "schedule_end", o.Schedule.End())
 
 	var readers sync.WaitGroup
@@ -369,6 +347,35 @@ func RunOpen(ctx context.Context, o OpenOptions, report func(Second)) (*Result, 
 	r.Start = t0
 	o.Logger.Info("open-loop run done", "sent", r.Sent, "acked", r.Acked, "answered", r.Answered, "lost", r.Lost)
 	return r, err
+}
+
+// newEngine builds the engine of o (valid, with defaults) and its players,
+// not connected yet.
+func newEngine(o OpenOptions) *engine {
+	e := &engine{o: o, windowEnd: int64(o.Schedule.End()), endCh: make(chan struct{})}
+	e.endAt.Store(int64(o.Schedule.End()))
+	for i := range e.hs {
+		e.hs[i].ack, e.hs[i].update = newSecondHist(), newSecondHist()
+	}
+	nShards := min(4, o.Players)
+	for i := range nShards {
+		e.shards = append(e.shards, newSender(e, i))
+	}
+	e.players = make([]*oplayer, o.Players)
+	for i := range e.players {
+		idx := o.FirstPlayer + i
+		p := &oplayer{idx: idx, local: i, sh: e.shards[i%nShards], nextSeq: 1}
+		p.w = *newWalker(o.Graph, o.Seed, idx)
+		e.players[i] = p
+	}
+
+	for _, p := range e.players {
+		p.due = o.Schedule.At(o.Seed, p.idx, 0, 0)
+		if p.due != noMore {
+			e.remaining.Add(1)
+		}
+	}
+	return e
 }
 
 // waitUntil sleeps until t; false when ctx ended or stop closed first.

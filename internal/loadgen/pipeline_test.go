@@ -9,7 +9,6 @@ import (
 	"treasure/internal/graph"
 	"treasure/internal/natsjs"
 	"treasure/internal/stack"
-	"treasure/internal/testdata"
 	"treasure/internal/testenv"
 )
 
@@ -26,10 +25,7 @@ type pipeline struct {
 
 func startPipeline(t *testing.T) pipeline {
 	t.Helper()
-	g, err := graph.LoadDIMACS(testdata.Path(t, "amsterdam.gr.gz"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := amsterdam(t)
 	part, err := graph.Partition(g, 2)
 	if err != nil {
 		t.Fatal(err)

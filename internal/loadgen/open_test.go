@@ -224,7 +224,10 @@ func TestAccountingMatchesAnswersAndUpdatesBySeq(t *testing.T) {
 	if _, n, _ := p.fill(e, int64(time.Second), nil); n != 10 {
 		t.Fatalf("sent %d moves, want 10", n)
 	}
-	ack := func(seq string) { m, ok := line(`{"type":"ack","seq":` + seq + `}`); p.answer(e, m, ok, int64(time.Second)) }
+	ack := func(seq string) {
+		m, ok := line(`{"type":"ack","seq":` + seq + `}`)
+		p.answer(e, m, ok, int64(time.Second))
+	}
 	upd := func(id, seq string) {
 		m, ok := line(`{"type":"proximity","id":` + id + `,"seq":` + seq + `,"node":1,"treasure":null}`)
 		p.update(e, m, ok, int64(time.Second))
@@ -240,9 +243,9 @@ func TestAccountingMatchesAnswersAndUpdatesBySeq(t *testing.T) {
 	ack("4")
 	ack("5")
 	upd("5", "5")
-	upd("6", "4") // reordered, still answers move 4
+	upd("6", "4")  // reordered, still answers move 4
 	upd("8", "99") // a seq never sent; id 7 skipped
-	ack("6")      // acked, update never comes
+	ack("6")       // acked, update never comes
 	// 7..10: never answered
 	r := settled(e)
 	want := map[string]uint64{

@@ -203,8 +203,8 @@ type openFlags struct {
 
 func addOpenFlags(fs *flag.FlagSet, env Env, players int, drain time.Duration) *openFlags {
 	return &openFlags{
-		ingest:          fs.String("ingest", wsFromAddr(envOr(env, platform.EnvIngestAddr, platform.DefaultIngestAddr)), "ingest WebSocket base URLs, comma-separated (default from TREASURE_INGEST_ADDR)"),
-		push:            fs.String("push", wsFromAddr(envOr(env, platform.EnvPushAddr, platform.DefaultPushAddr)), "push WebSocket base URLs, comma-separated (default from TREASURE_PUSH_ADDR)"),
+		ingest:          fs.String("ingest", wsFromAddr(envOr(env, platform.EnvIngestAddr, platform.DefaultIngestAddr)), "ingest WebSocket base URLs, comma-separated; player i uses the (i mod n)th (env TREASURE_INGEST_ADDR)"),
+		push:            fs.String("push", wsFromAddr(envOr(env, platform.EnvPushAddr, platform.DefaultPushAddr)), "push WebSocket base URLs, comma-separated; player i uses the (i mod m)th (env TREASURE_PUSH_ADDR)"),
 		metrics:         fs.String("metrics", "", "server /metrics URLs, comma-separated (for CPU accounting; accepted, not read yet)"),
 		graph:           fs.String("graph", env("TREASURE_GRAPH"), "road graph the services serve: .gr, .gr.gz or .snap (env TREASURE_GRAPH)"),
 		secret:          fs.String("secret", env("TREASURE_JWT_SECRET"), "JWT secret of the services (env TREASURE_JWT_SECRET)"),

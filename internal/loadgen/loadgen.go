@@ -1,8 +1,16 @@
 // Package loadgen simulates players of treasure over real WebSockets: each
 // one walks the road graph, sending moves to ingest and reading its updates
 // from push, and the run reports throughput, move→update latency and
-// errors every second. The demo (`treasure dev --players N`) and
-// `treasure loadgen` (the figures of BENCHMARKS.md) use it.
+// errors every second.
+//
+// It has two engines. RunOpen (open.go) is the open-loop one, for figures:
+// every player sends on a fixed schedule whatever the answers, latencies
+// run from the scheduled send time, and every move is accounted for
+// (`treasure loadgen steady|ramp|drop`). Run (this file) is the
+// closed-loop one the demo uses (`treasure dev --players N`, and
+// `treasure loadgen closed`): a player waits for each answer, so slow
+// answers lower the offered load and hide queueing. The rest of this
+// comment describes Run.
 //
 // # A simulated player
 //

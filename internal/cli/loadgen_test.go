@@ -128,7 +128,7 @@ func checkClean(t *testing.T, m map[string]any, out string) {
 func TestLoadgenSteadyOnThePipeline(t *testing.T) {
 	t.Parallel()
 	p := startLoadgenPipeline(t)
-	code, out, errs := runCLI(t, "", nil, "loadgen", "steady", "--ingest", p.ingest, "--push", p.push,
+	code, out, errs := runCLI(t, "", nil, "loadgen", "steady", "--ingest", p.ingest+","+p.ingest, "--push", p.push+", "+p.push,
 		"--graph", p.graphPath, "--secret", loadgenSecret, "--players", "60", "--rate", "4", "--duration", "2s",
 		"--nats", p.nats, "--stream-prefix", p.prefix, "--json")
 	if code != 0 {

@@ -97,8 +97,9 @@ import (
 
 // OpenOptions are one process's share of an open-loop run.
 type OpenOptions struct {
-	// Ingest and Push are ws:// base URLs; player i (local index) uses
-	// Ingest[i%len(Ingest)] and Push[i%len(Push)].
+	// Ingest and Push are ws:// base URLs; player j = FirstPlayer+i uses
+	// Ingest[j%len(Ingest)] and Push[j%len(Push)], so that the spread does
+	// not depend on how the players are split over processes.
 	Ingest, Push []string
 	Graph        *graph.Graph
 	Secret       string
@@ -521,10 +522,10 @@ func (e *engine) connect(ctx context.Context) error {
 				tok, err := auth.Sign(o.Secret, o.PlayerPrefix+strconv.Itoa(p.idx), "", 0)
 				if err == nil {
 					tok = url.QueryEscape(tok)
-					p.push, err = e.dial(ctx, dialer, push[i%len(push)]+"?token="+tok+pushQuery)
+					p.push, err = e.dial(ctx, dialer, push[p.idx%len(push)]+"?token="+tok+pushQuery)
 				}
 				if err == nil {
-					p.ingest, err = e.dial(ctx, dialer, ingest[i%len(ingest)]+"?token="+tok)
+					p.ingest, err = e.dial(ctx, dialer, ingest[p.idx%len(ingest)]+"?token="+tok)
 				}
 				if err != nil {
 					once.Do(func() { firstErr = err; cancel() })

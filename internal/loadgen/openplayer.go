@@ -195,6 +195,9 @@ func (p *oplayer) answer(e *engine, m msg, ok bool, now int64) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.dead {
+		return
+	}
 	s := p.slot(m.seq)
 	if s.seq != m.seq || s.state == stFree {
 		if m.seq > 0 && m.seq < p.nextSeq {
@@ -320,6 +323,9 @@ func (p *oplayer) update(e *engine, m msg, ok bool, now int64) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.dead {
+		return
+	}
 	seq := m.seq
 	if seq < p.lastUpd {
 		e.reordered.Add(1) // SPEC: a player's updates come in move order

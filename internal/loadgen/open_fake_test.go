@@ -1,0 +1,83 @@
+package loadgen
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"treasure/internal/game"
+)
+
+func fakeOpenOptions(f *fake, players int, s Schedule) OpenOptions {
+	return OpenOptions{
+		Ingest: []string{f.url()}, Push: []string{f.url()}, Graph: f.g, Secret: fakeSecret,
+		PlayerPrefix: "o-", Players: players, Seed: 3, Schedule: s, Drain: 5 * time.Second,
+	}
+}
+
+// TestRunOpenResendsRateLimitedMoves: every third send is answered
+// rate_limited, and the moves already in flight behind it discontinuous;
+// the player sends the chain again and every move ends acked and answered.
+func TestRunOpenResendsRateLimitedMoves(t *testing.T) {
+	g := amsterdam(t)
+	f := newFake(t, g, fakeOptions{rateLimitEvery: 3})
+	r, err := RunOpen(context.Background(), fakeOpenOptions(f, 20, Schedule{Rate: 20, Duration: time.Second}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tot := f.totals()
+	if r.Failed() || r.Sent != 20*20 || r.Acked != r.Sent || r.Answered != r.Acked || r.Rejected != 0 || r.Unsent != 0 {
+		t.Fatalf("accounting: sent %d acked %d answered %d rejected %d unsent %d lost %d dup %d ooo %d unexpected %d",
+			r.Sent, r.Acked, r.Answered, r.Rejected, r.Unsent, r.Lost, r.Duplicated, r.OutOfOrder, r.Unexpected)
+	}
+	if tot.rateLimited == 0 || r.Errors["rate_limited"] != uint64(tot.rateLimited) || r.Retries == 0 {
+		t.Fatalf("rate_limited: fake %d, counted %d, retries %d", tot.rateLimited, r.Errors["rate_limited"], r.Retries)
+	}
+	if uint64(tot.accepted) != r.Acked {
+		t.Fatalf("the fake accepted %d moves, the load generator counted %d acks", tot.accepted, r.Acked)
+	}
+}
+
+// TestRunOpenReportsADroppedSocket: the fake drops each player's ingest
+// socket after accepting its second move, before the ack: the player ends
+// and its unanswered moves count as lost.
+func TestRunOpenReportsADroppedSocket(t *testing.T) {
+	g := amsterdam(t)
+	f := newFake(t, g, fakeOptions{dropIngestAfter: 2})
+	r, err := RunOpen(context.Background(), fakeOpenOptions(f, 5, Schedule{Rate: 10, Duration: time.Second}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Failed() || r.LostUnanswered < 5 || r.Errors["closed"] != 5 {
+		t.Fatalf("lost unanswered %d, closed %d", r.LostUnanswered, r.Errors["closed"])
+	}
+	if r.Sent != r.Acked+r.Rejected+r.LostUnanswered || r.Acked != r.Answered+r.LostNoUpdate {
+		t.Fatalf("the accounting does not add up: %+v", r)
+	}
+}
+
+// TestRunOpenStopEndsTheScheduleAndDrains: closing Stop ends a long
+// schedule early; what was sent is settled, and the moves scheduled after
+// the stop count neither as sent nor as unsent.
+func TestRunOpenStopEndsTheScheduleAndDrains(t *testing.T) {
+	g := amsterdam(t)
+	f := newFake(t, g, fakeOptions{})
+	stop := make(chan struct{})
+	o := fakeOpenOptions(f, 10, Schedule{Rate: 10, Duration: time.Hour})
+	o.Stop = stop
+	seconds := 0
+	r, err := RunOpen(context.Background(), o, func(Second) {
+		if seconds++; seconds == 1 {
+			close(stop)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Failed() || r.Sent == 0 || r.Sent >= 10*10*3600 || r.Answered != r.Sent || r.Unsent != 0 {
+		t.Fatalf("sent %d answered %d unsent %d failed %v", r.Sent, r.Answered, r.Unsent, r.Failed())
+	}
+	if f.totals().rejectedCodes[game.CodeDiscontinous] != 0 {
+		t.Fatalf("moves rejected: %v", f.totals().rejectedCodes)
+	}
+}

@@ -2,23 +2,33 @@ package loadgen
 
 // # The open-loop engine (RunOpen)
 //
-// The final API (CONTRACTS.md, "The open-loop engine API"):
+// The final API (CONTRACTS.md, "The open-loop engine API"; fields and
+// their contracts are documented where they are declared):
 //
-//	type OpenOptions struct { Ingest, Push []string; Graph *graph.Graph; Secret, PlayerPrefix string;
-//	    FirstPlayer, Players int; Seed uint64; LocalAddr string; PushLeaderboard bool;
-//	    Logger *slog.Logger; Connected func(ctx) (time.Time, error); Schedule Schedule;
-//	    Drain time.Duration; Progress func(connected int) }
+//	type OpenOptions struct {
+//	    Ingest, Push []string                 // ws:// base URLs; player j uses Ingest[j%n], Push[j%m]
+//	    Graph *graph.Graph; Secret string
+//	    PlayerPrefix string; FirstPlayer, Players int   // ids PlayerPrefix+(FirstPlayer+i)
+//	    Seed uint64; LocalAddr string; PushLeaderboard bool; Logger *slog.Logger
+//	    Connected func(ctx) (t0 time.Time, err error)  // nil: t0 = now
+//	    Schedule Schedule; Drain, ConnectTimeout time.Duration
+//	    Progress func(connected int); Stop <-chan struct{} // Stop: end the schedule early, then drain
+//	}
 //	type Schedule struct { Rate float64; Duration, Window time.Duration; Waves int; RateAt func(time.Duration) float64 }
-//	type Result struct { Players int; Sent, Retries, Acked, Rejected, Answered, Lost, LostUnanswered,
-//	    LostNoUpdate, Duplicated, OutOfOrder, Unexpected, Unsent, SentInWindow uint64;
-//	    Errors map[string]uint64; Ack, Update *hdr.Histogram; Seconds []Second;
-//	    OutstandingPeak int64; DrainS, ElapsedS float64 }      // JSON round-trips, (*Result).Merge
+//	func (Schedule) At(seed, player, k, prev) int64; func (Schedule) End() time.Duration
+//	type Result struct {                       // JSON round-trips; (*Result).Merge
+//	    Players int; Sent, Retries, Acked, Rejected, Answered, Lost, LostUnanswered, LostNoUpdate,
+//	    Duplicated, OutOfOrder, Reordered, Unexpected, Unsent, SentInWindow uint64
+//	    Errors map[string]uint64; Ack, Update *hdr.Histogram (µs); Seconds []Second
+//	    OutstandingPeak int64; DrainS, ElapsedS float64; Start time.Time
+//	}
 //	type Second struct { Index int; Offered, Sent, Acked, Answered, Errors uint64;
-//	    Outstanding, InFlight int64; Ack, Update *hdr.Histogram }  // (*Second).Merge
+//	    Outstanding, InFlight int64; Ack, Update *hdr.Histogram }   // (*Second).Merge, Line
 //	func RunOpen(ctx, OpenOptions, report func(Second)) (*Result, error)
-//	func (r *Result) Failed() bool   // lost, duplicated, out of order or unexpected
-//	func NewSummary(r *Result) Summary // the CLI's JSON summary, with Extra
-//	type LeaderboardPoller, Backlog: poll.go.
+//	func (*Result) Failed() bool               // lost, duplicated, out of order or unexpected
+//	func NewSummary(scenario string, r *Result) Summary   // the --json object; Summary.Extra merges in
+//	poll.go: LeaderboardPoller (Run, Stats), JetStreamBacklog + BacklogMonitor (Run, Last, Peak,
+//	    ZeroAfter), PostDrop, RandomTreasures, HTTPBase — for a coordinator of several processes.
 //
 // # Open loop
 //

@@ -450,7 +450,7 @@ func runLoadgenRamp(ctx context.Context, args []string, env Env, io IO) error {
 	)
 	r.onSecond = func(s loadgen.Second) {
 		secs = append(secs, s)
-		if (s.Index+1)%everyS != 0 || stopped {
+		if (s.Index+1)%everyS != 0 || stopped || s.Index >= steps*everyS { // the drain's seconds are no step
 			return
 		}
 		k := s.Index / everyS

@@ -271,3 +271,45 @@ func TestLoadgenNeedsAScenario(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadgenRampOnThePipeline runs three short steps: every step until
+// the first failing one held, held_rate is the last held step's rate, and
+// the accounting is clean either way (no timing assertion: a slow box may
+// fail a step).
+func TestLoadgenRampOnThePipeline(t *testing.T) {
+	t.Parallel()
+	p := startLoadgenPipeline(t)
+	code, out, errs := runCLI(t, "", nil, "loadgen", "ramp", "--ingest", p.ingest, "--push", p.push,
+		"--graph", p.graphPath, "--secret", loadgenSecret, "--players", "50", "--from", "50", "--step", "50",
+		"--every", "1s", "--max", "150", "--p99", "5s", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
+	}
+	m := lastJSON(t, out)
+	checkClean(t, m, out)
+	steps, _ := m["steps"].([]any)
+	if len(steps) == 0 || len(steps) > 3 {
+		t.Fatalf("steps: %v", m["steps"])
+	}
+	held := 0.0
+	for i, s := range steps {
+		st := s.(map[string]any)
+		if st["rate"] != float64(50*(i+1)) {
+			t.Fatalf("step %d rate %v", i, st["rate"])
+		}
+		if st["held"] == true {
+			if held != float64(50*i) {
+				t.Fatalf("step %d held after a failed one: %v", i, steps)
+			}
+			held = st["rate"].(float64)
+		} else if i != len(steps)-1 {
+			t.Fatalf("the ramp went on after failed step %d: %v", i, steps)
+		}
+	}
+	if len(steps) < 3 && steps[len(steps)-1].(map[string]any)["held"] == true {
+		t.Fatalf("the ramp stopped at a step that held: %v", steps)
+	}
+	if num(t, m, "held_rate") != held {
+		t.Fatalf("held_rate %v, the steps say %v", m["held_rate"], held)
+	}
+}

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"encoding/json"
 	"math"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -400,5 +401,50 @@ func TestResultRoundTripsAndMerges(t *testing.T) {
 	json.Unmarshal(out, &m)
 	if m["window_s"] != 1.0 || m["sent"] != 15.0 || m["players"] != 5.0 {
 		t.Fatalf("summary JSON: %s", out)
+	}
+}
+
+// BenchmarkOpenMove is the load generator's own work per move on its hot
+// path, sockets aside: build and encode a due move, read its ack and its
+// proximity update, record both latencies. It must not allocate.
+func BenchmarkOpenMove(b *testing.B) {
+	edges := make([]graph.Edge, 1000)
+	for i := range edges {
+		edges[i] = graph.Edge{U: uint32(i), V: uint32((i + 1) % 1000), Len: 1}
+	}
+	g, err := graph.FromEdges(1000, edges, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := newEngine(OpenOptions{Graph: g, Players: 1, Seed: 1, Schedule: Schedule{Rate: MaxRate, Duration: 1000 * time.Hour}})
+	p := e.players[0]
+	frame := make([]byte, 0, 4096)
+	ack, upd := make([]byte, 0, 64), make([]byte, 0, 128)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		now := int64(i+1) * int64(time.Millisecond)
+		var n int
+		frame, n, _ = p.fill(e, now, frame[:0])
+		if n != 1 {
+			b.Fatalf("fill sent %d moves", n)
+		}
+		seq := uint64(i + 1) // and the update's id
+		ack = append(strconv.AppendUint(append(ack[:0], `{"type":"ack","seq":`...), seq, 10), '}')
+		eachLine(ack, func(line []byte) {
+			m, ok := parseMsg(line)
+			p.answer(e, m, ok, now+1000)
+		})
+		upd = strconv.AppendUint(append(upd[:0], `{"type":"proximity","id":`...), seq, 10)
+		upd = strconv.AppendUint(append(upd, `,"seq":`...), seq, 10)
+		upd = append(upd, `,"node":7,"treasure":null}`...)
+		eachLine(upd, func(line []byte) {
+			m, ok := parseMsg(line)
+			p.update(e, m, ok, now+2000)
+		})
+	}
+	b.StopTimer()
+	if e.answered.Load() != uint64(b.N) || e.duplicated.Load()+e.unexpected.Load()+e.outOfOrder.Load() != 0 {
+		b.Fatalf("answered %d of %d; dup %d unexpected %d ooo %d", e.answered.Load(), b.N, e.duplicated.Load(), e.unexpected.Load(), e.outOfOrder.Load())
 	}
 }

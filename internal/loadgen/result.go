@@ -2,7 +2,6 @@ package loadgen
 
 import (
 	"encoding/json"
-	"sort"
 	"sync"
 	"time"
 
@@ -277,16 +276,6 @@ func maxMs(h *hdr.Histogram) float64 {
 		return 0
 	}
 	return float64(h.Max()) / 1000
-}
-
-// sortedKeys returns m's keys in order.
-func sortedKeys(m map[string]uint64) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // histShard is one of the sharded current-second histograms the socket

@@ -448,3 +448,43 @@ func BenchmarkOpenMove(b *testing.B) {
 		b.Fatalf("answered %d of %d; dup %d unexpected %d ooo %d", e.answered.Load(), b.N, e.duplicated.Load(), e.unexpected.Load(), e.outOfOrder.Load())
 	}
 }
+
+// TestFillBatchesAndWaitsForAFreeSlot: 40 moves due at once leave 16 per
+// frame; once openRing moves are unsettled the player waits, and the
+// settlement of its oldest move wakes it for the next one, still late and
+// stamped with its own scheduled time.
+func TestFillBatchesAndWaitsForAFreeSlot(t *testing.T) {
+	g := cycleGraph(t, 40)
+	s := Schedule{Rate: 100, Duration: time.Second}
+	e := testEngine(t, g, 1, s)
+	p := e.players[0]
+	now := int64(400 * time.Millisecond) // 40 moves due
+	var sent []int
+	for range 3 {
+		_, n, next := p.fill(e, now, nil)
+		sent = append(sent, n)
+		if n == maxBatch && next != now {
+			t.Fatalf("a full frame must ask to be called again at once, got %d", next)
+		}
+	}
+	if sent[0] != maxBatch || sent[1] != maxBatch || sent[2] != openRing-2*maxBatch || !p.full {
+		t.Fatalf("frames of %v moves, full %v; want 16, 16, then none: %d slots", sent, p.full, openRing)
+	}
+	if _, n, next := p.fill(e, now, nil); n != 0 || next != noMore {
+		t.Fatalf("a full player sent %d moves, next %d", n, next)
+	}
+	m, ok := line(`{"type":"ack","seq":1}`)
+	p.answer(e, m, ok, now)
+	m, ok = line(`{"type":"proximity","id":1,"seq":1,"node":1,"treasure":null}`)
+	p.update(e, m, ok, now)
+	if p.full || len(p.sh.woken) != 1 {
+		t.Fatalf("settling move 1 must wake the player: full %v, woken %v", p.full, p.sh.woken)
+	}
+	frame, n, _ := p.fill(e, now, nil)
+	if n != 1 || parseFrame(t, frame)[0].Seq != openRing+1 {
+		t.Fatalf("after a slot freed: %s", frame)
+	}
+	if got, want := p.slot(openRing+1).sched, s.At(7, 0, openRing, p.slot(openRing).sched); got != want {
+		t.Fatalf("move %d stamped %d, scheduled at %d", openRing+1, got, want)
+	}
+}

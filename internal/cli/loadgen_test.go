@@ -270,6 +270,21 @@ func TestLoadgenNeedsAScenario(t *testing.T) {
 			t.Fatalf("%v: exit %d, stderr %q", args, code, errs)
 		}
 	}
+	// Each scenario reads its own flags; closed is the former generator.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"loadgen", "closed", "--graph", "x", "--secret", "s", "--players", "0"}, "--players 0"},
+		{[]string{"loadgen", "steady", "--graph", "x", "--secret", "s", "--rate", "0"}, "--rate 0"},
+		{[]string{"loadgen", "ramp", "--graph", "x", "--secret", "s", "--every", "1500ms"}, "--every"},
+		{[]string{"loadgen", "drop", "--graph", "x", "--secret", "s", "--waves", "0"}, "--waves"},
+		{[]string{"loadgen", "drop", "--secret", "s", "--players", "10"}, "--graph"},
+	} {
+		if code, _, errs := runCLI(t, "", nil, c.args...); code != 2 || !strings.Contains(errs, c.want) {
+			t.Fatalf("%v: exit %d, stderr %q", c.args, code, errs)
+		}
+	}
 }
 
 // TestLoadgenRampOnThePipeline runs three short steps: every step until

@@ -200,6 +200,9 @@ func (p *oplayer) answer(e *engine, m msg, ok bool, now int64) {
 	}
 	s := p.slot(m.seq)
 	if s.seq != m.seq || s.state == stFree {
+		if m.kind == kindError {
+			e.countErrCode(m.code)
+		}
 		if m.seq > 0 && m.seq < p.nextSeq {
 			e.duplicated.Add(1)
 		} else {
@@ -295,7 +298,7 @@ func (p *oplayer) resync(e *engine, now int64) {
 			p.w.place(p.pos)
 		default:
 			p.spawned = false // spawn again
-			p.w.at = p.w.spawnNode()
+			p.w.place(p.w.spawnNode())
 		}
 	}
 	p.hasSrv = false

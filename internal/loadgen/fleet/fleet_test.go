@@ -44,6 +44,12 @@ func testWorkerMain(mode string) int {
 			}
 			select {}
 		}
+	case "engine":
+		if err := Worker(ctx, os.Stdin, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "worker:", err)
+			return 1
+		}
+		return 0
 	case "exit3": // dies without a word on stdout
 		fmt.Fprintln(os.Stderr, "worker about to exit 3")
 		return 3

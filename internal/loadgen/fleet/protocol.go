@@ -66,12 +66,25 @@ type Config struct {
 	Seed         uint64 `json:"seed"`
 	// LocalAddr is the source IP the worker dials from ("" lets the kernel
 	// choose).
-	LocalAddr string        `json:"local_addr,omitempty"`
-	Drain     time.Duration `json:"drain_ns,omitempty"`
-	// Schedule is the engine's schedule in its wire form (engine.go).
-	Schedule json.RawMessage `json:"schedule,omitempty"`
+	LocalAddr       string        `json:"local_addr,omitempty"`
+	PushLeaderboard bool          `json:"push_leaderboard,omitempty"`
+	Drain           time.Duration `json:"drain_ns,omitempty"`
+	ConnectTimeout  time.Duration `json:"connect_timeout_ns,omitempty"`
+	Schedule        Schedule      `json:"schedule"`
 	// LogLevel is the slog level of the worker's stderr log.
 	LogLevel string `json:"log_level,omitempty"`
+}
+
+// Schedule is loadgen.Schedule in a form that travels: RateAt, a function,
+// is sampled every RateStep from 0 to Duration, and the worker steps
+// through the samples (RateAt(t) = RateSamples[t/RateStep]).
+type Schedule struct {
+	Rate        float64       `json:"rate,omitempty"`
+	Duration    time.Duration `json:"duration_ns,omitempty"`
+	Window      time.Duration `json:"window_ns,omitempty"`
+	Waves       int           `json:"waves,omitempty"`
+	RateStep    time.Duration `json:"rate_step_ns,omitempty"`
+	RateSamples []float64     `json:"rate_samples,omitempty"`
 }
 
 // maxLine bounds one protocol line: a result with per-second histograms of

@@ -230,3 +230,19 @@ func allLoopback(urls []string) bool {
 func Worker(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) error {
 	return serveWorker(ctx, stdin, stdout, openShare(stderr))
 }
+
+// RunOpen runs o.Open in this process with loadgen.RunOpen when one
+// process holds its players (at most PerWorker) and o.Workers is 0, and
+// over worker processes with Run otherwise: the one call a scenario needs.
+// In this process o.Open.Graph is used and must be set; over workers it
+// may be nil (they load GraphPath).
+func RunOpen(ctx context.Context, o Options, report func(loadgen.Second)) (*loadgen.Result, error) {
+	per := o.PerWorker
+	if per <= 0 {
+		per = PlayersPerWorker
+	}
+	if o.Workers == 0 && o.Open.Players <= per {
+		return loadgen.RunOpen(ctx, o.Open, report)
+	}
+	return Run(ctx, o, report)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -139,5 +140,81 @@ func TestTwoWorkerProcessesDropOnThePipeline(t *testing.T) {
 	}
 	if sent != r.Sent {
 		t.Errorf("reported seconds sent %d, result %d", sent, r.Sent)
+	}
+}
+
+// children returns the pids of this process's child processes (Linux).
+func children(t *testing.T) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Skip("no /proc:", err)
+	}
+	me := os.Getpid()
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid …: comm may hold spaces, so split after ")"
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(me) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func fleetOptions(t *testing.T, graphPath, ingest, push string, players int, s loadgen.Schedule) Options {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Options{
+		Open: loadgen.OpenOptions{
+			Ingest: []string{ingest}, Push: []string{push}, Secret: pipelineSecret,
+			PlayerPrefix: "fleet-", Players: players, Seed: 3, Schedule: s, Drain: 20 * time.Second,
+		},
+		GraphPath: graphPath, Workers: 2,
+		Command: []string{exe, "-test.run=^$"}, Env: []string{"FLEET_TEST_WORKER=engine"},
+		Stderr: testLog{t},
+	}
+}
+
+func TestCancelStopsEveryWorkerProcessOnThePipeline(t *testing.T) {
+	graphPath, ingest, push := startPipeline(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	o := fleetOptions(t, graphPath, ingest, push, 20, loadgen.Schedule{Rate: 2, Duration: time.Hour})
+	r, err := Run(ctx, o, func(s loadgen.Second) {
+		if s.Index == 1 {
+			cancel() // Ctrl-C
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("err %v, want the cancellation", err)
+	}
+	if r == nil || r.Players != 20 || r.Sent == 0 {
+		t.Errorf("result %+v: want what both workers measured before the stop", r)
+	}
+	if pids := children(t); len(pids) != 0 {
+		t.Errorf("child processes left after the run: %v", pids)
+	}
+}
+
+func TestAWorkerThatCannotRunFailsTheRun(t *testing.T) {
+	_, ingest, push := startPipeline(t)
+	o := fleetOptions(t, "/nonexistent/city.snap", ingest, push, 4, loadgen.Schedule{Rate: 1, Duration: time.Second})
+	_, err := Run(context.Background(), o, nil)
+	if err == nil || !strings.Contains(err.Error(), "no such file") || !strings.Contains(err.Error(), "worker ") {
+		t.Fatalf("err %v: want the worker's failure to load the graph", err)
+	}
+	if pids := children(t); len(pids) != 0 {
+		t.Errorf("child processes left after the run: %v", pids)
 	}
 }

@@ -174,3 +174,49 @@ func TestCancelStopsWorkerProcesses(t *testing.T) {
 	}
 	b.requireGone(t)
 }
+
+func TestWorkerStopsWhenItsCoordinatorIsGone(t *testing.T) {
+	t.Parallel()
+	b := &testBinary{mode: mode("until-stopped")}
+	p, err := b.start(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.kill()
+	w := &lineWriter{w: p.stdin()}
+	if err := w.send(message{Type: msgConfig, Config: &Config{Players: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	r := newLineReader(p.stdout())
+	for {
+		m, err := r.next()
+		if err != nil {
+			t.Fatalf("worker ended before it was ready: %v", err)
+		}
+		if m.Type == msgReady {
+			break
+		}
+	}
+	if err := w.send(message{Type: msgStart, T0: time.Now().UnixNano()}); err != nil {
+		t.Fatal(err)
+	}
+	p.stdin().Close() // the coordinator dies
+	exited := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := r.next(); err != nil {
+				break
+			}
+		}
+		exited <- p.wait()
+	}()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("worker exited with %v after its stdin closed, want a clean stop", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("worker still running 30 s after its stdin closed")
+	}
+	b.requireGone(t)
+}

@@ -44,6 +44,9 @@ type coordOptions struct {
 	// every worker has the start message before its schedule begins.
 	connected  func(ctx context.Context) (time.Time, error)
 	startDelay time.Duration
+	// end, when closed, ends every worker's schedule early (they drain
+	// and send their results as at the schedule's end).
+	end <-chan struct{}
 	// progress gets the total of connected players, at most every 250 ms
 	// and once when all are connected.
 	progress func(connected int)
@@ -172,6 +175,7 @@ func coordinate[R, S any](ctx context.Context, o coordOptions, c codec[R, S], re
 
 	started, stopping := false, false
 	done := ctx.Done()
+	end := o.end
 	var stopTimer <-chan time.Time
 	exited := 0
 	for exited < len(ws) {
@@ -183,6 +187,9 @@ func coordinate[R, S any](ctx context.Context, o coordOptions, c codec[R, S], re
 			t := time.NewTimer(o.stopTimeout)
 			defer t.Stop()
 			stopTimer = t.C
+		case <-end:
+			end = nil
+			send(message{Type: msgEnd})
 		case <-stopTimer:
 			stopTimer = nil
 			fail(fmt.Errorf("workers did not finish within %v of the stop: killed", o.stopTimeout))

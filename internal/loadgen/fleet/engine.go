@@ -70,6 +70,7 @@ func openShare(stderr io.Writer) runShare {
 			Logger:    log.With("worker", c.Worker),
 			Connected: h.connected, Progress: h.progress,
 			Schedule: c.Schedule.schedule(), Drain: c.Drain, ConnectTimeout: c.ConnectTimeout,
+			Stop: h.end,
 		}, func(s loadgen.Second) { h.second(s.Index, s) })
 		if err != nil && res != nil && errors.Is(context.Cause(ctx), errStopped) {
 			err = nil // stopped early, as asked: what was measured stands

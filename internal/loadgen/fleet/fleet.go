@@ -27,7 +27,7 @@ type Options struct {
 	// Open is the whole run as one process would run it: all the players
 	// (FirstPlayer, Players), the URLs, the schedule, the hooks. Its
 	// Graph is not used (workers load GraphPath); Connected and Progress
-	// run in the coordinator; Logger receives the coordinator's lines;
+	// run in the coordinator; closing Stop ends every worker's schedule; Logger receives the coordinator's lines;
 	// LocalAddr, when set, is used by every worker instead of SourceAddr.
 	Open loadgen.OpenOptions
 	// GraphPath is the graph file every worker loads: the services' graph.
@@ -131,6 +131,7 @@ func Run(ctx context.Context, o Options, report func(loadgen.Second)) (*loadgen.
 			return startProcess(command, o.Env, stderr, "worker "+strconv.Itoa(k)+": ")
 		},
 		connected:   o.Open.Connected,
+		end:         o.Open.Stop,
 		startDelay:  o.StartDelay,
 		progress:    o.Open.Progress,
 		stopTimeout: o.StopTimeout,
@@ -189,8 +190,8 @@ func (o Options) configs() ([]Config, error) {
 		}
 		cfgs = append(cfgs, Config{
 			Worker: k,
-			// Rotated so that player id i uses Ingest[i%n] whatever the split.
-			Ingest: rotate(op.Ingest, sh.First-op.FirstPlayer), Push: rotate(op.Push, sh.First-op.FirstPlayer),
+			// Player j uses Ingest[j%n] whatever the split (RunOpen).
+			Ingest: op.Ingest, Push: op.Push,
 			GraphPath: o.GraphPath, Secret: op.Secret, PlayerPrefix: op.PlayerPrefix,
 			FirstPlayer: sh.First, Players: sh.Players, Seed: op.Seed, LocalAddr: local,
 			PushLeaderboard: op.PushLeaderboard, Drain: op.Drain, ConnectTimeout: op.ConnectTimeout,
@@ -198,12 +199,6 @@ func (o Options) configs() ([]Config, error) {
 		})
 	}
 	return cfgs, nil
-}
-
-// rotate returns s rotated left by n.
-func rotate(s []string, n int) []string {
-	n %= len(s)
-	return append(append([]string(nil), s[n:]...), s[:n]...)
 }
 
 // allLoopback reports whether every URL's host is a loopback address.

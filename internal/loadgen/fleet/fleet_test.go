@@ -72,6 +72,7 @@ type fakeResult struct {
 	T0s     []int64          `json:"t0s"`
 	Workers []int            `json:"workers"`
 	Stopped bool             `json:"stopped"`
+	Ended   int              `json:"ended"`
 	Extra   map[string]int64 `json:"extra,omitempty"`
 }
 
@@ -93,6 +94,7 @@ var fakeCodec = codec[fakeResult, fakeSecond]{
 		dst.T0s = append(dst.T0s, src.T0s...)
 		dst.Workers = append(dst.Workers, src.Workers...)
 		dst.Stopped = dst.Stopped || src.Stopped
+		dst.Ended += src.Ended
 	},
 	mergeSecond: func(dst, src *fakeSecond) {
 		dst.Sent += src.Sent
@@ -132,6 +134,9 @@ func fakeEngine(o fakeOptions) runShare {
 			select {
 			case <-ctx.Done():
 				r.Stopped = true
+				break loop
+			case <-h.end:
+				r.Ended = 1
 				break loop
 			case <-t.C:
 			}
@@ -316,5 +321,25 @@ func TestCancelBeforeEveryWorkerIsReady(t *testing.T) {
 	}, fakeCodec, nil)
 	if err == nil || !strings.Contains(err.Error(), errStopped.Error()) {
 		t.Fatalf("err %v: want the run to fail with the stop (no result to merge)", err)
+	}
+}
+
+func TestEndingTheScheduleEndsEveryWorker(t *testing.T) {
+	end := make(chan struct{})
+	var once sync.Once
+	res, err := coordinate(context.Background(), coordOptions{
+		configs: configs(3, 3, 3),
+		start:   pipes(func(int) runShare { return fakeEngine(fakeOptions{seconds: 1 << 20}) }),
+		end:     end,
+	}, fakeCodec, func(i int, s *fakeSecond) {
+		if i == 2 {
+			once.Do(func() { close(end) }) // ramp: a step failed
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Ended != 3 || res.Stopped || res.Players != 9 {
+		t.Errorf("result %+v: want every worker ended (not stopped)", res)
 	}
 }

@@ -20,7 +20,8 @@ import (
 //	                                  {"type":"ready"}             (every socket is open)
 //	{"type":"start","t0":UNIX_NANOS}
 //	                                  {"type":"second","i":I,"body":{…}}  (per second since t0)
-//	{"type":"stop"}                   (optional: end the schedule early, drain, finish)
+//	{"type":"end"}                    (optional: end the schedule now, drain, finish)
+//	{"type":"stop"}                   (optional: stop now, skip the drain, finish)
 //	                                  {"type":"result","body":{…}}  then exit 0
 //	                                  {"type":"error","error":"…"}  then exit 1
 //
@@ -31,6 +32,7 @@ import (
 const (
 	msgConfig    = "config"
 	msgStart     = "start"
+	msgEnd       = "end"
 	msgStop      = "stop"
 	msgConnected = "connected"
 	msgReady     = "ready"

@@ -10,6 +10,9 @@ import (
 
 // hooks are what a worker's engine calls back into the protocol.
 type hooks struct {
+	// end is closed when the coordinator ends the schedule early: the
+	// engine stops sending, drains and returns its result.
+	end <-chan struct{}
 	// progress reports how many players are connected so far.
 	progress func(connected int)
 	// connected tells the coordinator every socket is open and waits for
@@ -26,8 +29,8 @@ type runShare func(ctx context.Context, c Config, h hooks) (any, error)
 
 // serveWorker is the worker's side of the protocol: it reads the config
 // from in, runs run, and writes progress, readiness, seconds and the
-// result (or the error) to out. A stop message or end of file on in
-// cancels run's context; so does ctx. It returns run's error, or a
+// result (or the error) to out. An end message closes hooks.end; a stop
+// message or end of file on in cancels run's context; so does ctx. It returns run's error, or a
 // protocol error.
 func serveWorker(ctx context.Context, in io.Reader, out io.Writer, run runShare) error {
 	r := newLineReader(in)
@@ -44,7 +47,9 @@ func serveWorker(ctx context.Context, in io.Reader, out io.Writer, run runShare)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	start := make(chan int64, 1)
+	end := make(chan struct{})
 	go func() {
+		ended := false
 		for {
 			m, err := r.next()
 			switch {
@@ -61,6 +66,11 @@ func serveWorker(ctx context.Context, in io.Reader, out io.Writer, run runShare)
 				case start <- m.T0:
 				default:
 				}
+			case msgEnd:
+				if !ended {
+					ended = true
+					close(end)
+				}
 			case msgStop:
 				cancel(errStopped)
 			}
@@ -68,6 +78,7 @@ func serveWorker(ctx context.Context, in io.Reader, out io.Writer, run runShare)
 	}()
 
 	h := hooks{
+		end:      end,
 		progress: func(n int) { _ = w.send(message{Type: msgConnected, N: n}) },
 		connected: func(ctx context.Context) (time.Time, error) {
 			if err := w.send(message{Type: msgReady}); err != nil {

@@ -47,8 +47,8 @@ type coordOptions struct {
 	// end, when closed, ends every worker's schedule early (they drain
 	// and send their results as at the schedule's end).
 	end <-chan struct{}
-	// progress gets the total of connected players, at most every 250 ms
-	// and once when all are connected.
+	// progress gets the total of connected players when it changed, at
+	// most every 250 ms, and once when all are connected.
 	progress func(connected int)
 	// stopTimeout bounds how long workers may take to send their results
 	// after ctx ends; then they are killed.
@@ -159,7 +159,8 @@ func coordinate[R, S any](ctx context.Context, o coordOptions, c codec[R, S], re
 		}
 	}
 	var lastProgress time.Time
-	progress := func(force bool) {
+	lastSum := -1
+	progress := func() {
 		if o.progress == nil {
 			return
 		}
@@ -167,8 +168,8 @@ func coordinate[R, S any](ctx context.Context, o coordOptions, c codec[R, S], re
 		for _, w := range ws {
 			sum += w.connected
 		}
-		if now := time.Now(); force || sum == total || now.Sub(lastProgress) >= 250*time.Millisecond {
-			lastProgress = now
+		if now := time.Now(); sum != lastSum && (sum == total || now.Sub(lastProgress) >= 250*time.Millisecond) {
+			lastProgress, lastSum = now, sum
 			o.progress(sum)
 		}
 	}
@@ -207,7 +208,7 @@ func coordinate[R, S any](ctx context.Context, o coordOptions, c codec[R, S], re
 			switch e.m.Type {
 			case msgConnected:
 				w.connected = e.m.N
-				progress(false)
+				progress()
 			case msgReady:
 				w.ready = true
 				w.connected = o.configs[e.k].Players
@@ -215,7 +216,7 @@ func coordinate[R, S any](ctx context.Context, o coordOptions, c codec[R, S], re
 					continue
 				}
 				started = true
-				progress(true)
+				progress()
 				t0 := time.Now()
 				if o.connected != nil {
 					var err error
@@ -259,7 +260,7 @@ func coordinate[R, S any](ctx context.Context, o coordOptions, c codec[R, S], re
 		}
 	}
 	if failure != nil {
-		return nil, fmt.Errorf("loadgen fleet: %w", failure)
+		return nil, failure
 	}
 	emit(true)
 	merged := results[0]

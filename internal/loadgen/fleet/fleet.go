@@ -136,8 +136,13 @@ func Run(ctx context.Context, o Options, report func(loadgen.Second)) (*loadgen.
 		progress:    o.Open.Progress,
 		stopTimeout: o.StopTimeout,
 	}, openCodec, rep)
-	if ctx.Err() != nil {
-		err = errors.Join(ctx.Err(), err)
+	switch {
+	case ctx.Err() != nil && err != nil:
+		err = fmt.Errorf("loadgen fleet: stopped (%w) before every worker sent its result: %w", ctx.Err(), err)
+	case ctx.Err() != nil:
+		err = ctx.Err()
+	case err != nil:
+		err = fmt.Errorf("loadgen fleet: %w", err)
 	}
 	return res, err
 }

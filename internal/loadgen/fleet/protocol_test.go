@@ -68,3 +68,23 @@ func TestWorkerRefusesAFirstMessageThatIsNotConfig(t *testing.T) {
 		t.Errorf("err %v, want a complaint about the first message", err)
 	}
 }
+
+// FuzzLineReader: whatever a worker writes, reading it returns messages or
+// an error, never panics, and every message has a type.
+func FuzzLineReader(f *testing.F) {
+	f.Add([]byte(`{"type":"ready"}` + "\n" + `{"type":"second","i":2,"body":{"sent":1}}` + "\n"))
+	f.Add([]byte(`{"type":"config","config":{"players":3,"schedule":{"rate_samples":[1,2]}}}` + "\n"))
+	f.Add([]byte("garbage\n\n{"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := newLineReader(bytes.NewReader(b))
+		for range 1000 {
+			m, err := r.next()
+			if err != nil {
+				return
+			}
+			if m.Type == "" {
+				t.Fatalf("message without a type from %q", b)
+			}
+		}
+	})
+}

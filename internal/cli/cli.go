@@ -38,6 +38,7 @@ func commandTable() map[string]command {
 		"bench-core":  {"measure the hot core: load, RSS, field build, move loop, GC", runBenchCore},
 		"proximity":   {"run a proximity worker (graph partitions → proximity results, claims)", runProximity},
 		"loadgen":     {"open-loop load over real WebSockets: steady, ramp, drop (and the closed-loop generator)", runLoadgen},
+		"lg-worker":   {"(internal) one worker process of a multi-process loadgen run", runLoadgenWorker},
 		"healthcheck": {"GET a health URL once: exit 0 on 200 (container health checks)", runHealthcheck},
 		"dev":         {"the whole pipeline in one process (embedded JetStream), with simulated players", runDev},
 		"ingest":      {"run the ingest service (moves over WebSocket/HTTP, admin drops)", runIngest},

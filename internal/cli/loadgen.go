@@ -15,6 +15,7 @@ import (
 	"treasure/internal/auth"
 	"treasure/internal/graph"
 	"treasure/internal/loadgen"
+	"treasure/internal/loadgen/fleet"
 	"treasure/internal/platform"
 )
 
@@ -194,7 +195,7 @@ type openFlags struct {
 	ingest, push, metrics       *string
 	graph, secret, prefix       *string
 	nats, streamPrefix, local   *string
-	players                     *int
+	players, workers            *int
 	seed                        *uint64
 	asJSON, pushLeaderboard     *bool
 	drain                       *time.Duration
@@ -212,7 +213,8 @@ func addOpenFlags(fs *flag.FlagSet, env Env, players int, drain time.Duration) *
 		nats:            fs.String("nats", "", "NATS URL of the pipeline's JetStream, to read its backlog (optional)"),
 		streamPrefix:    fs.String("stream-prefix", envOr(env, "TREASURE_STREAM_PREFIX", "treasure"), "stream prefix of the pipeline (with --nats)"),
 		local:           fs.String("local-addr", "", "source IP to dial from (e.g. 127.0.0.3), to spread loopback ephemeral ports"),
-		players:         fs.Int("players", players, "simulated players (one process holds at most "+strconv.Itoa(loadgen.MaxPlayers)+")"),
+		players:         fs.Int("players", players, "simulated players (beyond "+strconv.Itoa(fleet.PlayersPerWorker)+", worker processes of this binary hold them: see --workers)"),
+		workers:         fs.Int("workers", 0, "load-generator worker processes (0: this process up to "+strconv.Itoa(fleet.PlayersPerWorker)+" players, else one per "+strconv.Itoa(fleet.PlayersPerWorker)+")"),
 		seed:            fs.Uint64("seed", 1, "seed of spawns, walks and schedules"),
 		asJSON:          fs.Bool("json", false, "print one JSON summary object as the last line of stdout"),
 		pushLeaderboard: fs.Bool("push-leaderboard", false, "keep the push sockets' leaderboard broadcasts (default: ?leaderboard=off)"),
@@ -240,6 +242,8 @@ func (f *openFlags) check() error {
 		return &UsageError{Msg: "--secret (or TREASURE_JWT_SECRET) is required: the services' JWT secret"}
 	case *f.players < 1:
 		return &UsageError{Msg: fmt.Sprintf("--players %d: at least 1", *f.players)}
+	case *f.workers < 0:
+		return &UsageError{Msg: fmt.Sprintf("--workers %d: must not be negative", *f.workers)}
 	case len(f.ingestURLs) == 0 || len(f.pushURLs) == 0:
 		return &UsageError{Msg: "--ingest and --push need at least one URL each"}
 	case *f.drain < 0:
@@ -255,14 +259,15 @@ func (f *openFlags) check() error {
 // options, per-second reports and Result) for any number of players.
 type openRunner func(ctx context.Context, o loadgen.OpenOptions, report func(loadgen.Second)) (*loadgen.Result, error)
 
-// runnerFor picks the runner for players: RunOpen in this process up to
-// loadgen.MaxPlayers. Beyond, the players need several processes: a
-// coordinator of worker processes with RunOpen's contract plugs in here.
-func runnerFor(players int) (openRunner, error) {
-	if players <= loadgen.MaxPlayers {
-		return loadgen.RunOpen, nil
+// runnerFor picks the runner for the flags: RunOpen in this process up to
+// fleet.PlayersPerWorker players (and --workers 0); beyond, or with
+// --workers N, worker processes of this binary (internal/loadgen/fleet),
+// each holding its share of the players' sockets under the open-files limit.
+func runnerFor(f *openFlags) openRunner {
+	graphPath, workers := *f.graph, *f.workers
+	return func(ctx context.Context, o loadgen.OpenOptions, report func(loadgen.Second)) (*loadgen.Result, error) {
+		return fleet.RunOpen(ctx, fleet.Options{Open: o, GraphPath: graphPath, Workers: workers}, report)
 	}
-	return nil, &UsageError{Msg: fmt.Sprintf("--players %d: one process simulates at most %d players (two sockets each, under the open-files limit of 20,000), and this build has no multi-process runner", players, loadgen.MaxPlayers)}
 }
 
 // openRun is one open-loop scenario's run, with its monitors.
@@ -373,10 +378,7 @@ func newOpenRun(name string, f *openFlags, io IO) (*openRun, error) {
 	if err := f.check(); err != nil {
 		return nil, err
 	}
-	runner, err := runnerFor(*f.players)
-	if err != nil {
-		return nil, err
-	}
+	runner := runnerFor(f)
 	g, err := graph.Open(*f.graph)
 	if err != nil {
 		return nil, &InputError{Err: err}

@@ -46,6 +46,13 @@ type conn struct {
 	done       chan struct{} // closed by kick
 	writerDone chan struct{}
 
+	// wmu is held by whoever writes to ws: the writer goroutine, the
+	// feed for a direct write (TryLock: it never waits), the reader for
+	// control replies. rest, the unwritten end of a direct write that
+	// timed out, goes out first.
+	wmu  sync.Mutex
+	rest []byte
+
 	mu     sync.Mutex
 	buf    []byte // queued messages, each followed by '\n'
 	spare  []byte // the writer's other buffer, swapped with buf
@@ -191,7 +198,11 @@ func (c *conn) kickLocked(code int, reason string) {
 func (c *conn) writeLoop(backlog []byte) {
 	defer close(c.writerDone)
 	defer c.ws.Close()
-	if err := c.writeBacklog(backlog); err != nil {
+	// The caller locked wmu before registering c: nothing overtakes the
+	// backlog.
+	err := c.writeBacklog(backlog)
+	c.wmu.Unlock()
+	if err != nil {
 		c.kick(0, "")
 		return
 	}
@@ -208,7 +219,7 @@ func (c *conn) writeLoop(backlog []byte) {
 				return
 			}
 		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.o.WriteTimeout)); err != nil {
+			if err := c.control(websocket.PingMessage, nil, time.Now().Add(c.s.o.WriteTimeout)); err != nil {
 				c.kick(0, "")
 				return
 			}
@@ -223,7 +234,7 @@ func (c *conn) writeLoop(backlog []byte) {
 				}
 			}
 			if code != 0 {
-				_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(closeTimeout))
+				_ = c.control(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(closeTimeout))
 			}
 			return
 		}
@@ -272,8 +283,14 @@ func (c *conn) take() (buf []byte, n int, lb []byte, off int, hops []hopStamp) {
 	return buf, n, lb, off, hops
 }
 
-// flush sends everything queued, and the leaderboard due, as one frame.
+// flush sends everything queued, and the leaderboard due, as one frame,
+// after the rest of a direct write that timed out.
 func (c *conn) flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.writeRest(); err != nil {
+		return err
+	}
 	buf, n, lb, lbOff, hops := c.take()
 	if n == 0 && lb == nil {
 		c.keep(buf)
@@ -350,6 +367,7 @@ var newline = []byte{'\n'}
 // anything else the client sends. A client silent for longer than
 // PongWait (no pong to our pings) is dropped.
 func (c *conn) readLoop() {
+	c.replyHandlers()
 	c.ws.SetReadLimit(maxClientMessage)
 	wait := c.s.o.PongWait
 	_ = c.ws.SetReadDeadline(time.Now().Add(wait))

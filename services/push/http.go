@@ -79,6 +79,7 @@ func (s *Server) serveUpdates(w http.ResponseWriter, r *http.Request) {
 	}
 	c := newConn(s, ws, claims.Subject)
 	c.noBoard = noBoard
+	c.wmu.Lock() // released by the writer once the backlog is out
 	backlog, ok := s.hub.register(c, after, resume)
 	if !ok {
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "shutdown"), time.Now().Add(closeTimeout))

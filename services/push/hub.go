@@ -45,6 +45,8 @@ type hub struct {
 	maxConns int // sockets per player
 
 	scratch []byte // the feed's record and JSON buffer
+	frame   []byte // the feed's direct-write frame buffer
+	direct  bool   // the feed writes to idle sockets itself (conn.send); the feed's own
 
 	mu     sync.Mutex // guards closed and wg.Add against Run's shutdown
 	closed bool
@@ -111,7 +113,7 @@ func (h *hub) deliver(id string, u *update) {
 	if len(p.conns) > 0 {
 		h.scratch = appendJSON(h.scratch[:0], n, u)
 		for _, c := range p.conns {
-			c.enqueue(h.scratch, h.boardVer)
+			c.send(h.scratch, h.boardVer, &h.frame)
 		}
 	}
 	sh.mu.Unlock()

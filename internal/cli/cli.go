@@ -46,6 +46,7 @@ func commandTable() map[string]command {
 		"push":        {"run the push service (player updates over WebSocket, leaderboard HTTP)", runPush},
 		"replay":      {"read the log from the start and print its results and claims, or --check them against the live run", runReplay},
 		"status":      {"streams, consumers and backlog of the pipeline's log", runStatus},
+		"edge-ref":    {"the bare socket edge: an ack and a null proximity update per move, nothing behind (the floor)", runEdgeRef},
 	}
 }
 

@@ -220,6 +220,7 @@ func BenchmarkFeedToSockets(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	b.ReportMetric(counter(b, s.m.direct)/float64(b.N), "direct/msg")
 	cancel()
 	if err := <-done; err != nil {
 		b.Fatal(err)

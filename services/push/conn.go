@@ -29,10 +29,13 @@ const (
 // whole buffer and sends it as one frame, so a reader that keeps up gets
 // one frame per wake-up and a burst travels in few frames. A queue that
 // reaches its bound marks the socket slow: it is closed with code 1008
-// and reason "slow", and its buffer freed. The pending leaderboard is
-// not in the queue: a socket holds at most one (the newest replaces an
-// unsent one) together with its place among the queued messages, so a
-// slow reader never accumulates snapshots.
+// and reason "slow", and its buffer freed.
+//
+// Leaderboards are not queued: when the writer takes the queue it adds
+// the hub's latest leaderboard to the frame if the socket is due one
+// (see hub), at the leaderboard's place in the log among the frame's
+// updates (mark), so a slow reader never accumulates snapshots and a
+// leaderboard rides with the updates wherever there are some.
 type conn struct {
 	s      *Server
 	ws     *websocket.Conn
@@ -43,17 +46,34 @@ type conn struct {
 	done       chan struct{} // closed by kick
 	writerDone chan struct{}
 
+	// wmu is held by whoever writes to ws: the writer goroutine, the
+	// feed for a direct write (TryLock: it never waits), the reader for
+	// control replies. rest, the unwritten end of a direct write that
+	// timed out, goes out first.
+	wmu  sync.Mutex
+	rest []byte
+
 	mu     sync.Mutex
 	buf    []byte // queued messages, each followed by '\n'
 	spare  []byte // the writer's other buffer, swapped with buf
 	n      int    // messages in buf
-	lb     []byte // pending leaderboard message (shared, immutable), nil when none
-	lbOff  int    // its place in buf: it goes before buf[lbOff:]
 	kicked bool
 	code   int // close code sent when kicked; 0: none (the peer is gone)
 	reason string
 
 	hops hopQueue // hop stamps of the queued proximity updates (feed.go); guarded by mu
+
+	// Leaderboard state, guarded by mu.
+	noBoard bool   // ?leaderboard=off: never send one; set before registration
+	lbWake  bool   // send the latest at the next write even without updates
+	lbVer   uint64 // version of the last leaderboard sent (or skipped as the same)
+	lbLast  []byte // the last leaderboard sent (shared, immutable)
+	lbNext  int64  // hub clock before which no other leaderboard goes out
+	// mark is the leaderboard version current when the first message
+	// of buf[markOff:] was queued: the messages before markOff came
+	// earlier in the log than that version, those after it later.
+	mark    uint64
+	markOff int
 }
 
 func newConn(s *Server, ws *websocket.Conn, player string) *conn {
@@ -73,8 +93,10 @@ func (c *conn) signal() {
 }
 
 // enqueue appends msg to the queue, or marks the socket slow when the
-// queue is full. It never blocks.
-func (c *conn) enqueue(msg []byte) {
+// queue is full. boardVer is the hub's latest leaderboard version when
+// msg was made (its place in the log relative to leaderboards). It
+// never blocks.
+func (c *conn) enqueue(msg []byte, boardVer uint64) {
 	c.mu.Lock()
 	if c.kicked {
 		c.mu.Unlock()
@@ -82,10 +104,13 @@ func (c *conn) enqueue(msg []byte) {
 	}
 	if c.n >= c.s.o.QueueSize {
 		c.kickLocked(websocket.ClosePolicyViolation, "slow")
-		c.buf, c.spare, c.n, c.lb = nil, nil, 0, nil
+		c.buf, c.spare, c.n, c.lbWake = nil, nil, 0, false
 		c.mu.Unlock()
 		c.s.m.slow.Inc()
 		return
+	}
+	if c.mark != boardVer {
+		c.mark, c.markOff = boardVer, len(c.buf)
 	}
 	c.buf = append(c.buf, msg...)
 	c.buf = append(c.buf, '\n')
@@ -95,17 +120,59 @@ func (c *conn) enqueue(msg []byte) {
 	c.signal()
 }
 
-// setLeaderboard makes msg the socket's pending leaderboard, placed after
-// the messages queued so far.
-func (c *conn) setLeaderboard(msg []byte) {
+// wakeBoard has the writer send the latest leaderboard (if due and
+// newer) even when nothing else is queued.
+func (c *conn) wakeBoard() {
 	c.mu.Lock()
-	if c.kicked {
-		c.mu.Unlock()
-		return
-	}
-	c.lb, c.lbOff = msg, len(c.buf)
+	wake := !c.kicked && !c.noBoard
+	c.lbWake = c.lbWake || wake
 	c.mu.Unlock()
-	c.signal()
+	if wake {
+		c.signal()
+	}
+}
+
+// offerBoard is the ticker's visit: it wakes the writer when the socket
+// is due a leaderboard (now, on the hub clock, is at least lbNext) and
+// behind version ver.
+func (c *conn) offerBoard(ver uint64, now int64) {
+	c.mu.Lock()
+	wake := !c.kicked && !c.noBoard && !c.lbWake && ver > c.lbVer && now >= c.lbNext
+	if wake {
+		c.lbWake = true
+	}
+	c.mu.Unlock()
+	if wake {
+		c.signal()
+	}
+}
+
+// boardLocked returns the leaderboard to add to a frame whose queued
+// part is end bytes long, and where it goes (before buf[off:]): the
+// hub's latest, when the socket takes leaderboards, is due one, and the
+// latest is newer than, and differs from, the last one it received.
+// Otherwise lb is nil. Callers hold c.mu and write the frame next.
+func (c *conn) boardLocked(end int) (lb []byte, off int) {
+	if c.noBoard {
+		return nil, end
+	}
+	b := c.s.hub.latest.Load()
+	if b == nil || b.ver <= c.lbVer {
+		return nil, end
+	}
+	now := c.s.hub.now()
+	if now < c.lbNext {
+		return nil, end
+	}
+	c.lbVer = b.ver
+	if bytes.Equal(b.msg, c.lbLast) {
+		return nil, end // back to the top this socket last received
+	}
+	c.lbLast, c.lbNext = b.msg, now+int64(boardInterval)
+	if c.mark == b.ver && c.markOff <= end {
+		return b.msg, c.markOff
+	}
+	return b.msg, end
 }
 
 // kick asks the socket to close with code and reason (code 0: without a
@@ -131,7 +198,11 @@ func (c *conn) kickLocked(code int, reason string) {
 func (c *conn) writeLoop(backlog []byte) {
 	defer close(c.writerDone)
 	defer c.ws.Close()
-	if err := c.writeBacklog(backlog); err != nil {
+	// The caller locked wmu before registering c: nothing overtakes the
+	// backlog.
+	err := c.writeBacklog(backlog)
+	c.wmu.Unlock()
+	if err != nil {
 		c.kick(0, "")
 		return
 	}
@@ -148,7 +219,7 @@ func (c *conn) writeLoop(backlog []byte) {
 				return
 			}
 		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.o.WriteTimeout)); err != nil {
+			if err := c.control(websocket.PingMessage, nil, time.Now().Add(c.s.o.WriteTimeout)); err != nil {
 				c.kick(0, "")
 				return
 			}
@@ -163,7 +234,7 @@ func (c *conn) writeLoop(backlog []byte) {
 				}
 			}
 			if code != 0 {
-				_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(closeTimeout))
+				_ = c.control(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(closeTimeout))
 			}
 			return
 		}
@@ -196,13 +267,31 @@ func (c *conn) writeBacklog(b []byte) error {
 	return nil
 }
 
-// flush sends everything queued as one frame.
-func (c *conn) flush() error {
+// take empties the queue: the frame to send is buf[:off], lb, then
+// buf[off:] (lb nil: buf alone); n counts buf's messages, hops holds the
+// stamps of its live proximity updates.
+func (c *conn) take() (buf []byte, n int, lb []byte, off int, hops []hopStamp) {
 	c.mu.Lock()
-	buf, n, lb, lbOff := c.buf, c.n, c.lb, c.lbOff
-	hops := c.hops.take()
-	c.buf, c.spare, c.n, c.lb = c.spare, nil, 0, nil
+	buf, n = c.buf, c.n
+	hops = c.hops.take()
+	off = len(buf)
+	if n > 0 || c.lbWake {
+		lb, off = c.boardLocked(off)
+	}
+	c.buf, c.spare, c.n, c.markOff, c.lbWake = c.spare, nil, 0, 0, false
 	c.mu.Unlock()
+	return buf, n, lb, off, hops
+}
+
+// flush sends everything queued, and the leaderboard due, as one frame,
+// after the rest of a direct write that timed out.
+func (c *conn) flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.writeRest(); err != nil {
+		return err
+	}
+	buf, n, lb, lbOff, hops := c.take()
 	if n == 0 && lb == nil {
 		c.keep(buf)
 		return nil
@@ -222,6 +311,7 @@ func (c *conn) flush() error {
 	c.s.hop.sent(hops)
 	if lb != nil {
 		n++
+		c.s.m.boards.Inc()
 	}
 	c.s.m.frames.Inc()
 	c.s.m.messages.Add(float64(n))
@@ -277,6 +367,7 @@ var newline = []byte{'\n'}
 // anything else the client sends. A client silent for longer than
 // PongWait (no pong to our pings) is dropped.
 func (c *conn) readLoop() {
+	c.replyHandlers()
 	c.ws.SetReadLimit(maxClientMessage)
 	wait := c.s.o.PongWait
 	_ = c.ws.SetReadDeadline(time.Now().Add(wait))

@@ -23,7 +23,7 @@ const (
 
 // Handler returns the player-facing routes:
 //
-//	GET /v1/updates/ws?token=…[&after=I]  the player's update socket
+//	GET /v1/updates/ws?token=…[&after=I][&leaderboard=off]  the player's update socket
 //	GET /v1/leaderboard?limit=N           {"top":[…],"players":M}
 //	GET /v1/players/{id}                  {"player","score","rank"}
 //
@@ -59,6 +59,15 @@ func (s *Server) serveUpdates(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	var noBoard bool
+	switch q.Get("leaderboard") {
+	case "", "on":
+	case "off":
+		noBoard = true
+	default:
+		writeError(w, http.StatusBadRequest, "bad_request", "leaderboard must be on or off")
+		return
+	}
 	if err := s.Ready(); err != nil {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
@@ -69,6 +78,8 @@ func (s *Server) serveUpdates(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered
 	}
 	c := newConn(s, ws, claims.Subject)
+	c.noBoard = noBoard
+	c.wmu.Lock() // released by the writer once the backlog is out
 	backlog, ok := s.hub.register(c, after, resume)
 	if !ok {
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "shutdown"), time.Now().Add(closeTimeout))

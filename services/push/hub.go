@@ -1,9 +1,12 @@
 package push
 
 import (
+	"bytes"
+	"context"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -13,12 +16,28 @@ import (
 // only its player's shard.
 const nShards = 64
 
+// boardInterval is the shortest time between two leaderboards sent to
+// one socket (SPEC: at most once a second), and the period of the hub's
+// leaderboard ticker.
+const boardInterval = time.Second
+
 // hub holds every player's update state and the sockets listening to
 // them. It is safe for concurrent use; deliver and broadcast are called
 // by the feed goroutine only.
 //
 // Lock order: shard.mu, then conn.mu. Nothing blocks while holding
 // either: queuing to a socket appends to its buffer or marks it slow.
+//
+// Leaderboards are not pushed to the sockets when they arrive: broadcast
+// only makes the snapshot the hub's latest (with a new version when its
+// top differs from the previous one). A socket takes the latest when it
+// writes a frame of updates and is due (its last leaderboard went out at
+// least boardInterval ago) and the latest is newer than what it last
+// received; once per boardInterval the ticker (runBoards) wakes the
+// sockets that are due and behind but had no update to carry it. So a
+// socket gets at most one leaderboard per boardInterval, only a changed
+// one, in the same frame as its updates where it has any, and the feed
+// never visits every socket.
 type hub struct {
 	seed     maphash.Seed
 	shards   [nShards]shard
@@ -26,12 +45,23 @@ type hub struct {
 	maxConns int // sockets per player
 
 	scratch []byte // the feed's record and JSON buffer
+	frame   []byte // the feed's direct-write frame buffer
+	direct  bool   // the feed writes to idle sockets itself (conn.send); the feed's own
 
 	mu     sync.Mutex // guards closed and wg.Add against Run's shutdown
 	closed bool
 	wg     sync.WaitGroup // every socket's goroutines
 
-	latest atomic.Pointer[[]byte] // the last leaderboard message, shared, immutable
+	epoch    time.Time                // the origin of now
+	latest   atomic.Pointer[snapshot] // the latest leaderboard; nil before the first
+	boardVer uint64                   // the feed's copy of latest's version
+}
+
+// snapshot is a leaderboard message (shared, immutable) and its version:
+// 1, 2, … for each snapshot whose top differs from the one before.
+type snapshot struct {
+	msg []byte
+	ver uint64
 }
 
 type shard struct {
@@ -49,7 +79,7 @@ type player struct {
 }
 
 func newHub(ringSize, maxConns int) *hub {
-	h := &hub{seed: maphash.MakeSeed(), ringSize: ringSize, maxConns: maxConns}
+	h := &hub{seed: maphash.MakeSeed(), ringSize: ringSize, maxConns: maxConns, epoch: time.Now()}
 	for i := range h.shards {
 		h.shards[i].players = make(map[string]*player)
 	}
@@ -83,24 +113,56 @@ func (h *hub) deliver(id string, u *update) {
 	if len(p.conns) > 0 {
 		h.scratch = appendJSON(h.scratch[:0], n, u)
 		for _, c := range p.conns {
-			c.enqueue(h.scratch)
+			c.send(h.scratch, h.boardVer, &h.frame)
 		}
 	}
 	sh.mu.Unlock()
 }
 
-// broadcast makes msg, a leaderboard message, the next message of every
-// socket (replacing one not yet sent). msg must not change afterwards.
-// Called by the feed goroutine only.
+// broadcast makes msg, a leaderboard message, the latest one, unless
+// its top is the same as the latest's. msg must not change afterwards.
+// It visits no socket (see hub). Called by the feed goroutine only.
 func (h *hub) broadcast(msg []byte) {
-	// Stored before the shards are visited: a socket registering
-	// meanwhile either finds msg here or is visited below.
-	h.latest.Store(&msg)
+	if b := h.latest.Load(); b != nil && bytes.Equal(b.msg, msg) {
+		return // the top did not change
+	}
+	h.boardVer++
+	h.latest.Store(&snapshot{msg: msg, ver: h.boardVer})
+}
+
+// now is the hub's monotonic clock, in nanoseconds since it was made.
+func (h *hub) now() int64 {
+	return int64(time.Since(h.epoch))
+}
+
+// runBoards is the leaderboard ticker: every boardInterval, until ctx
+// is done, it wakes the sockets that are due a newer leaderboard.
+func (h *hub) runBoards(ctx context.Context) {
+	t := time.NewTicker(boardInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			h.offerBoard()
+		}
+	}
+}
+
+// offerBoard wakes every socket that is due a leaderboard and behind the
+// latest one: its writer then sends it, alone or with what has queued.
+func (h *hub) offerBoard() {
+	b := h.latest.Load()
+	if b == nil {
+		return
+	}
+	now := h.now()
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.Lock()
 		for _, c := range sh.conns {
-			c.setLeaderboard(msg)
+			c.offerBoard(b.ver, now)
 		}
 		sh.mu.Unlock()
 	}
@@ -133,8 +195,8 @@ func (h *hub) register(c *conn, after uint64, resume bool) (backlog []byte, ok b
 	p.conns = append(p.conns, c)
 	c.idx = len(sh.conns)
 	sh.conns = append(sh.conns, c)
-	if lb := h.latest.Load(); lb != nil {
-		c.setLeaderboard(*lb)
+	if h.latest.Load() != nil {
+		c.wakeBoard() // a new socket gets the latest at once
 	}
 	var recs []byte
 	var first uint64

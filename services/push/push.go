@@ -29,12 +29,30 @@
 // gets what is retained: the first id it sees is then above I+1, and the
 // client reads its current score from GET /v1/players/{id}. after=0 sends
 // everything retained; without after the socket starts with live updates.
-// Every socket also gets the latest leaderboard snapshot when it connects
-// (after the backlog), then each newer one.
+//
+// # Leaderboards on the socket
+//
+// Every socket gets the latest leaderboard snapshot when it connects
+// (after the backlog), then newer ones at most once a second and only
+// when the top differs from the last one that socket received (SPEC):
+// the feed only records the latest snapshot, each socket's writer adds
+// it to the next frame of updates it writes once the socket is due (so
+// it rides with them, at its place in the log among them), and one hub
+// ticker, once a second, wakes the sockets that are due and behind but
+// had no update to carry it. ?leaderboard=off on the socket's URL opts
+// out (any value but on/off is a 400). No per-socket timer exists; the
+// feed never visits every socket.
 //
 // # Fan-out
 //
-// The feed never waits for a socket. Each socket has a bounded queue
+// The feed never waits for a socket. While it is caught up with the
+// stream (a step holding the one message the stream had), it writes an
+// update to a socket that is idle (no write in progress, nothing queued)
+// itself, on the connection, with a deadline of about a millisecond;
+// what such a write cannot finish in time goes to the socket's writer.
+// That saves waking a goroutine per update when updates are few per
+// socket. Otherwise (behind, or a write in progress) the update is
+// queued. Each socket has a bounded queue
 // (QueueSize messages, a plain byte buffer) drained by its own writer
 // goroutine, which sends everything queued as one frame of newline-
 // separated messages (optionally after WriteDelay, to gather more), with
@@ -42,8 +60,8 @@
 // 1008 and reason "slow" (a client that stops reading is closed that way
 // once the TCP buffers to it are full; one whose writes stall past
 // WriteTimeout is cut). Pings go out every PingInterval; a client that
-// answers nothing for PongWait is dropped. A pending leaderboard snapshot
-// is not queued: a socket holds the newest one only.
+// answers nothing for PongWait is dropped. Leaderboards are not queued:
+// a socket only ever takes the newest one.
 // Several sockets of one player all get its updates, up to
 // MaxSocketsPerPlayer: a socket beyond that closes the player's oldest
 // one (code 1008, reason "replaced").
@@ -180,6 +198,9 @@ type metrics struct {
 	conns      prometheus.Gauge
 	messages   prometheus.Counter
 	frames     prometheus.Counter
+	boards     prometheus.Counter
+	direct     prometheus.Counter
+	handoffs   prometheus.Counter
 	slow       prometheus.Counter
 	lag        prometheus.Gauge
 	events     *prometheus.CounterVec
@@ -194,6 +215,9 @@ func newMetrics(r prometheus.Registerer, h func() *hub) *metrics {
 		conns:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_push_connections", Help: "Open player WebSockets."}),
 		messages: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_push_messages_sent_total", Help: "Messages written to player WebSockets."}),
 		frames:   prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_push_frames_sent_total", Help: "WebSocket frames (messages of newline-joined updates) written."}),
+		boards:   prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_push_leaderboards_sent_total", Help: "Leaderboard messages written to player WebSockets (at most one per socket per second)."}),
+		direct:   prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_push_direct_writes_total", Help: "Frames the feed wrote to an idle socket itself, without waking its writer."}),
+		handoffs: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_push_direct_handoffs_total", Help: "Direct writes that could not finish within about a millisecond and left their end to the socket's writer."}),
 		slow:     prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_push_slow_disconnects_total", Help: "Sockets closed because their queue filled up."}),
 		lag:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_push_feed_lag_messages", Help: "OUT stream messages not yet read by the feed, at its last step."}),
 		events:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "treasure_push_feed_events_total", Help: "OUT events applied by the feed, by kind."}, []string{"kind"}),
@@ -209,7 +233,7 @@ func newMetrics(r prometheus.Registerer, h func() *hub) *metrics {
 	if r != nil {
 		players := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "treasure_push_players", Help: "Players whose update state push holds."},
 			func() float64 { n, _ := h().stats(); return float64(n) })
-		r.MustRegister(m.conns, m.messages, m.frames, m.slow, m.lag, m.events, m.bad, m.boardReads, m.latency, players)
+		r.MustRegister(m.conns, m.messages, m.frames, m.boards, m.direct, m.handoffs, m.slow, m.lag, m.events, m.bad, m.boardReads, m.latency, players)
 	}
 	return m
 }
@@ -291,6 +315,13 @@ func (s *Server) Ready() error {
 // cannot be found at start.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.hub.close(websocket.CloseGoingAway, "shutdown")
+	bctx, stopBoards := context.WithCancel(ctx)
+	boardsDone := make(chan struct{})
+	go func() {
+		defer close(boardsDone)
+		s.hub.runBoards(bctx)
+	}()
+	defer func() { stopBoards(); <-boardsDone }()
 	stream := s.o.Topology.OutStream()
 	st, err := s.o.JS.Stream(ctx, stream)
 	if err != nil {
@@ -334,6 +365,10 @@ func (s *Server) Run(ctx context.Context) error {
 
 // handle applies one step of the feed.
 func (s *Server) handle(_ context.Context, msgs []natsjs.Msg) error {
+	// Caught up (this step is the one message the stream held): write
+	// to idle sockets directly. Behind: queue, so that each socket's
+	// writer gathers its updates and the writes spread over the cores.
+	s.hub.direct = len(msgs) == 1 && msgs[0].Pending == 0
 	for _, m := range msgs {
 		if m.Seq <= s.applied.Load() {
 			continue // already applied before a resumed read

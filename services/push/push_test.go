@@ -546,7 +546,10 @@ func TestSlowClientIsClosedOthersKeepReceiving(t *testing.T) {
 			t.Fatalf("fast client got id %d, want %d", got, fastIDs)
 		}
 	}
-	t.Logf("slow disconnect after %d updates to the slow client", 100*fastIDs)
+	t.Logf("slow disconnect after %d updates to the slow client; %v direct writes, %v handed off", 100*fastIDs, counter(t, r.s.m.direct), counter(t, r.s.m.handoffs))
+	if counter(t, r.s.m.direct) == 0 {
+		t.Error("the caught-up feed wrote nothing directly")
+	}
 	// The slow client, reading at last, finds its data then the close.
 	_ = slowWS.SetReadDeadline(time.Now().Add(30 * time.Second))
 	for {

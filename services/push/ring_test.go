@@ -115,14 +115,14 @@ func TestQueueOverflowMarksSlow(t *testing.T) {
 	s := &Server{o: Options{QueueSize: 3}, m: newMetrics(nil, nil)}
 	c := newConn(s, nil, "p")
 	for i := 0; i < 3; i++ {
-		c.enqueue([]byte(`{"x":1}`))
+		c.enqueue([]byte(`{"x":1}`), 0)
 	}
 	if c.kicked || c.n != 3 || string(c.buf) != "{\"x\":1}\n{\"x\":1}\n{\"x\":1}\n" {
 		t.Fatalf("after 3 messages: kicked %v, n %d, buf %q", c.kicked, c.n, c.buf)
 	}
-	c.setLeaderboard([]byte(`{"lb":1}`))
-	c.enqueue([]byte(`{"x":2}`))
-	if !c.kicked || c.code != websocket.ClosePolicyViolation || c.reason != "slow" || c.buf != nil || c.lb != nil {
+	c.lbWake = true
+	c.enqueue([]byte(`{"x":2}`), 0)
+	if !c.kicked || c.code != websocket.ClosePolicyViolation || c.reason != "slow" || c.buf != nil || c.lbWake {
 		t.Fatalf("after overflow: kicked %v, code %d %q, buf %q", c.kicked, c.code, c.reason, c.buf)
 	}
 	select {

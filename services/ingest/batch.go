@@ -200,6 +200,7 @@ func (in *Ingest) completeLoop(stop <-chan struct{}) {
 			continue
 		}
 		touched, writes, args, buf = in.complete(round, touched[:0], writes[:0], args[:0], buf[:0])
+		in.flushReady() // write the replies the round made ready (ws.go)
 		clear(round)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,15 +27,30 @@ import (
 //	go test -run '^$' -bench BenchmarkIngestWS -benchtime 200000x ./services/ingest/
 func BenchmarkIngestWS(b *testing.B) {
 	for _, players := range []int{64, 512} {
-		b.Run(fmt.Sprintf("players=%d", players), func(b *testing.B) { benchIngest(b, players) })
+		b.Run(fmt.Sprintf("players=%d", players), func(b *testing.B) { benchIngest(b, players, 8, 4) })
 	}
 }
 
-func benchIngest(b *testing.B, players int) {
-	const (
-		perFrame = 8
-		window   = 4
-	)
+// BenchmarkIngestWSOneByOne is BenchmarkIngestWS as the load generator's
+// players move: one move per frame and one frame unanswered per player,
+// so that every ack is a frame of its own and the cost per move is the
+// socket edge's (a read, a write, and the hand-offs between them).
+func BenchmarkIngestWSOneByOne(b *testing.B) {
+	for _, players := range []int{512, 2048} {
+		b.Run(fmt.Sprintf("players=%d", players), func(b *testing.B) { benchIngest(b, players, 1, 1) })
+	}
+}
+
+// cpuTime is the CPU time (user + system) the process has used.
+func cpuTime(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func benchIngest(b *testing.B, players, perFrame, window int) {
 	e := newEnv(b, natsjs.Limits{MaxBytes: 512 << 20, MaxMsgs: 4_000_000})
 	s := e.start(b, nil)
 	// Round b.N up to whole frames for every player.
@@ -73,6 +89,7 @@ func benchIngest(b *testing.B, players int) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	t0 := time.Now()
+	cpu0 := cpuTime(b)
 	var wg sync.WaitGroup
 	for p, ws := range conns {
 		credit := make(chan struct{}, window)
@@ -118,11 +135,15 @@ func benchIngest(b *testing.B, players int) {
 	}
 	wg.Wait()
 	elapsed := time.Since(t0)
+	cpu := cpuTime(b) - cpu0
 	b.StopTimer()
 	if err := firstErr.Load(); err != nil {
 		b.Fatalf("%v (%d acked, %d failed)", err, acked.Load(), failed.Load())
 	}
 	b.ReportMetric(float64(acked.Load())/elapsed.Seconds(), "moves/s")
+	// The process's CPU (clients and server together: compare runs of the
+	// same clients) per move; steadier than ns/op on a shared machine.
+	b.ReportMetric(float64(cpu.Microseconds())/float64(acked.Load()), "cpu-µs/move")
 	stream, err := e.js.Stream(context.Background(), e.topo.InStream())
 	if err != nil {
 		b.Fatal(err)

@@ -95,7 +95,9 @@ type collector struct {
 	done    chan struct{}
 }
 
-func (c *collector) deliver(slot uint64, r reply) {
+// deliver records r; the last reply wakes the request's handler, which
+// writes the answer itself, so deliver never reports ready.
+func (c *collector) deliver(slot uint64, r reply) bool {
 	c.mu.Lock()
 	c.replies[slot] = r
 	c.left--
@@ -103,7 +105,10 @@ func (c *collector) deliver(slot uint64, r reply) {
 		close(c.done)
 	}
 	c.mu.Unlock()
+	return false
 }
+
+func (c *collector) flush() {}
 
 // serveMoves is POST /v1/moves: one move object, or a JSON array of them,
 // taken exactly as over the WebSocket (same rate limit, validation, player

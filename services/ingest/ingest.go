@@ -57,11 +57,16 @@
 //	player.mu → partition.mu
 //	player.mu → registry shard mu
 //	player.mu → outbox.mu / collector.mu
+//	outbox.mu → sendConn.mu
 //	Ingest.connMu is never held with another lock.
 //
 // No goroutine runs per move or per message: per socket one reader (the
-// handler's goroutine) and one writer; per Ingest one flusher and one
-// completer, started by Run.
+// handler's goroutine), which also writes the replies it gives at once;
+// per Ingest one flusher and one completer, started by Run, the completer
+// writing the acks of each round straight to the sockets. A socket's
+// writes never wait for its client: what the kernel does not take at once
+// goes to a drain goroutine that lives only while the client lags
+// (sendConn), and the socket is not read meanwhile.
 package ingest
 
 import (
@@ -154,15 +159,17 @@ type Options struct {
 	RetryAfter time.Duration
 	// StoreTimeout bounds each Redis call (default 5 s).
 	StoreTimeout time.Duration
-	// WriteTimeout bounds each WebSocket write (default 10 s): a client
-	// that does not read is disconnected. PingInterval is the WebSocket
+	// WriteTimeout bounds how long a socket waits for its client to take
+	// replies the kernel could not buffer (default 10 s): a client that
+	// does not read is disconnected, and never delays other sockets. PingInterval is the WebSocket
 	// ping period (default 30 s); a socket silent for two of them (no
 	// frame, no pong) is closed.
 	WriteTimeout time.Duration
 	PingInterval time.Duration
 	// MaxQueue bounds the replies a socket may have outstanding (moves
-	// read but not yet answered on the wire); the socket stops reading
-	// while it is full (default 1024).
+	// read but not yet handed to the kernel); the socket stops reading
+	// while it is full, and while its client lags behind the kernel's
+	// buffer (default 1024).
 	MaxQueue int
 	// ShutdownTimeout bounds Run's shutdown (default 10 s).
 	ShutdownTimeout time.Duration
@@ -199,6 +206,8 @@ type Ingest struct {
 	cmu   sync.Mutex
 	cq    []completion
 	cwake chan struct{}
+	// Sockets with replies ready after a completer round.
+	flushq sinkList
 
 	// Sockets and requests being served.
 	connMu  sync.Mutex
@@ -484,6 +493,7 @@ type metrics struct {
 	publish    prometheus.Histogram
 	store      prometheus.Histogram
 	conns      prometheus.Gauge
+	slow       prometheus.Counter
 	drops      prometheus.Counter
 	hops       hopMetrics
 }
@@ -503,6 +513,7 @@ func newMetrics(r prometheus.Registerer) metrics {
 		publish:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_publish_seconds", Help: "From a batch's publish to its JetStream ack.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 		store:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_state_write_seconds", Help: "Redis write of the states released by one round of acks.", Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)}),
 		conns:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_ingest_connections", Help: "Open move WebSockets."}),
+		slow:       prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_slow_disconnects_total", Help: "Move WebSockets closed because the client did not read its replies (WriteTimeout, or too much pending)."}),
 		drops:      prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_treasures_dropped_total", Help: "Treasures new to a drop, published to every partition."}),
 		hops:       newHopMetrics(),
 	}
@@ -510,7 +521,7 @@ func newMetrics(r prometheus.Registerer) metrics {
 		m.rejected[c] = rejected.WithLabelValues(string(c))
 	}
 	if r != nil {
-		r.MustRegister(m.accepted, m.duplicates, rejected, m.batch, m.publish, m.store, m.conns, m.drops, m.hops.receivedToPublished)
+		r.MustRegister(m.accepted, m.duplicates, rejected, m.batch, m.publish, m.store, m.conns, m.slow, m.drops, m.hops.receivedToPublished)
 	}
 	return m
 }

@@ -103,9 +103,14 @@ type waiter struct {
 
 // sink receives replies. deliver is called exactly once per reserved
 // slot, possibly with locks held (see the package's lock order): it must
-// not block.
+// not block, and it never writes to the network. It reports whether the
+// sink now has replies ready to write; whoever delivered then calls flush
+// once it holds no lock (a socket's reader after each frame, the completer
+// after each round: Ingest.flushReady). flush writes what is ready and
+// never blocks on a slow client (see sendConn).
 type sink interface {
-	deliver(slot uint64, r reply)
+	deliver(slot uint64, r reply) (ready bool)
+	flush()
 }
 
 // reply is the answer to one move: an ack when code is empty.
@@ -117,11 +122,19 @@ type reply struct {
 	done  bool // set by the sinks
 }
 
+// answer delivers r to every waiter of m; the sinks that have replies
+// ready join the Ingest's list for flushReady. Called by the completer
+// only, with m.p.mu held.
 func (m *pending) answer(r reply) {
 	m.status = finished
-	m.first.s.deliver(m.first.slot, r)
+	rl := &m.p.in.flushq
+	if m.first.s.deliver(m.first.slot, r) {
+		rl.add(m.first.s)
+	}
 	for _, w := range m.more {
-		w.s.deliver(w.slot, r)
+		if w.s.deliver(w.slot, r) {
+			rl.add(w.s)
+		}
 	}
 	m.more = nil
 }
@@ -130,6 +143,7 @@ func (m *pending) answer(r reply) {
 // requests on this instance.
 type player struct {
 	id    string
+	in    *Ingest
 	shard *shard
 
 	// refs counts sockets and requests using the player, plus one while
@@ -175,7 +189,7 @@ func (r *registry) attach(ctx context.Context, id string) (*player, error) {
 	s.mu.Lock()
 	p := s.m[id]
 	if p == nil {
-		p = &player{id: id, shard: s}
+		p = &player{id: id, in: r.in, shard: s}
 		s.m[id] = p
 	}
 	p.refs++

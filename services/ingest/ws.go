@@ -3,6 +3,7 @@ package ingest
 import (
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -14,7 +15,7 @@ import (
 	"treasure/internal/wire"
 )
 
-// maxOutFrame is the size past which the writer starts another frame.
+// maxOutFrame is the size past which flush starts another frame.
 const maxOutFrame = 16 << 10
 
 // serveWS is GET /v1/moves/ws: a player's move socket.
@@ -31,9 +32,12 @@ const maxOutFrame = 16 << 10
 // (newline-separated) when ready together. A binary frame is answered with
 // one bad_request (seq 0). A frame over MaxFrame bytes closes the socket
 // with close code 1009; nothing else the client sends does. While
-// MaxQueue replies are outstanding the socket is not read. The server
+// MaxQueue replies are outstanding, or the kernel holds as many of the
+// socket's bytes as it will take, the socket is not read. The server
 // pings every PingInterval and closes a socket that has been silent for
-// two of them, and one whose writes do not complete within WriteTimeout.
+// two of them, and one whose client has not taken its replies within
+// WriteTimeout (the close is counted in
+// treasure_ingest_slow_disconnects_total); no close frame is sent then.
 // On shutdown every socket is closed with code 1001 (going away).
 func (in *Ingest) serveWS(w http.ResponseWriter, r *http.Request) {
 	claims, ok := in.authenticate(w, r)
@@ -52,34 +56,26 @@ func (in *Ingest) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer in.players.release(p)
-	ws, err := in.upgrader.Upgrade(w, r, nil)
+	c := &wsConn{in: in, p: p, done: make(chan struct{}), out: newOutbox(in.o.MaxQueue)}
+	ws, err := in.upgrader.Upgrade(hijacker{w, c.wrap}, r, nil)
 	if err != nil {
 		return // the upgrader has answered
 	}
-	c := &wsConn{
-		in:   in,
-		ws:   ws,
-		p:    p,
-		done: make(chan struct{}),
-		out:  newOutbox(in.o.MaxQueue),
-	}
+	c.ws = ws
 	in.connMu.Lock()
 	if in.closing {
 		in.connMu.Unlock()
 		c.goAway()
+		c.sc.wait()
 		return
 	}
 	in.conns[c] = struct{}{}
 	in.connMu.Unlock()
 	in.m.conns.Inc()
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		c.writeLoop()
-	}()
+	c.ping = time.AfterFunc(in.o.PingInterval, c.pingNow)
 	c.readLoop()
 	c.close()
-	<-writerDone
+	c.sc.wait()
 	in.connMu.Lock()
 	delete(in.conns, c)
 	in.connMu.Unlock()
@@ -111,22 +107,49 @@ func (in *Ingest) authenticate(w http.ResponseWriter, r *http.Request) (auth.Cla
 	return claims, true
 }
 
-// wsConn is one move socket: the handler's goroutine reads, writeLoop
-// writes.
+// wsConn is one move socket. The handler's goroutine reads; replies are
+// written by whoever makes them ready (flush): the reader for the replies
+// it gives at once, the completer for acks and failures. Only one of them
+// writes at a time (outbox.writing), the others leave their replies to it.
+// Writes never wait for the client (sendConn); a ping timer pings.
 type wsConn struct {
 	in *Ingest
 	ws *websocket.Conn
+	sc *sendConn
 	p  *player
 
 	out       *outbox
+	frame     []byte // the frame being written; owned by the outbox's writer
+	ping      *time.Timer
 	done      chan struct{} // closed by close
 	closeOnce sync.Once
 }
 
-// close ends the socket: both loops return.
+// wrap puts a sendConn under the socket, at the upgrade.
+func (c *wsConn) wrap(nc net.Conn) net.Conn {
+	in := c.in
+	c.sc = newSendConn(nc, in.o.WriteTimeout, maxPendingBytes(in.o.MaxQueue),
+		func() { signal(c.out.space) }, in.m.slow.Inc)
+	c.out.blocked = c.sc.stalled
+	return c.sc
+}
+
+// maxPendingBytes bounds what a socket keeps for a client that does not
+// read: every outstanding reply (the socket is not read meanwhile) at the
+// largest reply's size, plus room for control frames.
+func maxPendingBytes(maxQueue int) int { return maxQueue*maxReply + 4<<10 }
+
+// maxReply is more than the longest reply: an error with the longest
+// message the package gives.
+const maxReply = 256
+
+// close ends the socket: the reader returns, the ping timer stops.
 func (c *wsConn) close() {
 	c.closeOnce.Do(func() {
 		close(c.done)
+		if c.ping != nil {
+			c.ping.Stop()
+		}
 		_ = c.ws.Close()
 	})
 }
@@ -136,6 +159,66 @@ func (c *wsConn) goAway() {
 	msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down")
 	_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 	c.close()
+}
+
+// pingNow pings the client and arms the next ping.
+func (c *wsConn) pingNow() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.in.o.WriteTimeout)); err != nil {
+		c.close()
+		return
+	}
+	c.ping.Reset(c.in.o.PingInterval)
+}
+
+// deliver fills slot with r; see sink.
+func (c *wsConn) deliver(slot uint64, r reply) bool { return c.out.deliver(slot, r) }
+
+// flush writes the ready replies, several per frame, unless another
+// goroutine is writing this socket's replies: that one writes these too.
+// It never waits for the client (sendConn); a failed write closes the
+// socket.
+func (c *wsConn) flush() {
+	o := c.out
+	o.mu.Lock()
+	if o.writing || !o.readyLocked() {
+		o.mu.Unlock()
+		return
+	}
+	o.writing = true
+	for {
+		var more bool
+		c.frame, more = o.takeLocked(c.frame[:0])
+		o.mu.Unlock()
+		if len(c.frame) > 0 {
+			if err := c.ws.WriteMessage(websocket.TextMessage, c.frame); err != nil {
+				c.close()
+			}
+		}
+		if cap(c.frame) > 4*maxOutFrame {
+			c.frame = nil
+		}
+		o.mu.Lock()
+		if !more && !o.readyLocked() {
+			break
+		}
+	}
+	o.writing = false
+	o.mu.Unlock()
+}
+
+// reserve takes the outbox's next slot for a move of the frame being
+// read, first writing what is ready when the outbox is full.
+func (c *wsConn) reserve() (uint64, bool) {
+	if slot, ok := c.out.tryReserve(); ok {
+		return slot, true
+	}
+	c.flush()
+	return c.out.reserve(c.done)
 }
 
 func (c *wsConn) readLoop() {
@@ -163,25 +246,27 @@ func (c *wsConn) readLoop() {
 		}
 		_ = c.ws.SetReadDeadline(time.Now().Add(silence))
 		if mt != websocket.TextMessage {
-			slot, ok := c.out.reserve(c.done)
+			slot, ok := c.reserve()
 			if !ok {
 				return
 			}
-			in.reject(c.out, slot, 0, game.CodeBadRequest, "frames must be text", 0)
+			in.reject(c, slot, 0, game.CodeBadRequest, "frames must be text", 0)
+			c.flush()
 			continue
 		}
 		items = parser.ParseFrame(buf[:n], items[:0])
 		for _, it := range items {
-			slot, ok := c.out.reserve(c.done)
+			slot, ok := c.reserve()
 			if !ok {
 				return
 			}
 			if it.Err != nil {
-				in.reject(c.out, slot, it.Seq, it.Err.Code, it.Err.Msg, 0)
+				in.reject(c, slot, it.Seq, it.Err.Code, it.Err.Msg, 0)
 				continue
 			}
-			in.submit(c.p, it.Seq, it.Path, c.out, slot, &sc)
+			in.submit(c.p, it.Seq, it.Path, c, slot, &sc)
 		}
+		c.flush()
 	}
 }
 
@@ -204,81 +289,56 @@ func readAll(r io.Reader, buf []byte) (int, error) {
 	}
 }
 
-func (c *wsConn) writeLoop() {
-	in := c.in
-	ping := time.NewTicker(in.o.PingInterval)
-	defer ping.Stop()
-	var frame []byte
-	for {
-		select {
-		case <-c.out.wake:
-			for {
-				var more bool
-				frame, more = c.out.take(frame[:0])
-				if len(frame) > 0 {
-					_ = c.ws.SetWriteDeadline(time.Now().Add(in.o.WriteTimeout))
-					if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
-						c.close()
-						return
-					}
-				}
-				if !more {
-					break
-				}
-			}
-			if cap(frame) > 4*maxOutFrame {
-				frame = nil
-			}
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(in.o.WriteTimeout)); err != nil {
-				c.close()
-				return
-			}
-		case <-c.done:
-			return
-		}
-	}
-}
-
 // outbox holds a socket's replies in the order of the moves: a ring of
 // slots, reserved by the reader in arrival order, filled in any order,
-// taken by the writer from the oldest while filled. The ring starts small
-// and doubles up to max slots.
+// taken by the socket's current writer (see wsConn.flush) from the oldest
+// while filled. The ring starts small and doubles up to max slots.
 type outbox struct {
 	mu         sync.Mutex
 	slots      []reply
 	max        int
 	head, next uint64        // slots [head, next) are reserved
-	wake       chan struct{} // to the writer: the oldest slot is filled
-	space      chan struct{} // to the reader: slots were freed
+	writing    bool          // a goroutine is in wsConn.flush
+	space      chan struct{} // to the reader: slots were freed, or writes resumed
+	// blocked, when set, holds reservations back while it reports true
+	// (the client is not reading its replies).
+	blocked func() bool
 }
 
 const initialSlots = 16
 
 func newOutbox(max int) *outbox {
-	return &outbox{slots: make([]reply, min(initialSlots, max)), max: max, wake: make(chan struct{}, 1), space: make(chan struct{}, 1)}
+	return &outbox{slots: make([]reply, min(initialSlots, max)), max: max, space: make(chan struct{}, 1)}
 }
 
-// reserve returns the next slot, waiting while max slots are reserved;
-// false when done closes first.
+// tryReserve returns the next slot unless max slots are reserved or
+// blocked reports true.
+func (o *outbox) tryReserve() (uint64, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := uint64(len(o.slots))
+	if o.next-o.head == n && len(o.slots) < o.max {
+		grown := make([]reply, min(2*len(o.slots), o.max))
+		for id := o.head; id < o.next; id++ {
+			grown[id%uint64(len(grown))] = o.slots[id%n]
+		}
+		o.slots, n = grown, uint64(len(grown))
+	}
+	if o.next-o.head < n && (o.blocked == nil || !o.blocked()) {
+		id := o.next
+		o.next++
+		return id, true
+	}
+	return 0, false
+}
+
+// reserve returns the next slot, waiting while tryReserve refuses; false
+// when done closes first.
 func (o *outbox) reserve(done <-chan struct{}) (uint64, bool) {
 	for {
-		o.mu.Lock()
-		n := uint64(len(o.slots))
-		if o.next-o.head == n && len(o.slots) < o.max {
-			grown := make([]reply, min(2*len(o.slots), o.max))
-			for id := o.head; id < o.next; id++ {
-				grown[id%uint64(len(grown))] = o.slots[id%n]
-			}
-			o.slots, n = grown, uint64(len(grown))
-		}
-		if o.next-o.head < n {
-			id := o.next
-			o.next++
-			o.mu.Unlock()
+		if id, ok := o.tryReserve(); ok {
 			return id, true
 		}
-		o.mu.Unlock()
 		select {
 		case <-o.space:
 		case <-done:
@@ -287,23 +347,33 @@ func (o *outbox) reserve(done <-chan struct{}) (uint64, bool) {
 	}
 }
 
-// deliver fills slot with r.
-func (o *outbox) deliver(slot uint64, r reply) {
+// deliver fills slot with r and reports whether the oldest reply is now
+// ready to write.
+func (o *outbox) deliver(slot uint64, r reply) bool {
 	r.done = true
 	o.mu.Lock()
 	o.slots[slot%uint64(len(o.slots))] = r
 	ready := slot == o.head
 	o.mu.Unlock()
-	if ready {
-		signal(o.wake)
-	}
+	return ready
 }
 
-// take appends the filled replies from the oldest on, newline-separated,
-// to dst, up to about maxOutFrame bytes; more reports that filled replies
-// remain.
+// readyLocked reports whether the oldest reserved reply is filled.
+func (o *outbox) readyLocked() bool {
+	return o.head < o.next && o.slots[o.head%uint64(len(o.slots))].done
+}
+
+// take is takeLocked with o.mu taken.
 func (o *outbox) take(dst []byte) (frame []byte, more bool) {
 	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.takeLocked(dst)
+}
+
+// takeLocked appends the filled replies from the oldest on,
+// newline-separated, to dst, up to about maxOutFrame bytes; more reports
+// that filled replies remain. It wakes a reader waiting for slots.
+func (o *outbox) takeLocked(dst []byte) (frame []byte, more bool) {
 	n := uint64(len(o.slots))
 	freed := false
 	for o.head < o.next {
@@ -323,7 +393,6 @@ func (o *outbox) take(dst []byte) (frame []byte, more bool) {
 		o.head++
 		freed = true
 	}
-	o.mu.Unlock()
 	if freed {
 		signal(o.space)
 	}
@@ -342,4 +411,34 @@ func signal(ch chan struct{}) {
 	case ch <- struct{}{}:
 	default:
 	}
+}
+
+// sinkList is the completer's list of sinks with replies ready to write.
+type sinkList struct {
+	mu    sync.Mutex
+	sinks []sink
+	spare []sink
+}
+
+func (l *sinkList) add(s sink) {
+	l.mu.Lock()
+	l.sinks = append(l.sinks, s)
+	l.mu.Unlock()
+}
+
+// flushReady writes the replies that the completer's last round made
+// ready, socket by socket; none of these writes waits for a client.
+func (in *Ingest) flushReady() {
+	l := &in.flushq
+	l.mu.Lock()
+	sinks := l.sinks
+	l.sinks = l.spare[:0]
+	l.mu.Unlock()
+	for _, s := range sinks {
+		s.flush()
+	}
+	clear(sinks)
+	l.mu.Lock()
+	l.spare = sinks[:0]
+	l.mu.Unlock()
 }

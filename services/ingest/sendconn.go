@@ -189,6 +189,7 @@ func (s *sendConn) fail(err error) {
 		s.onSlow()
 	}
 	_ = s.Conn.Close()
+	s.resume() // a reader held back by stalled finds the socket closed
 }
 
 func isTimeout(err error) bool {
@@ -213,11 +214,11 @@ func (s *sendConn) Close() error {
 	return s.Conn.Close()
 }
 
-// stalled reports whether a drain is running.
+// stalled reports whether a drain is running on a connection still open.
 func (s *sendConn) stalled() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.draining
+	return s.draining && s.err == nil
 }
 
 // wait returns once no drain runs; call it after Close.

@@ -264,11 +264,9 @@ func (in *Ingest) complete(round []completion, touched []*player, writes []state
 	if len(writes) == 0 {
 		return touched[:0], writes, args, buf
 	}
-	args = append(args, "hset", in.stateKey)
+	args = append(args, "hset", in.stateKeyArg)
 	for _, w := range writes {
-		start := len(buf)
-		buf = appendState(buf, w.st)
-		args = append(args, w.p.id, string(buf[start:]))
+		args = append(args, w.p.idArg, w.p.stateArg(w.st))
 	}
 	t0 := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), in.o.StoreTimeout)

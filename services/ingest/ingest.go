@@ -162,8 +162,8 @@ type Options struct {
 	// WriteTimeout bounds how long a socket waits for its client to take
 	// replies the kernel could not buffer (default 10 s): a client that
 	// does not read is disconnected, and never delays other sockets. PingInterval is the WebSocket
-	// ping period (default 30 s); a socket silent for two of them (no
-	// frame, no pong) is closed.
+	// ping period (default 30 s); a socket silent for about two of them
+	// (no frame, no pong) is closed.
 	WriteTimeout time.Duration
 	PingInterval time.Duration
 	// MaxQueue bounds the replies a socket may have outstanding (moves
@@ -194,6 +194,8 @@ type Ingest struct {
 	players  registry
 	m        metrics
 	upgrader websocket.Upgrader
+	// stateKeyArg is stateKey boxed once, for the completer's HSETs.
+	stateKeyArg any
 
 	started atomic.Bool
 	running atomic.Bool
@@ -306,6 +308,7 @@ func New(o Options) (*Ingest, error) {
 			CheckOrigin: func(*http.Request) bool { return true },
 		},
 	}
+	in.stateKeyArg = in.stateKey
 	in.players.init(in)
 	for k := 0; k < o.Topology.Partitions; k++ {
 		in.parts = append(in.parts, newPartition(in, k))

@@ -56,6 +56,23 @@ func appendState(dst []byte, s state) []byte {
 	return dst
 }
 
+// stateValue is a state as Redis stores it (appendState), passed to
+// go-redis as an encoding.BinaryMarshaler: a pointer in an interface
+// costs no allocation, a string or a []byte would.
+type stateValue struct {
+	b [64]byte // appendState writes at most 20+1+20+1+16 bytes
+	n int
+}
+
+func (v *stateValue) MarshalBinary() ([]byte, error) { return v.b[:v.n], nil }
+
+// stateArg returns st as p's HSET value. It reuses p's buffer: the value
+// is valid until the next call, and only the completer calls it.
+func (p *player) stateArg(st state) any {
+	p.val.n = len(appendState(p.val.b[:0], st))
+	return &p.val
+}
+
 // parseState decodes appendState's form for a graph of n nodes.
 func parseState(v string, n int) (state, error) {
 	f := strings.Fields(v)
@@ -145,6 +162,11 @@ type player struct {
 	id    string
 	in    *Ingest
 	shard *shard
+	// idArg is id boxed once, and val the state's HSET value (stateArg),
+	// so that a round's HSET allocates nothing per player. val is used
+	// by the completer only.
+	idArg any
+	val   stateValue
 
 	// refs counts sockets and requests using the player, plus one while
 	// queue is not empty; guarded by shard.mu. At zero the player leaves
@@ -189,7 +211,7 @@ func (r *registry) attach(ctx context.Context, id string) (*player, error) {
 	s.mu.Lock()
 	p := s.m[id]
 	if p == nil {
-		p = &player{id: id, in: r.in, shard: s}
+		p = &player{id: id, in: r.in, shard: s, idArg: id}
 		s.m[id] = p
 	}
 	p.refs++

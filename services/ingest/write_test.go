@@ -268,3 +268,23 @@ func TestSendConnOverflowCloses(t *testing.T) {
 		t.Fatalf("slow counted %d times, want 1", slow.Load())
 	}
 }
+
+// TestStateArgsAllocateNothing: a player's share of a round's HSET (its
+// boxed id and state value) allocates nothing, and the value is the
+// stored form of the state.
+func TestStateArgsAllocateNothing(t *testing.T) {
+	p := &player{id: "p", idArg: "p"}
+	st := state{Hash: 0xfedcba9876543210}
+	st.Seq, st.Node = 1<<63, 12
+	args := make([]any, 0, 2)
+	if n := testing.AllocsPerRun(100, func() {
+		st.Seq++
+		args = append(args[:0], p.idArg, p.stateArg(st))
+	}); n != 0 {
+		t.Fatalf("%v allocations per player", n)
+	}
+	b, _ := args[1].(*stateValue).MarshalBinary()
+	if want := appendState(nil, st); !bytes.Equal(b, want) {
+		t.Fatalf("value %q, want %q", b, want)
+	}
+}

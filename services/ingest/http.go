@@ -53,6 +53,12 @@ func statusOf(code game.Code) int {
 	return http.StatusBadRequest
 }
 
+// Header values shared by every answer (net/http only reads them).
+var (
+	contentTypeJSON = []string{"application/json"}
+	cacheNoStore    = []string{"no-store"}
+)
+
 // writeError answers with one error object.
 func writeError(w http.ResponseWriter, status int, seq uint64, code game.Code, msg string, retry time.Duration) {
 	r := reply{seq: seq, code: code, msg: msg, retry: retry}
@@ -61,8 +67,8 @@ func writeError(w http.ResponseWriter, status int, seq uint64, code game.Code, m
 
 func writeJSON(w http.ResponseWriter, status int, body []byte, retry time.Duration) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
+	h["Content-Type"] = contentTypeJSON
+	h["Cache-Control"] = cacheNoStore
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
 		secs := (wire.RetryAfterMs(retry) + 999) / 1000
 		h.Set("Retry-After", strconv.FormatInt(secs, 10))
@@ -153,7 +159,8 @@ func (in *Ingest) serveMoves(w http.ResponseWriter, r *http.Request) {
 	}
 	defer in.players.release(p)
 	col := &collector{replies: make([]reply, len(items)), left: len(items), done: make(chan struct{})}
-	sc := new(scratch)
+	sc := in.scratches.Get().(*scratch)
+	defer in.scratches.Put(sc)
 	for i, it := range items {
 		if it.Err != nil {
 			in.reject(col, uint64(i), it.Seq, it.Err.Code, it.Err.Msg, 0)
@@ -177,7 +184,9 @@ func (in *Ingest) serveMoves(w http.ResponseWriter, r *http.Request) {
 	if status != http.StatusAccepted {
 		retry = col.replies[0].retry
 	}
-	var out []byte
+	bp := in.bodies.Get().(*[]byte)
+	defer in.bodies.Put(bp)
+	out := (*bp)[:0]
 	if array {
 		out = append(out, '[')
 	}
@@ -191,6 +200,9 @@ func (in *Ingest) serveMoves(w http.ResponseWriter, r *http.Request) {
 		out = append(out, ']')
 	}
 	writeJSON(w, status, out, retry)
+	if cap(out) <= 4*maxOutFrame {
+		*bp = out
+	}
 }
 
 // serveDrops is POST /v1/admin/drops: {"treasures":[{"id","node","points"},…]}

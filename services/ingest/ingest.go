@@ -196,6 +196,8 @@ type Ingest struct {
 	upgrader websocket.Upgrader
 	// stateKeyArg is stateKey boxed once, for the completer's HSETs.
 	stateKeyArg any
+	// Reused by serveMoves: submit's scratch, the answer's body.
+	scratches, bodies sync.Pool
 
 	started atomic.Bool
 	running atomic.Bool
@@ -309,6 +311,8 @@ func New(o Options) (*Ingest, error) {
 		},
 	}
 	in.stateKeyArg = in.stateKey
+	in.scratches.New = func() any { return new(scratch) }
+	in.bodies.New = func() any { return new([]byte) }
 	in.players.init(in)
 	for k := 0; k < o.Topology.Partitions; k++ {
 		in.parts = append(in.parts, newPartition(in, k))

@@ -288,3 +288,41 @@ func TestStateArgsAllocateNothing(t *testing.T) {
 		t.Fatalf("value %q, want %q", b, want)
 	}
 }
+
+// TestPingsKeepAReadingClientAndDropASilentOne: with a short
+// PingInterval, a client that reads gets pings and its socket stays up
+// (its pongs count as life), while a socket whose client neither sends
+// nor reads (so never answers a ping) is closed.
+func TestPingsKeepAReadingClientAndDropASilentOne(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, small)
+	s := e.start(t, func(o *Options) { o.PingInterval = 100 * time.Millisecond })
+	s.dial(t, "silent")
+	live := s.dial(t, "live")
+	var pings atomic.Int32
+	live.ws.SetPingHandler(func(data string) error {
+		pings.Add(1)
+		return live.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := live.ws.ReadMessage(); err != nil {
+				readErr <- err
+				return
+			}
+		}
+	}()
+	waitUntil(t, "silent socket closed", func() bool { return serverConn(s.in, "silent") == nil })
+	// The live socket has seen more pings than two silences' worth and
+	// is still served.
+	waitUntil(t, "pinged 5 times", func() bool { return pings.Load() >= 5 })
+	if serverConn(s.in, "live") == nil {
+		t.Fatal("the socket of a client answering pings was closed")
+	}
+	select {
+	case err := <-readErr:
+		t.Fatalf("live client: %v", err)
+	default:
+	}
+}

@@ -3,6 +3,7 @@ package ingest
 import (
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -62,6 +63,9 @@ func (in *Ingest) serveWS(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered
 	}
 	c.ws = ws
+	// Armed once c.ping is set: pingNow uses it.
+	c.ping = time.AfterFunc(time.Duration(math.MaxInt64), c.pingNow)
+	c.ping.Reset(in.o.PingInterval)
 	in.connMu.Lock()
 	if in.closing {
 		in.connMu.Unlock()
@@ -72,7 +76,6 @@ func (in *Ingest) serveWS(w http.ResponseWriter, r *http.Request) {
 	in.conns[c] = struct{}{}
 	in.connMu.Unlock()
 	in.m.conns.Inc()
-	c.ping = time.AfterFunc(in.o.PingInterval, c.pingNow)
 	c.readLoop()
 	c.close()
 	c.sc.wait()
@@ -147,9 +150,7 @@ const maxReply = 256
 func (c *wsConn) close() {
 	c.closeOnce.Do(func() {
 		close(c.done)
-		if c.ping != nil {
-			c.ping.Stop()
-		}
+		c.ping.Stop()
 		_ = c.ws.Close()
 	})
 }

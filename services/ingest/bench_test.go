@@ -41,13 +41,14 @@ func BenchmarkIngestWSOneByOne(b *testing.B) {
 	}
 }
 
-// cpuTime is the CPU time (user + system) the process has used.
-func cpuTime(tb testing.TB) time.Duration {
+// cpuTime is the CPU time (user + system) the process has used, and its
+// threads' context switches (sleeps and wake-ups, voluntary or not).
+func cpuTime(tb testing.TB) (time.Duration, int64) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		tb.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Nvcsw + ru.Nivcsw
 }
 
 func benchIngest(b *testing.B, players, perFrame, window int) {
@@ -89,7 +90,7 @@ func benchIngest(b *testing.B, players, perFrame, window int) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	t0 := time.Now()
-	cpu0 := cpuTime(b)
+	cpu0, csw0 := cpuTime(b)
 	var wg sync.WaitGroup
 	for p, ws := range conns {
 		credit := make(chan struct{}, window)
@@ -135,7 +136,8 @@ func benchIngest(b *testing.B, players, perFrame, window int) {
 	}
 	wg.Wait()
 	elapsed := time.Since(t0)
-	cpu := cpuTime(b) - cpu0
+	cpu, csw := cpuTime(b)
+	cpu, csw = cpu-cpu0, csw-csw0
 	b.StopTimer()
 	if err := firstErr.Load(); err != nil {
 		b.Fatalf("%v (%d acked, %d failed)", err, acked.Load(), failed.Load())
@@ -144,6 +146,7 @@ func benchIngest(b *testing.B, players, perFrame, window int) {
 	// The process's CPU (clients and server together: compare runs of the
 	// same clients) per move; steadier than ns/op on a shared machine.
 	b.ReportMetric(float64(cpu.Microseconds())/float64(acked.Load()), "cpu-µs/move")
+	b.ReportMetric(float64(csw)/float64(acked.Load()), "ctxsw/move")
 	stream, err := e.js.Stream(context.Background(), e.topo.InStream())
 	if err != nil {
 		b.Fatal(err)

@@ -63,6 +63,9 @@ func newSendConn(c net.Conn, writeTimeout time.Duration, maxPending int, resume,
 		}
 	}
 	s.wfn = s.writeFD
+	// No write deadline but the drain's (an http.Server's WriteTimeout
+	// may have set one before the hijack).
+	_ = c.SetWriteDeadline(time.Time{})
 	return s
 }
 

@@ -200,13 +200,15 @@ type openFlags struct {
 	asJSON, pushLeaderboard     *bool
 	drain                       *time.Duration
 	ingestURLs, pushURLs, mURLs []string
+	m                           *measureFlags // loadgen_measure.go
+	fs                          *flag.FlagSet
 }
 
 func addOpenFlags(fs *flag.FlagSet, env Env, players int, drain time.Duration) *openFlags {
 	return &openFlags{
 		ingest:          fs.String("ingest", wsFromAddr(envOr(env, platform.EnvIngestAddr, platform.DefaultIngestAddr)), "ingest WebSocket base URLs, comma-separated; player i uses the (i mod n)th (env TREASURE_INGEST_ADDR)"),
 		push:            fs.String("push", wsFromAddr(envOr(env, platform.EnvPushAddr, platform.DefaultPushAddr)), "push WebSocket base URLs, comma-separated; player i uses the (i mod m)th (env TREASURE_PUSH_ADDR)"),
-		metrics:         fs.String("metrics", "", "server /metrics URLs, comma-separated (for CPU accounting; accepted, not read yet)"),
+		metrics:         fs.String("metrics", "", "every server process's /metrics URL, comma-separated (server CPU per move, RSS, GC)"),
 		graph:           fs.String("graph", env("TREASURE_GRAPH"), "road graph the services serve: .gr, .gr.gz or .snap (env TREASURE_GRAPH)"),
 		secret:          fs.String("secret", env("TREASURE_JWT_SECRET"), "JWT secret of the services (env TREASURE_JWT_SECRET)"),
 		prefix:          fs.String("prefix", "", "player id prefix (default ol-<run id>-: new players every run)"),
@@ -219,6 +221,8 @@ func addOpenFlags(fs *flag.FlagSet, env Env, players int, drain time.Duration) *
 		asJSON:          fs.Bool("json", false, "print one JSON summary object as the last line of stdout"),
 		pushLeaderboard: fs.Bool("push-leaderboard", false, "keep the push sockets' leaderboard broadcasts (default: ?leaderboard=off)"),
 		drain:           fs.Duration("drain", drain, "after the schedule, wait at most this long for answers and updates still due"),
+		m:               addMeasureFlags(fs),
+		fs:              fs,
 	}
 }
 
@@ -287,10 +291,16 @@ type openRun struct {
 // and its summary; extra adds the scenario's fields to the summary.
 func (r *openRun) run(ctx context.Context, o loadgen.OpenOptions, extra func(*loadgen.Summary, *loadgen.Result)) error {
 	f, out := r.f, r.io.Stdout
+	m, err := r.startMeasure(ctx) // --reference runs here, before the pipeline
+	if err != nil {
+		return err
+	}
+	defer m.close()
 	o.Ingest, o.Push, o.Graph, o.Secret = f.ingestURLs, f.pushURLs, r.g, *f.secret
 	o.PlayerPrefix, o.Players, o.Seed, o.LocalAddr = *f.prefix, *f.players, *f.seed, *f.local
 	o.PushLeaderboard, o.Drain = *f.pushLeaderboard, *f.drain
 	o.Logger = slog.New(slog.NewTextHandler(r.io.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	m.wrap(&o) // samples at t0
 	start := time.Now()
 	lastProgress := time.Time{}
 	o.Progress = func(n int) {
@@ -309,6 +319,7 @@ func (r *openRun) run(ctx context.Context, o loadgen.OpenOptions, extra func(*lo
 			return err
 		}
 		defer nc.Close()
+		m.useJetStream(nc, js)
 		r.backlog = &loadgen.BacklogMonitor{Read: loadgen.JetStreamBacklog(js, *f.streamPrefix), Every: 250 * time.Millisecond}
 		if _, err := r.backlog.Read(ctx); err != nil {
 			return err
@@ -326,12 +337,14 @@ func (r *openRun) run(ctx context.Context, o loadgen.OpenOptions, extra func(*lo
 			bl = strconv.FormatInt(r.backlog.Last(), 10)
 		}
 		fmt.Fprintln(out, s.Line(bl))
+		m.second(s, r.backlog)
 		if r.onSecond != nil {
 			r.onSecond(s)
 		}
 	})
 	stopMon()
 	mons.Wait()
+	m.stop(ctx)
 	if res == nil {
 		return err
 	}
@@ -357,6 +370,7 @@ func (r *openRun) run(ctx context.Context, o loadgen.OpenOptions, extra func(*lo
 		extra(&sum, res)
 	}
 	fmt.Fprint(out, sum.Text())
+	m.report(ctx, &sum, res, out)
 	if *f.asJSON {
 		b, jerr := json.Marshal(sum)
 		if jerr != nil {

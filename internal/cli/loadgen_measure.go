@@ -65,6 +65,7 @@ import (
 	"treasure/internal/cpustat"
 	"treasure/internal/loadgen"
 	"treasure/internal/natsjs"
+	"treasure/internal/platform"
 )
 
 // The chart files --charts writes.
@@ -811,7 +812,7 @@ func startEdgeRef(ctx context.Context, exe, secret string, stderr io.Writer) (*e
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cmd := exec.CommandContext(cctx, exe, "edge-ref", "--ingest", addrs[0], "--push", addrs[1])
-	cmd.Env = append(os.Environ(), "TREASURE_JWT_SECRET="+secret)
+	cmd.Env = append(os.Environ(), platform.EnvJWTSecret+"="+secret, platform.EnvLogLevel+"=warn")
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
@@ -852,6 +853,9 @@ func startEdgeRef(ctx context.Context, exe, secret string, stderr io.Writer) (*e
 	e.stopFn = func() error {
 		cancel()
 		err := <-exited
+		if errors.Is(err, context.Canceled) { // exited with status 0 after the SIGTERM
+			return nil
+		}
 		var ee *exec.ExitError
 		if errors.As(err, &ee) && ee.ProcessState != nil {
 			if ws, ok := ee.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {

@@ -130,7 +130,7 @@ func TestLoadgenSteadyOnThePipeline(t *testing.T) {
 	p := startLoadgenPipeline(t)
 	code, out, errs := runCLI(t, "", nil, "loadgen", "steady", "--ingest", p.ingest+","+p.ingest, "--push", p.push+", "+p.push,
 		"--graph", p.graphPath, "--secret", loadgenSecret, "--players", "60", "--rate", "4", "--duration", "2s",
-		"--nats", p.nats, "--stream-prefix", p.prefix, "--json")
+		"--nats", p.nats, "--stream-prefix", p.prefix, "--json", "--broker-ref", "0")
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
 	}
@@ -154,7 +154,7 @@ func TestLoadgenDropOnThePipeline(t *testing.T) {
 	p := startLoadgenPipeline(t)
 	code, out, errs := runCLI(t, "", nil, "loadgen", "drop", "--ingest", p.ingest, "--push", p.push,
 		"--graph", p.graphPath, "--secret", loadgenSecret, "--players", "200", "--within", "1s", "--waves", "2",
-		"--treasures", "50", "--nats", p.nats, "--stream-prefix", p.prefix, "--json")
+		"--treasures", "50", "--nats", p.nats, "--stream-prefix", p.prefix, "--json", "--broker-ref", "0")
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
 	}

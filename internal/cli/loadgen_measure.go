@@ -814,7 +814,8 @@ func startEdgeRef(ctx context.Context, exe, secret string, stderr io.Writer) (*e
 	cmd := exec.CommandContext(cctx, exe, "edge-ref", "--ingest", addrs[0], "--push", addrs[1])
 	cmd.Env = append(os.Environ(), platform.EnvJWTSecret+"="+secret, platform.EnvLogLevel+"=warn")
 	cmd.Stdout, cmd.Stderr = stderr, stderr
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.SysProcAttr = childProcAttr() // SIGTERM should this process die without stopping it
+	cmd.Cancel = func() error { terminate(cmd.Process); return nil }
 	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Start(); err != nil {
 		cancel()

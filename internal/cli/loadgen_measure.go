@@ -219,6 +219,7 @@ func dedupMetrics(urls []string, snap cpustat.Snapshot) []string {
 		dup := false
 		for _, k := range kept {
 			if s.Err == nil && k.Err == nil && s.Instance != "" && s.Instance == k.Instance &&
+				serviceOf(s.Name) == serviceOf(k.Name) &&
 				math.Abs(s.CPUSeconds-k.CPUSeconds) < 0.5 &&
 				math.Abs(float64(s.RSSBytes)-float64(k.RSSBytes)) <= 0.1*float64(max(s.RSSBytes, k.RSSBytes)) {
 				dup = true
@@ -231,6 +232,17 @@ func dedupMetrics(urls []string, snap cpustat.Snapshot) []string {
 		}
 	}
 	return keep
+}
+
+// serviceOf is the service part of a metrics source's name ("push
+// 127.0.0.1:8182" → "push"): processes of different services started in
+// the same second, with little CPU and the same graph loaded, look alike
+// by start time, CPU and RSS alone.
+func serviceOf(name string) string {
+	if i := strings.LastIndexByte(name, ' '); i >= 0 {
+		return name[:i]
+	}
+	return ""
 }
 
 // close releases the sampler.

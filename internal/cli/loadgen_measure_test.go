@@ -157,19 +157,20 @@ func TestLoadgenReferenceRunsTheFloorFirst(t *testing.T) {
 }
 
 func TestDedupMetricsDropsOnlyTheSameProcess(t *testing.T) {
-	src := func(inst string, cpu float64, rss uint64) cpustat.Source {
-		return cpustat.Source{Kind: cpustat.KindMetrics, Instance: inst, CPUSeconds: cpu, RSSBytes: rss}
+	src := func(name, inst string, cpu float64, rss uint64) cpustat.Source {
+		return cpustat.Source{Name: name, Kind: cpustat.KindMetrics, Instance: inst, CPUSeconds: cpu, RSSBytes: rss}
 	}
 	snap := cpustat.Snapshot{Sources: []cpustat.Source{
-		src("100.5", 3.0, 100e6),                             // a
-		src("100.5", 3.1, 101e6),                             // b: a's process on another port
-		src("100.5", 9.0, 100e6),                             // c: same start, other CPU: another process
-		src("200.1", 3.0, 100e6),                             // d
+		src("ingest+push 127.0.0.1:1", "100.5", 3.0, 100e6),  // a
+		src("ingest+push 127.0.0.1:2", "100.5", 3.1, 101e6),  // b: a's process on another port
+		src("ingest+push 127.0.0.1:3", "100.5", 9.0, 100e6),  // c: same start, other CPU: another process
+		src("ingest+push 127.0.0.1:4", "200.1", 3.0, 100e6),  // d
 		{Kind: cpustat.KindMetrics, Err: errors.New("down")}, // e: unreadable, kept (reported missing later)
+		src("push 127.0.0.1:5", "200.1", 3.0, 100e6),         // f: like d, but another service: another process
 	}}
-	got := dedupMetrics([]string{"a", "b", "c", "d", "e"}, snap)
-	if strings.Join(got, ",") != "a,c,d,e" {
-		t.Fatalf("kept %v, want a,c,d,e", got)
+	got := dedupMetrics([]string{"a", "b", "c", "d", "e", "f"}, snap)
+	if strings.Join(got, ",") != "a,c,d,e,f" {
+		t.Fatalf("kept %v, want a,c,d,e,f", got)
 	}
 }
 

@@ -1,0 +1,117 @@
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"treasure/internal/graph"
+	"treasure/internal/natsjs"
+	"treasure/internal/ratelimit"
+	"treasure/internal/stack"
+	"treasure/internal/testenv"
+)
+
+// startPipelineLimited is startPipeline with ingest's per-player rate
+// limit set to limit (zero: SPEC's default).
+func startPipelineLimited(t *testing.T, limit ratelimit.Limit) pipeline {
+	t.Helper()
+	g := amsterdam(t)
+	part, err := graph.Partition(g, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, js, prefix := testenv.JetStream(t)
+	rdb, rprefix := testenv.Redis(t)
+	pool, _ := testenv.Postgres(t)
+	small := natsjs.Limits{MaxBytes: 64 << 20, MaxMsgs: 200_000}
+	topo := natsjs.Topology{Prefix: prefix, Partitions: 2, In: small, Out: small, Upd: small, DLQ: small}
+	ctx := context.Background()
+	if err := topo.Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	st, err := stack.New(stack.Options{Graph: g, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
+		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: pipelineSecret, RateLimit: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("stack: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("stack did not stop within 30 s")
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for st.Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("stack not ready: %v", st.Ready())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return pipeline{g: g, ingest: "ws://" + st.IngestAddr().String(), push: "ws://" + st.PushAddr().String(), topo: topo}
+}
+
+func httpBurst(t *testing.T, p pipeline, players, rate int) *HTTPResult {
+	t.Helper()
+	r, err := RunHTTP(context.Background(), HTTPOptions{
+		OpenOptions: OpenOptions{
+			Ingest: []string{p.ingest}, Push: []string{p.push}, Graph: p.g, Secret: pipelineSecret,
+			PlayerPrefix: "http-", Players: players, Seed: 1, Drain: 20 * time.Second,
+		},
+		Rate: rate, Duration: 2 * time.Second,
+	}, func(s Second) {
+		t.Logf("second %d: offered %d sent %d acked %d answered %d errors %d", s.Index, s.Offered, s.Sent, s.Acked, s.Answered, s.Errors)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("result %+v", *r.Result)
+	t.Logf("requests %d, status codes %v, extra %v", r.Requests, r.StatusCodes, r.Extra())
+	return r
+}
+
+// TestRunHTTPOnThePipeline: a burst of POST /v1/moves through vegeta
+// against the real pipeline: every move sent is acked (202) and answered
+// on its player's push socket, once.
+func TestRunHTTPOnThePipeline(t *testing.T) {
+	p := startPipeline(t)
+	r := httpBurst(t, p, 30, 60)
+	if r.Sent < 60 || r.Acked != r.Sent || r.Answered != r.Acked || r.Failed() || len(r.Errors) != 0 ||
+		r.Unsent != 0 || r.Rejected != 0 || r.Retries != 0 {
+		t.Fatalf("accounting: %+v", *r.Result)
+	}
+	if r.Requests != r.Sent || uint64(r.StatusCodes["202"]) != r.Sent || len(r.StatusCodes) != 1 {
+		t.Fatalf("requests %d, status codes %v for %d moves", r.Requests, r.StatusCodes, r.Sent)
+	}
+	if r.Ack.TotalCount() != int64(r.Acked) || r.Update.TotalCount() != int64(r.Answered) {
+		t.Fatalf("latencies: %d acks and %d updates recorded for %d and %d", r.Ack.TotalCount(), r.Update.TotalCount(), r.Acked, r.Answered)
+	}
+}
+
+// TestRunHTTPCountsRateLimitedMoves: with ingest's per-player limit under
+// the players' rate, some moves are answered 429 rate_limited: they are
+// counted by code and sent again after retry_after_ms until acked, and no
+// move is lost or counted twice.
+func TestRunHTTPCountsRateLimitedMoves(t *testing.T) {
+	p := startPipelineLimited(t, ratelimit.Limit{Rate: 2, Burst: 1})
+	r := httpBurst(t, p, 10, 40)
+	limited := r.Errors["rate_limited"]
+	if limited == 0 || r.Retries != limited || uint64(r.StatusCodes["429"]) != limited {
+		t.Fatalf("rate_limited %d, retries %d, status codes %v", limited, r.Retries, r.StatusCodes)
+	}
+	if len(r.Errors) != 1 || r.Failed() || r.Acked != r.Sent || r.Answered != r.Acked || r.Rejected != 0 {
+		t.Fatalf("accounting: %+v", *r.Result)
+	}
+	if r.Requests != r.Sent+r.Retries || uint64(r.StatusCodes["202"]) != r.Acked || uint64(r.Vegeta.Requests) != r.Sent {
+		t.Fatalf("requests %d, status codes %v for %d moves", r.Requests, r.StatusCodes, r.Sent)
+	}
+}

@@ -155,6 +155,8 @@ Scenarios:
            window (W windows back to back). Polls GET /v1/leaderboard every
            100 ms throughout; reports moves sent in the window, latencies,
            the backlog's peak and how long it took to drain.
+  http     --players P --rate R --duration D: the moves as POST /v1/moves
+           through vegeta at R requests/s in total (` + "`treasure loadgen http -h`" + `).
   closed   the former closed-loop generator (one move in flight per
            player); not for figures. ` + "`treasure loadgen closed -h`" + `.
 
@@ -183,6 +185,8 @@ func runLoadgen(ctx context.Context, args []string, env Env, io IO) error {
 		return runLoadgenDrop(ctx, args[1:], env, io)
 	case "closed":
 		return runLoadgenClosed(ctx, args[1:], env, io)
+	case "http":
+		return runLoadgenHTTP(ctx, args[1:], env, io)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintf(io.Stderr, "Usage: treasure %s\n", loadgenSynopsis)
 		return nil

@@ -93,8 +93,8 @@ import (
 
 // HTTPOptions are an HTTP burst's settings. Of the embedded OpenOptions,
 // Schedule is ignored (vegeta paces: Rate and Duration); Ingest holds the
-// ingest services' base URLs (ws:// as for the other scenarios, or
-// http://), player j posting to Ingest[j%n] + "/v1/moves".
+// ingest services' ws:// base URLs as for the other scenarios, player j
+// posting to the same host's http://…/v1/moves of Ingest[j%n].
 type HTTPOptions struct {
 	OpenOptions
 	// Rate is the total number of moves (requests) per second:
@@ -225,7 +225,9 @@ func RunHTTP(ctx context.Context, o HTTPOptions, report func(Second)) (*HTTPResu
 		quit: make(chan struct{}), lag: newSecondHist(), errs: map[string]uint64{}, codes: map[string]int{},
 	}
 	for _, u := range oo.Ingest {
-		h.moveURL = append(h.moveURL, strings.TrimSuffix(HTTPBase(u), "/")+"/v1/moves")
+		x, _ := wsURL(u, "/v1/moves") // checked
+		x.Scheme = strings.Replace(x.Scheme, "ws", "http", 1)
+		h.moveURL = append(h.moveURL, x.String())
 	}
 	h.header = make([]http.Header, oo.Players)
 	for i, p := range e.players {

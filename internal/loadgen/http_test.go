@@ -3,6 +3,12 @@ package loadgen
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,5 +119,59 @@ func TestRunHTTPCountsRateLimitedMoves(t *testing.T) {
 	}
 	if r.Requests != r.Sent+r.Retries || uint64(r.StatusCodes["202"]) != r.Acked || uint64(r.Vegeta.Requests) != r.Sent {
 		t.Fatalf("requests %d, status codes %v for %d moves", r.Requests, r.StatusCodes, r.Sent)
+	}
+}
+
+// TestRunHTTPCountsARequestWithoutAnswer: a request that gets no HTTP
+// answer (its connection closed) ends its player, counts "http", and its
+// move is lost; every other move is acked and answered.
+func TestRunHTTPCountsARequestWithoutAnswer(t *testing.T) {
+	p := startPipeline(t)
+	back, err := url.Parse(HTTPBase(p.ingest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(back)
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 10 {
+			c, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				c.Close()
+			}
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	p.ingest = "ws" + strings.TrimPrefix(srv.URL, "http")
+	r := httpBurst(t, p, 20, 40)
+	if r.Errors[errHTTP] != 1 || len(r.Errors) != 1 || r.Lost != 1 || r.LostUnanswered != 1 || !r.Failed() {
+		t.Fatalf("one request without answer must count http 1 and lost 1: %+v", *r.Result)
+	}
+	if r.Acked != r.Sent-1 || r.Answered != r.Acked || r.Duplicated != 0 || r.Unexpected != 0 || r.StatusCodes["0"] != 1 {
+		t.Fatalf("accounting: %+v, status codes %v", *r.Result, r.StatusCodes)
+	}
+}
+
+func TestFragmentNamesTheMove(t *testing.T) {
+	for _, c := range []struct {
+		u     string
+		local int
+		seq   uint64
+		ok    bool
+	}{
+		{"http://h/v1/moves#3.17", 3, 17, true},
+		{"http://h/v1/moves#0.1", 0, 1, true},
+		{"http://h/v1/moves#9.1", 0, 0, false}, // no such player
+		{"http://h/v1/moves#3", 0, 0, false},
+		{"http://h/v1/moves", 0, 0, false},
+		{"http://h/v1/moves#-1.2", 0, 0, false},
+		{"http://h/v1/moves#1.x", 0, 0, false},
+	} {
+		local, seq, ok := fragment(c.u, 5)
+		if ok != c.ok || local != c.local || seq != c.seq {
+			t.Errorf("fragment(%q) = %d, %d, %v; want %d, %d, %v", c.u, local, seq, ok, c.local, c.seq, c.ok)
+		}
 	}
 }

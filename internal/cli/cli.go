@@ -37,7 +37,7 @@ func commandTable() map[string]command {
 		"graph":       {"generate, compile and partition road graphs (graph help)", runGraph},
 		"bench-core":  {"measure the hot core: load, RSS, field build, move loop, GC", runBenchCore},
 		"proximity":   {"run a proximity worker (graph partitions → proximity results, claims)", runProximity},
-		"loadgen":     {"open-loop load over real WebSockets: steady, ramp, drop (and the closed-loop generator)", runLoadgen},
+		"loadgen":     {"open-loop load over real WebSockets: steady, ramp, drop, http (POST /v1/moves through vegeta) and the closed-loop generator", runLoadgen},
 		"lg-worker":   {"(internal) one worker process of a multi-process loadgen run", runLoadgenWorker},
 		"healthcheck": {"GET a health URL once: exit 0 on 200 (container health checks)", runHealthcheck},
 		"dev":         {"the whole pipeline in one process (embedded JetStream), with simulated players", runDev},

@@ -131,7 +131,7 @@ func durationText(d time.Duration) string {
 	return d.String()
 }
 
-const loadgenSynopsis = `loadgen steady|ramp|drop|closed [flags]
+const loadgenSynopsis = `loadgen steady|ramp|drop|http|closed [flags]
 
 Open-loop load against running ingest and push services, over real
 WebSockets: every simulated player opens a push and an ingest socket and
@@ -174,7 +174,7 @@ limit 20,000). ` + "`treasure loadgen <scenario> -h`" + ` lists the flags.`
 
 func runLoadgen(ctx context.Context, args []string, env Env, io IO) error {
 	if len(args) == 0 {
-		return &UsageError{Msg: "loadgen needs a scenario: steady, ramp, drop or closed (treasure loadgen -h)"}
+		return &UsageError{Msg: "loadgen needs a scenario: steady, ramp, drop, http or closed (treasure loadgen -h)"}
 	}
 	switch args[0] {
 	case "steady":
@@ -191,7 +191,7 @@ func runLoadgen(ctx context.Context, args []string, env Env, io IO) error {
 		fmt.Fprintf(io.Stderr, "Usage: treasure %s\n", loadgenSynopsis)
 		return nil
 	}
-	return &UsageError{Msg: fmt.Sprintf("loadgen: unknown scenario %q: choose steady, ramp, drop or closed (the former default, closed loop)", args[0])}
+	return &UsageError{Msg: fmt.Sprintf("loadgen: unknown scenario %q: choose steady, ramp, drop, http or closed (the former default, closed loop)", args[0])}
 }
 
 // openFlags are the flags every open-loop scenario takes.

@@ -116,8 +116,10 @@ type HTTPResult struct {
 	// resends included.
 	StatusCodes map[string]int
 	// Vegeta is vegeta's own summary of its hits (the first send of each
-	// move; latency from each hit's start to its answer, as vegeta
-	// reports it, not from the schedule).
+	// move; resends are not vegeta's): latency from each hit's start
+	// (Result.Timestamp, taken before the targeter runs, so a wait for a
+	// free player is in it) to its answer, as vegeta reports it — not
+	// from the schedule.
 	Vegeta *vegeta.Metrics
 	// StartLag holds, in µs, how late after its scheduled time each
 	// move was handed to vegeta.

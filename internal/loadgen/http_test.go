@@ -1,8 +1,11 @@
 package loadgen
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -122,11 +125,10 @@ func TestRunHTTPCountsRateLimitedMoves(t *testing.T) {
 	}
 }
 
-// TestRunHTTPCountsARequestWithoutAnswer: a request that gets no HTTP
-// answer (its connection closed) ends its player, counts "http", and its
-// move is lost; every other move is acked and answered.
-func TestRunHTTPCountsARequestWithoutAnswer(t *testing.T) {
-	p := startPipeline(t)
+// proxyIngest puts a proxy in front of p's ingest HTTP side that hands
+// its nth request (from 1) to fn, or to ingest when fn returns false.
+func proxyIngest(t *testing.T, p *pipeline, fn func(n int64, w http.ResponseWriter, r *http.Request, proxy http.Handler) bool) {
+	t.Helper()
 	back, err := url.Parse(HTTPBase(p.ingest))
 	if err != nil {
 		t.Fatal(err)
@@ -134,23 +136,67 @@ func TestRunHTTPCountsARequestWithoutAnswer(t *testing.T) {
 	proxy := httputil.NewSingleHostReverseProxy(back)
 	var n atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if n.Add(1) == 10 {
-			c, _, err := w.(http.Hijacker).Hijack()
-			if err == nil {
-				c.Close()
-			}
-			return
+		if !fn(n.Add(1), w, r, proxy) {
+			proxy.ServeHTTP(w, r)
 		}
-		proxy.ServeHTTP(w, r)
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	p.ingest = "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
+// TestRunHTTPCountsARequestWithoutAnswer: a request that gets no HTTP
+// answer (its connection closed) ends its player, counts "http", and its
+// move is lost; every other move is acked and answered.
+func TestRunHTTPCountsARequestWithoutAnswer(t *testing.T) {
+	p := startPipeline(t)
+	proxyIngest(t, &p, func(n int64, w http.ResponseWriter, _ *http.Request, _ http.Handler) bool {
+		if n != 10 {
+			return false
+		}
+		if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			c.Close()
+		}
+		return true
+	})
 	r := httpBurst(t, p, 20, 40)
 	if r.Errors[errHTTP] != 1 || len(r.Errors) != 1 || r.Lost != 1 || r.LostUnanswered != 1 || !r.Failed() {
 		t.Fatalf("one request without answer must count http 1 and lost 1: %+v", *r.Result)
 	}
 	if r.Acked != r.Sent-1 || r.Answered != r.Acked || r.Duplicated != 0 || r.Unexpected != 0 || r.StatusCodes["0"] != 1 {
 		t.Fatalf("accounting: %+v, status codes %v", *r.Result, r.StatusCodes)
+	}
+}
+
+// TestRunHTTPRejectedMoveResyncs: a move the server rejects for good (here
+// its path swapped for an unknown node on the way) counts Rejected and
+// unknown_node, is not lost, and its player goes on from its last acked
+// node: no other error follows.
+func TestRunHTTPRejectedMoveResyncs(t *testing.T) {
+	p := startPipeline(t)
+	proxyIngest(t, &p, func(n int64, w http.ResponseWriter, r *http.Request, proxy http.Handler) bool {
+		if n != 25 {
+			return false
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Error(err)
+			return false
+		}
+		m, ok := parseMsg(body)
+		if !ok || !m.hasSeq {
+			t.Errorf("request body %q is not a move", body)
+		}
+		body = fmt.Appendf(nil, `{"type":"move","seq":%d,"path":[999999999]}`, m.seq)
+		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		proxy.ServeHTTP(w, r)
+		return true
+	})
+	r := httpBurst(t, p, 10, 40)
+	if r.Rejected != 1 || r.Errors["unknown_node"] != 1 || len(r.Errors) != 1 || r.StatusCodes["400"] != 1 {
+		t.Fatalf("one move rejected for good: %+v, status codes %v", *r.Result, r.StatusCodes)
+	}
+	if r.Failed() || r.Acked != r.Sent-1 || r.Answered != r.Acked || r.Retries != 0 {
+		t.Fatalf("accounting: %+v", *r.Result)
 	}
 }
 

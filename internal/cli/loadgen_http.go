@@ -22,7 +22,8 @@ retry_after_ms), every acked move exactly one proximity update. A request
 without HTTP answer ends its player ("http" in errors; its moves lost).
 Keep R/P under ingest's per-player limit (20 moves/s by default) and P
 well above R × the answer time. The --ingest URLs' HTTP side gets the
-requests (player i uses the (i mod n)th).`
+requests (player i uses the (i mod n)th). One process only (at most 9,900
+players; no --workers).`
 
 func runLoadgenHTTP(ctx context.Context, args []string, env Env, io IO) error {
 	fs := newFlagSet("loadgen http", httpSynopsis, io.Stderr)
@@ -40,6 +41,10 @@ func runLoadgenHTTP(ctx context.Context, args []string, env Env, io IO) error {
 		return &UsageError{Msg: "--duration must be positive"}
 	case *timeout <= 0:
 		return &UsageError{Msg: "--timeout must be positive"}
+	case *f.workers != 0:
+		return &UsageError{Msg: "--workers: the http scenario runs in this process only"}
+	case *f.players > loadgen.MaxPlayers:
+		return &UsageError{Msg: fmt.Sprintf("--players %d: the http scenario runs in this process, which holds at most %d players (a push socket each, plus the HTTP connections)", *f.players, loadgen.MaxPlayers)}
 	}
 	r, err := newOpenRun("http", f, io)
 	if err != nil {

@@ -47,3 +47,12 @@ func TestLoadgenHTTPFailsOnALostUpdate(t *testing.T) {
 		t.Fatalf("stderr does not say why:\n%s", errs)
 	}
 }
+
+func TestLoadgenHTTPRunsInOneProcess(t *testing.T) {
+	for _, args := range [][]string{{"--workers", "2"}, {"--players", "20000"}} {
+		args = append([]string{"loadgen", "http", "--graph", "g.gr", "--secret", "s"}, args...)
+		if code, _, errs := runCLI(t, "", nil, args...); code != 2 || !strings.Contains(errs, "this process") {
+			t.Fatalf("%v: exit %d, stderr %q", args, code, errs)
+		}
+	}
+}

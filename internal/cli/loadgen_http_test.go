@@ -10,7 +10,7 @@ func TestLoadgenHTTPOnThePipeline(t *testing.T) {
 	p := startLoadgenPipeline(t)
 	code, out, errs := runCLI(t, "", nil, "loadgen", "http", "--ingest", p.ingest+","+p.ingest, "--push", p.push,
 		"--graph", p.graphPath, "--secret", loadgenSecret, "--players", "30", "--rate", "60", "--duration", "2s",
-		"--nats", p.nats, "--stream-prefix", p.prefix, "--json")
+		"--nats", p.nats, "--stream-prefix", p.prefix, "--json", "--broker-ref", "0")
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
 	}

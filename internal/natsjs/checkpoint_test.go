@@ -1,0 +1,92 @@
+package natsjs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"slices"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// TestCheckpointsPutListGetPrune: checkpoints come back newest first per
+// partition, byte for byte; Prune keeps the newest; a put aborted mid-way
+// (the writer killed while writing) leaves no visible checkpoint.
+func TestCheckpointsPutListGetPrune(t *testing.T) {
+	servers(t, func(t *testing.T, e env) {
+		ctx := context.Background()
+		c, err := OpenCheckpoints(ctx, e.js, e.topo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again, err := OpenCheckpoints(ctx, e.js, e.topo); err != nil || again == nil {
+			t.Fatalf("open an existing bucket: %v", err)
+		}
+		if l, err := c.List(ctx); err != nil || len(l) != 0 {
+			t.Fatalf("empty bucket: %v, %v", l, err)
+		}
+		big := bytes.Repeat([]byte("checkpoint"), 50_000) // several chunks
+		for _, seq := range []uint64{7, 300, 42, 9_000_000_000} {
+			data := append([]byte{byte(seq)}, big[:seq%1000]...)
+			if err := c.Put(ctx, 1, seq, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.Put(ctx, 0, 5, big); err != nil {
+			t.Fatal(err)
+		}
+		// An aborted write: the reader fails after two chunks' worth.
+		_, err = c.Store().Put(ctx, jetstream.ObjectMeta{Name: CheckpointName(1, 1<<62)}, io.MultiReader(bytes.NewReader(big[:300_000]), failingReader{}))
+		if err == nil {
+			t.Fatal("the aborted put succeeded")
+		}
+		seqs, err := c.Seqs(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []uint64{9_000_000_000, 300, 42, 7}; !slices.Equal(seqs, want) {
+			t.Fatalf("partition 1: %v, want %v", seqs, want)
+		}
+		got, err := c.Get(ctx, 0, 5)
+		if err != nil || !bytes.Equal(got, big) {
+			t.Fatalf("get: %d bytes, %v", len(got), err)
+		}
+		if _, err := c.Get(ctx, 1, 1<<62); !errors.Is(err, jetstream.ErrObjectNotFound) {
+			t.Fatalf("the aborted checkpoint: %v", err)
+		}
+		if err := c.Prune(ctx, 1, 2); err != nil {
+			t.Fatal(err)
+		}
+		if seqs, _ := c.Seqs(ctx, 1); !slices.Equal(seqs, []uint64{9_000_000_000, 300}) {
+			t.Fatalf("after pruning to 2: %v", seqs)
+		}
+		all, err := c.List(ctx)
+		if err != nil || len(all) != 3 || all[0].Partition != 0 || all[0].Size != uint64(len(big)) {
+			t.Fatalf("list: %+v, %v", all, err)
+		}
+	})
+}
+
+func TestCheckpointNames(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		part int
+		seq  uint64
+	}{{0, 0}, {3, 1}, {65535, 1<<64 - 1}} {
+		p, s, ok := parseCheckpointName(CheckpointName(c.part, c.seq))
+		if !ok || p != c.part || s != c.seq {
+			t.Fatalf("%d/%d: %d/%d %v", c.part, c.seq, p, s, ok)
+		}
+	}
+	for _, bad := range []string{"", "in-1", "in-x/00000000000000000001", "in-1/1", "out-1/00000000000000000001", "in--1/00000000000000000001"} {
+		if _, _, ok := parseCheckpointName(bad); ok {
+			t.Fatalf("%q parsed", bad)
+		}
+	}
+}
+
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) { return 0, errors.New("writer killed") }

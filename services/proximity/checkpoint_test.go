@@ -1,0 +1,418 @@
+package proximity
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"treasure/internal/natsjs"
+	"treasure/internal/testenv"
+)
+
+// ckptWorker is a worker started by a checkpoint test, with its own
+// metrics and the "partition ready" lines it logged.
+type ckptWorker struct {
+	reg   *prometheus.Registry
+	ready *readyLog
+	stop  func()
+}
+
+// startCkptWorker starts a worker over every partition with checkpoints
+// every `every` (negative: off) in the topology's bucket, keeping keep. A
+// kill-mode worker writes no checkpoint when stopped, as a killed process.
+func startCkptWorker(tb testing.TB, ctx context.Context, f fixture, topo natsjs.Topology, url string, every time.Duration, keep int, kill bool) *ckptWorker {
+	tb.Helper()
+	nc := testenv.ConnectNATS(tb, url)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cw := &ckptWorker{reg: prometheus.NewRegistry(), ready: &readyLog{}}
+	w, err := New(Options{Graph: f.g, Part: f.part, Radius: f.radius, Topology: topo, NC: nc, JS: js, Batch: 8, AckWait: 2 * time.Second,
+		Log: slog.New(teeHandler{cw.ready, testLog().Handler()}), Registerer: cw.reg, CheckpointEvery: every, CheckpointKeep: keep})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w.noFinalCheckpoint = kill
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	stopped := false
+	cw.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("worker: %v", err)
+		}
+	}
+	tb.Cleanup(cw.stop)
+	return cw
+}
+
+// counter returns the value of a counter of the worker's registry.
+func (cw *ckptWorker) counter(tb testing.TB, name string) float64 {
+	tb.Helper()
+	mfs, err := cw.reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	tb.Fatalf("no metric %s", name)
+	return 0
+}
+
+// readyInfo is what a "partition ready" line says.
+type readyInfo struct{ checkpoint, floor, replayed uint64 }
+
+// readyLog records the "partition ready" lines by partition.
+type readyLog struct {
+	mu    sync.Mutex
+	parts map[int]readyInfo
+}
+
+func (r *readyLog) get() map[int]readyInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.parts)
+}
+
+type teeHandler struct {
+	r    *readyLog
+	next slog.Handler
+}
+
+func (h teeHandler) Enabled(ctx context.Context, l slog.Level) bool { return true }
+func (h teeHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return attrHandler{h, as}
+}
+func (h teeHandler) WithGroup(string) slog.Handler { return h }
+func (h teeHandler) Handle(ctx context.Context, rec slog.Record) error {
+	return h.handle(ctx, rec, nil)
+}
+
+func (h teeHandler) handle(ctx context.Context, rec slog.Record, pre []slog.Attr) error {
+	if rec.Message == "partition ready" {
+		part := -1
+		var info readyInfo
+		each := func(a slog.Attr) bool {
+			switch a.Key {
+			case "partition":
+				part = int(a.Value.Int64())
+			case "checkpoint_seq":
+				info.checkpoint = a.Value.Uint64()
+			case "replayed_to_seq":
+				info.floor = a.Value.Uint64()
+			case "replayed_messages":
+				info.replayed = a.Value.Uint64()
+			}
+			return true
+		}
+		for _, a := range pre {
+			each(a)
+		}
+		rec.Attrs(each)
+		h.r.mu.Lock()
+		if h.r.parts == nil {
+			h.r.parts = map[int]readyInfo{}
+		}
+		h.r.parts[part] = info
+		h.r.mu.Unlock()
+	}
+	if h.next.Enabled(ctx, rec.Level) {
+		rec2 := rec.Clone()
+		rec2.AddAttrs(pre...)
+		return h.next.Handle(ctx, rec2)
+	}
+	return nil
+}
+
+type attrHandler struct {
+	t  teeHandler
+	as []slog.Attr
+}
+
+func (h attrHandler) Enabled(ctx context.Context, l slog.Level) bool { return true }
+func (h attrHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return attrHandler{h.t, append(slices.Clone(h.as), as...)}
+}
+func (h attrHandler) WithGroup(string) slog.Handler { return h }
+func (h attrHandler) Handle(ctx context.Context, rec slog.Record) error {
+	return h.t.handle(ctx, rec, h.as)
+}
+
+// countIn counts partition k's input messages with sequences in (from, to].
+func countIn(tb testing.TB, ctx context.Context, js jetstream.JetStream, topo natsjs.Topology, k int, from, to uint64) uint64 {
+	tb.Helper()
+	var n uint64
+	err := natsjs.Replay(ctx, js, natsjs.ReplayOptions{Stream: topo.InStream(), Subjects: []string{topo.InSubject(k)}, StartSeq: from + 1, MaxWait: 200 * time.Millisecond},
+		func(ctx context.Context, msgs []natsjs.Msg) error {
+			for _, m := range msgs {
+				if m.Seq <= to {
+					n++
+				}
+			}
+			return nil
+		})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
+// outIDs returns the Nats-Msg-Id of every message in the OUT stream.
+func outIDs(tb testing.TB, ctx context.Context, js jetstream.JetStream, topo natsjs.Topology) []string {
+	tb.Helper()
+	var ids []string
+	err := natsjs.Replay(ctx, js, natsjs.ReplayOptions{Stream: topo.OutStream(), MaxWait: 200 * time.Millisecond}, func(ctx context.Context, msgs []natsjs.Msg) error {
+		for _, m := range msgs {
+			ids = append(ids, m.Header.Get(jetstream.MsgIDHeader))
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// checkLikeUninterrupted copies run B's log into fresh streams, runs it
+// through one worker that never stops (and uses no checkpoints), and
+// requires the same proximity results, claims and output ids as B.
+func checkLikeUninterrupted(t *testing.T, ctx context.Context, js jetstream.JetStream, url string, f fixture, topoB natsjs.Topology, b outputs) {
+	t.Helper()
+	topoC := newTopo(topoB.Prefix+"u", f.k)
+	testenv.DeleteStreamsOnCleanup(t, js, topoC.Prefix)
+	if err := topoC.Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	err := natsjs.Replay(ctx, js, natsjs.ReplayOptions{Stream: topoB.InStream(), MaxWait: 200 * time.Millisecond}, func(ctx context.Context, msgs []natsjs.Msg) error {
+		for _, m := range msgs {
+			if _, err := js.Publish(ctx, topoC.Prefix+m.Subject[len(topoB.Prefix):], m.Data); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc := startCkptWorker(t, ctx, f, topoC, url, -1, 0, false)
+	c := waitOutputs(t, ctx, js, topoC, len(f.moves))
+	wc.stop()
+	if len(b.claims) == 0 {
+		t.Fatal("the fixture produced no claims")
+	}
+	for key, pb := range b.prox {
+		if pc := c.prox[key]; pc == nil || pb.String() != pc.String() {
+			t.Fatalf("move %s: restarted run %v, uninterrupted %v", key, pb, pc)
+		}
+	}
+	if len(b.claims) != len(c.claims) {
+		t.Fatalf("%d claims in the restarted run, %d uninterrupted", len(b.claims), len(c.claims))
+	}
+	for id, cb := range b.claims {
+		if cc := c.claims[id]; cc == nil || cb.String() != cc.String() {
+			t.Fatalf("treasure %s: restarted run %v, uninterrupted %v", id, cb, cc)
+		}
+	}
+	if ib, ic := outIDs(t, ctx, js, topoB), outIDs(t, ctx, js, topoC); !slices.Equal(ib, ic) {
+		t.Fatalf("output ids differ: %d in the restarted run, %d uninterrupted", len(ib), len(ic))
+	}
+}
+
+// TestWorkerRestartsFromCheckpointReplayingOnlyTheTail: a worker stopped
+// cleanly writes a checkpoint per partition; its successor loads it and
+// replays nothing; that one is killed (no checkpoint written) after more
+// moves, and the next start loads the first checkpoint and replays exactly
+// the inputs between it and the ack floor, not the log from its start.
+// The outputs equal an uninterrupted run's.
+func TestWorkerRestartsFromCheckpointReplayingOnlyTheTail(t *testing.T) {
+	f := amsterdamFixture(t)
+	ctx := context.Background()
+	url := testenv.NATSURL()
+	_, js, prefix := testenv.JetStream(t)
+	topo := newTopo(prefix+"b", f.k)
+	testenv.DeleteStreamsOnCleanup(t, js, topo.Prefix)
+	if err := topo.Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	third := len(f.moves) / 3
+
+	w1 := startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, false)
+	publishDrops(t, ctx, js, topo, f)
+	publishMoves(t, ctx, js, topo, f, f.moves[:third])
+	waitOutputs(t, ctx, js, topo, third)
+	w1.stop()
+	if n := w1.counter(t, "treasure_proximity_checkpoints_total"); n != float64(f.k) {
+		t.Fatalf("%v checkpoints written at a clean stop, want one per partition (%d)", n, f.k)
+	}
+	store, err := natsjs.OpenCheckpoints(ctx, js, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := map[int]uint64{}
+	for k := 0; k < f.k; k++ {
+		seqs, err := store.Seqs(ctx, k)
+		if err != nil || len(seqs) != 1 {
+			t.Fatalf("partition %d: checkpoints %v, %v", k, seqs, err)
+		}
+		first[k] = seqs[0]
+	}
+
+	w2 := startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, true)
+	publishMoves(t, ctx, js, topo, f, f.moves[third:2*third])
+	waitOutputs(t, ctx, js, topo, 2*third)
+	w2.stop()
+	if n := w2.counter(t, "treasure_proximity_replayed_messages_total"); n != 0 {
+		t.Fatalf("a start from a checkpoint written at a clean stop replayed %v messages", n)
+	}
+	if n := w2.counter(t, "treasure_proximity_checkpoint_loads_total"); n != float64(f.k) {
+		t.Fatalf("%v checkpoint loads, want %d", n, f.k)
+	}
+
+	publishMoves(t, ctx, js, topo, f, f.moves[2*third:])
+	w3 := startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, false)
+	b := waitOutputs(t, ctx, js, topo, len(f.moves))
+	w3.stop()
+	var want, whole uint64
+	ready := w3.ready.get()
+	for k := 0; k < f.k; k++ {
+		r, ok := ready[k]
+		if !ok {
+			t.Fatalf("partition %d logged no ready line: %v", k, ready)
+		}
+		if r.checkpoint != first[k] {
+			t.Fatalf("partition %d started from the checkpoint at %d, want %d", k, r.checkpoint, first[k])
+		}
+		n := countIn(t, ctx, js, topo, k, r.checkpoint, r.floor)
+		if n != r.replayed {
+			t.Fatalf("partition %d replayed %d messages, %d lie between its checkpoint %d and ack floor %d", k, r.replayed, n, r.checkpoint, r.floor)
+		}
+		want += n
+		whole += countIn(t, ctx, js, topo, k, 0, r.floor)
+	}
+	if got := w3.counter(t, "treasure_proximity_replayed_messages_total"); got != float64(want) || want == 0 || want >= whole {
+		t.Fatalf("replayed %v messages; the tails hold %d, the logs up to the ack floors %d", got, want, whole)
+	}
+	if n := w3.counter(t, "treasure_proximity_checkpoint_invalid_total"); n != 0 {
+		t.Fatalf("%v checkpoints refused", n)
+	}
+	checkLikeUninterrupted(t, ctx, js, url, f, topo, b)
+}
+
+// TestWorkerSkipsDamagedCheckpoints: the newest checkpoint of partition 0
+// has a flipped byte, partition 1's is cut short (a partial object), and
+// partition 2's newest write was aborted before it completed (no object):
+// partitions 0 and 1 fall back to the checkpoint before, counted in
+// treasure_proximity_checkpoint_invalid_total; partition 2 uses its newest
+// complete one. Outputs equal an uninterrupted run's; old checkpoints are
+// pruned to CheckpointKeep.
+func TestWorkerSkipsDamagedCheckpoints(t *testing.T) {
+	f := amsterdamFixture(t)
+	ctx := context.Background()
+	url := testenv.NATSURL()
+	_, js, prefix := testenv.JetStream(t)
+	topo := newTopo(prefix+"d", f.k)
+	testenv.DeleteStreamsOnCleanup(t, js, topo.Prefix)
+	if err := topo.Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	store, err := natsjs.OpenCheckpoints(ctx, js, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	third := len(f.moves) / 3
+	publishDrops(t, ctx, js, topo, f)
+	var seqs [][]uint64 // per run, per partition: the newest checkpoint
+	for run := range 2 {
+		w := startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, false)
+		publishMoves(t, ctx, js, topo, f, f.moves[run*third:(run+1)*third])
+		waitOutputs(t, ctx, js, topo, (run+1)*third)
+		w.stop()
+		var newest []uint64
+		for k := 0; k < f.k; k++ {
+			s, err := store.Seqs(ctx, k)
+			if err != nil || len(s) != run+1 {
+				t.Fatalf("run %d partition %d: checkpoints %v, %v", run, k, s, err)
+			}
+			newest = append(newest, s[0])
+		}
+		seqs = append(seqs, newest)
+	}
+	// Partition 0: a flipped byte in the treasures section.
+	data, err := store.Get(ctx, 0, seqs[1][0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[100] ^= 1
+	if err := store.Put(ctx, 0, seqs[1][0], data); err != nil {
+		t.Fatal(err)
+	}
+	// Partition 1: a partial checkpoint, as a writer without the object
+	// store's atomic put would leave it.
+	data, err = store.Get(ctx, 1, seqs[1][1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Put(ctx, 1, seqs[1][1], data[:len(data)/2]); err != nil {
+		t.Fatal(err)
+	}
+	// Partition 2: a write of a newer checkpoint killed half way.
+	_, err = store.Store().Put(ctx, jetstream.ObjectMeta{Name: natsjs.CheckpointName(2, seqs[1][2]+1000)}, &abortingReader{data: data})
+	if err == nil {
+		t.Fatal("the aborted put succeeded")
+	}
+
+	publishMoves(t, ctx, js, topo, f, f.moves[2*third:])
+	w := startCkptWorker(t, ctx, f, topo, url, time.Hour, 2, false)
+	b := waitOutputs(t, ctx, js, topo, len(f.moves))
+	w.stop()
+	if n := w.counter(t, "treasure_proximity_checkpoint_invalid_total"); n != 2 {
+		t.Fatalf("%v checkpoints refused, want 2", n)
+	}
+	ready := w.ready.get()
+	for k, want := range []uint64{seqs[0][0], seqs[0][1], seqs[1][2]} {
+		if ready[k].checkpoint != want {
+			t.Fatalf("partition %d started from the checkpoint at %d, want %d (ready lines %v)", k, ready[k].checkpoint, want, ready)
+		}
+	}
+	for k := 0; k < f.k; k++ {
+		s, err := store.Seqs(ctx, k)
+		if err != nil || len(s) != 2 || s[0] <= seqs[1][k] {
+			t.Fatalf("partition %d after the last clean stop: checkpoints %v (%v), want the 2 newest, a new one first", k, s, err)
+		}
+	}
+	checkLikeUninterrupted(t, ctx, js, url, f, topo, b)
+}
+
+// abortingReader hands out half its data, then fails: a writer killed
+// during the upload.
+type abortingReader struct {
+	data []byte
+	off  int
+}
+
+func (r *abortingReader) Read(p []byte) (int, error) {
+	if r.off >= len(r.data)/2 {
+		return 0, fmt.Errorf("killed after %d bytes", r.off)
+	}
+	n := copy(p, r.data[r.off:len(r.data)/2])
+	r.off += n
+	return n, nil
+}

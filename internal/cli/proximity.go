@@ -40,7 +40,7 @@ func runProximity(ctx context.Context, args []string, env Env, io IO) error {
 	}
 	defer nc.Close()
 	reg := platform.NewRegistry()
-	w, err := proximity.New(proximity.Options{Graph: g, Part: part, Partitions: parts, Radius: cfg.Radius, Topology: topo, NC: nc, JS: js, Log: log, Registerer: reg})
+	w, err := proximity.New(proximity.Options{Graph: g, Part: part, Partitions: parts, Radius: cfg.Radius, Topology: topo, NC: nc, JS: js, Log: log, Registerer: reg, CheckpointEvery: cfg.CheckpointEvery})
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
@@ -49,6 +50,9 @@ const (
 	// EnvStreamReplicas sets the replicas of every stream (1 to 5; 3 on a
 	// 3-node JetStream cluster). Unset: 1.
 	EnvStreamReplicas = "TREASURE_STREAM_REPLICAS"
+	// EnvCheckpointEvery is how often each proximity partition writes a
+	// checkpoint of its state (a Go duration of at least 1s, or "off").
+	EnvCheckpointEvery = "TREASURE_CHECKPOINT_EVERY"
 )
 
 // The defaults SPEC.md gives.
@@ -64,6 +68,10 @@ const (
 	DefaultDevNATSAddr   = "127.0.0.1:4223"
 	DefaultPartitions    = 4
 	DefaultStreamPrefix  = "treasure"
+	// DefaultCheckpointEvery is TREASURE_CHECKPOINT_EVERY's default.
+	DefaultCheckpointEvery = 10 * time.Second
+	// MinCheckpointEvery is the shortest checkpoint interval accepted.
+	MinCheckpointEvery = time.Second
 )
 
 // Config is the configuration every treasure process reads from the
@@ -104,6 +112,11 @@ type Config struct {
 	// StreamReplicas is every stream's replica count (TREASURE_STREAM_REPLICAS);
 	// 0 means the server's default, 1.
 	StreamReplicas int
+	// CheckpointEvery is how often each proximity partition writes a
+	// checkpoint (TREASURE_CHECKPOINT_EVERY, at least MinCheckpointEvery);
+	// negative ("off") disables checkpoints, 0 in a literal means the
+	// default.
+	CheckpointEvery time.Duration
 	// Log selects the log format and level.
 	Log LogConfig
 }
@@ -133,8 +146,19 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		DevNATSAddr:   get(EnvDevNATSAddr, DefaultDevNATSAddr),
 		Partitions:    DefaultPartitions,
 		StreamPrefix:  get(EnvStreamPrefix, DefaultStreamPrefix),
+
+		CheckpointEvery: DefaultCheckpointEvery,
 	}
 	var errs []error
+	if s := get(EnvCheckpointEvery, ""); s != "" {
+		if strings.EqualFold(s, "off") {
+			c.CheckpointEvery = -1
+		} else if d, err := time.ParseDuration(s); err != nil || d < MinCheckpointEvery {
+			errs = append(errs, fmt.Errorf("%s: want a duration of at least %v (like 10s) or \"off\", got %q", EnvCheckpointEvery, MinCheckpointEvery, s))
+		} else {
+			c.CheckpointEvery = d
+		}
+	}
 	if s := get(EnvPartitions, ""); s != "" {
 		k, err := strconv.Atoi(s)
 		if err != nil || k < 1 || k > 4096 {
@@ -211,6 +235,9 @@ func (c Config) Validate() error {
 	if c.StreamMaxMsgs < 0 {
 		errs = append(errs, fmt.Errorf("%s: must not be negative", EnvStreamMaxMsgs))
 	}
+	if c.CheckpointEvery > 0 && c.CheckpointEvery < MinCheckpointEvery {
+		errs = append(errs, fmt.Errorf("%s: %v is shorter than %v", EnvCheckpointEvery, c.CheckpointEvery, MinCheckpointEvery))
+	}
 	for _, a := range []struct{ env, addr string }{
 		{EnvIngestAddr, c.IngestAddr},
 		{EnvPushAddr, c.PushAddr},
@@ -261,6 +288,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int64("stream_max_bytes", c.StreamMaxBytes),
 		slog.Int64("stream_max_msgs", c.StreamMaxMsgs),
 		slog.Int("stream_replicas", c.StreamReplicas),
+		slog.Duration("checkpoint_every", c.CheckpointEvery),
 		slog.String("log_format", c.Log.Format),
 		slog.String("log_level", c.Log.Level.String()),
 	)

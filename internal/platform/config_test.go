@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 func envMap(m map[string]string) func(string) string {
@@ -30,6 +31,8 @@ func TestFromEnvDefaultsMatchSpec(t *testing.T) {
 		Partitions:    4,
 		StreamPrefix:  "treasure",
 		Log:           LogConfig{Format: "text", Level: slog.LevelInfo},
+
+		CheckpointEvery: 10 * time.Second,
 	}
 	if c != want {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -45,24 +48,25 @@ func TestFromEnvDefaultsMatchSpec(t *testing.T) {
 func TestFromEnvOverridesEveryVariable(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{
-		EnvNATSURL:        "nats://10.0.0.1:4300,nats://10.0.0.2:4300",
-		EnvRedisURL:       "redis://:pw@127.0.0.1:6380/3",
-		EnvDatabaseURL:    "postgres://u:pw@127.0.0.1:5433/other?sslmode=disable",
-		EnvGraph:          "/data/amsterdam.gr.gz",
-		EnvRadius:         "750",
-		EnvJWTSecret:      " s3cret ",
-		EnvIngestAddr:     ":9081",
-		EnvPushAddr:       "0.0.0.0:9082",
-		EnvProximityAddr:  "[::1]:9083",
-		EnvRankerAddr:     "localhost:0",
-		EnvDevNATSAddr:    "127.0.0.1:5222",
-		EnvPartitions:     "16",
-		EnvStreamPrefix:   "demo",
-		EnvStreamMaxBytes: "67108864",
-		EnvStreamMaxMsgs:  "200000",
-		EnvStreamReplicas: "3",
-		EnvLogFormat:      "JSON",
-		EnvLogLevel:       "debug",
+		EnvNATSURL:         "nats://10.0.0.1:4300,nats://10.0.0.2:4300",
+		EnvRedisURL:        "redis://:pw@127.0.0.1:6380/3",
+		EnvDatabaseURL:     "postgres://u:pw@127.0.0.1:5433/other?sslmode=disable",
+		EnvGraph:           "/data/amsterdam.gr.gz",
+		EnvRadius:          "750",
+		EnvJWTSecret:       " s3cret ",
+		EnvIngestAddr:      ":9081",
+		EnvPushAddr:        "0.0.0.0:9082",
+		EnvProximityAddr:   "[::1]:9083",
+		EnvRankerAddr:      "localhost:0",
+		EnvDevNATSAddr:     "127.0.0.1:5222",
+		EnvPartitions:      "16",
+		EnvStreamPrefix:    "demo",
+		EnvStreamMaxBytes:  "67108864",
+		EnvStreamMaxMsgs:   "200000",
+		EnvStreamReplicas:  "3",
+		EnvCheckpointEvery: "1m30s",
+		EnvLogFormat:       "JSON",
+		EnvLogLevel:        "debug",
 	}
 	c, err := FromEnv(envMap(env))
 	if err != nil {
@@ -87,6 +91,8 @@ func TestFromEnvOverridesEveryVariable(t *testing.T) {
 		StreamMaxMsgs:  200_000,
 		StreamReplicas: 3,
 		Log:            LogConfig{Format: "json", Level: slog.LevelDebug},
+
+		CheckpointEvery: 90 * time.Second,
 	}
 	if c != want {
 		t.Errorf("overrides:\n got %+v\nwant %+v", c, want)
@@ -127,6 +133,9 @@ func TestFromEnvRejectsBadValuesNamingEachVariable(t *testing.T) {
 		{"stream max bytes negative", EnvStreamMaxBytes, "-1"},
 		{"stream max msgs not a number", EnvStreamMaxMsgs, "lots"},
 		{"stream max msgs zero", EnvStreamMaxMsgs, "0"},
+		{"checkpoint every not a duration", EnvCheckpointEvery, "10"},
+		{"checkpoint every too short", EnvCheckpointEvery, "500ms"},
+		{"checkpoint every negative", EnvCheckpointEvery, "-10s"},
 		{"log format", EnvLogFormat, "xml"},
 		{"log level", EnvLogLevel, "loud"},
 	}
@@ -209,6 +218,16 @@ func TestMaskURL(t *testing.T) {
 	for _, tt := range tests {
 		if got := MaskURL(tt.in); got != tt.want {
 			t.Errorf("MaskURL(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestFromEnvCheckpointsOff(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"off", "OFF"} {
+		c, err := FromEnv(envMap(map[string]string{EnvCheckpointEvery: v}))
+		if err != nil || c.CheckpointEvery >= 0 {
+			t.Fatalf("%s=%s: %v, %v; want a negative interval (off)", EnvCheckpointEvery, v, c.CheckpointEvery, err)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"slices"
+	"strings"
 
 	"treasure/internal/graph"
 )
@@ -111,67 +112,109 @@ func Fingerprint(g *graph.Graph) uint32 {
 	return sum
 }
 
+// CheckpointState is a copy of an Engine's state and a CheckpointMeta,
+// taken by (*Engine).CheckpointState and encoded by Append. It shares
+// nothing with the engine, so it may be encoded in another goroutine while
+// the engine carries on: the engine's owner pauses only for the copy.
+type CheckpointState struct {
+	h         CheckpointHeader
+	nslots    uint32
+	treasures []ckptTreasure
+	free      []uint32
+	players   []ckptPlayer
+}
+
+type ckptTreasure struct {
+	id                 string
+	slot, node, points uint32 // slot NoNode: claimed or outside the graph
+}
+
+type ckptPlayer struct {
+	id  string
+	seq uint64
+}
+
+// CheckpointState copies e's state and m. fingerprint is
+// Fingerprint(e.Graph()), which the caller computes once per graph. Its
+// cost is linear in the ids ever dropped and the players, with no sorting.
+func (e *Engine) CheckpointState(m *CheckpointMeta, fingerprint uint32) *CheckpointState {
+	s := &CheckpointState{
+		h: CheckpointHeader{Version: CheckpointVersion, Partition: m.Partition, Partitions: m.Partitions, Radius: e.field.Radius(),
+			Nodes: uint32(e.g.NumNodes()), Own: e.g.Own, Arcs: uint64(e.g.NumArcs()), Fingerprint: fingerprint, Seq: m.Seq},
+		nslots:    uint32(len(e.points)),
+		treasures: make([]ckptTreasure, 0, len(e.byID)),
+		free:      slices.Clone(e.free),
+		players:   make([]ckptPlayer, 0, len(m.Players)),
+	}
+	for id, slot := range e.byID {
+		t := ckptTreasure{id: id, slot: slot}
+		if slot != graph.NoNode {
+			t.node, t.points = e.field.Node(slot), e.points[slot]
+		}
+		s.treasures = append(s.treasures, t)
+	}
+	for p, seq := range m.Players {
+		s.players = append(s.players, ckptPlayer{p, seq})
+	}
+	return s
+}
+
 // AppendCheckpoint appends e's state and m to dst in the checkpoint format
-// and returns the extended slice. fingerprint is Fingerprint(e.Graph()),
-// which the caller computes once per graph. It does not change e; its cost
-// is linear in the ids ever dropped and the players (sorted, so that a state
-// has one encoding).
+// and returns the extended slice: e.CheckpointState(m, fingerprint).Append(dst).
 func (e *Engine) AppendCheckpoint(dst []byte, m *CheckpointMeta, fingerprint uint32) []byte {
+	return e.CheckpointState(m, fingerprint).Append(dst)
+}
+
+// Append appends the checkpoint to dst and returns the extended slice. Ids
+// and players are written sorted, so that a state has one encoding; Append
+// sorts s in place and may be called again.
+func (s *CheckpointState) Append(dst []byte) []byte {
 	le := binary.LittleEndian
+	slices.SortFunc(s.treasures, func(a, b ckptTreasure) int { return strings.Compare(a.id, b.id) })
+	slices.SortFunc(s.players, func(a, b ckptPlayer) int { return strings.Compare(a.id, b.id) })
 	start := len(dst)
 	dst = append(dst, make([]byte, ckptHeaderSize)...)
 	h := dst[start:]
 	copy(h, ckptMagic)
 	le.PutUint32(h[8:], CheckpointVersion)
-	le.PutUint32(h[16:], m.Partition)
-	le.PutUint32(h[20:], m.Partitions)
-	le.PutUint32(h[24:], e.field.Radius())
-	le.PutUint32(h[28:], uint32(e.g.NumNodes()))
-	le.PutUint32(h[32:], e.g.Own)
-	le.PutUint32(h[36:], fingerprint)
-	le.PutUint64(h[40:], uint64(e.g.NumArcs()))
-	le.PutUint64(h[48:], m.Seq)
+	le.PutUint32(h[16:], s.h.Partition)
+	le.PutUint32(h[20:], s.h.Partitions)
+	le.PutUint32(h[24:], s.h.Radius)
+	le.PutUint32(h[28:], s.h.Nodes)
+	le.PutUint32(h[32:], s.h.Own)
+	le.PutUint32(h[36:], s.h.Fingerprint)
+	le.PutUint64(h[40:], s.h.Arcs)
+	le.PutUint64(h[48:], s.h.Seq)
 
 	// Treasures.
 	t0 := len(dst)
-	dst = binary.AppendUvarint(dst, uint64(len(e.points)))
-	ids := make([]string, 0, len(e.byID))
-	for id := range e.byID {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	dst = binary.AppendUvarint(dst, uint64(len(ids)))
-	for _, id := range ids {
-		s := e.byID[id]
-		dst = binary.AppendUvarint(dst, uint64(len(id)))
-		dst = append(dst, id...)
-		if s == graph.NoNode {
+	dst = binary.AppendUvarint(dst, uint64(s.nslots))
+	dst = binary.AppendUvarint(dst, uint64(len(s.treasures)))
+	for _, t := range s.treasures {
+		dst = binary.AppendUvarint(dst, uint64(len(t.id)))
+		dst = append(dst, t.id...)
+		if t.slot == graph.NoNode {
 			dst = append(dst, 0)
 			continue
 		}
-		dst = binary.AppendUvarint(dst, uint64(s)+1)
-		dst = binary.AppendUvarint(dst, uint64(e.field.Node(s)))
-		dst = binary.AppendUvarint(dst, uint64(e.points[s]))
+		dst = binary.AppendUvarint(dst, uint64(t.slot)+1)
+		dst = binary.AppendUvarint(dst, uint64(t.node))
+		dst = binary.AppendUvarint(dst, uint64(t.points))
 	}
-	dst = binary.AppendUvarint(dst, uint64(len(e.free)))
-	for _, s := range e.free {
-		dst = binary.AppendUvarint(dst, uint64(s))
+	dst = binary.AppendUvarint(dst, uint64(len(s.free)))
+	for _, f := range s.free {
+		dst = binary.AppendUvarint(dst, uint64(f))
 	}
 	tlen := len(dst) - t0
 	dst = le.AppendUint32(dst, crc32.Checksum(dst[t0:], castagnoli))
 
 	// Players.
 	p0 := len(dst)
-	players := make([]string, 0, len(m.Players))
-	for p := range m.Players {
-		players = append(players, p)
-	}
-	slices.Sort(players)
-	dst = binary.AppendUvarint(dst, uint64(len(players)))
-	for _, p := range players {
-		dst = binary.AppendUvarint(dst, uint64(len(p)))
-		dst = append(dst, p...)
-		dst = binary.AppendUvarint(dst, m.Players[p])
+	dst = binary.AppendUvarint(dst, uint64(len(s.players)))
+	for _, p := range s.players {
+		dst = binary.AppendUvarint(dst, uint64(len(p.id)))
+		dst = append(dst, p.id...)
+		dst = binary.AppendUvarint(dst, p.seq)
 	}
 	plen := len(dst) - p0
 	dst = le.AppendUint32(dst, crc32.Checksum(dst[p0:], castagnoli))

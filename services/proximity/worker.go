@@ -121,11 +121,11 @@ type metrics struct {
 	logWait, consumedToResult prometheus.Histogram
 
 	// Checkpoints (docs/operations.md).
-	replayed                                 prometheus.Counter
-	ckptWritten, ckptFailed, ckptInvalid     prometheus.Counter
-	ckptLoaded                               prometheus.Counter
-	ckptBytes                                prometheus.Gauge
-	ckptEncode, ckptWrite, ckptLoad, rebuild prometheus.Histogram
+	replayed                                prometheus.Counter
+	ckptWritten, ckptFailed, ckptInvalid    prometheus.Counter
+	ckptLoaded                              prometheus.Counter
+	ckptBytes                               prometheus.Gauge
+	ckptPause, ckptWrite, ckptLoad, rebuild prometheus.Histogram
 }
 
 // hopBuckets are the buckets of every hop histogram
@@ -164,17 +164,17 @@ func newMetrics(r prometheus.Registerer) metrics {
 		Help: "Stored checkpoints refused at load (unreadable, truncated, corrupt, of another graph), each skipped for the one before it."})
 	m.ckptLoaded = prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_checkpoint_loads_total", Help: "Partition rebuilds that started from a checkpoint."})
 	m.ckptBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_proximity_checkpoint_bytes", Help: "Size of the last checkpoint written."})
-	m.ckptEncode = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_checkpoint_encode_seconds",
-		Help: "Time a partition stops consuming to encode its checkpoint.", Buckets: secs})
+	m.ckptPause = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_checkpoint_pause_seconds",
+		Help: "Time a partition stops consuming to copy its state for a checkpoint (encoding and upload run beside it).", Buckets: secs})
 	m.ckptWrite = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_checkpoint_write_seconds",
-		Help: "Time to store a checkpoint and prune the old ones (in the background).", Buckets: secs})
+		Help: "Time to encode and store a checkpoint and prune the old ones (in the background).", Buckets: secs})
 	m.ckptLoad = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_checkpoint_load_seconds",
 		Help: "Time to fetch, check and load a checkpoint (field rebuild included).", Buckets: secs})
 	m.rebuild = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_rebuild_seconds",
 		Help: "Time from a partition's (re)start to serving: checkpoint load plus tail replay.", Buckets: secs})
 	if r != nil {
 		r.MustRegister(m.moves, m.claims, m.drops, m.notices, m.rebuilds, m.batch, m.logWait, m.consumedToResult,
-			m.replayed, m.ckptWritten, m.ckptFailed, m.ckptInvalid, m.ckptLoaded, m.ckptBytes, m.ckptEncode, m.ckptWrite, m.ckptLoad, m.rebuild)
+			m.replayed, m.ckptWritten, m.ckptFailed, m.ckptInvalid, m.ckptLoaded, m.ckptBytes, m.ckptPause, m.ckptWrite, m.ckptLoad, m.rebuild)
 	}
 	return m
 }
@@ -401,7 +401,7 @@ func (p *partition) once(ctx context.Context) error {
 	// whose outputs may not be stored, so it is rebuilt from the log.
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	defer p.waitUpload(log)
+	defer p.waitUpload()
 	err = cons.Run(rctx, func(ctx context.Context, msgs []natsjs.Msg) error {
 		t0 := time.Now()
 		p.dirty = true
@@ -488,25 +488,25 @@ func (p *partition) maybeCheckpoint(log *slog.Logger) {
 			return // still uploading: the next batch tries again
 		}
 	}
-	seq, data := p.encodeCheckpoint()
+	seq, st := p.copyState()
 	done := make(chan error, 1)
 	p.uploading = done
-	go func() { done <- p.writeCheckpoint(log, seq, data) }()
+	go func() { done <- p.writeCheckpoint(log, seq, st) }()
 }
 
 // finalCheckpoint writes a checkpoint of the current state, after the
 // upload in flight, when it covers inputs the last one does not.
 func (p *partition) finalCheckpoint(log *slog.Logger) {
-	p.waitUpload(log)
+	p.waitUpload()
 	if p.w.o.CheckpointEvery <= 0 || p.w.o.Checkpoints == nil || p.applied <= p.ckptSeq {
 		return
 	}
-	seq, data := p.encodeCheckpoint()
-	p.writeCheckpoint(log, seq, data)
+	seq, st := p.copyState()
+	p.writeCheckpoint(log, seq, st)
 }
 
 // waitUpload waits for the upload in flight, if any.
-func (p *partition) waitUpload(log *slog.Logger) {
+func (p *partition) waitUpload() {
 	if p.uploading == nil {
 		return
 	}
@@ -516,22 +516,24 @@ func (p *partition) waitUpload(log *slog.Logger) {
 	p.uploading = nil
 }
 
-// encodeCheckpoint encodes the engine's state, which covers every input up
-// to p.applied (their outputs are stored: it runs between batches only).
-func (p *partition) encodeCheckpoint() (uint64, []byte) {
+// copyState copies the engine's state, which covers every input up to
+// p.applied (their outputs are stored: it runs between batches only). The
+// partition pauses for the copy only; the encoding runs in writeCheckpoint.
+func (p *partition) copyState() (uint64, *game.CheckpointState) {
 	t0 := time.Now()
 	meta := game.CheckpointMeta{Partition: uint32(p.k), Partitions: uint32(p.w.o.Topology.Partitions), Seq: p.applied, Players: p.lastSeq}
-	data := p.e.AppendCheckpoint(nil, &meta, p.fingerprint)
-	p.w.m.ckptEncode.Observe(time.Since(t0).Seconds())
+	st := p.e.CheckpointState(&meta, p.fingerprint)
+	p.w.m.ckptPause.Observe(time.Since(t0).Seconds())
 	p.ckptAt, p.ckptSeq = time.Now(), p.applied
-	return p.applied, data
+	return p.applied, st
 }
 
-// writeCheckpoint stores a checkpoint and prunes the old ones; it touches
+// writeCheckpoint encodes and stores a checkpoint and prunes the old ones; it touches
 // no partition state, so it may run beside the partition's goroutine.
-func (p *partition) writeCheckpoint(log *slog.Logger, seq uint64, data []byte) error {
+func (p *partition) writeCheckpoint(log *slog.Logger, seq uint64, st *game.CheckpointState) error {
 	o := p.w.o
 	t0 := time.Now()
+	data := st.Append(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), checkpointTimeout)
 	defer cancel()
 	if err := o.Checkpoints.Put(ctx, p.k, seq, data); err != nil {

@@ -2,12 +2,14 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"treasure/internal/natsjs"
 	"treasure/internal/platform"
 )
 
@@ -16,7 +18,8 @@ const statusSynopsis = `status
 Prints the state of the pipeline's log: every stream of TREASURE_STREAM_PREFIX
 (messages, bytes, first and last sequence) and every durable consumer on it
 (messages waiting, delivered but not yet acknowledged, acknowledged
-floor) — the backlog an operator watches during a burst. Reads
+floor) — the backlog an operator watches during a burst — and each
+partition's newest proximity checkpoint (IN sequence, age, size). Reads
 TREASURE_NATS_URL (for a running demo: nats://127.0.0.1:4223).`
 
 func runStatus(ctx context.Context, args []string, env Env, io IO) error {
@@ -80,5 +83,43 @@ func runStatus(ctx context.Context, args []string, env Env, io IO) error {
 	}
 	w.Flush()
 	fmt.Fprintf(io.Stdout, "\nbacklog: %d messages waiting or unacknowledged over %d consumers\n", backlog, len(consumers))
-	return nil
+	return printCheckpoints(ctx, io, js, topo)
+}
+
+// printCheckpoints lists, per partition, the newest proximity checkpoint:
+// the IN sequence it covers, its age and size, and how many are kept.
+func printCheckpoints(ctx context.Context, io IO, js jetstream.JetStream, topo natsjs.Topology) error {
+	store, err := natsjs.BindCheckpoints(ctx, js, topo)
+	if errors.Is(err, natsjs.ErrNoCheckpoints) {
+		fmt.Fprintf(io.Stdout, "\ncheckpoints: none (bucket %s absent)\n", topo.CheckpointBucket())
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	all, err := store.List(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(io.Stdout)
+	w := tabwriter.NewWriter(io.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "partition	checkpoint seq	age	bytes	kept	")
+	for k := 0; k < topo.Partitions; k++ {
+		var newest *natsjs.CheckpointInfo
+		kept := 0
+		for i := range all {
+			if all[i].Partition == k {
+				if newest == nil {
+					newest = &all[i]
+				}
+				kept++
+			}
+		}
+		if newest == nil {
+			fmt.Fprintf(w, "%d\t(none)\t\t\t0\t\n", k)
+			continue
+		}
+		fmt.Fprintf(w, "%d\t%d\t%s\t%d\t%d\t\n", k, newest.Seq, time.Since(newest.Time).Round(time.Second), newest.Size, kept)
+	}
+	return w.Flush()
 }

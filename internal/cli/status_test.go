@@ -33,10 +33,35 @@ func TestStatusShowsStreamsAndBacklog(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
-	for _, want := range []string{prefix + "_IN", prefix + "_OUT", prefix + "-proximity-1", "backlog: 3 messages"} {
+	for _, want := range []string{prefix + "_IN", prefix + "_OUT", prefix + "-proximity-1", "backlog: 3 messages", "checkpoints: none"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("status output lacks %q:\n%s", want, out)
 		}
+	}
+	// Checkpoints: partition 1 has two, partition 0 none.
+	store, err := natsjs.OpenCheckpoints(ctx, js, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, seq := range []uint64{2, 3} {
+		if err := store.Put(ctx, 1, seq, make([]byte, 1000+int(seq))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, out, errs = runCLI(t, "", env, "status"); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	rows := map[string][]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			rows[f[0]] = f
+		}
+	}
+	if r := rows["0"]; len(r) != 3 || r[1] != "(none)" || r[2] != "0" {
+		t.Fatalf("partition 0's checkpoint row %q:\n%s", r, out)
+	}
+	if r := rows["1"]; len(r) != 5 || r[1] != "3" || r[3] != "1003" || r[4] != "2" {
+		t.Fatalf("partition 1's checkpoint row %q (want seq 3, 1003 bytes, 2 kept):\n%s", r, out)
 	}
 	env["TREASURE_STREAM_PREFIX"] = "nosuch" + prefix
 	if code, _, errs = runCLI(t, "", env, "status"); code != 1 || !strings.Contains(errs, "no stream of prefix") {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -261,7 +262,7 @@ func FuzzReadCheckpoint(f *testing.F) {
 
 // city is a partition of the synthetic 2.3 M-node city
 // (bin/treasure graph gen --nodes 2300000 --edges 6800000 --seed 1), cut in
-// four, with 20,000 treasures over the whole city (those within the
+// four (TREASURE_CITY_PARTITIONS), with 20,000 treasures over the whole city (those within the
 // partition's subgraph held) and 35,000 players. TREASURE_CITY names the
 // snapshot; default /work/cache/city.snap.
 type city struct {
@@ -293,7 +294,14 @@ func loadCity(b *testing.B) *city {
 			cityErr = err
 			return
 		}
-		part, err := graph.Partition(g, 4)
+		k := 4
+		if s := os.Getenv("TREASURE_CITY_PARTITIONS"); s != "" {
+			if k, err = strconv.Atoi(s); err != nil {
+				cityErr = err
+				return
+			}
+		}
+		part, err := graph.Partition(g, k)
 		if err != nil {
 			cityErr = err
 			return
@@ -304,7 +312,7 @@ func loadCity(b *testing.B) *city {
 			return
 		}
 		r := rand.New(rand.NewPCG(1, 2))
-		c := &city{sub: sub, e: NewEngine(sub, 2000), fp: Fingerprint(sub), meta: &CheckpointMeta{Partitions: 4, Seq: 1e7, Players: map[string]uint64{}}}
+		c := &city{sub: sub, e: NewEngine(sub, 2000), fp: Fingerprint(sub), meta: &CheckpointMeta{Partitions: uint32(k), Seq: 1e7, Players: map[string]uint64{}}}
 		for i := range 20000 {
 			c.ts = append(c.ts, Treasure{ID: fmt.Sprintf("treasure-%05d", i), Node: r.Uint32N(uint32(g.NumNodes())), Points: 10})
 		}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -47,6 +48,24 @@ func OpenCheckpoints(ctx context.Context, js jetstream.JetStream, t Topology) (*
 	return &Checkpoints{store: store, bucket: bucket}, nil
 }
 
+// ErrNoCheckpoints is returned by BindCheckpoints when the bucket does not
+// exist (no worker with checkpoints has started).
+var ErrNoCheckpoints = errors.New("no checkpoint bucket")
+
+// BindCheckpoints binds to the topology's checkpoint bucket without
+// creating it, for tools that only read; ErrNoCheckpoints when it is absent.
+func BindCheckpoints(ctx context.Context, js jetstream.JetStream, t Topology) (*Checkpoints, error) {
+	bucket := t.CheckpointBucket()
+	store, err := js.ObjectStore(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("%w %s", ErrNoCheckpoints, bucket)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint bucket %s: %w", bucket, err)
+	}
+	return &Checkpoints{store: store, bucket: bucket}, nil
+}
+
 // CheckpointName is the object name of partition part's checkpoint at
 // sequence seq.
 func CheckpointName(part int, seq uint64) string {
@@ -78,6 +97,8 @@ type CheckpointInfo struct {
 	Seq       uint64
 	Size      uint64
 	Name      string
+	// Time is when the object store stored it.
+	Time time.Time
 }
 
 // List returns every stored checkpoint, by partition and then newest
@@ -99,7 +120,7 @@ func (c *Checkpoints) List(ctx context.Context) ([]CheckpointInfo, error) {
 		if !ok {
 			continue
 		}
-		out = append(out, CheckpointInfo{Partition: part, Seq: seq, Size: o.Size, Name: o.Name})
+		out = append(out, CheckpointInfo{Partition: part, Seq: seq, Size: o.Size, Name: o.Name, Time: o.ModTime})
 	}
 	slices.SortFunc(out, func(a, b CheckpointInfo) int {
 		if a.Partition != b.Partition {

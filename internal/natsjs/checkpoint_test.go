@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,7 +22,10 @@ func TestCheckpointsPutListGetPrune(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if again, err := OpenCheckpoints(ctx, e.js, e.topo); err != nil || again == nil {
+		if _, err := BindCheckpoints(ctx, e.js, Topology{Prefix: e.topo.Prefix + "x", Partitions: 1}); !errors.Is(err, ErrNoCheckpoints) {
+			t.Fatalf("bind to an absent bucket: %v", err)
+		}
+		if again, err := BindCheckpoints(ctx, e.js, e.topo); err != nil || again == nil {
 			t.Fatalf("open an existing bucket: %v", err)
 		}
 		if l, err := c.List(ctx); err != nil || len(l) != 0 {
@@ -63,7 +67,7 @@ func TestCheckpointsPutListGetPrune(t *testing.T) {
 			t.Fatalf("after pruning to 2: %v", seqs)
 		}
 		all, err := c.List(ctx)
-		if err != nil || len(all) != 3 || all[0].Partition != 0 || all[0].Size != uint64(len(big)) {
+		if err != nil || len(all) != 3 || all[0].Partition != 0 || all[0].Size != uint64(len(big)) || all[0].Time.IsZero() {
 			t.Fatalf("list: %+v, %v", all, err)
 		}
 	})
@@ -90,3 +94,45 @@ func TestCheckpointNames(t *testing.T) {
 type failingReader struct{}
 
 func (failingReader) Read([]byte) (int, error) { return 0, errors.New("writer killed") }
+
+// BenchmarkCheckpointsPutGet: storing and reading back a checkpoint the
+// size of a city partition's (0.9 MB), and of one carrying a stored
+// nearest-treasure field (6 MB), on the shared server.
+func BenchmarkCheckpointsPutGet(b *testing.B) {
+	for _, size := range []int{900_000, 6_000_000} {
+		b.Run(strconv.Itoa(size), func(b *testing.B) {
+			e := sharedEnv(b)
+			ctx := context.Background()
+			c, err := OpenCheckpoints(ctx, e.js, e.topo)
+			if err != nil {
+				b.Fatal(err)
+			}
+			data := bytes.Repeat([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9}, size/9)
+			b.Run("put", func(b *testing.B) {
+				b.SetBytes(int64(len(data)))
+				var seq uint64
+				for b.Loop() {
+					seq++
+					if err := c.Put(ctx, 0, seq, data); err != nil {
+						b.Fatal(err)
+					}
+					if err := c.Prune(ctx, 0, 3); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run("get", func(b *testing.B) {
+				b.SetBytes(int64(len(data)))
+				seqs, err := c.Seqs(ctx, 0)
+				if err != nil || len(seqs) == 0 {
+					b.Fatal(seqs, err)
+				}
+				for b.Loop() {
+					if _, err := c.Get(ctx, 0, seqs[0]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}

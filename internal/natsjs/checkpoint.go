@@ -173,6 +173,16 @@ func (c *Checkpoints) Put(ctx context.Context, part int, seq uint64, data []byte
 	return nil
 }
 
+// Delete deletes partition part's checkpoint at seq; deleting one that is
+// absent is not an error.
+func (c *Checkpoints) Delete(ctx context.Context, part int, seq uint64) error {
+	name := CheckpointName(part, seq)
+	if err := c.store.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("delete checkpoint %s/%s: %w", c.bucket, name, err)
+	}
+	return nil
+}
+
 // Prune deletes all but partition part's keep newest checkpoints.
 func (c *Checkpoints) Prune(ctx context.Context, part int, keep int) error {
 	seqs, err := c.Seqs(ctx, part)
@@ -181,10 +191,7 @@ func (c *Checkpoints) Prune(ctx context.Context, part int, keep int) error {
 	}
 	var errs []error
 	for _, seq := range seqs[min(keep, len(seqs)):] {
-		name := CheckpointName(part, seq)
-		if err := c.store.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-			errs = append(errs, fmt.Errorf("delete checkpoint %s/%s: %w", c.bucket, name, err))
-		}
+		errs = append(errs, c.Delete(ctx, part, seq))
 	}
 	return errors.Join(errs...)
 }

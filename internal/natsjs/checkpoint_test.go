@@ -66,8 +66,17 @@ func TestCheckpointsPutListGetPrune(t *testing.T) {
 		if seqs, _ := c.Seqs(ctx, 1); !slices.Equal(seqs, []uint64{9_000_000_000, 300}) {
 			t.Fatalf("after pruning to 2: %v", seqs)
 		}
+		if err := c.Delete(ctx, 1, 300); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Delete(ctx, 1, 300); err != nil {
+			t.Fatalf("delete an absent checkpoint: %v", err)
+		}
+		if seqs, _ := c.Seqs(ctx, 1); !slices.Equal(seqs, []uint64{9_000_000_000}) {
+			t.Fatalf("after deleting 300: %v", seqs)
+		}
 		all, err := c.List(ctx)
-		if err != nil || len(all) != 3 || all[0].Partition != 0 || all[0].Size != uint64(len(big)) || all[0].Time.IsZero() {
+		if err != nil || len(all) != 2 || all[0].Partition != 0 || all[0].Size != uint64(len(big)) || all[0].Time.IsZero() {
 			t.Fatalf("list: %+v, %v", all, err)
 		}
 	})

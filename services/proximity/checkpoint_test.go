@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"treasure/internal/game"
+	"treasure/internal/graph"
 	"treasure/internal/natsjs"
 	"treasure/internal/testenv"
 )
@@ -155,6 +157,35 @@ func (h attrHandler) Handle(ctx context.Context, rec slog.Record) error {
 	return h.t.handle(ctx, rec, h.as)
 }
 
+// waitIdle polls until every partition's consumer has nothing waiting and
+// nothing unacked (claim notices included), so that a stop lands between
+// batches and writes its checkpoint.
+func waitIdle(tb testing.TB, ctx context.Context, js jetstream.JetStream, topo natsjs.Topology) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		busy := 0
+		for k := 0; k < topo.Partitions; k++ {
+			c, err := js.Consumer(ctx, topo.InStream(), Durable(topo, k))
+			if err != nil {
+				tb.Fatal(err)
+			}
+			info, err := c.Info(ctx)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			busy += int(info.NumPending) + info.NumAckPending
+		}
+		if busy == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%d inputs still waiting or unacked after 30 s", busy)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // countIn counts partition k's input messages with sequences in (from, to].
 func countIn(tb testing.TB, ctx context.Context, js jetstream.JetStream, topo natsjs.Topology, k int, from, to uint64) uint64 {
 	tb.Helper()
@@ -258,6 +289,7 @@ func TestWorkerRestartsFromCheckpointReplayingOnlyTheTail(t *testing.T) {
 	publishDrops(t, ctx, js, topo, f)
 	publishMoves(t, ctx, js, topo, f, f.moves[:third])
 	waitOutputs(t, ctx, js, topo, third)
+	waitIdle(t, ctx, js, topo)
 	w1.stop()
 	if n := w1.counter(t, "treasure_proximity_checkpoints_total"); n != float64(f.k) {
 		t.Fatalf("%v checkpoints written at a clean stop, want one per partition (%d)", n, f.k)
@@ -318,10 +350,12 @@ func TestWorkerRestartsFromCheckpointReplayingOnlyTheTail(t *testing.T) {
 
 // TestWorkerSkipsDamagedCheckpoints: the newest checkpoint of partition 0
 // has a flipped byte, partition 1's is cut short (a partial object), and
-// partition 2's newest write was aborted before it completed (no object):
-// partitions 0 and 1 fall back to the checkpoint before, counted in
-// treasure_proximity_checkpoint_invalid_total; partition 2 uses its newest
-// complete one. Outputs equal an uninterrupted run's; old checkpoints are
+// partition 2's newest write was aborted before it completed (no object)
+// and it has a sound checkpoint beyond the log's end: partitions 0 and 1
+// fall back to the checkpoint before, partition 2 to its newest complete
+// one within the log, the three refusals counted in
+// treasure_proximity_checkpoint_invalid_total and the refused checkpoints
+// deleted. Outputs equal an uninterrupted run's; old checkpoints are
 // pruned to CheckpointKeep.
 func TestWorkerSkipsDamagedCheckpoints(t *testing.T) {
 	f := amsterdamFixture(t)
@@ -344,6 +378,7 @@ func TestWorkerSkipsDamagedCheckpoints(t *testing.T) {
 		w := startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, false)
 		publishMoves(t, ctx, js, topo, f, f.moves[run*third:(run+1)*third])
 		waitOutputs(t, ctx, js, topo, (run+1)*third)
+		waitIdle(t, ctx, js, topo)
 		w.stop()
 		var newest []uint64
 		for k := 0; k < f.k; k++ {
@@ -379,23 +414,44 @@ func TestWorkerSkipsDamagedCheckpoints(t *testing.T) {
 		t.Fatal("the aborted put succeeded")
 	}
 
+	// Partition 2: besides, a sound checkpoint beyond the log's end, as
+	// one of an older log of the same name would be.
+	sub2, err := graph.Subgraph(f.g, f.part, 2, f.radius)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err = store.Get(ctx, 2, seqs[1][2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2, meta2, err := game.ReadCheckpoint(data, sub2, f.radius, game.Fingerprint(sub2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta2.Seq = 1 << 40
+	if err := store.Put(ctx, 2, meta2.Seq, e2.AppendCheckpoint(nil, meta2, game.Fingerprint(sub2))); err != nil {
+		t.Fatal(err)
+	}
+
 	publishMoves(t, ctx, js, topo, f, f.moves[2*third:])
 	w := startCkptWorker(t, ctx, f, topo, url, time.Hour, 2, false)
 	b := waitOutputs(t, ctx, js, topo, len(f.moves))
+	waitIdle(t, ctx, js, topo)
 	w.stop()
-	if n := w.counter(t, "treasure_proximity_checkpoint_invalid_total"); n != 2 {
-		t.Fatalf("%v checkpoints refused, want 2", n)
+	if n := w.counter(t, "treasure_proximity_checkpoint_invalid_total"); n != 3 {
+		t.Fatalf("%v checkpoints refused, want 3", n)
 	}
 	ready := w.ready.get()
-	for k, want := range []uint64{seqs[0][0], seqs[0][1], seqs[1][2]} {
+	loaded := []uint64{seqs[0][0], seqs[0][1], seqs[1][2]}
+	for k, want := range loaded {
 		if ready[k].checkpoint != want {
 			t.Fatalf("partition %d started from the checkpoint at %d, want %d (ready lines %v)", k, ready[k].checkpoint, want, ready)
 		}
 	}
 	for k := 0; k < f.k; k++ {
 		s, err := store.Seqs(ctx, k)
-		if err != nil || len(s) != 2 || s[0] <= seqs[1][k] {
-			t.Fatalf("partition %d after the last clean stop: checkpoints %v (%v), want the 2 newest, a new one first", k, s, err)
+		if err != nil || len(s) != 2 || s[0] <= seqs[1][k] || s[0] >= 1<<40 || s[1] != loaded[k] {
+			t.Fatalf("partition %d after the last clean stop: checkpoints %v (%v), want the 2 newest, a new one first, the refused ones deleted", k, s, err)
 		}
 	}
 	checkLikeUninterrupted(t, ctx, js, url, f, topo, b)

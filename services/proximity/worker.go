@@ -92,6 +92,7 @@ type Checkpoints interface {
 	Seqs(ctx context.Context, part int) ([]uint64, error)
 	Get(ctx context.Context, part int, seq uint64) ([]byte, error)
 	Put(ctx context.Context, part int, seq uint64, data []byte) error
+	Delete(ctx context.Context, part int, seq uint64) error
 	// Prune deletes all but partition part's keep newest checkpoints.
 	Prune(ctx context.Context, part int, keep int) error
 }
@@ -437,12 +438,30 @@ func (p *partition) loadCheckpoint(ctx context.Context, log *slog.Logger) error 
 	if err != nil {
 		return fmt.Errorf("list checkpoints: %w", err)
 	}
+	// A checkpoint beyond the log's end belongs to a log that was deleted.
+	stream, err := o.JS.Stream(ctx, o.Topology.InStream())
+	if err != nil {
+		return fmt.Errorf("log stream: %w", err)
+	}
+	last := stream.CachedInfo().State.LastSeq
 	for _, seq := range seqs {
 		t0 := time.Now()
-		data, err := o.Checkpoints.Get(ctx, p.k, seq)
+		var data []byte
+		var err error
+		if seq > last {
+			err = fmt.Errorf("checkpoint at seq %d is beyond the log's last message %d (the log was recreated?)", seq, last)
+		} else {
+			data, err = o.Checkpoints.Get(ctx, p.k, seq)
+		}
+		// A checkpoint read and refused, or beyond the log, is deleted: it
+		// would be refused again at every start, and would take one of the
+		// places pruning keeps. One that could not be read is kept (the
+		// failure may be the connection's).
 		var e *game.Engine
 		var meta *game.CheckpointMeta
+		drop := seq > last
 		if err == nil {
+			drop = true
 			e, meta, err = game.ReadCheckpoint(data, p.sub, o.Radius, p.fingerprint)
 		}
 		if err == nil && (meta.Partition != uint32(p.k) || meta.Partitions != uint32(o.Topology.Partitions) || meta.Seq != seq) {
@@ -454,7 +473,12 @@ func (p *partition) loadCheckpoint(ctx context.Context, log *slog.Logger) error 
 				return ctx.Err()
 			}
 			p.w.m.ckptInvalid.Inc()
-			log.Warn("checkpoint refused; trying the one before", "seq", seq, "err", err)
+			log.Warn("checkpoint refused; trying the one before", "seq", seq, "deleted", drop, "err", err)
+			if drop {
+				if err := o.Checkpoints.Delete(ctx, p.k, seq); err != nil {
+					log.Warn("refused checkpoint not deleted", "seq", seq, "err", err)
+				}
+			}
 			continue
 		}
 		p.e, p.lastSeq, p.applied = e, meta.Players, seq

@@ -36,16 +36,29 @@ func OpenCheckpoints(ctx context.Context, js jetstream.JetStream, t Topology) (*
 		return nil, err
 	}
 	bucket := t.CheckpointBucket()
-	store, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	cfg := jetstream.ObjectStoreConfig{
 		Bucket:      bucket,
 		Description: "treasure proximity checkpoints (docs/pipeline.md)",
 		Storage:     jetstream.FileStorage,
 		Replicas:    max(t.Replicas, 1),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint bucket %s: %w", bucket, err)
 	}
-	return &Checkpoints{store: store, bucket: bucket}, nil
+	// Workers starting together race to create the bucket; the loser gets
+	// an error ("subjects overlap with an existing stream" on 2.9) and
+	// binds to the winner's bucket instead.
+	wait := 20 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		store, err := js.CreateOrUpdateObjectStore(ctx, cfg)
+		if err == nil {
+			return &Checkpoints{store: store, bucket: bucket}, nil
+		}
+		if bound, berr := js.ObjectStore(ctx, bucket); berr == nil {
+			return &Checkpoints{store: bound, bucket: bucket}, nil
+		}
+		if attempt == 4 || !sleep(ctx, wait) {
+			return nil, fmt.Errorf("checkpoint bucket %s: %w", bucket, err)
+		}
+		wait *= 4
+	}
 }
 
 // ErrNoCheckpoints is returned by BindCheckpoints when the bucket does not

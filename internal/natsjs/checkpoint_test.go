@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"treasure/internal/testenv"
 )
 
 // TestCheckpointsPutListGetPrune: checkpoints come back newest first per
@@ -80,6 +82,38 @@ func TestCheckpointsPutListGetPrune(t *testing.T) {
 			t.Fatalf("list: %+v, %v", all, err)
 		}
 	})
+}
+
+// TestOpenCheckpointsConcurrently: workers starting together, each on its
+// own connection, all get the one bucket (nats-server 2.9 answers the
+// losers of the race to create it "subjects overlap").
+func TestOpenCheckpointsConcurrently(t *testing.T) {
+	e := sharedEnv(t)
+	ctx := context.Background()
+	const n = 8
+	jss := make([]jetstream.JetStream, n)
+	for i := range jss {
+		js, err := jetstream.New(testenv.ConnectNATS(t, testenv.NATSURL()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		jss[i] = js
+	}
+	errs := make(chan error, n)
+	for i, js := range jss {
+		go func() {
+			c, err := OpenCheckpoints(ctx, js, e.topo)
+			if err == nil {
+				err = c.Put(ctx, i, 1, []byte("x"))
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func TestCheckpointNames(t *testing.T) {

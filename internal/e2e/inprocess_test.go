@@ -61,6 +61,13 @@ func startInProcess(t *testing.T, partitions int) inproc {
 // before any service starts: a replay fills the log there.
 func startInProcessWith(t *testing.T, partitions int, before func(topo natsjs.Topology, js jetstream.JetStream)) inproc {
 	t.Helper()
+	return startInProcessConf(t, partitions, before, nil)
+}
+
+// startInProcessConf is startInProcessWith that lets conf (when not nil)
+// change the stack's options before it starts.
+func startInProcessConf(t *testing.T, partitions int, before func(topo natsjs.Topology, js jetstream.JetStream), conf func(*stack.Options)) inproc {
+	t.Helper()
 	g := amsterdam(t)
 	part, err := graph.Partition(g, partitions)
 	if err != nil {
@@ -77,8 +84,12 @@ func startInProcessWith(t *testing.T, partitions int, before func(topo natsjs.To
 	if before != nil {
 		before(topo, js)
 	}
-	st, err := stack.New(stack.Options{Graph: g, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
-		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: secret})
+	so := stack.Options{Graph: g, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
+		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: secret}
+	if conf != nil {
+		conf(&so)
+	}
+	st, err := stack.New(so)
 	if err != nil {
 		t.Fatal(err)
 	}

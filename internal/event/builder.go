@@ -22,6 +22,7 @@ const (
 	fieldMovePath      = 3 // MoveAccepted.path (packed)
 	fieldMoveIngest    = 4 // MoveAccepted.ingest_unix_nanos (sfixed64)
 	fieldMovePartition = 5 // MoveAccepted.partition
+	fieldMovePrevSeq   = 6 // MoveAccepted.prev_seq
 )
 
 // Default caps of a Builder. 64 KiB keeps a batch far below NATS's default
@@ -258,6 +259,9 @@ func moveSize(m *eventpb.MoveAccepted) (size, pathSize int) {
 	if m.Partition != 0 {
 		size += 1 + protowire.SizeVarint(uint64(m.Partition))
 	}
+	if m.PrevSeq != 0 {
+		size += 1 + protowire.SizeVarint(m.PrevSeq)
+	}
 	return size, pathSize
 }
 
@@ -285,6 +289,10 @@ func appendMove(buf []byte, m *eventpb.MoveAccepted, pathSize int) []byte {
 	if m.Partition != 0 {
 		buf = protowire.AppendTag(buf, fieldMovePartition, protowire.VarintType)
 		buf = protowire.AppendVarint(buf, uint64(m.Partition))
+	}
+	if m.PrevSeq != 0 {
+		buf = protowire.AppendTag(buf, fieldMovePrevSeq, protowire.VarintType)
+		buf = protowire.AppendVarint(buf, m.PrevSeq)
 	}
 	return buf
 }

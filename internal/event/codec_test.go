@@ -103,7 +103,7 @@ func TestAddMoveMatchesProto(t *testing.T) {
 		&eventpb.MoveAccepted{Player: "x"},
 		&eventpb.MoveAccepted{Path: []uint32{0, 0, 0}},
 		&eventpb.MoveAccepted{Player: "ünï ☃ 𝄞", Seq: 1<<64 - 1, Path: []uint32{1<<32 - 1, 127, 128, 16383, 16384},
-			IngestUnixNanos: -1 << 63, Partition: 1<<32 - 1},
+			IngestUnixNanos: -1 << 63, Partition: 1<<32 - 1, PrevSeq: 1<<64 - 1},
 		&eventpb.MoveAccepted{Player: strings.Repeat("p", 300), Seq: 1, Path: make([]uint32, 16), IngestUnixNanos: 1},
 	)
 	var viaAdd, viaMove event.Builder
@@ -502,6 +502,7 @@ func TestHandCodecCoversSchema(t *testing.T) {
 		"path":              {3, "uint32", true},
 		"ingest_unix_nanos": {4, "sfixed64", false},
 		"partition":         {5, "uint32", false},
+		"prev_seq":          {6, "uint64", false},
 	}
 	md := (&eventpb.MoveAccepted{}).ProtoReflect().Descriptor()
 	fields := md.Fields()

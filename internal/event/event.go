@@ -28,7 +28,7 @@ import (
 // SchemaVersion is the schema revision this package writes in
 // Batch.schema_version. Bump it with every addition to events.proto (see
 // schemas/README.md).
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // Kind says which event an Event holds. Its values are the field numbers of
 // the oneof in events.proto.

@@ -30,6 +30,7 @@ func sampleMoves(n int, seed uint64) []*eventpb.MoveAccepted {
 			Path:            path,
 			IngestUnixNanos: 1_795_000_000_000_000_000 + int64(i)*21_000,
 			Partition:       r.Uint32N(16),
+			PrevSeq:         uint64(999+i) * uint64(r.IntN(2)),
 		}
 	}
 	return out
@@ -54,7 +55,7 @@ func marshalBatch(tb testing.TB, events ...*eventpb.Event) []byte {
 func sampleEvents() []*eventpb.Event {
 	pos := &eventpb.LogPosition{StreamSeq: 123456789, Index: 17}
 	return []*eventpb.Event{
-		moveEvent(&eventpb.MoveAccepted{Player: "alice", Seq: 7, Path: []uint32{1, 2, 300000, 4294967295}, IngestUnixNanos: -5, Partition: 3}),
+		moveEvent(&eventpb.MoveAccepted{Player: "alice", Seq: 7, Path: []uint32{1, 2, 300000, 4294967295}, IngestUnixNanos: -5, Partition: 3, PrevSeq: 6}),
 		{Kind: &eventpb.Event_Drop{Drop: &eventpb.TreasureDropped{Id: "gold_1-A", Node: 42, Points: 250, IngestUnixNanos: 1_795_000_000_000_000_000}}},
 		{Kind: &eventpb.Event_Claim{Claim: &eventpb.Claim{Player: "bob", Seq: 9, Treasure: "gold_1-A", Points: 250, Node: 42, Move: pos}}},
 		{Kind: &eventpb.Event_Proximity{Proximity: &eventpb.ProximityResult{Player: "bob", Seq: 9, Node: 42,

@@ -181,6 +181,7 @@ type Move struct {
 	Path            []uint32
 	IngestUnixNanos int64
 	Partition       uint32
+	PrevSeq         uint64
 }
 
 // Proto copies m into dst.
@@ -190,6 +191,7 @@ func (m *Move) Proto(dst *eventpb.MoveAccepted) {
 	dst.Path = append(dst.Path[:0], m.Path...)
 	dst.IngestUnixNanos = m.IngestUnixNanos
 	dst.Partition = m.Partition
+	dst.PrevSeq = m.PrevSeq
 }
 
 // Move decodes the current event, which must be of KindMove (else
@@ -210,7 +212,7 @@ func (r *Reader) Move(dst *Move) error {
 		}
 		m := ev.GetMove()
 		dst.Player = []byte(m.Player)
-		dst.Seq, dst.IngestUnixNanos, dst.Partition = m.Seq, m.IngestUnixNanos, m.Partition
+		dst.Seq, dst.IngestUnixNanos, dst.Partition, dst.PrevSeq = m.Seq, m.IngestUnixNanos, m.Partition, m.PrevSeq
 		dst.Path = append(dst.Path, m.Path...)
 		return nil
 	}
@@ -319,6 +321,13 @@ func mergeMove(b []byte, dst *Move) error {
 				return parseError(n)
 			}
 			dst.Partition = uint32(v)
+			b = b[n:]
+		case num == fieldMovePrevSeq && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return parseError(n)
+			}
+			dst.PrevSeq = v
 			b = b[n:]
 		default:
 			n := protowire.ConsumeFieldValue(num, typ, b)

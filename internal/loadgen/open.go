@@ -58,7 +58,7 @@ package loadgen
 //   - a second proximity update for one seq is Duplicated; one for a seq
 //     not sent, or rejected, is Unexpected; one whose seq is below the
 //     player's latest update's counts Reordered (SPEC wants move order;
-//     the update still counts as the move's answer);
+//     the update still counts as the move's answer; a failure too);
 //   - an acked move without update at the end of the drain is Lost
 //     (LostNoUpdate); a move without answer then is Lost (LostUnanswered);
 //     a slot whose update is due is never reused, so a player with

@@ -53,7 +53,8 @@ type Result struct {
 	OutOfOrder uint64 `json:"out_of_order"`
 	// Reordered counts proximity updates whose seq is below an earlier
 	// update's of the same player: SPEC wants them in move order, but the
-	// update still answers its move. Not a failure by itself (Failed).
+	// update still answers its move. A failure (Failed): push delivers
+	// in move order since schema revision 4.
 	Reordered uint64 `json:"reordered"`
 	// Unexpected counts answers and updates for seqs never sent, and
 	// updates for moves that were rejected: the server broke the contract.
@@ -257,9 +258,10 @@ func (s *Second) UnmarshalJSON(b []byte) error {
 }
 
 // Failed reports whether the accounting found a broken contract: a lost,
-// duplicated, out-of-order or unexpected message. The CLI exits 1 on it.
+// duplicated, out-of-order, reordered or unexpected message. The CLI
+// exits 1 on it.
 func (r *Result) Failed() bool {
-	return r.Lost > 0 || r.Duplicated > 0 || r.OutOfOrder > 0 || r.Unexpected > 0
+	return r.Lost > 0 || r.Duplicated > 0 || r.OutOfOrder > 0 || r.Unexpected > 0 || r.Reordered > 0
 }
 
 // quantileMs returns h's quantile q (0–100) in milliseconds; 0 for an

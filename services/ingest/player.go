@@ -337,6 +337,10 @@ func (in *Ingest) submit(p *player, seq uint64, path []uint64, s sink, slot uint
 	sc.ev.Path = sc.path[:len(idx)]
 	sc.ev.IngestUnixNanos = now.UnixNano()
 	sc.ev.Partition = k
+	// The move accepted just before this one (0: the player's first), so
+	// that push can put the player's updates back in move order when the
+	// two moves' results come from different partitions.
+	sc.ev.PrevSeq = p.head.Seq
 	if len(p.queue) == 0 {
 		in.players.hold(p)
 	}

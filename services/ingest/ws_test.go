@@ -93,6 +93,13 @@ func TestWalkAcksEachMoveAndLogsItInItsPartition(t *testing.T) {
 			if lm.m.IngestUnixNanos <= 0 {
 				t.Fatalf("%s seq %d: no ingest time", name, want.seq)
 			}
+			wantPrev := uint64(0) // the player's first move
+			if i > 0 {
+				wantPrev = all[pi][i-1].seq
+			}
+			if lm.m.PrevSeq != wantPrev {
+				t.Fatalf("%s seq %d: prev_seq %d, want %d", name, want.seq, lm.m.PrevSeq, wantPrev)
+			}
 			if lm.seqInLog < lastLogSeq[lm.subject] {
 				t.Fatalf("%s seq %d: out of order on %s", name, want.seq, lm.subject)
 			}

@@ -717,7 +717,7 @@ func (p *partition) apply(m natsjs.Msg, md mode) error {
 				p.hops[len(p.hops)-1].moves++
 			}
 			for _, c := range p.claims {
-				claim := &eventpb.Claim{Player: player, Seq: p.mv.Seq, Treasure: c.ID, Points: uint64(c.Points), Node: graph.ID(c.Node), Move: pos}
+				claim := &eventpb.Claim{Player: player, Seq: p.mv.Seq, Treasure: c.ID, Points: uint64(c.Points), Node: graph.ID(c.Node), Move: pos, PrevSeq: p.mv.PrevSeq}
 				if err := add(&eventpb.Event{Kind: &eventpb.Event_Claim{Claim: claim}}); err != nil {
 					return err
 				}
@@ -725,7 +725,7 @@ func (p *partition) apply(m natsjs.Msg, md mode) error {
 					notices = append(notices, &eventpb.Event{Kind: &eventpb.Event_Claim{Claim: claim}})
 				}
 			}
-			pr := &eventpb.ProximityResult{Player: player, Seq: p.mv.Seq, Node: lastID, Move: pos, IngestUnixNanos: p.mv.IngestUnixNanos}
+			pr := &eventpb.ProximityResult{Player: player, Seq: p.mv.Seq, Node: lastID, Move: pos, IngestUnixNanos: p.mv.IngestUnixNanos, PrevSeq: p.mv.PrevSeq}
 			if prox.Found {
 				pr.Treasure = &eventpb.NearestTreasure{Id: prox.ID, Node: graph.ID(prox.Node), Distance: uint64(prox.Distance)}
 			}

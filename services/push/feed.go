@@ -120,7 +120,7 @@ func (s *Server) applyStored(data []byte, stored time.Time) {
 		switch kind {
 		case event.KindProximity:
 			p := s.ev.GetProximity()
-			*u = update{kind: recProximity, seq: p.GetSeq(), node: uint64(p.GetNode())}
+			*u = update{kind: recProximity, seq: p.GetSeq(), node: uint64(p.GetNode()), prev: p.GetPrevSeq()}
 			if t := p.GetTreasure(); t != nil {
 				u.kind, u.treasure, u.tnode, u.dist = recProximityFound, t.GetId(), uint64(t.GetNode()), t.GetDistance()
 			}
@@ -135,7 +135,7 @@ func (s *Server) applyStored(data []byte, stored time.Time) {
 			}
 		case event.KindClaim:
 			c := s.ev.GetClaim()
-			*u = update{kind: recClaim, seq: c.GetSeq(), treasure: c.GetTreasure(), points: c.GetPoints()}
+			*u = update{kind: recClaim, seq: c.GetSeq(), treasure: c.GetTreasure(), points: c.GetPoints(), prev: c.GetPrevSeq()}
 			s.hub.deliver(c.GetPlayer(), u)
 		case event.KindScore:
 			sc := s.ev.GetScore()

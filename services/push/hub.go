@@ -47,6 +47,7 @@ type hub struct {
 	scratch []byte // the feed's record and JSON buffer
 	frame   []byte // the feed's direct-write frame buffer
 	direct  bool   // the feed writes to idle sockets itself (conn.send); the feed's own
+	order   orderMetrics
 
 	mu     sync.Mutex // guards closed and wg.Add against Run's shutdown
 	closed bool
@@ -71,15 +72,18 @@ type shard struct {
 }
 
 // player is one player's update state: the id its next update gets and
-// its most recent updates, for resume, plus its live sockets.
+// its most recent updates, for resume, plus its live sockets, and what
+// keeps its updates in move order (order.go).
 type player struct {
 	next  uint64 // id of the next update; ids start at 1
 	ring  ring
 	conns []*conn
+	last  uint64     // highest seq of a proximity result delivered
+	hold  *holdQueue // updates waiting for an earlier move's result; nil until the first
 }
 
 func newHub(ringSize, maxConns int) *hub {
-	h := &hub{seed: maphash.MakeSeed(), ringSize: ringSize, maxConns: maxConns, epoch: time.Now()}
+	h := &hub{seed: maphash.MakeSeed(), ringSize: ringSize, maxConns: maxConns, epoch: time.Now(), order: newOrderMetrics()}
 	for i := range h.shards {
 		h.shards[i].players = make(map[string]*player)
 	}
@@ -101,13 +105,21 @@ func (sh *shard) get(id string) *player {
 }
 
 // deliver gives u the next id of player id, retains it, and queues its
-// JSON to the player's sockets. Called by the feed goroutine only.
+// JSON to the player's sockets — or, when an earlier move's result is
+// still missing, holds it until it is (order.go). Called by the feed
+// goroutine only.
 func (h *hub) deliver(id string, u *update) {
 	sh := h.shard(id)
 	sh.mu.Lock()
 	p := sh.get(id)
+	if !p.ready(u) {
+		h.hold(p, u)
+		sh.mu.Unlock()
+		return
+	}
 	n := p.next
 	p.next++
+	p.emitted(u.kind, u.seq)
 	h.scratch = appendRecord(h.scratch[:0], u)
 	p.ring.push(h.scratch, h.ringSize)
 	if len(p.conns) > 0 {

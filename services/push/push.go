@@ -280,6 +280,9 @@ func New(o Options) (*Server, error) {
 	s.m = newMetrics(o.Registerer, func() *hub { return s.hub })
 	s.hop = newFeedHops(o.Registerer)
 	s.hub = newHub(o.RingSize, o.MaxSocketsPerPlayer)
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(s.hub.order.held, s.hub.order.forced)
+	}
 	if o.Redis != nil {
 		s.rs = redisstore.New(o.Redis, o.RedisPrefix)
 	}

@@ -27,6 +27,7 @@ type update struct {
 	score    int64  // score
 	rank     uint64 // score
 	treasure string // proximity (found), claim
+	prev     uint64 // proximity, claim: the seq of the player's move before (not in the record)
 }
 
 // appendRecord appends u's compact record (without its length prefix):

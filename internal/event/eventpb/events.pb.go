@@ -334,7 +334,12 @@ type MoveAccepted struct {
 	IngestUnixNanos int64 `protobuf:"fixed64,4,opt,name=ingest_unix_nanos,json=ingestUnixNanos,proto3" json:"ingest_unix_nanos,omitempty"`
 	// The graph partition that owns the path's last node; it chooses the
 	// subject the move travels on.
-	Partition     uint32 `protobuf:"varint,5,opt,name=partition,proto3" json:"partition,omitempty"`
+	Partition uint32 `protobuf:"varint,5,opt,name=partition,proto3" json:"partition,omitempty"`
+	// The seq of the player's move accepted just before this one (since
+	// revision 4); 0 for the player's first move, and absent in older logs.
+	// It lets push deliver a player's updates in move order when consecutive
+	// moves end in different partitions (docs/pipeline.md, "Push order").
+	PrevSeq       uint64 `protobuf:"varint,6,opt,name=prev_seq,json=prevSeq,proto3" json:"prev_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -400,6 +405,13 @@ func (x *MoveAccepted) GetIngestUnixNanos() int64 {
 func (x *MoveAccepted) GetPartition() uint32 {
 	if x != nil {
 		return x.Partition
+	}
+	return 0
+}
+
+func (x *MoveAccepted) GetPrevSeq() uint64 {
+	if x != nil {
+		return x.PrevSeq
 	}
 	return 0
 }
@@ -495,7 +507,11 @@ type Claim struct {
 	Node uint32 `protobuf:"varint,5,opt,name=node,proto3" json:"node,omitempty"`
 	// The log position of the move that decided the claim: the claim's
 	// identity for idempotent writes, and the order of claims.
-	Move          *LogPosition `protobuf:"bytes,6,opt,name=move,proto3" json:"move,omitempty"`
+	Move *LogPosition `protobuf:"bytes,6,opt,name=move,proto3" json:"move,omitempty"`
+	// Copied from the claiming move's MoveAccepted.prev_seq (since revision
+	// 4; 0 when absent): push holds the claim until the move before it has
+	// its proximity result delivered.
+	PrevSeq       uint64 `protobuf:"varint,7,opt,name=prev_seq,json=prevSeq,proto3" json:"prev_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -570,6 +586,13 @@ func (x *Claim) GetMove() *LogPosition {
 		return x.Move
 	}
 	return nil
+}
+
+func (x *Claim) GetPrevSeq() uint64 {
+	if x != nil {
+		return x.PrevSeq
+	}
+	return 0
 }
 
 // NearestTreasure is the answer to a proximity question.
@@ -653,8 +676,12 @@ type ProximityResult struct {
 	// move-to-update latency that push and the load generator report. Not
 	// part of the game: replays reproduce everything else exactly.
 	IngestUnixNanos int64 `protobuf:"fixed64,6,opt,name=ingest_unix_nanos,json=ingestUnixNanos,proto3" json:"ingest_unix_nanos,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Copied from the move's MoveAccepted.prev_seq (since revision 4; 0 when
+	// absent): push delivers this result only after the player's result for
+	// prev_seq (docs/pipeline.md, "Push order").
+	PrevSeq       uint64 `protobuf:"varint,7,opt,name=prev_seq,json=prevSeq,proto3" json:"prev_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProximityResult) Reset() {
@@ -725,6 +752,13 @@ func (x *ProximityResult) GetMove() *LogPosition {
 func (x *ProximityResult) GetIngestUnixNanos() int64 {
 	if x != nil {
 		return x.IngestUnixNanos
+	}
+	return 0
+}
+
+func (x *ProximityResult) GetPrevSeq() uint64 {
+	if x != nil {
+		return x.PrevSeq
 	}
 	return 0
 }
@@ -1005,36 +1039,39 @@ const file_treasure_v1_events_proto_rawDesc = "" +
 	"\vLogPosition\x12\x1d\n" +
 	"\n" +
 	"stream_seq\x18\x01 \x01(\x04R\tstreamSeq\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\rR\x05index\"\x96\x01\n" +
+	"\x05index\x18\x02 \x01(\rR\x05index\"\xb1\x01\n" +
 	"\fMoveAccepted\x12\x16\n" +
 	"\x06player\x18\x01 \x01(\tR\x06player\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04path\x18\x03 \x03(\rR\x04path\x12*\n" +
 	"\x11ingest_unix_nanos\x18\x04 \x01(\x10R\x0fingestUnixNanos\x12\x1c\n" +
-	"\tpartition\x18\x05 \x01(\rR\tpartition\"y\n" +
+	"\tpartition\x18\x05 \x01(\rR\tpartition\x12\x19\n" +
+	"\bprev_seq\x18\x06 \x01(\x04R\aprevSeq\"y\n" +
 	"\x0fTreasureDropped\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\rR\x04node\x12\x16\n" +
 	"\x06points\x18\x03 \x01(\x04R\x06points\x12*\n" +
-	"\x11ingest_unix_nanos\x18\x04 \x01(\x10R\x0fingestUnixNanos\"\xa7\x01\n" +
+	"\x11ingest_unix_nanos\x18\x04 \x01(\x10R\x0fingestUnixNanos\"\xc2\x01\n" +
 	"\x05Claim\x12\x16\n" +
 	"\x06player\x18\x01 \x01(\tR\x06player\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1a\n" +
 	"\btreasure\x18\x03 \x01(\tR\btreasure\x12\x16\n" +
 	"\x06points\x18\x04 \x01(\x04R\x06points\x12\x12\n" +
 	"\x04node\x18\x05 \x01(\rR\x04node\x12,\n" +
-	"\x04move\x18\x06 \x01(\v2\x18.treasure.v1.LogPositionR\x04move\"Q\n" +
+	"\x04move\x18\x06 \x01(\v2\x18.treasure.v1.LogPositionR\x04move\x12\x19\n" +
+	"\bprev_seq\x18\a \x01(\x04R\aprevSeq\"Q\n" +
 	"\x0fNearestTreasure\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\rR\x04node\x12\x1a\n" +
-	"\bdistance\x18\x03 \x01(\x04R\bdistance\"\xe3\x01\n" +
+	"\bdistance\x18\x03 \x01(\x04R\bdistance\"\xfe\x01\n" +
 	"\x0fProximityResult\x12\x16\n" +
 	"\x06player\x18\x01 \x01(\tR\x06player\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\rR\x04node\x128\n" +
 	"\btreasure\x18\x04 \x01(\v2\x1c.treasure.v1.NearestTreasureR\btreasure\x12,\n" +
 	"\x04move\x18\x05 \x01(\v2\x18.treasure.v1.LogPositionR\x04move\x12*\n" +
-	"\x11ingest_unix_nanos\x18\x06 \x01(\x10R\x0fingestUnixNanos\"T\n" +
+	"\x11ingest_unix_nanos\x18\x06 \x01(\x10R\x0fingestUnixNanos\x12\x19\n" +
+	"\bprev_seq\x18\a \x01(\x04R\aprevSeq\"T\n" +
 	"\bClaimRef\x12\x1a\n" +
 	"\btreasure\x18\x01 \x01(\tR\btreasure\x12,\n" +
 	"\x04move\x18\x02 \x01(\v2\x18.treasure.v1.LogPositionR\x04move\"}\n" +

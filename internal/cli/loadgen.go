@@ -202,7 +202,7 @@ type openFlags struct {
 	players, workers            *int
 	seed                        *uint64
 	asJSON, pushLeaderboard     *bool
-	drain                       *time.Duration
+	drain, connectTimeout       *time.Duration
 	ingestURLs, pushURLs, mURLs []string
 	m                           *measureFlags // loadgen_measure.go
 	fs                          *flag.FlagSet
@@ -225,6 +225,7 @@ func addOpenFlags(fs *flag.FlagSet, env Env, players int, drain time.Duration) *
 		asJSON:          fs.Bool("json", false, "print one JSON summary object as the last line of stdout"),
 		pushLeaderboard: fs.Bool("push-leaderboard", false, "keep the push sockets' leaderboard broadcasts (default: ?leaderboard=off)"),
 		drain:           fs.Duration("drain", drain, "after the schedule, wait at most this long for answers and updates still due"),
+		connectTimeout:  fs.Duration("connect-timeout", 0, "how long connecting every player may take (0: 1m + 10ms a player); failed dials are retried within it"),
 		m:               addMeasureFlags(fs),
 		fs:              fs,
 	}
@@ -256,6 +257,8 @@ func (f *openFlags) check() error {
 		return &UsageError{Msg: "--ingest and --push need at least one URL each"}
 	case *f.drain < 0:
 		return &UsageError{Msg: "--drain must not be negative"}
+	case *f.connectTimeout < 0:
+		return &UsageError{Msg: "--connect-timeout must not be negative"}
 	}
 	if *f.prefix == "" {
 		*f.prefix = "ol-" + strconv.FormatInt(time.Now().UnixMilli(), 36) + "-"
@@ -302,7 +305,7 @@ func (r *openRun) run(ctx context.Context, o loadgen.OpenOptions, extra func(*lo
 	defer m.close()
 	o.Ingest, o.Push, o.Graph, o.Secret = f.ingestURLs, f.pushURLs, r.g, *f.secret
 	o.PlayerPrefix, o.Players, o.Seed, o.LocalAddr = *f.prefix, *f.players, *f.seed, *f.local
-	o.PushLeaderboard, o.Drain = *f.pushLeaderboard, *f.drain
+	o.PushLeaderboard, o.Drain, o.ConnectTimeout = *f.pushLeaderboard, *f.drain, *f.connectTimeout
 	o.Logger = slog.New(slog.NewTextHandler(r.io.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	m.wrap(&o) // samples at t0
 	start := time.Now()

@@ -39,9 +39,16 @@ type fake struct {
 	accepted, rateLimited, rejected, claims, leaderboardGets int
 	rejectedCodes                                            map[game.Code]int
 	boardQuery                                               string
+	pongs, wsRequests, failedDials                           int
 }
 
 type fakeOptions struct {
+	// pingOnConnect pings every socket right after the upgrade and
+	// counts the pongs (fake.pongs).
+	pingOnConnect bool
+	// failDials fails the first N WebSocket requests (either service):
+	// odd ones with a 503, even ones by closing the connection unanswered.
+	failDials int
 	// rateLimitEvery answers rate_limited to the first send of every Nth
 	// move of a player (0: never).
 	rateLimitEvery int
@@ -102,9 +109,52 @@ func newFake(tb testing.TB, g *graph.Graph, o fakeOptions) *fake {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(wire.AppendTop(nil, []wire.Entry{{Player: "alice", Score: 50, Rank: 1}, {Player: "bob", Score: 40, Rank: 2}}, 2))
 	})
-	f.srv = httptest.NewServer(mux)
+	f.srv = httptest.NewServer(f.gate(mux))
 	tb.Cleanup(f.close)
 	return f
+}
+
+// gate applies failDials before next.
+func (f *fake) gate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/ws") {
+			f.mu.Lock()
+			f.wsRequests++
+			n := f.wsRequests
+			fail := n <= f.o.failDials
+			if fail {
+				f.failedDials++
+			}
+			f.mu.Unlock()
+			if fail && n%2 == 1 {
+				w.Header().Set("Retry-After", "0")
+				http.Error(w, "not now", http.StatusServiceUnavailable)
+				return
+			}
+			if fail {
+				conn, _, err := http.NewResponseController(w).Hijack()
+				if err == nil {
+					conn.Close()
+				}
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// greet pings ws when pingOnConnect is set, and counts its pongs.
+func (f *fake) greet(ws *websocket.Conn) {
+	if !f.o.pingOnConnect {
+		return
+	}
+	ws.SetPongHandler(func(string) error {
+		f.mu.Lock()
+		f.pongs++
+		f.mu.Unlock()
+		return nil
+	})
+	ws.WriteControl(websocket.PingMessage, []byte("hi"), time.Now().Add(5*time.Second))
 }
 
 // url is the ws:// base URL of both services.
@@ -157,6 +207,7 @@ func (f *fake) updates(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
+	f.greet(ws)
 	f.mu.Lock()
 	p := f.player(id)
 	if p.push != nil {
@@ -191,6 +242,7 @@ func (f *fake) ingest(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
+	f.greet(ws)
 	defer ws.Close()
 	var (
 		parser wire.Parser
@@ -295,6 +347,7 @@ type fakeTotals struct {
 	accepted, rateLimited, rejected, claims, leaderboardGets int
 	rejectedCodes                                            map[game.Code]int
 	boardQuery                                               string
+	pongs, failedDials                                       int
 	players                                                  map[string]fakePlayerTotals
 }
 
@@ -312,7 +365,7 @@ func (f *fake) totals() fakeTotals {
 	t := fakeTotals{
 		accepted: f.accepted, rateLimited: f.rateLimited, rejected: f.rejected, claims: f.claims,
 		leaderboardGets: f.leaderboardGets, rejectedCodes: map[game.Code]int{}, boardQuery: f.boardQuery,
-		players: map[string]fakePlayerTotals{},
+		players: map[string]fakePlayerTotals{}, pongs: f.pongs, failedDials: f.failedDials,
 	}
 	for c, n := range f.rejectedCodes {
 		t.rejectedCodes[c] = n

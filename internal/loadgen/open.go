@@ -142,7 +142,9 @@ type OpenOptions struct {
 	// Progress is called while connecting, at most about 4 times a
 	// second, and once with Players when all are connected.
 	Progress func(connected int)
-	// ConnectTimeout bounds the connection of all players; default 2m.
+	// ConnectTimeout bounds the connection of all players; default
+	// ConnectTimeoutFor(Players). Within it every failed dial (other than
+	// a 4xx answer) is retried with backoff.
 	ConnectTimeout time.Duration
 	// Stop, when closed, ends the schedule early: no move scheduled after
 	// that instant is sent, and the drain follows as at the schedule's
@@ -204,8 +206,15 @@ type engine struct {
 	errs                                     [len(errNames)]atomic.Uint64
 	hs                                       [histShardsOpen]histShard
 	closedOnce                               sync.Once
-	dialMu                                   sync.Mutex
-	dialErr                                  error
+
+	// Every socket is read from the moment its player is connected, so
+	// that the services' pings are answered while the others connect and
+	// a socket the server closes meanwhile is noticed; a frame read
+	// before started (t0 set) waits for it, one read after aborted is
+	// dropped.
+	readers           sync.WaitGroup
+	started, aborted  chan struct{}
+	startOnce, noMore sync.Once
 }
 
 func (e *engine) now() int64 { return int64(time.Since(e.t0)) }
@@ -253,13 +262,13 @@ func RunOpen(ctx context.Context, o OpenOptions, report func(Second)) (*Result, 
 		o.Drain = 10 * time.Second
 	}
 	if o.ConnectTimeout <= 0 {
-		o.ConnectTimeout = 2 * time.Minute
+		o.ConnectTimeout = ConnectTimeoutFor(o.Players)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	e := newEngine(o)
-	defer e.closeAll()
+	defer e.abort() // no-op once started
 	if err := e.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -271,14 +280,8 @@ func RunOpen(ctx context.Context, o OpenOptions, report func(Second)) (*Result, 
 		}
 	}
 	e.t0 = t0
+	e.startOnce.Do(func() { close(e.started) })
 	o.Logger.Info("open-loop run starting", "players", o.Players, "first", o.FirstPlayer, "t0", t0, "schedule_end", o.Schedule.End())
-
-	var readers sync.WaitGroup
-	for _, p := range e.players {
-		readers.Add(2)
-		go func() { defer readers.Done(); e.readIngest(p) }()
-		go func() { defer readers.Done(); e.readPush(p) }()
-	}
 	stopSenders := make(chan struct{})
 	var senders sync.WaitGroup
 	for _, sh := range e.shards {
@@ -330,7 +333,7 @@ func RunOpen(ctx context.Context, o OpenOptions, report func(Second)) (*Result, 
 	senders.Wait()
 	e.stopping.Store(true)
 	e.closeAll()
-	readers.Wait()
+	e.readers.Wait()
 	close(stopReporter)
 	<-reporterDone
 
@@ -363,7 +366,8 @@ func RunOpen(ctx context.Context, o OpenOptions, report func(Second)) (*Result, 
 // newEngine builds the engine of o (valid, with defaults) and its players,
 // not connected yet.
 func newEngine(o OpenOptions) *engine {
-	e := &engine{o: o, windowEnd: int64(o.Schedule.End()), endCh: make(chan struct{})}
+	e := &engine{o: o, windowEnd: int64(o.Schedule.End()), endCh: make(chan struct{}),
+		started: make(chan struct{}), aborted: make(chan struct{})}
 	e.endAt.Store(int64(o.Schedule.End()))
 	for i := range e.hs {
 		e.hs[i].ack, e.hs[i].update = newSecondHist(), newSecondHist()
@@ -417,6 +421,43 @@ func (e *engine) next(p *oplayer, k int, prev int64) int64 {
 	return t
 }
 
+// ConnectTimeoutFor is the default OpenOptions.ConnectTimeout of a process
+// connecting players: one minute plus 10 ms a player (2.5 minutes for
+// 9,000), so that a loaded box connecting many players is not cut short
+// while a hung one still fails.
+func ConnectTimeoutFor(players int) time.Duration {
+	return time.Minute + time.Duration(max(players, 0))*10*time.Millisecond
+}
+
+// abort ends a run that never started (connect or Connected failed):
+// it closes every socket and waits for the readers. A no-op once started.
+func (e *engine) abort() {
+	e.startOnce.Do(func() {
+		e.noMore.Do(func() { close(e.aborted) })
+		e.stopping.Store(true)
+		e.closeAll()
+		e.readers.Wait()
+	})
+}
+
+// startReaders starts p's two readers, once both its sockets are open.
+func (e *engine) startReaders(p *oplayer) {
+	e.readers.Add(2)
+	go func() { defer e.readers.Done(); e.readIngest(p) }()
+	go func() { defer e.readers.Done(); e.readPush(p) }()
+}
+
+// gate waits, before the first frame of a socket is handled, until the
+// run started; false when it was aborted instead.
+func (e *engine) gate() bool {
+	select {
+	case <-e.started:
+		return true
+	case <-e.aborted:
+		return false
+	}
+}
+
 // closeAll closes every socket (idempotent: net.Conn.Close is).
 func (e *engine) closeAll() {
 	for _, p := range e.players {
@@ -460,7 +501,7 @@ func (e *engine) kill(p *oplayer) {
 
 func (e *engine) readIngest(p *oplayer) {
 	buf := make([]byte, 0, 512)
-	for {
+	for open := false; ; {
 		var err error
 		buf, err = readFrame(p.ingest, buf)
 		if err != nil {
@@ -468,6 +509,11 @@ func (e *engine) readIngest(p *oplayer) {
 				e.kill(p)
 			}
 			return
+		}
+		if !open {
+			if open = e.gate(); !open {
+				return
+			}
 		}
 		now := e.now()
 		eachLine(buf, func(line []byte) {
@@ -479,7 +525,7 @@ func (e *engine) readIngest(p *oplayer) {
 
 func (e *engine) readPush(p *oplayer) {
 	buf := make([]byte, 0, 512)
-	for {
+	for open := false; ; {
 		var err error
 		buf, err = readFrame(p.push, buf)
 		if err != nil {
@@ -487,6 +533,11 @@ func (e *engine) readPush(p *oplayer) {
 				e.kill(p)
 			}
 			return
+		}
+		if !open {
+			if open = e.gate(); !open {
+				return
+			}
 		}
 		now := e.now()
 		eachLine(buf, func(line []byte) {
@@ -496,7 +547,8 @@ func (e *engine) readPush(p *oplayer) {
 	}
 }
 
-// connect opens every player's push then ingest socket, 64 at a time.
+// connect opens every player's push then ingest socket, 64 at a time,
+// and starts reading both as soon as they are open (see engine.readers).
 func (e *engine) connect(ctx context.Context) error {
 	o := e.o
 	ctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
@@ -549,9 +601,12 @@ func (e *engine) connect(ctx context.Context) error {
 					p.ingest, err = e.dial(ctx, dialer, ingest[p.idx%len(ingest)]+"?token="+tok)
 				}
 				if err != nil {
-					once.Do(func() { firstErr = err; cancel() })
+					if ctx.Err() == nil { // else: reported below
+						once.Do(func() { firstErr = err; cancel() })
+					}
 					return
 				}
+				e.startReaders(p)
 				connected.Add(1)
 			}
 		}()
@@ -571,7 +626,7 @@ func (e *engine) connect(ctx context.Context) error {
 		}
 	}
 	if firstErr == nil && ctx.Err() != nil {
-		firstErr = fmt.Errorf("connecting %d players: %w (%d connected)", o.Players, ctx.Err(), connected.Load())
+		firstErr = fmt.Errorf("connecting %d players: %w (%d connected; the connect timeout is %v)", o.Players, context.Cause(ctx), connected.Load(), o.ConnectTimeout)
 	}
 	if firstErr != nil {
 		return fmt.Errorf("loadgen: %w", firstErr)

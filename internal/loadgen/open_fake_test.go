@@ -2,6 +2,9 @@ package loadgen
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,5 +91,87 @@ func TestRunOpenStopEndsTheScheduleAndDrains(t *testing.T) {
 	}
 	if f.totals().rejectedCodes[game.CodeDiscontinous] != 0 {
 		t.Fatalf("moves rejected: %v", f.totals().rejectedCodes)
+	}
+}
+
+// TestRunOpenAnswersPingsWhileConnecting: the services ping every socket
+// and close one that stays silent, so a player's sockets are read from
+// the moment they are open, not from t0: here Connected (which holds t0
+// back, as a fleet's coordinator does while the other workers connect)
+// waits for the pong of every socket the fake pinged on connect.
+func TestRunOpenAnswersPingsWhileConnecting(t *testing.T) {
+	g := amsterdam(t)
+	f := newFake(t, g, fakeOptions{pingOnConnect: true})
+	const players = 8
+	o := fakeOpenOptions(f, players, Schedule{Rate: 5, Duration: time.Second})
+	o.Connected = func(ctx context.Context) (time.Time, error) {
+		deadline := time.Now().Add(20 * time.Second)
+		for f.totals().pongs < 2*players {
+			if time.Now().After(deadline) {
+				return time.Time{}, fmt.Errorf("%d pongs for %d sockets pinged before t0", f.totals().pongs, 2*players)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return time.Now(), nil
+	}
+	r, err := RunOpen(context.Background(), o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Failed() || r.Sent == 0 || r.Answered != r.Sent {
+		t.Fatalf("sent %d answered %d failed %v errors %v", r.Sent, r.Answered, r.Failed(), r.Errors)
+	}
+}
+
+// TestRunOpenAbortsCleanlyWhenConnectedFails: the players' readers,
+// running since they connected, are stopped and the error returned.
+func TestRunOpenAbortsCleanlyWhenConnectedFails(t *testing.T) {
+	g := amsterdam(t)
+	f := newFake(t, g, fakeOptions{pingOnConnect: true})
+	o := fakeOpenOptions(f, 4, Schedule{Rate: 5, Duration: time.Second})
+	o.Connected = func(context.Context) (time.Time, error) { return time.Time{}, errors.New("no start") }
+	r, err := RunOpen(context.Background(), o, nil)
+	if err == nil || !strings.Contains(err.Error(), "no start") || r != nil {
+		t.Fatalf("result %v, error %v", r, err)
+	}
+	if f.totals().accepted != 0 {
+		t.Fatalf("%d moves sent by an aborted run", f.totals().accepted)
+	}
+}
+
+// TestRunOpenRetriesFailedDials: the first WebSocket requests fail (503
+// and a connection closed unanswered); the players dial again and the run
+// completes, the failures counted as "dial".
+func TestRunOpenRetriesFailedDials(t *testing.T) {
+	g := amsterdam(t)
+	f := newFake(t, g, fakeOptions{failDials: 7})
+	r, err := RunOpen(context.Background(), fakeOpenOptions(f, 3, Schedule{Rate: 5, Duration: time.Second}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.totals().failedDials != 7 || r.Errors["dial"] != 7 {
+		t.Fatalf("failed dials: fake %d, counted %d", f.totals().failedDials, r.Errors["dial"])
+	}
+	if r.Failed() || r.Sent == 0 || r.Answered != r.Sent {
+		t.Fatalf("sent %d answered %d failed %v errors %v", r.Sent, r.Answered, r.Failed(), r.Errors)
+	}
+}
+
+// TestRunOpenConnectTimeoutNamesItself: players that cannot connect
+// within ConnectTimeout fail the run with a message naming the timeout.
+func TestRunOpenConnectTimeoutNamesItself(t *testing.T) {
+	g := amsterdam(t)
+	f := newFake(t, g, fakeOptions{failDials: 1 << 30})
+	o := fakeOpenOptions(f, 2, Schedule{Rate: 5, Duration: time.Second})
+	o.ConnectTimeout = 300 * time.Millisecond
+	_, err := RunOpen(context.Background(), o, nil)
+	if err == nil || !strings.Contains(err.Error(), "connect timeout is 300ms") || !strings.Contains(err.Error(), "0 connected") {
+		t.Fatalf("error %v", err)
+	}
+}
+
+func TestConnectTimeoutScalesWithPlayers(t *testing.T) {
+	if a, b := ConnectTimeoutFor(1), ConnectTimeoutFor(35_000); a < time.Minute || b < a+5*time.Minute {
+		t.Fatalf("1 player %v, 35,000 players %v", a, b)
 	}
 }

@@ -187,6 +187,12 @@ func (o Options) configs() ([]Config, error) {
 		}
 	}
 	sched := wireSchedule(op.Schedule)
+	// The services connect every worker's players at once: the default
+	// timeout scales with all of them, not with one worker's share.
+	connectTimeout := op.ConnectTimeout
+	if connectTimeout <= 0 {
+		connectTimeout = loadgen.ConnectTimeoutFor(op.Players)
+	}
 	var cfgs []Config
 	for k, sh := range Shares(op.FirstPlayer, op.Players, workers) {
 		local := source(k)
@@ -199,7 +205,7 @@ func (o Options) configs() ([]Config, error) {
 			Ingest: op.Ingest, Push: op.Push,
 			GraphPath: o.GraphPath, Secret: op.Secret, PlayerPrefix: op.PlayerPrefix,
 			FirstPlayer: sh.First, Players: sh.Players, Seed: op.Seed, LocalAddr: local,
-			PushLeaderboard: op.PushLeaderboard, Drain: op.Drain, ConnectTimeout: op.ConnectTimeout,
+			PushLeaderboard: op.PushLeaderboard, Drain: op.Drain, ConnectTimeout: connectTimeout,
 			Schedule: sched, LogLevel: o.LogLevel,
 		})
 	}

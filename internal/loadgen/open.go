@@ -556,6 +556,7 @@ func (e *engine) connect(ctx context.Context) error {
 	nd := &net.Dialer{Timeout: 10 * time.Second}
 	if o.LocalAddr != "" {
 		nd.LocalAddr = &net.TCPAddr{IP: net.ParseIP(o.LocalAddr)}
+		nd.Control = bindNoPort
 	}
 	dialer := &websocket.Dialer{
 		NetDialContext:   nd.DialContext,

@@ -8,9 +8,10 @@
 #   2. finds or starts Redis and PostgreSQL (scripts/services.sh ensure);
 #   3. generates the synthetic city once (2.3 M nodes, 6.8 M edges, seed 1)
 #      into .cache/city.snap (gitignored; regenerated only when missing);
-#   4. starts `treasure dev --separate --ingest N --push N` in the background
+#   4. starts `treasure dev --separate --ingest N --push M` in the background
 #      (embedded JetStream unless TREASURE_NATS_URL is set; N = ceil(players /
-#      15,000), at least 2) and waits until every service is ready;
+#      10,000), M = ceil(players / 15,000), each at least 2) and waits until
+#      every service is ready;
 #   5. runs `treasure loadgen drop` against it: its human summary, then its
 #      JSON summary object as the LAST line of stdout (nothing is printed
 #      after it);
@@ -26,6 +27,8 @@
 #                    behind [name]), endpoints.json, loadgen.out
 #                    (default .cache/burst/<UTC time>)
 #   BURST_BIN        the binary to build and run (default bin/treasure)
+#   BURST_CONNECT_TIMEOUT  how long connecting every player may take
+#                    (default: the load generator's, 1m + 10ms a player)
 #   GO               the go command (default go)
 # and the TREASURE_* variables of docs/operations.md (TREASURE_REDIS_URL,
 # TREASURE_DATABASE_URL, TREASURE_NATS_URL…), passed to treasure dev.
@@ -50,11 +53,16 @@ die() {
 }
 
 [[ $PLAYERS =~ ^[1-9][0-9]*$ ]] || die "BURST_PLAYERS=$PLAYERS: want a positive integer"
-# One process holds at most about 19,900 sockets (shared/LIMITS.md): 15,000
-# players per ingest and per push process leaves room, and the drop needs
-# at least 2 of each.
-INSTANCES=$(((PLAYERS + 14999) / 15000))
-((INSTANCES >= 2)) || INSTANCES=2
+# One process holds at most about 19,900 sockets (shared/LIMITS.md), and
+# the drop needs at least 2 of each service. 15,000 players per push
+# process leaves room; ingest holds about 30 KB a socket next to its
+# ~175 MB graph and partition state, so 10,000 per ingest process keeps
+# each under 500 MB RSS.
+INGESTS=$(((PLAYERS + 9999) / 10000))
+((INGESTS >= 2)) || INGESTS=2
+PUSHES=$(((PLAYERS + 14999) / 15000))
+((PUSHES >= 2)) || PUSHES=2
+CONNECT_TIMEOUT=${BURST_CONNECT_TIMEOUT:-0}
 
 say "building $BIN"
 "$GO" build -o "$BIN" ./cmd/treasure
@@ -120,9 +128,9 @@ trap stop_dev EXIT
 trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
 
-say "starting treasure dev: $INSTANCES ingest and $INSTANCES push processes on $GRAPH; output in $DEV_LOG"
+say "starting treasure dev: $INGESTS ingest and $PUSHES push processes on $GRAPH; output in $DEV_LOG"
 TREASURE_GRAPH=$GRAPH TREASURE_DEV_NATS_ADDR=${TREASURE_DEV_NATS_ADDR:-127.0.0.1:0} \
-	"$BIN" dev --separate --ingest "$INSTANCES" --push "$INSTANCES" \
+	"$BIN" dev --separate --ingest "$INGESTS" --push "$PUSHES" \
 	--treasures "$TREASURES" --drop-every 0 --endpoints "$ENDPOINTS" >"$DEV_LOG" 2>&1 &
 DEV_PID=$!
 
@@ -175,7 +183,8 @@ say "running: treasure loadgen drop --players $PLAYERS --within $WITHIN"
 # traps above at once.
 "$BIN" loadgen drop --players "$PLAYERS" --within "$WITHIN" \
 	--ingest "$INGEST" --push "$PUSH" --graph "$GRAPH_ABS" --secret "$SECRET" \
-	--nats "$NATS" --stream-prefix "$PREFIX" --metrics "$METRICS" --json >"$LG_OUT" &
+	--nats "$NATS" --stream-prefix "$PREFIX" --metrics "$METRICS" \
+	--connect-timeout "$CONNECT_TIMEOUT" --json >"$LG_OUT" &
 LG_PID=$!
 tail -n +1 -f --pid="$LG_PID" "$LG_OUT" | grep --line-buffered -v '^{' &
 VIEW_PID=$!

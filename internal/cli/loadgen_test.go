@@ -281,6 +281,7 @@ func TestLoadgenNeedsAScenario(t *testing.T) {
 		{[]string{"loadgen", "drop", "--graph", "x", "--secret", "s", "--waves", "0"}, "--waves"},
 		{[]string{"loadgen", "drop", "--secret", "s", "--players", "10"}, "--graph"},
 		{[]string{"loadgen", "drop", "--graph", "x", "--secret", "s", "--players", "35000", "--workers", "-1"}, "--workers -1"},
+		{[]string{"loadgen", "steady", "--graph", "x", "--secret", "s", "--connect-timeout", "-1s"}, "--connect-timeout"},
 	} {
 		if code, _, errs := runCLI(t, "", nil, c.args...); code != 2 || !strings.Contains(errs, c.want) {
 			t.Fatalf("%v: exit %d, stderr %q", c.args, code, errs)

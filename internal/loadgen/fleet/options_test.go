@@ -113,3 +113,29 @@ func TestRateAtTravelsAsSteps(t *testing.T) {
 		t.Errorf("a steady schedule became %+v", st)
 	}
 }
+
+// TestConfigsConnectTimeoutScalesWithAllPlayers: every worker connects
+// while the others do, against the same services, so its default connect
+// timeout is that of the whole run; an explicit one is kept.
+func TestConfigsConnectTimeoutScalesWithAllPlayers(t *testing.T) {
+	o := Options{
+		Open: loadgen.OpenOptions{
+			Ingest: []string{"ws://127.0.0.1:1"}, Push: []string{"ws://127.0.0.1:2"},
+			Secret: "s", Players: 35_000, Schedule: loadgen.Schedule{Window: time.Second},
+		},
+		GraphPath: "city.snap",
+	}
+	cfgs, err := o.configs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cfgs {
+		if c.ConnectTimeout != loadgen.ConnectTimeoutFor(35_000) {
+			t.Fatalf("worker %d: connect timeout %v, want %v", c.Worker, c.ConnectTimeout, loadgen.ConnectTimeoutFor(35_000))
+		}
+	}
+	o.Open.ConnectTimeout = 42 * time.Second
+	if cfgs, err = o.configs(); err != nil || cfgs[0].ConnectTimeout != 42*time.Second {
+		t.Fatalf("explicit timeout: %v, %v", cfgs[0].ConnectTimeout, err)
+	}
+}

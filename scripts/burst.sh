@@ -85,7 +85,10 @@ mkdir -p "$RUN_DIR"
 ENDPOINTS=$RUN_DIR/endpoints.json
 DEV_LOG=$RUN_DIR/dev.log
 LG_OUT=$RUN_DIR/loadgen.out
-rm -f "$ENDPOINTS" "$LG_OUT"
+rm -f "$ENDPOINTS"
+# Created here, not by the load generator's redirection: the live view
+# (tail -f below) may start first.
+: >"$LG_OUT"
 
 DEV_PID=
 # stop_dev sends SIGTERM to treasure dev, which stops its service processes

@@ -29,6 +29,11 @@
 #   BURST_BIN        the binary to build and run (default bin/treasure)
 #   BURST_CONNECT_TIMEOUT  how long connecting every player may take
 #                    (default: the load generator's, 1m + 10ms a player)
+#   BURST_SCENARIO   the load generator's scenario and its own flags instead
+#                    of the drop (e.g. "steady --players 2000 --rate 5
+#                    --duration 60s": the same topology and accounting for
+#                    the other figures of BENCHMARKS.md)
+#   BURST_EXTRA      more loadgen flags (e.g. "--reference --charts DIR")
 #   GO               the go command (default go)
 # and the TREASURE_* variables of docs/operations.md (TREASURE_REDIS_URL,
 # TREASURE_DATABASE_URL, TREASURE_NATS_URL…), passed to treasure dev.
@@ -132,7 +137,10 @@ trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
 
 say "starting treasure dev: $INGESTS ingest and $PUSHES push processes on $GRAPH; output in $DEV_LOG"
+# Free ports unless set: a demo or another run may hold the defaults.
 TREASURE_GRAPH=$GRAPH TREASURE_DEV_NATS_ADDR=${TREASURE_DEV_NATS_ADDR:-127.0.0.1:0} \
+	TREASURE_INGEST_ADDR=${TREASURE_INGEST_ADDR:-127.0.0.1:0} TREASURE_PUSH_ADDR=${TREASURE_PUSH_ADDR:-127.0.0.1:0} \
+	TREASURE_PROXIMITY_ADDR=${TREASURE_PROXIMITY_ADDR:-127.0.0.1:0} TREASURE_RANKER_ADDR=${TREASURE_RANKER_ADDR:-127.0.0.1:0} \
 	"$BIN" dev --separate --ingest "$INGESTS" --push "$PUSHES" \
 	--treasures "$TREASURES" --drop-every 0 --endpoints "$ENDPOINTS" >"$DEV_LOG" 2>&1 &
 DEV_PID=$!
@@ -178,16 +186,23 @@ GRAPH_ABS=$(json_string graph)
 	die "could not read $ENDPOINTS"
 say "ingest $INGEST; push $PUSH; nats $NATS (streams ${PREFIX}_*)"
 
-say "running: treasure loadgen drop --players $PLAYERS --within $WITHIN"
+REDIS=$(json_string redis)
+SCENARIO=${BURST_SCENARIO:-drop --players $PLAYERS --within $WITHIN}
+# Server CPU: every service's /metrics, the dev process (the embedded
+# JetStream server), Redis and PostgreSQL.
+read -r -a SCENARIO_ARGS <<<"$SCENARIO"
+read -r -a EXTRA_ARGS <<<"${BURST_EXTRA:-}"
+say "running: treasure loadgen $SCENARIO ${BURST_EXTRA:-}"
 # stdout: the load generator's lines live, but its JSON summary (a line
 # starting with "{") is held back and printed last, after everything is
 # stopped, so that it is the last line whatever happens on the way out.
 # The load generator runs in the background so that a signal reaches the
 # traps above at once.
-"$BIN" loadgen drop --players "$PLAYERS" --within "$WITHIN" \
+"$BIN" loadgen "${SCENARIO_ARGS[@]}" \
 	--ingest "$INGEST" --push "$PUSH" --graph "$GRAPH_ABS" --secret "$SECRET" \
 	--nats "$NATS" --stream-prefix "$PREFIX" --metrics "$METRICS" \
-	--connect-timeout "$CONNECT_TIMEOUT" --json >"$LG_OUT" &
+	--pids "$DEV_PID" --redis "$REDIS" --procs postgres \
+	--connect-timeout "$CONNECT_TIMEOUT" --json "${EXTRA_ARGS[@]}" >"$LG_OUT" &
 LG_PID=$!
 tail -n +1 -f --pid="$LG_PID" "$LG_OUT" | grep --line-buffered -v '^{' &
 VIEW_PID=$!

@@ -218,6 +218,14 @@ func dedupMetrics(urls []string, snap cpustat.Snapshot) []string {
 		s := snap.Sources[i]
 		dup := false
 		for _, k := range kept {
+			if s.Err == nil && k.Err == nil && strings.Contains(s.Instance, cpustat.PIDMark) {
+				// Both name their process id (treasure's services do).
+				if s.Instance == k.Instance {
+					dup = true
+					break
+				}
+				continue
+			}
 			if s.Err == nil && k.Err == nil && s.Instance != "" && s.Instance == k.Instance &&
 				serviceOf(s.Name) == serviceOf(k.Name) &&
 				math.Abs(s.CPUSeconds-k.CPUSeconds) < 0.5 &&

@@ -168,9 +168,16 @@ func TestDedupMetricsDropsOnlyTheSameProcess(t *testing.T) {
 		{Kind: cpustat.KindMetrics, Err: errors.New("down")}, // e: unreadable, kept (reported missing later)
 		src("push 127.0.0.1:5", "200.1", 3.0, 100e6),         // f: like d, but another service: another process
 	}}
-	got := dedupMetrics([]string{"a", "b", "c", "d", "e", "f"}, snap)
-	if strings.Join(got, ",") != "a,c,d,e,f" {
-		t.Fatalf("kept %v, want a,c,d,e,f", got)
+	// With process ids: equal ids are one process whatever else differs,
+	// different ids two processes however alike.
+	snap.Sources = append(snap.Sources,
+		src("ingest 127.0.0.1:7", "300.1 pid 7", 3.0, 100e6), // g
+		src("ingest 127.0.0.1:8", "300.1 pid 8", 3.0, 100e6), // h: another process, alike
+		src("ingest 127.0.0.1:9", "300.1 pid 7", 5.0, 300e6), // i: g's process (a later scrape)
+	)
+	got := dedupMetrics([]string{"a", "b", "c", "d", "e", "f", "g", "h", "i"}, snap)
+	if strings.Join(got, ",") != "a,c,d,e,f,g,h" {
+		t.Fatalf("kept %v, want a,c,d,e,f,g,h", got)
 	}
 }
 

@@ -143,6 +143,10 @@ func TestGoMetricsGiveCPURSSAndGC(t *testing.T) {
 	if us := r.MicrosPerMove(1000); math.Abs(us-r.CPUSeconds*1000) > 1e-6 {
 		t.Errorf("MicrosPerMove(1000) = %v for %v s", us, r.CPUSeconds)
 	}
+	// The registry exports the process id: the instance names this process.
+	if want := cpustat.PIDMark + strconv.Itoa(os.Getpid()); !strings.HasSuffix(b.Sources[0].Instance, want) {
+		t.Errorf("instance %q, want it to end in %q", b.Sources[0].Instance, want)
+	}
 }
 
 // comm is this process's kernel command name ("cpustat.test").

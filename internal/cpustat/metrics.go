@@ -22,6 +22,7 @@ const (
 	mCPU        = "process_cpu_seconds_total"
 	mRSS        = "process_resident_memory_bytes"
 	mStart      = "process_start_time_seconds"
+	mPID        = "treasure_process_id"
 	mGCCPU      = "go_cpu_classes_gc_total_cpu_seconds_total"
 	mGCDuration = "go_gc_duration_seconds"
 	mPauses     = "go_sched_pauses_total_gc_seconds"
@@ -63,6 +64,10 @@ func (s *Sampler) scrape(ctx context.Context, u string) (map[string]*dto.MetricF
 	return parseText(io.LimitReader(resp.Body, maxScrape))
 }
 
+// PIDMark separates the start time from the process id in a metrics
+// source's Instance, when the source exports treasure_process_id.
+const PIDMark = " pid "
+
 // parseText parses the Prometheus text exposition format.
 func parseText(r io.Reader) (map[string]*dto.MetricFamily, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
@@ -89,6 +94,13 @@ func fromFamilies(src *Source, fams map[string]*dto.MetricFamily) error {
 	src.Instance = strconv.FormatFloat(need(mStart), 'f', -1, 64)
 	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	// treasure's services also export their process id: with it, the
+	// instance names one process exactly (several ports may serve one).
+	if fams[mPID] != nil {
+		if pid, err := single(fams, mPID); err == nil {
+			src.Instance += PIDMark + strconv.FormatInt(int64(pid), 10)
+		}
 	}
 	if svc := services(fams); svc != "" {
 		src.Name = svc + " " + src.Name
@@ -162,7 +174,7 @@ func services(fams map[string]*dto.MetricFamily) string {
 	var out []string
 	for name := range fams {
 		rest, ok := strings.CutPrefix(name, "treasure_")
-		if !ok {
+		if !ok || name == mPID {
 			continue
 		}
 		svc, _, ok := strings.Cut(rest, "_")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"regexp"
 	"slices"
 	"sync"
@@ -22,6 +23,13 @@ func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		// The process's id, so that tools reading several /metrics URLs
+		// (the load generator's server CPU) can tell one process serving
+		// several ports from several processes that look alike.
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "treasure_process_id",
+			Help: "The operating system's id of this process.",
+		}, func() float64 { return float64(os.Getpid()) }),
 		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
 			collectors.MetricsGC,
 			collectors.MetricsMemory,

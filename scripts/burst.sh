@@ -33,6 +33,8 @@
 #                    of the drop (e.g. "steady --players 2000 --rate 5
 #                    --duration 60s": the same topology and accounting for
 #                    the other figures of BENCHMARKS.md)
+#   BURST_INGEST, BURST_PUSH  the number of ingest and push processes
+#                    (default from the players, as above)
 #   BURST_EXTRA      more loadgen flags (e.g. "--reference --charts DIR")
 #   GO               the go command (default go)
 # and the TREASURE_* variables of docs/operations.md (TREASURE_REDIS_URL,
@@ -67,6 +69,9 @@ INGESTS=$(((PLAYERS + 9999) / 10000))
 ((INGESTS >= 2)) || INGESTS=2
 PUSHES=$(((PLAYERS + 14999) / 15000))
 ((PUSHES >= 2)) || PUSHES=2
+INGESTS=${BURST_INGEST:-$INGESTS}
+PUSHES=${BURST_PUSH:-$PUSHES}
+[[ $INGESTS =~ ^[1-9][0-9]*$ && $PUSHES =~ ^[1-9][0-9]*$ ]] || die "BURST_INGEST=$INGESTS, BURST_PUSH=$PUSHES: want positive integers"
 CONNECT_TIMEOUT=${BURST_CONNECT_TIMEOUT:-0}
 
 say "building $BIN"

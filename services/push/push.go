@@ -77,9 +77,11 @@
 //
 // # Stream requirements
 //
-// Ids are only reproducible while P_OUT keeps its first message: a stream
-// whose head was purged gives a later instance different ids (the
-// topology's OUT stream discards nothing by age).
+// Ids are reproducible from P_OUT's first message, or from a push
+// checkpoint (checkpoint.go, docs/pipeline.md "Push checkpoints") plus the
+// messages after it: a starting instance loads the newest valid
+// checkpoint and reads only the tail. One whose stream lost its head with
+// no checkpoint reaching it gives different ids (logged as an error).
 package push
 
 import (
@@ -161,6 +163,17 @@ type Options struct {
 	RedisTimeout, RedisRetry time.Duration
 	// FeedBatch caps the messages of one feed step (DefaultFeedBatch).
 	FeedBatch int
+	// Checkpoints stores the push checkpoints (docs/pipeline.md "Push
+	// checkpoints"); nil means the topology's object-store bucket
+	// (natsjs.OpenCheckpoints), opened by Run. CheckpointEvery is how
+	// often one is written while messages arrive (and once at a clean
+	// shutdown): 0 means DefaultCheckpointEvery, negative disables
+	// checkpoints (the feed then starts at the stream's first message).
+	// CheckpointKeep is how many of the newest are kept
+	// (DefaultCheckpointKeep).
+	Checkpoints     Checkpoints
+	CheckpointEvery time.Duration
+	CheckpointKeep  int
 	// Log receives start, failure and fallback lines; nil discards them.
 	Log *slog.Logger
 	// Registerer receives the metrics; nil registers nowhere.
@@ -192,6 +205,13 @@ type Server struct {
 	lbVersion uint64
 	lbSeen    bool
 	hop       feedHops // per-hop histograms and the current update's stamps (feed.go)
+
+	// Checkpoints (ckptrun.go), the feed goroutine's own: the sequence of
+	// the last one taken or loaded, when, and the upload in flight.
+	ckpt      ckptMetrics
+	ckptSeq   uint64
+	ckptAt    time.Time
+	uploading chan struct{}
 }
 
 type metrics struct {
@@ -273,10 +293,20 @@ func New(o Options) (*Server, error) {
 	if o.FeedBatch <= 0 {
 		o.FeedBatch = DefaultFeedBatch
 	}
+	if o.CheckpointEvery == 0 {
+		o.CheckpointEvery = DefaultCheckpointEvery
+	}
+	if o.CheckpointKeep <= 0 {
+		o.CheckpointKeep = DefaultCheckpointKeep
+	}
+	if o.CheckpointEvery < 0 {
+		o.Checkpoints = nil
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{o: o, pg: pgstore.New(o.Postgres)}
+	s := &Server{o: o, pg: pgstore.New(o.Postgres), ckptAt: time.Now()}
+	s.ckpt = newCkptMetrics(o.Registerer)
 	s.m = newMetrics(o.Registerer, func() *hub { return s.hub })
 	s.hop = newFeedHops(o.Registerer)
 	s.hub = newHub(o.RingSize, o.MaxSocketsPerPlayer)
@@ -340,11 +370,35 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("push: stream %s: %w", stream, err)
 	}
+	if s.o.CheckpointEvery > 0 && s.o.Checkpoints == nil {
+		c, err := natsjs.OpenCheckpoints(ctx, s.o.JS, s.o.Topology)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("push: %w", err)
+		}
+		s.o.Checkpoints = c
+	}
+	var from uint64
+	if s.o.Checkpoints != nil {
+		if from, err = s.loadCheckpoint(ctx, info.State.FirstSeq, info.State.LastSeq); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("push: checkpoints: %w", err)
+		}
+	}
+	if from == 0 && info.State.FirstSeq > 1 {
+		s.o.Log.Error("push feed starting after the stream's head was removed without a usable checkpoint: player ids restart and differ from other instances'",
+			"first_seq", info.State.FirstSeq)
+	}
 	s.target.Store(info.State.LastSeq)
-	if info.State.LastSeq == 0 || info.State.Msgs == 0 {
+	if info.State.LastSeq == 0 || info.State.Msgs == 0 || from >= info.State.LastSeq {
 		s.ready.Store(true)
 	}
-	s.o.Log.Debug("push feed starting", "stream", stream, "catch_up_to", info.State.LastSeq)
+	defer s.finalCheckpoint()
+	s.o.Log.Info("push feed starting", "stream", stream, "checkpoint_seq", from, "catch_up_to", info.State.LastSeq)
 	backoff := defaultFeedRetryBase
 	for {
 		err := natsjs.Replay(ctx, s.o.JS, natsjs.ReplayOptions{
@@ -385,5 +439,6 @@ func (s *Server) handle(_ context.Context, msgs []natsjs.Msg) error {
 		s.ready.Store(true)
 		s.o.Log.Info("push feed caught up", "seq", last.Seq)
 	}
+	s.maybeCheckpoint()
 	return nil
 }

@@ -80,7 +80,7 @@ func runPush(ctx context.Context, args []string, env Env, io IO) error {
 		Topology: topo, NC: nc, JS: js,
 		Redis: rdb, RedisPrefix: cfg.StreamPrefix + ":",
 		Postgres: pool, Verifier: verifier,
-		RingSize: *ring, QueueSize: *queue, WriteDelay: *delay,
+		RingSize: *ring, QueueSize: *queue, WriteDelay: *delay, CheckpointEvery: cfg.CheckpointEvery,
 		Log: log, Registerer: reg,
 	})
 	if err != nil {

@@ -50,8 +50,8 @@ const (
 	// EnvStreamReplicas sets the replicas of every stream (1 to 5; 3 on a
 	// 3-node JetStream cluster). Unset: 1.
 	EnvStreamReplicas = "TREASURE_STREAM_REPLICAS"
-	// EnvCheckpointEvery is how often each proximity partition writes a
-	// checkpoint of its state (a Go duration of at least 1s, or "off").
+	// EnvCheckpointEvery is how often each proximity partition, and push,
+	// writes a checkpoint of its state (a Go duration of at least 1s, or "off").
 	EnvCheckpointEvery = "TREASURE_CHECKPOINT_EVERY"
 )
 
@@ -112,8 +112,8 @@ type Config struct {
 	// StreamReplicas is every stream's replica count (TREASURE_STREAM_REPLICAS);
 	// 0 means the server's default, 1.
 	StreamReplicas int
-	// CheckpointEvery is how often each proximity partition writes a
-	// checkpoint (TREASURE_CHECKPOINT_EVERY, at least MinCheckpointEvery);
+	// CheckpointEvery is how often each proximity partition, and push,
+	// writes a checkpoint (TREASURE_CHECKPOINT_EVERY, at least MinCheckpointEvery);
 	// negative ("off") disables checkpoints, 0 in a literal means the
 	// default.
 	CheckpointEvery time.Duration

@@ -164,3 +164,40 @@ func TestDamagedNewestPushCheckpointUsesPrevious(t *testing.T) {
 		t.Fatalf("after the start, checkpoints at %v, want [3] (the damaged one deleted)", seqs)
 	}
 }
+
+// TestCheckpointsWhileRunning: with a short interval, a running instance
+// writes checkpoints as messages arrive (not only at shutdown), keeps only
+// the newest CheckpointKeep, and a second instance started meanwhile loads
+// one and gives the same ids.
+func TestCheckpointsWhileRunning(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.start(t, Options{CheckpointEvery: time.Millisecond, CheckpointKeep: 2})
+	seq := uint64(1)
+	waitFor(t, 30*time.Second, func() string {
+		e.publish(t, e.topo.OutSubject(0), prox("dee", seq, 1, "", 0, 0))
+		seq++
+		if n := counter(t, a.s.ckpt.written); n < 4 {
+			return fmt.Sprintf("%v checkpoints written", n)
+		}
+		return ""
+	})
+	waitNext(t, a, "dee", seq)
+	c := e.ckptStore(t)
+	waitFor(t, 20*time.Second, func() string {
+		if seqs := pushSeqs(t, c); len(seqs) != 2 {
+			return fmt.Sprintf("checkpoints at %v, want the newest 2", seqs)
+		}
+		return ""
+	})
+	b := e.start(t, Options{CheckpointEvery: -1}) // reads, never writes
+	if n := counter(t, b.s.ckpt.loaded); n != 0 {
+		t.Fatalf("an instance without checkpoints loaded one")
+	}
+	b2 := e.start(t, Options{})
+	if n := counter(t, b2.s.ckpt.loaded); n != 1 {
+		t.Fatalf("checkpoint loaded %v times, want 1", n)
+	}
+	waitNext(t, b, "dee", seq)
+	waitNext(t, b2, "dee", seq)
+}

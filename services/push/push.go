@@ -8,9 +8,9 @@
 //
 // # Ids and resume
 //
-// Every push instance reads P_OUT from its first message with an ordered
-// consumer, so every instance, and one restarted, gives each update the
-// same id. Per player it keeps the next id and a ring of the RingSize most
+// Every push instance reads P_OUT with an ordered consumer, from its first
+// message or from the newest push checkpoint (see Stream requirements), so
+// every instance, and one restarted, gives each update the same id. Per player it keeps the next id and a ring of the RingSize most
 // recent updates in a compact binary form (about 8 bytes for a proximity
 // answer without a treasure, 15–25 with one, against about 100 as JSON),
 // re-encoded to JSON only for a resume. Memory per player: a few hundred

@@ -90,7 +90,7 @@ func TestRestartAfterHeadPurgedContinuesIds(t *testing.T) {
 	if len(seqs) != 1 || seqs[0] != 6 {
 		t.Fatalf("checkpoints at %v, want [6]", seqs)
 	}
-	e.publish(t, e.topo.OutSubject(1), proxN("ann", 21, 5)...)     // seq 7: ids 21…25
+	e.publish(t, e.topo.OutSubject(1), proxN("ann", 21, 5)...)      // seq 7: ids 21…25
 	e.publish(t, e.topo.OutSubject(0), prox("bob", 2, 3, "", 0, 0)) // seq 8
 	e.purgeBelow(t, 5)                                              // a sequence below the checkpoint's
 

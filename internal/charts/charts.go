@@ -98,7 +98,9 @@ func render(w io.Writer, c Chart, canvas func(w, h vg.Length) vg.CanvasWriterTo)
 		names = max(names, legend.TextStyle.Width(s.Name))
 	}
 	pad := legend.TextStyle.Font.Size
-	strip := min(legend.ThumbnailWidth+names+2*pad, width/2)
+	// A viewer without the embedded font's metrics (SVG names the font,
+	// it does not carry it) sets the names up to ~20 % wider: room for it.
+	strip := min(legend.ThumbnailWidth+names*6/5+2*pad, width/2)
 	img := canvas(width, height)
 	dc := draw.New(img)
 	p.Draw(draw.Crop(dc, 0, -strip, 0, 0))

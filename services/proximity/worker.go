@@ -170,7 +170,7 @@ func newMetrics(r prometheus.Registerer) metrics {
 	m.ckptWrite = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_checkpoint_write_seconds",
 		Help: "Time to encode and store a checkpoint and prune the old ones (in the background).", Buckets: secs})
 	m.ckptLoad = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_checkpoint_load_seconds",
-		Help: "Time to fetch, check and load a checkpoint (field rebuild included).", Buckets: secs})
+		Help: "Time to fetch, check and load a checkpoint (the field restored and checked; rebuilt for a version 1 checkpoint).", Buckets: secs})
 	m.rebuild = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_rebuild_seconds",
 		Help: "Time from a partition's (re)start to serving: checkpoint load plus tail replay.", Buckets: secs})
 	if r != nil {

@@ -13,11 +13,12 @@ import (
 
 // A checkpoint is an Engine's state, plus what its caller keeps beside it
 // (the last applied seq of every player, the log position covered), in a
-// versioned, checksummed little-endian binary form. It holds the treasures,
-// not the nearest-treasure field: ReadCheckpoint rebuilds the field from
-// the active treasures (the field is a function of them, and rebuilding it
-// is cheaper than storing and loading tens of MB for a city; see
-// docs/pipeline.md).
+// versioned, checksummed little-endian binary form. Version 2 holds the
+// treasures and the nearest-treasure field (8 bytes per node), which
+// ReadCheckpoint restores after checking it against the treasures and the
+// graph in one pass over the arcs; version 1 (still read) holds the
+// treasures only, and ReadCheckpoint rebuilds the field from them, which
+// costs seconds on a city partition (see docs/pipeline.md).
 //
 //	off size field
 //	  0    8 magic "TRCKPT\x00\x01"
@@ -33,9 +34,11 @@ import (
 //	 48    8 Seq, the log position the state covers
 //	 56    8 treasures section length
 //	 64    8 players section length
-//	 72   24 reserved, zero
+//	 72    8 field section length (version 2; zero in version 1)
+//	 80   16 reserved, zero
 //	 96      treasures section, its CRC-32C (4 bytes),
-//	         players section, its CRC-32C (4 bytes); nothing after.
+//	         players section, its CRC-32C (4 bytes),
+//	         version 2: field section, its CRC-32C (4 bytes); nothing after.
 //
 // The treasures section: uvarint slot count S; uvarint id count; per id
 // (every id ever dropped here, in byte order): uvarint length, the id,
@@ -46,9 +49,14 @@ import (
 //
 // The players section: uvarint count; per player (byte order): uvarint
 // length, the player id, uvarint seq.
+//
+// The field section (version 2): N uint32 distances, then N uint32 slots,
+// one per local node (Inf and NoNode for a node without a treasure within
+// the radius): graph.Field's labels, 8N bytes.
 const (
-	// CheckpointVersion is the format version this build writes and reads.
-	CheckpointVersion = 1
+	// CheckpointVersion is the format version this build writes. It reads
+	// versions 1 and 2.
+	CheckpointVersion = 2
 
 	ckptMagic      = "TRCKPT\x00\x01"
 	ckptHeaderSize = 96
@@ -89,8 +97,9 @@ type CheckpointHeader struct {
 	Arcs                  uint64
 	Fingerprint           uint32
 	Seq                   uint64
-	// TreasuresLen and PlayersLen are the sections' lengths in bytes.
-	TreasuresLen, PlayersLen uint64
+	// TreasuresLen, PlayersLen and FieldLen are the sections' lengths in
+	// bytes; FieldLen is zero in version 1.
+	TreasuresLen, PlayersLen, FieldLen uint64
 }
 
 // Fingerprint returns the CRC-32C of g's Offsets and Global arrays: two
@@ -122,6 +131,8 @@ type CheckpointState struct {
 	treasures []ckptTreasure
 	free      []uint32
 	players   []ckptPlayer
+	// dist and slot are the field's labels (version 2).
+	dist, slot []uint32
 }
 
 type ckptTreasure struct {
@@ -136,7 +147,8 @@ type ckptPlayer struct {
 
 // CheckpointState copies e's state and m. fingerprint is
 // Fingerprint(e.Graph()), which the caller computes once per graph. Its
-// cost is linear in the ids ever dropped and the players, with no sorting.
+// cost is linear in the ids ever dropped and the players, with no sorting,
+// plus a copy of the field's two per-node arrays (8 bytes per node).
 func (e *Engine) CheckpointState(m *CheckpointMeta, fingerprint uint32) *CheckpointState {
 	s := &CheckpointState{
 		h: CheckpointHeader{Version: CheckpointVersion, Partition: m.Partition, Partitions: m.Partitions, Radius: e.field.Radius(),
@@ -156,6 +168,7 @@ func (e *Engine) CheckpointState(m *CheckpointMeta, fingerprint uint32) *Checkpo
 	for p, seq := range m.Players {
 		s.players = append(s.players, ckptPlayer{p, seq})
 	}
+	s.dist, s.slot = e.field.Labels(nil, nil)
 	return s
 }
 
@@ -176,7 +189,7 @@ func (s *CheckpointState) Append(dst []byte) []byte {
 	dst = append(dst, make([]byte, ckptHeaderSize)...)
 	h := dst[start:]
 	copy(h, ckptMagic)
-	le.PutUint32(h[8:], CheckpointVersion)
+	le.PutUint32(h[8:], s.h.Version)
 	le.PutUint32(h[16:], s.h.Partition)
 	le.PutUint32(h[20:], s.h.Partitions)
 	le.PutUint32(h[24:], s.h.Radius)
@@ -219,9 +232,25 @@ func (s *CheckpointState) Append(dst []byte) []byte {
 	plen := len(dst) - p0
 	dst = le.AppendUint32(dst, crc32.Checksum(dst[p0:], castagnoli))
 
+	// Field.
+	flen := 0
+	if s.h.Version >= 2 {
+		f0 := len(dst)
+		dst = slices.Grow(dst, 8*len(s.dist)+4)
+		for _, d := range s.dist {
+			dst = le.AppendUint32(dst, d)
+		}
+		for _, sl := range s.slot {
+			dst = le.AppendUint32(dst, sl)
+		}
+		flen = len(dst) - f0
+		dst = le.AppendUint32(dst, crc32.Checksum(dst[f0:], castagnoli))
+	}
+
 	h = dst[start:]
 	le.PutUint64(h[56:], uint64(tlen))
 	le.PutUint64(h[64:], uint64(plen))
+	le.PutUint64(h[72:], uint64(flen))
 	le.PutUint32(h[ckptCRCOff:], crc32.Checksum(h[:ckptHeaderSize], castagnoli))
 	return dst
 }
@@ -245,8 +274,8 @@ func ReadCheckpointHeader(data []byte) (CheckpointHeader, error) {
 	}
 	le := binary.LittleEndian
 	h.Version = le.Uint32(data[8:])
-	if h.Version != CheckpointVersion {
-		return h, fmt.Errorf("%w: the checkpoint has version %d, this build reads version %d", ErrCheckpointVersion, h.Version, CheckpointVersion)
+	if h.Version != 1 && h.Version != 2 {
+		return h, fmt.Errorf("%w: the checkpoint has version %d, this build reads versions 1 and 2", ErrCheckpointVersion, h.Version)
 	}
 	var hdr [ckptHeaderSize]byte
 	copy(hdr[:], data)
@@ -254,7 +283,11 @@ func ReadCheckpointHeader(data []byte) (CheckpointHeader, error) {
 	if got, want := crc32.Checksum(hdr[:], castagnoli), le.Uint32(data[ckptCRCOff:]); got != want {
 		return h, fmt.Errorf("%w: header checksum 0x%08x, the header says 0x%08x", ErrCheckpointCorrupt, got, want)
 	}
-	for _, b := range data[72:ckptHeaderSize] {
+	reserved := 72
+	if h.Version >= 2 {
+		reserved = 80
+	}
+	for _, b := range data[reserved:ckptHeaderSize] {
 		if b != 0 {
 			return h, fmt.Errorf("%w: reserved header bytes are not zero", ErrCheckpointCorrupt)
 		}
@@ -269,16 +302,23 @@ func ReadCheckpointHeader(data []byte) (CheckpointHeader, error) {
 	h.Seq = le.Uint64(data[48:])
 	h.TreasuresLen = le.Uint64(data[56:])
 	h.PlayersLen = le.Uint64(data[64:])
+	h.FieldLen = le.Uint64(data[72:])
 	const maxSection = 1 << 40
-	if h.TreasuresLen > maxSection || h.PlayersLen > maxSection {
-		return h, fmt.Errorf("%w: section lengths %d and %d", ErrCheckpointCorrupt, h.TreasuresLen, h.PlayersLen)
+	if h.TreasuresLen > maxSection || h.PlayersLen > maxSection || h.FieldLen > maxSection {
+		return h, fmt.Errorf("%w: section lengths %d, %d and %d", ErrCheckpointCorrupt, h.TreasuresLen, h.PlayersLen, h.FieldLen)
 	}
 	want := uint64(ckptHeaderSize) + h.TreasuresLen + 4 + h.PlayersLen + 4
+	if h.Version >= 2 {
+		if h.FieldLen != 8*uint64(h.Nodes) {
+			return h, fmt.Errorf("%w: field section of %d bytes for %d nodes", ErrCheckpointCorrupt, h.FieldLen, h.Nodes)
+		}
+		want += h.FieldLen + 4
+	}
 	if uint64(len(data)) < want {
 		return h, fmt.Errorf("%w: %d bytes, the header says %d", ErrCheckpointTruncated, len(data), want)
 	}
 	if uint64(len(data)) > want {
-		return h, fmt.Errorf("%w: %d bytes after the players section", ErrCheckpointCorrupt, uint64(len(data))-want)
+		return h, fmt.Errorf("%w: %d bytes after the last section", ErrCheckpointCorrupt, uint64(len(data))-want)
 	}
 	return h, nil
 }
@@ -286,7 +326,8 @@ func ReadCheckpointHeader(data []byte) (CheckpointHeader, error) {
 // ReadCheckpoint checks a checkpoint written by AppendCheckpoint against g
 // (the engine's graph: the same subgraph, whose Fingerprint is fingerprint)
 // and radius, and returns a new Engine in the state written, with its
-// field rebuilt from the active treasures, and the meta data. Every
+// field restored (version 2) or rebuilt from the active treasures
+// (version 1), and the meta data. Every
 // truncation, checksum failure or inconsistency is an error wrapping
 // ErrNotCheckpoint, ErrCheckpointVersion, ErrCheckpointTruncated,
 // ErrCheckpointCorrupt or ErrCheckpointMismatch and naming the problem;
@@ -313,6 +354,14 @@ func readCheckpoint(data []byte, g *graph.Graph, radius, fingerprint uint32) (*E
 	psec := data[p0 : p0+h.PlayersLen]
 	if got, want := crc32.Checksum(psec, castagnoli), le.Uint32(data[p0+h.PlayersLen:]); got != want {
 		return nil, nil, fmt.Errorf("%w: players section checksum 0x%08x, the file says 0x%08x", ErrCheckpointCorrupt, got, want)
+	}
+	var fsec []byte
+	if h.Version >= 2 {
+		f0 := p0 + h.PlayersLen + 4
+		fsec = data[f0 : f0+h.FieldLen]
+		if got, want := crc32.Checksum(fsec, castagnoli), le.Uint32(data[f0+h.FieldLen:]); got != want {
+			return nil, nil, fmt.Errorf("%w: field section checksum 0x%08x, the file says 0x%08x", ErrCheckpointCorrupt, got, want)
+		}
 	}
 	if h.Radius != radius || h.Nodes != uint32(g.NumNodes()) || h.Own != g.Own || h.Arcs != uint64(g.NumArcs()) || h.Fingerprint != fingerprint {
 		return nil, nil, fmt.Errorf("%w: the checkpoint's graph has %d nodes (%d own), %d arcs, fingerprint 0x%08x, radius %d; this one %d (%d), %d, 0x%08x, %d",
@@ -412,8 +461,20 @@ func readCheckpoint(data []byte, g *graph.Graph, radius, fingerprint uint32) (*E
 	if err := r.end(); err != nil {
 		return nil, nil, err
 	}
-	// The field is a function of the active treasures: rebuild it.
-	e.field.DropAll(slots, ids, nodes)
+	if fsec == nil {
+		// Version 1: the field is a function of the active treasures.
+		e.field.DropAll(slots, ids, nodes)
+		return e, m, nil
+	}
+	n := int(h.Nodes)
+	dist, slot := make([]uint32, n), make([]uint32, n)
+	for i := range dist {
+		dist[i] = le.Uint32(fsec[4*i:])
+		slot[i] = le.Uint32(fsec[4*(n+i):])
+	}
+	if err := e.field.Restore(dist, slot, slots, ids, nodes); err != nil {
+		return nil, nil, fmt.Errorf("%w: field section: %w", ErrCheckpointCorrupt, err)
+	}
 	return e, m, nil
 }
 

@@ -2,8 +2,10 @@ package game
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -139,6 +141,28 @@ func TestCheckpointRoundTrip(t *testing.T) {
 	}
 }
 
+// TestCheckpointV1Loads: a version 1 checkpoint (no field) still loads,
+// its field rebuilt; the engine answers like the original, writes the
+// same version 2 checkpoint (the rebuilt field equals the incremental one)
+// and stays identical through further operations.
+func TestCheckpointV1Loads(t *testing.T) {
+	f := newCkptFixture(t, 7, 400)
+	v1 := appendVersion(f.e, f.meta, f.fp, 1)
+	e2, m2, err := ReadCheckpoint(v1, f.sub, ckptRadius, f.fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := ReadCheckpointHeader(v1); h.Version != 1 || h.FieldLen != 0 {
+		t.Fatalf("header %+v", h)
+	}
+	if !bytes.Equal(e2.AppendCheckpoint(nil, m2, f.fp), f.e.AppendCheckpoint(nil, f.meta, f.fp)) {
+		t.Fatal("the engine loaded from version 1 writes another version 2 checkpoint than the original")
+	}
+	compareEngines(t, f, f.e, e2)
+	f.steps(t, f.e, e2, 3000, 1)
+	compareEngines(t, f, f.e, e2)
+}
+
 func compareEngines(t *testing.T, f *ckptFixture, a, b *Engine) {
 	t.Helper()
 	if a.Active() != b.Active() {
@@ -167,14 +191,27 @@ func compareEngines(t *testing.T, f *ckptFixture, a, b *Engine) {
 // (header, each section, each checksum), trailing bytes and a checkpoint of
 // another graph or radius are refused with an error naming the problem.
 func TestCheckpointRefusesDamage(t *testing.T) {
+	for _, v := range []uint32{1, 2} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) { testCheckpointRefusesDamage(t, v) })
+	}
+}
+
+// appendVersion writes e's checkpoint in format version v.
+func appendVersion(e *Engine, m *CheckpointMeta, fp, v uint32) []byte {
+	st := e.CheckpointState(m, fp)
+	st.h.Version = v
+	return st.Append(nil)
+}
+
+func testCheckpointRefusesDamage(t *testing.T, version uint32) {
 	f := newCkptFixture(t, 4, 60)
-	data := f.e.AppendCheckpoint(nil, f.meta, f.fp)
+	data := appendVersion(f.e, f.meta, f.fp, version)
 	h, err := ReadCheckpointHeader(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.TreasuresLen == 0 || h.PlayersLen == 0 {
-		t.Fatalf("empty sections: %+v", h)
+	if h.Version != version || h.TreasuresLen == 0 || h.PlayersLen == 0 || (h.FieldLen == 0) != (version == 1) {
+		t.Fatalf("version %d: sections %+v", version, h)
 	}
 	for n := range len(data) {
 		_, _, err := ReadCheckpoint(data[:n], f.sub, ckptRadius, f.fp)
@@ -184,6 +221,7 @@ func TestCheckpointRefusesDamage(t *testing.T) {
 	}
 	tEnd := ckptHeaderSize + int(h.TreasuresLen)
 	pEnd := tEnd + 4 + int(h.PlayersLen)
+	fieldFlips := 0
 	sectionOf := func(i int) string {
 		switch {
 		case i < len(ckptMagic):
@@ -194,10 +232,10 @@ func TestCheckpointRefusesDamage(t *testing.T) {
 			return "treasures section"
 		case i < tEnd+4:
 			return "treasures section" // its checksum
-		case i < pEnd:
-			return "players section"
+		case i < pEnd+4:
+			return "players section" // with its checksum
 		default:
-			return "players section"
+			return "field section" // with its checksum
 		}
 	}
 	bad := bytes.Clone(data)
@@ -224,6 +262,25 @@ func TestCheckpointRefusesDamage(t *testing.T) {
 		default:
 			if !errors.Is(err, ErrCheckpointCorrupt) || !bytes.Contains([]byte(err.Error()), []byte(want)) {
 				t.Fatalf("byte %d (%s) flipped: %v", i, want, err)
+			}
+			if want == "field section" {
+				fieldFlips++
+			}
+		}
+	}
+	if (fieldFlips == 0) != (version == 1) {
+		t.Fatalf("version %d: %d flips in the field section", version, fieldFlips)
+	}
+	if version == 2 {
+		// A field that is not the treasures' field, with a valid checksum
+		// (a writer's bug, not a flipped bit): refused by Restore's check.
+		f0 := pEnd + 4
+		for _, off := range []int{0, 4 * int(h.Nodes) / 2, 4 * int(h.Nodes), 8*int(h.Nodes) - 4} {
+			bad := bytes.Clone(data)
+			bad[f0+off]++
+			binary.LittleEndian.PutUint32(bad[f0+int(h.FieldLen):], crc32.Checksum(bad[f0:f0+int(h.FieldLen)], castagnoli))
+			if _, _, err := ReadCheckpoint(bad, f.sub, ckptRadius, f.fp); !errors.Is(err, ErrCheckpointCorrupt) || !bytes.Contains([]byte(err.Error()), []byte("field section: field: node")) {
+				t.Fatalf("field byte %d changed, checksum fixed: %v", off, err)
 			}
 		}
 	}

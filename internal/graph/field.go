@@ -2,6 +2,7 @@ package graph
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 )
 
@@ -217,4 +218,92 @@ func (f *Field) propagate() {
 			}
 		}
 	}
+}
+
+// Labels copies the field's per-node labels into dist and slot (each
+// NumNodes long; a node without a treasure has Inf and NoNode) and returns
+// them, grown when shorter. Together with the active treasures (slot, id,
+// node) they are the field's whole state: Restore rebuilds an identical
+// field from them, which behaves exactly like this one under further drops
+// and removals. The copy is two memmoves.
+func (f *Field) Labels(dist, slot []uint32) ([]uint32, []uint32) {
+	dist = append(dist[:0], f.dist...)
+	slot = append(slot[:0], f.slot...)
+	return dist, slot
+}
+
+// Restore sets f, which must be empty (new or Reset), to the state a field
+// over the same graph and radius had when Labels returned dist and slot,
+// with the active treasures given as parallel slices (slots distinct, ids
+// non-empty and distinct). f takes ownership of dist and slot.
+//
+// It checks, in one pass over the arcs, that the labels are the field of
+// those treasures: each node's label is the least of (0, t) for the
+// treasures t on it and its neighbours' labels plus the edge length within
+// the radius, which, with positive edge lengths, only the true field
+// satisfies. It returns an error naming the first node that breaks a rule,
+// leaving f empty then.
+func (f *Field) Restore(dist, slot []uint32, slots []uint32, ids []string, nodes []uint32) error {
+	n := f.g.NumNodes()
+	if len(dist) != n || len(slot) != n {
+		return fmt.Errorf("field: %d and %d labels for %d nodes", len(dist), len(slot), n)
+	}
+	for i, s := range slots {
+		for int(s) >= len(f.ids) {
+			f.ids = append(f.ids, "")
+			f.tnodes = append(f.tnodes, NoNode)
+		}
+		if f.ids[s] != "" || ids[i] == "" || int(nodes[i]) >= n {
+			f.Reset()
+			return fmt.Errorf("field: treasure %q in slot %d on node %d: slot taken, id empty or node outside the graph", ids[i], s, nodes[i])
+		}
+		f.ids[s], f.tnodes[s] = ids[i], nodes[i]
+	}
+	fail := func(v uint32, what string) error {
+		err := fmt.Errorf("field: node %d labelled (%d, slot %d): %s", v, dist[v], slot[v], what)
+		f.Reset()
+		return err
+	}
+	// Labels name active treasures within the radius.
+	for v := range uint32(n) {
+		s := slot[v]
+		if s == NoNode {
+			if dist[v] != Inf {
+				return fail(v, "a distance without a treasure")
+			}
+			continue
+		}
+		if int(s) >= len(f.ids) || f.ids[s] == "" || dist[v] > f.radius {
+			return fail(v, "not an active treasure within the radius")
+		}
+	}
+	// Each label is the least candidate (Bellman's equations).
+	at := make(map[uint32]uint32, len(slots)) // node -> best treasure on it
+	for i, s := range slots {
+		if b, ok := at[nodes[i]]; !ok || f.ids[s] < f.ids[b] {
+			at[nodes[i]] = s
+		}
+	}
+	g := f.g
+	for v := range uint32(n) {
+		bd, bs := uint32(Inf), uint32(NoNode)
+		if s, ok := at[v]; ok {
+			bd, bs = 0, s
+		}
+		for _, a := range g.Arcs[g.Offsets[v]:g.Offsets[v+1]] {
+			us := slot[a.To]
+			if us == NoNode {
+				continue
+			}
+			nd := uint64(dist[a.To]) + uint64(a.Len)
+			if nd <= uint64(f.radius) && f.less(uint32(nd), us, bd, bs) {
+				bd, bs = uint32(nd), us
+			}
+		}
+		if bd != dist[v] || bs != slot[v] {
+			return fail(v, fmt.Sprintf("its least candidate is (%d, slot %d)", bd, bs))
+		}
+	}
+	f.dist, f.slot = dist, slot
+	return nil
 }

@@ -223,3 +223,88 @@ func TestFieldRandomMedium(t *testing.T) {
 		}
 	}
 }
+
+// TestFieldRestore: a field restored from another's Labels and active
+// treasures has the same labels, and keeps having them through further
+// random drops (reusing freed slots) and removals, each checked against
+// the reference; a label changed at any one node is refused.
+func TestFieldRestore(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		g := smallGraph(t)
+		radius := rapid.SampledFrom([]uint32{0, 1, 5, 40, 3000, Inf - 1}).Draw(t, "radius")
+		f := NewField(g, radius)
+		active := map[uint32]RefTreasure{}
+		idOf := func(s, gen uint32) string { return fmt.Sprintf("t%c%d.%d", 'a'+rune(s*7%5), s, gen) }
+		next, gen := uint32(0), uint32(0)
+		var f2 *Field
+		step := func(fs ...*Field) {
+			gen++
+			if op := rapid.IntRange(0, 2).Draw(t, "op"); op <= 1 || len(active) == 0 {
+				v := uint32(rapid.IntRange(0, g.NumNodes()-1).Draw(t, "node"))
+				s := next
+				for fs := uint32(0); fs < next; fs++ {
+					if _, used := active[fs]; !used && rapid.Bool().Draw(t, "reuse") {
+						s = fs
+						break
+					}
+				}
+				if s == next {
+					next++
+				}
+				for _, f := range fs {
+					f.Drop(s, idOf(s, gen), v)
+				}
+				active[s] = RefTreasure{ID: idOf(s, gen), Node: v}
+			} else {
+				slots := make([]uint32, 0, len(active))
+				for s := range active {
+					slots = append(slots, s)
+				}
+				s := rapid.SampledFrom(sortedSlots(slots)).Draw(t, "remove")
+				for _, f := range fs {
+					f.Remove(s)
+				}
+				delete(active, s)
+			}
+		}
+		for range rapid.IntRange(0, 15).Draw(t, "before") {
+			step(f)
+		}
+		var slots, nodes []uint32
+		var ids []string
+		for s, tr := range active {
+			slots, ids, nodes = append(slots, s), append(ids, tr.ID), append(nodes, tr.Node)
+		}
+		dist, slot := f.Labels(nil, nil)
+		// Any one label changed is refused.
+		if v := rapid.IntRange(0, g.NumNodes()-1).Draw(t, "tamper"); true {
+			d2, s2 := f.Labels(nil, nil)
+			switch rapid.IntRange(0, 2).Draw(t, "how") {
+			case 0:
+				d2[v] = rapid.SampledFrom([]uint32{0, 1, 7, radius, Inf}).Draw(t, "dist")
+			case 1:
+				s2[v] = rapid.SampledFrom(append([]uint32{NoNode}, slots...)).Draw(t, "slot")
+			default:
+				d2[v]++
+			}
+			if d2[v] != dist[v] || s2[v] != slot[v] {
+				if err := NewField(g, radius).Restore(d2, s2, slots, ids, nodes); err == nil {
+					t.Fatalf("node %d relabelled (%d, %d) from (%d, %d): accepted", v, d2[v], s2[v], dist[v], slot[v])
+				}
+			}
+		}
+		f2 = NewField(g, radius)
+		if err := f2.Restore(dist, slot, slots, ids, nodes); err != nil {
+			t.Fatal(err)
+		}
+		for range rapid.IntRange(1, 20).Draw(t, "after") {
+			step(f, f2)
+			d1, s1 := f.Labels(nil, nil)
+			d2, s2 := f2.Labels(nil, nil)
+			if fmt.Sprint(d1, s1) != fmt.Sprint(d2, s2) {
+				t.Fatalf("labels differ: %v %v, restored %v %v", d1, s1, d2, s2)
+			}
+			checkField(t, g, f2, active)
+		}
+	})
+}

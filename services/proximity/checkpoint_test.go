@@ -457,6 +457,61 @@ func TestWorkerSkipsDamagedCheckpoints(t *testing.T) {
 	checkLikeUninterrupted(t, ctx, js, url, f, topo, b)
 }
 
+// TestWorkerKeepsCheckpointsOfAnotherVersion: a newer checkpoint of a
+// format version this build does not read (a newer build's, before a
+// rollback) is skipped for the one before, counted as refused, and kept.
+func TestWorkerKeepsCheckpointsOfAnotherVersion(t *testing.T) {
+	f := amsterdamFixture(t)
+	ctx := context.Background()
+	url := testenv.NATSURL()
+	_, js, prefix := testenv.JetStream(t)
+	topo := newTopo(prefix+"v", f.k)
+	testenv.DeleteStreamsOnCleanup(t, js, topo.Prefix)
+	if err := topo.Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	store, err := natsjs.OpenCheckpoints(ctx, js, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := len(f.moves) / 2
+	publishDrops(t, ctx, js, topo, f)
+	w := startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, false)
+	publishMoves(t, ctx, js, topo, f, f.moves[:half])
+	waitOutputs(t, ctx, js, topo, half)
+	waitIdle(t, ctx, js, topo)
+	w.stop()
+	first, err := store.Seqs(ctx, 0)
+	if err != nil || len(first) != 1 {
+		t.Fatalf("checkpoints %v, %v", first, err)
+	}
+	publishMoves(t, ctx, js, topo, f, f.moves[half:])
+	data, err := store.Get(ctx, 0, first[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[8] = 99 // format version 99
+	future := first[0] + 1
+	if err := store.Put(ctx, 0, future, data); err != nil {
+		t.Fatal(err)
+	}
+	w = startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, false)
+	b := waitOutputs(t, ctx, js, topo, len(f.moves))
+	waitIdle(t, ctx, js, topo)
+	w.stop()
+	if n := w.counter(t, "treasure_proximity_checkpoint_invalid_total"); n != 1 {
+		t.Fatalf("%v checkpoints refused, want 1", n)
+	}
+	if got := w.ready.get()[0].checkpoint; got != first[0] {
+		t.Fatalf("partition 0 started from the checkpoint at %d, want %d", got, first[0])
+	}
+	s, err := store.Seqs(ctx, 0)
+	if err != nil || len(s) != 3 || s[1] != future || s[2] != first[0] {
+		t.Fatalf("partition 0's checkpoints after the stop: %v (%v), want a new one, the version 99 one at %d and the one at %d", s, err, future, first[0])
+	}
+	checkLikeUninterrupted(t, ctx, js, url, f, topo, b)
+}
+
 // abortingReader hands out half its data, then fails: a writer killed
 // during the upload.
 type abortingReader struct {

@@ -170,7 +170,7 @@ func newMetrics(r prometheus.Registerer) metrics {
 	m.ckptWrite = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_checkpoint_write_seconds",
 		Help: "Time to encode and store a checkpoint and prune the old ones (in the background).", Buckets: secs})
 	m.ckptLoad = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_checkpoint_load_seconds",
-		Help: "Time to fetch, check and load a checkpoint (field rebuild included).", Buckets: secs})
+		Help: "Time to fetch, check and load a checkpoint (the field restored and checked; rebuilt for a version 1 checkpoint).", Buckets: secs})
 	m.rebuild = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_rebuild_seconds",
 		Help: "Time from a partition's (re)start to serving: checkpoint load plus tail replay.", Buckets: secs})
 	if r != nil {
@@ -456,13 +456,15 @@ func (p *partition) loadCheckpoint(ctx context.Context, log *slog.Logger) error 
 		// A checkpoint read and refused, or beyond the log, is deleted: it
 		// would be refused again at every start, and would take one of the
 		// places pruning keeps. One that could not be read is kept (the
-		// failure may be the connection's).
+		// failure may be the connection's), and so is one of a format
+		// version this build does not read: a newer build wrote it, and may
+		// run again after a rollback (pruning removes it in time).
 		var e *game.Engine
 		var meta *game.CheckpointMeta
 		drop := seq > last
 		if err == nil {
-			drop = true
 			e, meta, err = game.ReadCheckpoint(data, p.sub, o.Radius, p.fingerprint)
+			drop = !errors.Is(err, game.ErrCheckpointVersion)
 		}
 		if err == nil && (meta.Partition != uint32(p.k) || meta.Partitions != uint32(o.Topology.Partitions) || meta.Seq != seq) {
 			err = fmt.Errorf("checkpoint of partition %d of %d at seq %d stored as partition %d of %d at seq %d",

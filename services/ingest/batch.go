@@ -45,6 +45,59 @@ type batch struct {
 	data  []byte
 	moves []*pending
 	t0    time.Time // first publish
+
+	// outcome is settle's verdict, once known; guarded by mu, which
+	// settle holds while it republishes.
+	mu      sync.Mutex
+	outcome uint8
+}
+
+// Outcomes of a batch (batch.outcome).
+const (
+	outcomeUnknown = iota
+	outcomeStored
+	outcomeRefused
+)
+
+// errOutcomeUnknown marks the failure of a batch that JetStream never
+// answered within PublishRetryFor: it may be stored. Its moves are
+// answered unavailable and the batch stays with each of its players
+// (player.limbo) until settle learns its outcome.
+var errOutcomeUnknown = errors.New("no answer from JetStream: outcome unknown")
+
+// settle learns b's outcome, republishing it once (same bytes, same
+// Nats-Msg-Id) unless it is known already. It returns an error when the
+// outcome stays unknown — JetStream did not answer, or b is too old to be
+// republished inside the duplicate window (a republish could then be
+// stored a second time).
+func (pt *partition) settle(b *batch) (stored bool, err error) {
+	in := pt.in
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.outcome {
+	case outcomeStored:
+		return true, nil
+	case outcomeRefused:
+		return false, nil
+	}
+	if time.Since(b.t0) > in.dupWindow-in.dupWindow/8 {
+		return false, fmt.Errorf("batch %s: outcome unknown and too old to republish: %w", b.id, errOutcomeUnknown)
+	}
+	ctx := in.retryCtx
+	in.m.republished.Inc()
+	f, err := in.pub.Publish(ctx, pt.subject, b.data, b.id)
+	if err == nil {
+		_, err = f.Wait(ctx)
+	}
+	switch {
+	case err == nil:
+		b.outcome = outcomeStored
+		return true, nil
+	case ctx.Err() == nil && !natsjs.OutcomeUnknown(err):
+		b.outcome = outcomeRefused
+		return false, nil
+	}
+	return false, fmt.Errorf("batch %s: %w (%w)", b.id, errOutcomeUnknown, err)
 }
 
 func newPartition(in *Ingest, k int) *partition {
@@ -141,7 +194,11 @@ func (pt *partition) resolved(b *batch, err error) {
 	if err == nil {
 		in.m.hops.published(b.moves, now)
 	}
-	in.enqueue(completion{moves: b.moves, err: err, part: pt.k})
+	c := completion{moves: b.moves, err: err, part: pt.k}
+	if errors.Is(err, errOutcomeUnknown) {
+		c.b = b
+	}
+	in.enqueue(c)
 }
 
 // unresolved queues b, whose publish had no answer, for retryLoop. It
@@ -157,8 +214,19 @@ func (pt *partition) unresolved(b *batch) {
 	copy(pt.retryq[i+1:], pt.retryq[i:])
 	pt.retryq[i] = b
 	if pt.gate == nil {
+		in := pt.in
+		in.retryMu.Lock()
+		closed := in.retryClosed
+		if !closed {
+			in.retries.Add(1)
+		}
+		in.retryMu.Unlock()
+		if closed { // shut down: no more republishing
+			pt.retryq = pt.retryq[:len(pt.retryq)-1]
+			pt.resolved(b, fmt.Errorf("publish %s at shutdown: %w", b.id, errOutcomeUnknown))
+			return
+		}
 		pt.gate = make(chan struct{})
-		pt.in.retries.Add(1)
 		go pt.retryLoop()
 	}
 }
@@ -203,7 +271,7 @@ func (pt *partition) republish(b *batch) error {
 		}
 		if ctx.Err() != nil || time.Now().After(deadline) {
 			in.m.unknown.Add(float64(len(b.moves)))
-			return fmt.Errorf("publish %s: no answer from JetStream for %v: %w", b.id, time.Since(b.t0).Round(time.Millisecond), err)
+			return fmt.Errorf("publish %s: %w for %v: %w", b.id, errOutcomeUnknown, time.Since(b.t0).Round(time.Millisecond), err)
 		}
 		if f == nil { // failed before sending (disconnected): do not spin
 			t := time.NewTimer(min(in.o.RetryAfter, time.Until(deadline)))
@@ -280,6 +348,7 @@ type completion struct {
 	moves []*pending
 	err   error
 	part  int
+	b     *batch // the batch, when err is errOutcomeUnknown
 }
 
 // enqueue hands a completion to the completer. It never blocks: it runs on
@@ -352,6 +421,15 @@ func (in *Ingest) complete(round []completion, touched []*player, writes []state
 		for _, m := range c.moves {
 			p := m.p
 			p.mu.Lock()
+			if c.b != nil {
+				// Answered unavailable below (or already, through an
+				// earlier move), yet perhaps stored: the player's next
+				// move settles it first (submit).
+				if len(p.limbo) == 0 {
+					in.players.hold(p) // the player stays until settled
+				}
+				p.limbo = append(p.limbo, limboMove{b: c.b, pt: in.parts[c.part], seq: m.seq, after: m.after})
+			}
 			if m.status == inFlight {
 				if c.err != nil {
 					in.failFrom(p, m, c.err)

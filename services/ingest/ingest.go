@@ -222,6 +222,9 @@ type Ingest struct {
 	// goroutine per partition with unresolved batches, counted by
 	// retries; retryCtx ends them at shutdown.
 	retries     sync.WaitGroup
+	retryMu     sync.Mutex // guards retryClosed and retries.Add
+	retryClosed bool
+	dupWindow   time.Duration // the IN stream's duplicate window
 	retryCtx    context.Context
 	cancelRetry context.CancelFunc
 	// Sockets with replies ready after a completer round.
@@ -283,8 +286,12 @@ func New(o Options) (*Ingest, error) {
 	def(&o.RetryAfter, DefaultRetryAfter)
 	def(&o.StoreTimeout, DefaultStoreTimeout)
 	def(&o.PublishRetryFor, DefaultPublishRetryFor)
-	if w := o.Topology.In.Duplicates; w > 0 && o.PublishRetryFor > w/2 {
-		o.PublishRetryFor = w / 2
+	dupWindow := o.Topology.In.Duplicates
+	if dupWindow <= 0 {
+		dupWindow = natsjs.DefaultDuplicates
+	}
+	if o.PublishRetryFor > dupWindow/2 {
+		o.PublishRetryFor = dupWindow / 2
 	}
 	def(&o.WriteTimeout, DefaultWriteTimeout)
 	def(&o.PingInterval, DefaultPingInterval)
@@ -312,6 +319,7 @@ func New(o Options) (*Ingest, error) {
 	retryCtx, cancelRetry := context.WithCancel(context.Background())
 	in := &Ingest{
 		retryCtx:    retryCtx,
+		dupWindow:   dupWindow,
 		cancelRetry: cancelRetry,
 		o:           o,
 		verifier:    v,
@@ -454,6 +462,9 @@ func (in *Ingest) Run(ctx context.Context) error {
 	// Unresolved batches had their chance until the deadline (the final
 	// flush waited for them); then they are answered unavailable.
 	in.cancelRetry()
+	in.retryMu.Lock()
+	in.retryClosed = true
+	in.retryMu.Unlock()
 	in.retries.Wait()
 	in.pub.Close() // fails what is still pending, so that the completer can finish
 	close(stopComplete)

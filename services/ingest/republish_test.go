@@ -275,3 +275,50 @@ func jetstreamOf(tb testing.TB, nc *nats.Conn) jetstream.JetStream {
 	}
 	return js
 }
+
+// TestUnknownOutcomeThenResend: JetStream gives no answer for longer than
+// PublishRetryFor, so the moves are answered unavailable although they are
+// stored (the proxy held back the acks). The client's resends (same seq,
+// same path) after the server answers again are acked, and nothing is
+// stored twice; the next new move continues from them.
+func TestUnknownOutcomeThenResend(t *testing.T) {
+	t.Parallel()
+	e, px, mod := stalledEnv(t)
+	s := e.start(t, func(o *Options) {
+		mod(o)
+		o.PublishRetryFor = 500 * time.Millisecond
+	})
+	c := s.dial(t, "limbo")
+	w := newWalker(e.g, 91)
+	s1, p1 := w.step(3)
+	s2, p2 := w.step(3)
+	px.pause()
+	c.send(moveLine(s1, p1), moveLine(s2, p2))
+	c.expectError(s1, "unavailable")
+	c.expectError(s2, "unavailable")
+	if n := counterValue(t, s.in.m.unknown); n < 1 {
+		t.Fatalf("%v moves counted as outcome unknown", n)
+	}
+	px.resume()
+	c.send(moveLine(s1, p1))
+	c.expectAck(s1)
+	c.send(moveLine(s2, p2))
+	c.expectAck(s2)
+	s3, p3 := w.step(3)
+	c.send(moveLine(s3, p3))
+	c.expectAck(s3)
+	s.stop()
+	got, _ := readIn(t, e)
+	count := map[uint64]int{}
+	for _, m := range got {
+		count[m.m.Seq]++
+	}
+	for _, seq := range []uint64{s1, s2, s3} {
+		if count[seq] != 1 {
+			t.Errorf("seq %d stored %d times, want 1", seq, count[seq])
+		}
+	}
+	if st, _ := e.playerState(t, "limbo"); st.Seq != s3 {
+		t.Errorf("state at seq %d, want %d", st.Seq, s3)
+	}
+}

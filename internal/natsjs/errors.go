@@ -117,3 +117,33 @@ func atLeast210(version string) (bool, error) {
 	}
 	return ma > 2 || ma == 2 && mi >= 10, nil
 }
+
+// OutcomeUnknown reports whether err leaves a publish's outcome unknown:
+// no answer came (the ack timed out, the connection dropped or is
+// reconnecting), so the message may or may not have been stored. Publishing
+// it again with the same Nats-Msg-Id within the stream's duplicate window
+// resolves it: JetStream stores it, or answers that it is a duplicate, or
+// refuses it. Every answer JetStream gave (an API error such as a stream
+// full under DiscardNew), no responders, ErrClosed and errors raised before
+// the message left the client are definitive: false.
+func OutcomeUnknown(err error) bool {
+	if err == nil || errors.Is(err, ErrClosed) {
+		return false
+	}
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		return false
+	}
+	switch {
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrReconnectBufExceeded):
+		return false
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout),
+		errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrSlowConsumer),
+		errors.Is(err, context.DeadlineExceeded):
+		return true
+	}
+	return false
+}

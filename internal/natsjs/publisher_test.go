@@ -132,6 +132,9 @@ func TestFullStreamIsUnavailable(t *testing.T) {
 					if !errors.As(err, &api) || api.ErrorCode != codeStoreFailed {
 						t.Errorf("cause %v, want JetStream error %d", err, codeStoreFailed)
 					}
+					if OutcomeUnknown(err) {
+						t.Errorf("a full stream's refusal %v counts as an unknown outcome", err)
+					}
 				}
 				if n := e.streamInfo(t, topo.InStream()).State.Msgs; n != uint64(len(acked)) {
 					t.Errorf("stream holds %d messages, %d were acked", n, len(acked))
@@ -166,6 +169,9 @@ func TestPublishWithoutAckTimesOut(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, jetstream.ErrAsyncPublishTimeout) {
 		t.Fatalf("publish without ack: %v, want ErrUnavailable from an ack timeout", err)
 	}
+	if !OutcomeUnknown(err) {
+		t.Errorf("an ack timeout %v does not count as an unknown outcome", err)
+	}
 	if p.Pending() != 0 {
 		t.Errorf("%d publishes still pending", p.Pending())
 	}
@@ -184,6 +190,9 @@ func TestPublishWithoutStreamIsUnavailable(t *testing.T) {
 	}
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("publish without a stream: %v, want ErrUnavailable", err)
+	}
+	if OutcomeUnknown(err) {
+		t.Errorf("no responders %v counts as an unknown outcome (nothing can have been stored)", err)
 	}
 }
 

@@ -26,6 +26,78 @@ type partition struct {
 	b       event.Builder
 	moves   []*pending
 	batchNo uint64
+
+	// Batches whose publish had no answer (natsjs.OutcomeUnknown), in
+	// batch order, republished by retryLoop; gate is closed (and set to
+	// nil) once retryq is resolved. While gate is set, no new batch of
+	// this partition is published, so none overtakes an unresolved one.
+	rmu    sync.Mutex
+	retryq []*batch
+	gate   chan struct{}
+}
+
+// batch is one published batch: kept until JetStream answers, so that a
+// publish with no answer can be repeated with the same bytes and the same
+// Nats-Msg-Id.
+type batch struct {
+	no    uint64
+	id    string
+	data  []byte
+	moves []*pending
+	t0    time.Time // first publish
+
+	// outcome is settle's verdict, once known; guarded by mu, which
+	// settle holds while it republishes.
+	mu      sync.Mutex
+	outcome uint8
+}
+
+// Outcomes of a batch (batch.outcome).
+const (
+	outcomeUnknown = iota
+	outcomeStored
+	outcomeRefused
+)
+
+// errOutcomeUnknown marks the failure of a batch that JetStream never
+// answered within PublishRetryFor: it may be stored. Its moves are
+// answered unavailable and the batch stays with each of its players
+// (player.limbo) until settle learns its outcome.
+var errOutcomeUnknown = errors.New("no answer from JetStream: outcome unknown")
+
+// settle learns b's outcome, republishing it once (same bytes, same
+// Nats-Msg-Id) unless it is known already. It returns an error when the
+// outcome stays unknown — JetStream did not answer, or b is too old to be
+// republished inside the duplicate window (a republish could then be
+// stored a second time).
+func (pt *partition) settle(b *batch) (stored bool, err error) {
+	in := pt.in
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.outcome {
+	case outcomeStored:
+		return true, nil
+	case outcomeRefused:
+		return false, nil
+	}
+	if time.Since(b.t0) > in.dupWindow-in.dupWindow/8 {
+		return false, fmt.Errorf("batch %s: outcome unknown and too old to republish: %w", b.id, errOutcomeUnknown)
+	}
+	ctx := in.retryCtx
+	in.m.republished.Inc()
+	f, err := in.pub.Publish(ctx, pt.subject, b.data, b.id)
+	if err == nil {
+		_, err = f.Wait(ctx)
+	}
+	switch {
+	case err == nil:
+		b.outcome = outcomeStored
+		return true, nil
+	case ctx.Err() == nil && !natsjs.OutcomeUnknown(err):
+		b.outcome = outcomeRefused
+		return false, nil
+	}
+	return false, fmt.Errorf("batch %s: %w (%w)", b.id, errOutcomeUnknown, err)
 }
 
 func newPartition(in *Ingest, k int) *partition {
@@ -59,8 +131,18 @@ func (pt *partition) add(m *pending, ev *eventpb.MoveAccepted) {
 	pt.mu.Unlock()
 }
 
-// flush publishes the batch if it holds anything.
-func (pt *partition) flush() {
+// flush publishes the batch if it holds anything. While an earlier batch
+// of the partition is unresolved (see retryLoop) it publishes nothing
+// unless wait is set, in which case it waits for the resolution.
+func (pt *partition) flush(wait bool) {
+	if !wait {
+		pt.rmu.Lock()
+		g := pt.gate
+		pt.rmu.Unlock()
+		if g != nil {
+			return
+		}
+	}
 	pt.mu.Lock()
 	pt.flushLocked()
 	pt.mu.Unlock()
@@ -68,29 +150,137 @@ func (pt *partition) flush() {
 
 // flushLocked publishes the batch asynchronously; its outcome reaches the
 // completer. It waits while MaxInFlight batches await their ack (the
-// backpressure that slows readers down when JetStream lags).
+// backpressure that slows readers down when JetStream lags), and while an
+// earlier batch of the partition awaits its republish (retryLoop).
 func (pt *partition) flushLocked() {
 	if pt.b.Len() == 0 {
 		return
 	}
 	in := pt.in
+	pt.rmu.Lock()
+	g := pt.gate
+	pt.rmu.Unlock()
+	if g != nil {
+		select {
+		case <-g:
+		case <-in.retryCtx.Done(): // shutting down: order no longer matters
+		}
+	}
 	moves := pt.moves
 	pt.moves = make([]*pending, 0, min(2*len(moves), in.o.BatchEvents))
 	pt.batchNo++
-	id := pt.idBase + strconv.FormatUint(pt.batchNo, 10)
+	b := &batch{no: pt.batchNo, id: pt.idBase + strconv.FormatUint(pt.batchNo, 10), moves: moves, t0: time.Now()}
+	// The publisher copies the bytes, but a republish needs them again.
+	b.data = append([]byte(nil), pt.b.Bytes()...)
 	in.m.batch.Observe(float64(len(moves)))
-	t0 := time.Now()
-	err := in.pub.PublishAsync(context.Background(), pt.subject, pt.b.Bytes(), id, func(_ natsjs.Ack, err error) {
-		now := time.Now()
-		in.m.publish.Observe(now.Sub(t0).Seconds())
-		if err == nil {
-			in.m.hops.published(moves, now)
+	err := in.pub.PublishAsync(context.Background(), pt.subject, b.data, b.id, func(_ natsjs.Ack, err error) {
+		if natsjs.OutcomeUnknown(err) {
+			pt.unresolved(b)
+			return
 		}
-		in.enqueue(completion{moves: moves, err: err, part: pt.k})
+		pt.resolved(b, err)
 	})
 	pt.b.Reset()
 	if err != nil {
 		in.enqueue(completion{moves: moves, err: err, part: pt.k})
+	}
+}
+
+// resolved hands b's definitive outcome to the completer.
+func (pt *partition) resolved(b *batch, err error) {
+	in := pt.in
+	now := time.Now()
+	in.m.publish.Observe(now.Sub(b.t0).Seconds())
+	if err == nil {
+		in.m.hops.published(b.moves, now)
+	}
+	c := completion{moves: b.moves, err: err, part: pt.k}
+	if errors.Is(err, errOutcomeUnknown) {
+		c.b = b
+	}
+	in.enqueue(c)
+}
+
+// unresolved queues b, whose publish had no answer, for retryLoop. It
+// never blocks: it runs on the publisher's ack goroutine.
+func (pt *partition) unresolved(b *batch) {
+	pt.rmu.Lock()
+	defer pt.rmu.Unlock()
+	i := len(pt.retryq)
+	for i > 0 && pt.retryq[i-1].no > b.no {
+		i--
+	}
+	pt.retryq = append(pt.retryq, nil)
+	copy(pt.retryq[i+1:], pt.retryq[i:])
+	pt.retryq[i] = b
+	if pt.gate == nil {
+		in := pt.in
+		in.retryMu.Lock()
+		closed := in.retryClosed
+		if !closed {
+			in.retries.Add(1)
+		}
+		in.retryMu.Unlock()
+		if closed { // shut down: no more republishing
+			pt.retryq = pt.retryq[:len(pt.retryq)-1]
+			pt.resolved(b, fmt.Errorf("publish %s at shutdown: %w", b.id, errOutcomeUnknown))
+			return
+		}
+		pt.gate = make(chan struct{})
+		go pt.retryLoop()
+	}
+}
+
+// retryLoop republishes the partition's unresolved batches one at a time,
+// oldest first, each with its own bytes and Nats-Msg-Id, until JetStream
+// answers (stored, a duplicate of the lost-ack original, or refused) or
+// PublishRetryFor has passed since its first publish. Then it opens the
+// gate for later batches.
+func (pt *partition) retryLoop() {
+	defer pt.in.retries.Done()
+	for {
+		pt.rmu.Lock()
+		if len(pt.retryq) == 0 {
+			close(pt.gate)
+			pt.gate = nil
+			pt.rmu.Unlock()
+			return
+		}
+		b := pt.retryq[0]
+		pt.retryq[0] = nil
+		pt.retryq = pt.retryq[1:]
+		pt.rmu.Unlock()
+		pt.resolved(b, pt.republish(b))
+	}
+}
+
+// republish publishes b again until the outcome is known or the bound
+// passes, and returns the outcome (nil: stored, once).
+func (pt *partition) republish(b *batch) error {
+	in := pt.in
+	ctx := in.retryCtx
+	deadline := b.t0.Add(in.o.PublishRetryFor)
+	for {
+		in.m.republished.Inc()
+		f, err := in.pub.Publish(ctx, pt.subject, b.data, b.id)
+		if err == nil {
+			_, err = f.Wait(ctx)
+		}
+		if ctx.Err() == nil && !natsjs.OutcomeUnknown(err) {
+			return err
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			in.m.unknown.Add(float64(len(b.moves)))
+			return fmt.Errorf("publish %s: %w for %v: %w", b.id, errOutcomeUnknown, time.Since(b.t0).Round(time.Millisecond), err)
+		}
+		if f == nil { // failed before sending (disconnected): do not spin
+			t := time.NewTimer(min(in.o.RetryAfter, time.Until(deadline)))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+		}
 	}
 }
 
@@ -143,12 +333,12 @@ func (in *Ingest) flushLoop(stop <-chan struct{}) {
 		case <-t.C:
 		case <-stop:
 			for _, pt := range in.parts {
-				pt.flush()
+				pt.flush(true)
 			}
 			return
 		}
 		for _, pt := range in.parts {
-			pt.flush()
+			pt.flush(false)
 		}
 	}
 }
@@ -158,6 +348,7 @@ type completion struct {
 	moves []*pending
 	err   error
 	part  int
+	b     *batch // the batch, when err is errOutcomeUnknown
 }
 
 // enqueue hands a completion to the completer. It never blocks: it runs on
@@ -230,6 +421,15 @@ func (in *Ingest) complete(round []completion, touched []*player, writes []state
 		for _, m := range c.moves {
 			p := m.p
 			p.mu.Lock()
+			if c.b != nil {
+				// Answered unavailable below (or already, through an
+				// earlier move), yet perhaps stored: the player's next
+				// move settles it first (submit).
+				if len(p.limbo) == 0 {
+					in.players.hold(p) // the player stays until settled
+				}
+				p.limbo = append(p.limbo, limboMove{b: c.b, pt: in.parts[c.part], seq: m.seq, after: m.after})
+			}
 			if m.status == inFlight {
 				if c.err != nil {
 					in.failFrom(p, m, c.err)

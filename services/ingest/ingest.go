@@ -101,6 +101,7 @@ const (
 	DefaultMaxInFlight     = 256
 	DefaultRetryAfter      = time.Second
 	DefaultStoreTimeout    = 5 * time.Second
+	DefaultPublishRetryFor = time.Minute
 	DefaultWriteTimeout    = 10 * time.Second
 	DefaultPingInterval    = 30 * time.Second
 	DefaultMaxQueue        = 1024
@@ -159,6 +160,13 @@ type Options struct {
 	RetryAfter time.Duration
 	// StoreTimeout bounds each Redis call (default 5 s).
 	StoreTimeout time.Duration
+	// PublishRetryFor bounds how long a batch whose publish had no answer
+	// (an ack timeout, a disconnect) is published again with the same
+	// Nats-Msg-Id before its moves are answered unavailable (default
+	// DefaultPublishRetryFor). It must be well inside the IN stream's
+	// duplicate window, or a late original and a republish could both be
+	// stored; New caps it at half the window.
+	PublishRetryFor time.Duration
 	// WriteTimeout bounds how long a socket waits for its client to take
 	// replies the kernel could not buffer (default 10 s): a client that
 	// does not read is disconnected, and never delays other sockets. PingInterval is the WebSocket
@@ -210,6 +218,15 @@ type Ingest struct {
 	cmu   sync.Mutex
 	cq    []completion
 	cwake chan struct{}
+	// Republishes of batches with no answer (partition.retryLoop): one
+	// goroutine per partition with unresolved batches, counted by
+	// retries; retryCtx ends them at shutdown.
+	retries     sync.WaitGroup
+	retryMu     sync.Mutex // guards retryClosed and retries.Add
+	retryClosed bool
+	dupWindow   time.Duration // the IN stream's duplicate window
+	retryCtx    context.Context
+	cancelRetry context.CancelFunc
 	// Sockets with replies ready after a completer round.
 	flushq sinkList
 
@@ -268,6 +285,14 @@ func New(o Options) (*Ingest, error) {
 	def(&o.FlushInterval, DefaultFlushInterval)
 	def(&o.RetryAfter, DefaultRetryAfter)
 	def(&o.StoreTimeout, DefaultStoreTimeout)
+	def(&o.PublishRetryFor, DefaultPublishRetryFor)
+	dupWindow := o.Topology.In.Duplicates
+	if dupWindow <= 0 {
+		dupWindow = natsjs.DefaultDuplicates
+	}
+	if o.PublishRetryFor > dupWindow/2 {
+		o.PublishRetryFor = dupWindow / 2
+	}
 	def(&o.WriteTimeout, DefaultWriteTimeout)
 	def(&o.PingInterval, DefaultPingInterval)
 	def(&o.ShutdownTimeout, DefaultShutdownTimeout)
@@ -291,17 +316,21 @@ func New(o Options) (*Ingest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
+	retryCtx, cancelRetry := context.WithCancel(context.Background())
 	in := &Ingest{
-		o:        o,
-		verifier: v,
-		limiter:  lim,
-		pub:      pub,
-		instance: o.Instance + "-" + hex.EncodeToString(suffix[:]),
-		stateKey: o.RedisPrefix + "players",
-		dropsKey: o.RedisPrefix + "drops",
-		m:        newMetrics(o.Registerer),
-		cwake:    make(chan struct{}, 1),
-		conns:    make(map[*wsConn]struct{}),
+		retryCtx:    retryCtx,
+		dupWindow:   dupWindow,
+		cancelRetry: cancelRetry,
+		o:           o,
+		verifier:    v,
+		limiter:     lim,
+		pub:         pub,
+		instance:    o.Instance + "-" + hex.EncodeToString(suffix[:]),
+		stateKey:    o.RedisPrefix + "players",
+		dropsKey:    o.RedisPrefix + "drops",
+		m:           newMetrics(o.Registerer),
+		cwake:       make(chan struct{}, 1),
+		conns:       make(map[*wsConn]struct{}),
 		upgrader: websocket.Upgrader{
 			ReadBufferSize:  MaxFrame,
 			WriteBufferPool: &sync.Pool{},
@@ -403,6 +432,9 @@ func (in *Ingest) Run(ctx context.Context) error {
 
 	in.running.Store(false)
 	deadline := time.Now().Add(in.o.ShutdownTimeout)
+	// Republishes of unresolved batches end at the deadline at the latest.
+	stopRetry := time.AfterFunc(time.Until(deadline), in.cancelRetry)
+	defer stopRetry.Stop()
 	var errs []error
 	// Stop taking sockets and requests; close the sockets.
 	in.connMu.Lock()
@@ -427,6 +459,13 @@ func (in *Ingest) Run(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	cancel()
+	// Unresolved batches had their chance until the deadline (the final
+	// flush waited for them); then they are answered unavailable.
+	in.cancelRetry()
+	in.retryMu.Lock()
+	in.retryClosed = true
+	in.retryMu.Unlock()
+	in.retries.Wait()
 	in.pub.Close() // fails what is still pending, so that the completer can finish
 	close(stopComplete)
 	<-completeDone
@@ -495,14 +534,19 @@ func (in *Ingest) logFailure(msg string, err error, moves int) {
 type metrics struct {
 	accepted   prometheus.Counter
 	duplicates prometheus.Counter
-	rejected   map[game.Code]prometheus.Counter
-	batch      prometheus.Histogram
-	publish    prometheus.Histogram
-	store      prometheus.Histogram
-	conns      prometheus.Gauge
-	slow       prometheus.Counter
-	drops      prometheus.Counter
-	hops       hopMetrics
+	// republished counts republishes of batches whose publish had no
+	// answer; unknown counts moves answered unavailable although their
+	// batch's outcome stayed unknown for PublishRetryFor.
+	republished prometheus.Counter
+	unknown     prometheus.Counter
+	rejected    map[game.Code]prometheus.Counter
+	batch       prometheus.Histogram
+	publish     prometheus.Histogram
+	store       prometheus.Histogram
+	conns       prometheus.Gauge
+	slow        prometheus.Counter
+	drops       prometheus.Counter
+	hops        hopMetrics
 }
 
 var allCodes = []game.Code{
@@ -515,20 +559,24 @@ func newMetrics(r prometheus.Registerer) metrics {
 	m := metrics{
 		accepted:   prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_moves_accepted_total", Help: "Moves acked: durable in JetStream, state in Redis."}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_moves_duplicate_total", Help: "Retries of the last accepted move, acked again without a publish."}),
-		rejected:   make(map[game.Code]prometheus.Counter, len(allCodes)),
-		batch:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_batch_events", Help: "Moves per published batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
-		publish:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_publish_seconds", Help: "From a batch's publish to its JetStream ack.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
-		store:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_state_write_seconds", Help: "Redis write of the states released by one round of acks.", Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)}),
-		conns:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_ingest_connections", Help: "Open move WebSockets."}),
-		slow:       prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_slow_disconnects_total", Help: "Move WebSockets closed because the client did not read its replies (WriteTimeout, or too much pending)."}),
-		drops:      prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_treasures_dropped_total", Help: "Treasures new to a drop, published to every partition."}),
-		hops:       newHopMetrics(),
+		republished: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_batch_republishes_total",
+			Help: "Republishes (same Nats-Msg-Id) of batches whose publish had no answer from JetStream."}),
+		unknown: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_moves_outcome_unknown_total",
+			Help: "Moves answered unavailable although JetStream never answered for their batch within PublishRetryFor (they may be stored)."}),
+		rejected: make(map[game.Code]prometheus.Counter, len(allCodes)),
+		batch:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_batch_events", Help: "Moves per published batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
+		publish:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_publish_seconds", Help: "From a batch's publish to its JetStream ack.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		store:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_state_write_seconds", Help: "Redis write of the states released by one round of acks.", Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)}),
+		conns:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_ingest_connections", Help: "Open move WebSockets."}),
+		slow:     prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_slow_disconnects_total", Help: "Move WebSockets closed because the client did not read its replies (WriteTimeout, or too much pending)."}),
+		drops:    prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_treasures_dropped_total", Help: "Treasures new to a drop, published to every partition."}),
+		hops:     newHopMetrics(),
 	}
 	for _, c := range allCodes {
 		m.rejected[c] = rejected.WithLabelValues(string(c))
 	}
 	if r != nil {
-		r.MustRegister(m.accepted, m.duplicates, rejected, m.batch, m.publish, m.store, m.conns, m.slow, m.drops, m.hops.receivedToPublished)
+		r.MustRegister(m.accepted, m.duplicates, m.republished, m.unknown, rejected, m.batch, m.publish, m.store, m.conns, m.slow, m.drops, m.hops.receivedToPublished)
 	}
 	return m
 }

@@ -179,6 +179,53 @@ type player struct {
 	head   state      // the state after every move in queue
 	queue  []*pending // accepted moves not yet answered, in order
 	dirty  bool       // queued in the completer's round
+	// limbo holds the moves answered unavailable although their batch's
+	// outcome was unknown (errOutcomeUnknown), oldest first; settled the
+	// ones of them found stored by the last settleLimbo, so that a resend
+	// of one of them is acked rather than published again.
+	limbo   []limboMove
+	settled []limboMove
+}
+
+// limboMove is a move of a batch whose outcome is unknown.
+type limboMove struct {
+	b     *batch
+	pt    *partition
+	seq   uint64
+	after state
+}
+
+// settleLimbo learns the outcome of every batch in p.limbo, oldest first:
+// a stored one moves p on to its move (and writes that state to Redis), a
+// refused one is forgotten. It returns an error, leaving the rest of
+// p.limbo, when an outcome stays unknown or the write fails. p.mu must be
+// held and p.queue be empty.
+func (in *Ingest) settleLimbo(p *player) error {
+	p.settled = p.settled[:0]
+	for len(p.limbo) > 0 {
+		l := p.limbo[0]
+		stored, err := l.pt.settle(l.b)
+		if err != nil {
+			return err
+		}
+		if stored && l.after.Seq > p.acked.Seq {
+			ctx, cancel := context.WithTimeout(context.Background(), in.o.StoreTimeout)
+			err := in.o.Redis.HSet(ctx, in.stateKey, p.id, string(appendState(nil, l.after))).Err()
+			cancel()
+			if err != nil {
+				return fmt.Errorf("write player state: %w", err)
+			}
+			p.acked, p.head = l.after, l.after
+		}
+		if stored {
+			p.settled = append(p.settled, l)
+		}
+		p.limbo[0] = limboMove{}
+		p.limbo = p.limbo[1:]
+	}
+	p.limbo = nil
+	in.players.release(p) // complete's hold
+	return nil
 }
 
 const numShards = 64
@@ -307,6 +354,30 @@ func (in *Ingest) submit(p *player, seq uint64, path []uint64, s sink, slot uint
 	}
 	idx := sc.idx[:len(path)]
 	p.mu.Lock()
+	if len(p.limbo) > 0 && len(p.queue) == 0 {
+		// An earlier move's batch may or may not be stored: learn which
+		// before this move, so that a resend of it does not store it
+		// twice and nothing overtakes it.
+		if err := in.settleLimbo(p); err != nil {
+			p.mu.Unlock()
+			in.logFailure("a batch's outcome is still unknown; move answered unavailable", err, 1)
+			in.reject(s, slot, seq, game.CodeUnavailable, "the move could not be stored; send it again", in.o.RetryAfter)
+			return
+		}
+	}
+	if len(p.settled) > 0 {
+		h := hashPath(path)
+		for _, l := range p.settled {
+			if l.seq == seq && l.after.Hash == h {
+				// Answered unavailable, then found stored: ack.
+				p.mu.Unlock()
+				in.m.duplicates.Inc()
+				in.m.accepted.Inc()
+				s.deliver(slot, reply{seq: seq})
+				return
+			}
+		}
+	}
 	if verr := game.ValidateMove(in.o.Graph, p.head.Player, seq, path, idx); verr != nil {
 		if verr.Code == game.CodeStaleSeq && seq == p.head.Seq && hashPath(path) == p.head.Hash {
 			in.m.duplicates.Inc()
@@ -344,6 +415,7 @@ func (in *Ingest) submit(p *player, seq uint64, path []uint64, s sink, slot uint
 	if len(p.queue) == 0 {
 		in.players.hold(p)
 	}
+	p.settled = p.settled[:0]
 	p.queue = append(p.queue, m)
 	p.head = m.after
 	in.parts[k].add(m, &sc.ev)

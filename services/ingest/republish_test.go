@@ -1,0 +1,324 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"treasure/internal/natsjs"
+	"treasure/internal/testenv"
+)
+
+// stallProxy forwards TCP connections to a NATS server. While paused it
+// stops forwarding the server's bytes to the clients (acks are held back,
+// the server still receives and stores what clients publish); resume
+// delivers what was held back.
+type stallProxy struct {
+	ln     net.Listener
+	target string
+
+	mu   sync.Mutex
+	gate chan struct{} // nil: forwarding; else closed by resume
+}
+
+func newStallProxy(tb testing.TB, target string) *stallProxy {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := &stallProxy{ln: ln, target: strings.TrimPrefix(target, "nats://")}
+	var wg sync.WaitGroup
+	var conns []net.Conn
+	var cmu sync.Mutex
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			cmu.Lock()
+			conns = append(conns, c, s)
+			cmu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); p.copy(s, c, false) }()
+			go func() { defer wg.Done(); p.copy(c, s, true) }()
+		}
+	}()
+	tb.Cleanup(func() {
+		p.resume()
+		ln.Close()
+		cmu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		cmu.Unlock()
+		wg.Wait()
+	})
+	return p
+}
+
+func (p *stallProxy) url() string { return "nats://" + p.ln.Addr().String() }
+
+func (p *stallProxy) copy(dst, src net.Conn, gated bool) {
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if gated {
+				p.mu.Lock()
+				g := p.gate
+				p.mu.Unlock()
+				if g != nil {
+					<-g
+				}
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				src.Close()
+			}
+			return
+		}
+	}
+}
+
+func (p *stallProxy) pause() {
+	p.mu.Lock()
+	if p.gate == nil {
+		p.gate = make(chan struct{})
+	}
+	p.mu.Unlock()
+}
+
+func (p *stallProxy) resume() {
+	p.mu.Lock()
+	if p.gate != nil {
+		close(p.gate)
+		p.gate = nil
+	}
+	p.mu.Unlock()
+}
+
+// stalledEnv is a testEnv on a private embedded server, whose Ingest
+// (through Options.NC and JS) talks to it through a stallProxy, while the
+// test reads the streams directly.
+func stalledEnv(t *testing.T) (*testEnv, *stallProxy, func(*Options)) {
+	t.Helper()
+	url, _ := testenv.EmbeddedNATS(t)
+	e := newEnvAt(t, url, small)
+	px := newStallProxy(t, url)
+	nc := testenv.ConnectNATS(t, px.url())
+	js := jetstreamOf(t, nc)
+	return e, px, func(o *Options) {
+		o.NC, o.JS = nc, js
+		o.AckTimeout = 300 * time.Millisecond
+	}
+}
+
+// waitCounter waits until c's metric reaches n.
+func waitCounter(t *testing.T, what string, get func() float64, n float64) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for get() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v, want at least %v", what, get(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestAckTimeoutIsNotAnError: JetStream stores a batch but its ack does not
+// come within AckTimeout (the proxy holds the server's replies back).
+// Ingest answers nothing meanwhile, publishes the same batch again with the
+// same Nats-Msg-Id, and once the server's answers come through every move
+// is acked exactly once and stored exactly once; a client's resend of an
+// acked move is acked again and not stored again.
+func TestAckTimeoutIsNotAnError(t *testing.T) {
+	t.Parallel()
+	e, px, mod := stalledEnv(t)
+	s := e.start(t, mod)
+	const players, moves = 3, 4
+	type sent struct {
+		seq  uint64
+		path []uint64
+	}
+	cs := make([]*client, players)
+	all := make([][]sent, players)
+	px.pause()
+	for i := range cs {
+		name := string(rune('a'+i)) + "-stalled"
+		cs[i] = s.dial(t, name)
+		w := newWalker(e.g, uint64(40+i))
+		for range moves {
+			seq, p := w.step(3)
+			all[i] = append(all[i], sent{seq, p})
+			cs[i].send(moveLine(seq, p))
+		}
+	}
+	// At least one batch timed out and was republished, and one republish
+	// timed out too.
+	waitCounter(t, "republishes", func() float64 { return counterValue(t, s.in.m.republished) }, 2)
+	// A resend of a move in flight shares its outcome.
+	cs[0].send(moveLine(all[0][moves-1].seq, all[0][moves-1].path))
+	px.resume()
+	for i, c := range cs {
+		for _, m := range all[i] {
+			c.expectAck(m.seq)
+		}
+		if i == 0 {
+			c.expectAck(all[0][moves-1].seq) // the resend
+		}
+	}
+	// Resend after the ack: acked again, not published.
+	last := all[1][moves-1]
+	cs[1].send(moveLine(last.seq, last.path))
+	cs[1].expectAck(last.seq)
+	if n := counterValue(t, s.in.m.unknown); n != 0 {
+		t.Errorf("%v moves answered as unknown", n)
+	}
+	s.stop()
+	got, _ := readIn(t, e)
+	count := map[string]map[uint64]int{}
+	for _, m := range got {
+		if count[m.m.Player] == nil {
+			count[m.m.Player] = map[uint64]int{}
+		}
+		count[m.m.Player][m.m.Seq]++
+	}
+	for i := range cs {
+		name := string(rune('a'+i)) + "-stalled"
+		for _, m := range all[i] {
+			if n := count[name][m.seq]; n != 1 {
+				t.Errorf("player %s seq %d stored %d times, want 1", name, m.seq, n)
+			}
+		}
+		if st, _ := e.playerState(t, name); st.Seq != all[i][moves-1].seq {
+			t.Errorf("player %s state at seq %d, want %d", name, st.Seq, all[i][moves-1].seq)
+		}
+	}
+	if len(got) != players*moves {
+		t.Errorf("%d moves in the stream, want %d", len(got), players*moves)
+	}
+}
+
+// TestRefusedBatchStoresNothing: a definitive refusal (the IN stream is
+// full, discard new) answers unavailable at once, without republishing,
+// and nothing of the refused batch is stored.
+func TestRefusedBatchStoresNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, natsjs.Limits{MaxBytes: 1 << 20, MaxMsgs: 1})
+	s := e.start(t, nil)
+	c := s.dial(t, "refused")
+	w := newWalker(e.g, 77)
+	s1, p1 := w.step(3)
+	c.send(moveLine(s1, p1))
+	c.expectAck(s1)
+	s2, p2 := w.step(3)
+	s3, p3 := w.step(3)
+	c.send(moveLine(s2, p2), moveLine(s3, p3))
+	c.expectError(s2, "unavailable")
+	c.expectError(s3, "unavailable")
+	if n := counterValue(t, s.in.m.republished); n != 0 {
+		t.Errorf("%v republishes of a refused batch", n)
+	}
+	s.stop()
+	got, _ := readIn(t, e)
+	if len(got) != 1 || got[0].m.Seq != s1 {
+		t.Fatalf("stream holds %d moves, want only seq %d", len(got), s1)
+	}
+	if st, _ := e.playerState(t, "refused"); st.Seq != s1 {
+		t.Fatalf("state at seq %d, want %d", st.Seq, s1)
+	}
+}
+
+// newEnvAt is newEnv on the NATS server at url.
+func newEnvAt(tb testing.TB, url string, in natsjs.Limits) *testEnv {
+	tb.Helper()
+	g, part := amsterdam(tb)
+	nc := testenv.ConnectNATS(tb, url)
+	js := jetstreamOf(tb, nc)
+	topo := natsjs.Topology{Prefix: testenv.Prefix(tb), Partitions: testK, In: in, Out: small, Upd: small, DLQ: small}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := topo.Ensure(ctx, js); err != nil {
+		tb.Fatal(err)
+	}
+	rdb, rprefix := testenv.Redis(tb)
+	return &testEnv{g: g, part: part, nc: nc, js: js, topo: topo, rdb: rdb, rprefix: rprefix}
+}
+
+func jetstreamOf(tb testing.TB, nc *nats.Conn) jetstream.JetStream {
+	tb.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return js
+}
+
+// TestUnknownOutcomeThenResend: JetStream gives no answer for longer than
+// PublishRetryFor, so the moves are answered unavailable although they are
+// stored (the proxy held back the acks). The client's resends (same seq,
+// same path) after the server answers again are acked, and nothing is
+// stored twice; the next new move continues from them.
+func TestUnknownOutcomeThenResend(t *testing.T) {
+	t.Parallel()
+	e, px, mod := stalledEnv(t)
+	s := e.start(t, func(o *Options) {
+		mod(o)
+		o.PublishRetryFor = 500 * time.Millisecond
+	})
+	c := s.dial(t, "limbo")
+	w := newWalker(e.g, 91)
+	s1, p1 := w.step(3)
+	s2, p2 := w.step(3)
+	px.pause()
+	c.send(moveLine(s1, p1), moveLine(s2, p2))
+	c.expectError(s1, "unavailable")
+	c.expectError(s2, "unavailable")
+	if n := counterValue(t, s.in.m.unknown); n < 1 {
+		t.Fatalf("%v moves counted as outcome unknown", n)
+	}
+	px.resume()
+	c.send(moveLine(s1, p1))
+	c.expectAck(s1)
+	c.send(moveLine(s2, p2))
+	c.expectAck(s2)
+	s3, p3 := w.step(3)
+	c.send(moveLine(s3, p3))
+	c.expectAck(s3)
+	s.stop()
+	got, _ := readIn(t, e)
+	count := map[uint64]int{}
+	for _, m := range got {
+		count[m.m.Seq]++
+	}
+	for _, seq := range []uint64{s1, s2, s3} {
+		if count[seq] != 1 {
+			t.Errorf("seq %d stored %d times, want 1", seq, count[seq])
+		}
+	}
+	if st, _ := e.playerState(t, "limbo"); st.Seq != s3 {
+		t.Errorf("state at seq %d, want %d", st.Seq, s3)
+	}
+}

@@ -37,6 +37,7 @@ func runIngest(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
+	tuneGC(env, log, streamingGOGC)
 	if *partitions != 0 {
 		if *partitions < 1 || *partitions > 4096 {
 			return &UsageError{Msg: fmt.Sprintf("--partitions %d: want 1 to 4096", *partitions)}

@@ -44,6 +44,11 @@ func runProximity(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
+	// The worker serves its partitions from their own subgraphs, built
+	// above: the whole graph's mapped pages can leave its resident set.
+	if err := g.EvictPages(); err != nil {
+		log.Warn("graph pages stay resident", "err", err)
+	}
 	mux := platform.OpsMux(reg, w.Ready)
 	platform.RegisterPprof(mux)
 	srv := &platform.HTTPServer{Name: "proximity", Addr: cfg.ProximityAddr, Handler: mux, Log: log}

@@ -43,6 +43,7 @@ func runPush(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
+	tuneGC(env, log, streamingGOGC)
 	if err := cfg.RequireJWTSecret(); err != nil {
 		return &UsageError{Msg: err.Error()}
 	}

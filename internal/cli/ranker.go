@@ -41,6 +41,7 @@ func runRanker(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
+	tuneGC(env, log, streamingGOGC)
 	nc, js, topo, err := connectLog(ctx, cfg, cfg.NATSURL, "treasure-ranker@"+hostname())
 	if err != nil {
 		return err

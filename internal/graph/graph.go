@@ -51,6 +51,10 @@ type Graph struct {
 	// indices below Own are owned, the rest are halo. For a whole graph it
 	// equals NumNodes.
 	Own uint32
+
+	// mapped is the snapshot mapping the arrays view (MapSnapshot), nil
+	// for a graph in the heap.
+	mapped []byte
 }
 
 // MaxNodes is the largest node count a Graph holds: indices are uint32 and

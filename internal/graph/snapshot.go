@@ -234,6 +234,7 @@ func MapSnapshot(path string) (g *Graph, release func() error, err error) {
 		munmap(data)
 		return nil, nil, fmt.Errorf("snapshot %s: %w", path, err)
 	}
+	g.mapped = data
 	var once sync.Once
 	release = func() error {
 		err := os.ErrClosed
@@ -244,6 +245,23 @@ func MapSnapshot(path string) (g *Graph, release func() error, err error) {
 		return nil
 	}
 	return g, release, nil
+}
+
+// EvictPages tells the kernel that this process will not touch a mapped
+// graph's arrays soon: their pages leave the process's resident set (the
+// page cache keeps them, shared with every process mapping the file) and
+// come back on the next touch, at the cost of a minor fault each. A worker
+// that serves only its partitions' subgraphs calls it once they are built,
+// so that its RSS holds what it uses. The graph stays valid. It does nothing
+// for a graph read into the heap.
+func (g *Graph) EvictPages() error {
+	if g.mapped == nil {
+		return nil
+	}
+	if err := adviseDontNeed(g.mapped); err != nil {
+		return fmt.Errorf("graph: evict pages: %w", err)
+	}
+	return nil
 }
 
 // readAligned reads a whole file into an 8-byte aligned buffer.

@@ -15,3 +15,5 @@ func mmapFile(f *os.File, size int) ([]byte, error) {
 }
 
 func munmap([]byte) error { return nil }
+
+func adviseDontNeed([]byte) error { return nil }

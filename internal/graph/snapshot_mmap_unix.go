@@ -13,3 +13,6 @@ func mmapFile(f *os.File, size int) ([]byte, error) {
 }
 
 func munmap(b []byte) error { return syscall.Munmap(b) }
+
+// adviseDontNeed drops b's pages from the process's resident set.
+func adviseDontNeed(b []byte) error { return syscall.Madvise(b, syscall.MADV_DONTNEED) }

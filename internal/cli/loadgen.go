@@ -439,9 +439,10 @@ func runLoadgenSteady(ctx context.Context, args []string, env Env, io IO) error 
 	})
 }
 
-const rampSynopsis = `loadgen ramp [--players P] --from R0 --step S --every D [--max R] [--p99 14ms] [common flags]
+const rampSynopsis = `loadgen ramp [--players P] --from R0 --step S --every D [--max R] [--p99 14ms] [--warmup 10s] [common flags]
 
-Open loop, rising: the total offered rate is R0 moves/s for D, then R0+S,
+Open loop, rising: after an unjudged warm-up at R0 (--warmup), the total
+offered rate is R0 moves/s for D, then R0+S,
 R0+2S, … (spread evenly over the P players), until a step fails — its p99
 move→update (over the updates that arrived during the step) passes --p99,
 or the backlog keeps growing (the moves in flight at the step's end exceed
@@ -458,10 +459,13 @@ func runLoadgenRamp(ctx context.Context, args []string, env Env, io IO) error {
 	every := fs.Duration("every", 10*time.Second, "length of each step (whole seconds)")
 	maxRate := fs.Float64("max", 0, "last step's total rate at most this (0: 50 steps at most)")
 	p99 := fs.Duration("p99", 14*time.Millisecond, "a step holds while its p99 move→update is at most this")
+	warmup := fs.Duration("warmup", 10*time.Second, "run at --from this long before the first step, unjudged (cold caches, first page faults; whole seconds, 0: none)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	switch {
+	case *warmup < 0 || *warmup%time.Second != 0:
+		return &UsageError{Msg: "--warmup must be a whole number of seconds, 0 or more"}
 	case !(*from > 0) || !(*step > 0):
 		return &UsageError{Msg: "--from and --step must be positive"}
 	case *every < time.Second || *every%time.Second != 0:
@@ -482,7 +486,7 @@ func runLoadgenRamp(ctx context.Context, args []string, env Env, io IO) error {
 	if top := rateOf(steps-1) / players; top > 20 {
 		fmt.Fprintf(io.Stderr, "loadgen ramp: warning: the last step asks %.1f moves/s per player, above ingest's default limit of 20: add players\n", top)
 	}
-	everyS := int(*every / time.Second)
+	everyS, warmS := int(*every/time.Second), int(*warmup/time.Second)
 	stop := make(chan struct{})
 	var (
 		secs    []loadgen.Second
@@ -492,10 +496,11 @@ func runLoadgenRamp(ctx context.Context, args []string, env Env, io IO) error {
 	)
 	r.onSecond = func(s loadgen.Second) {
 		secs = append(secs, s)
-		if (s.Index+1)%everyS != 0 || stopped || s.Index >= steps*everyS { // the drain's seconds are no step
+		i := s.Index - warmS // the warm-up's seconds are no step, nor the drain's
+		if i < 0 || (i+1)%everyS != 0 || stopped || i >= steps*everyS {
 			return
 		}
-		k := s.Index / everyS
+		k := i / everyS
 		part := secs[len(secs)-min(everyS, len(secs)):]
 		var agg loadgen.Second
 		for _, x := range part {
@@ -524,13 +529,16 @@ func runLoadgenRamp(ctx context.Context, args []string, env Env, io IO) error {
 			close(stop)
 		}
 	}
-	fmt.Fprintf(io.Stdout, "loadgen ramp: %d players, %.0f moves/s + %.0f every %v (at most %d steps), p99 bound %v; ingest %s, push %s\n",
-		*f.players, *from, *step, *every, steps, *p99, *f.ingest, *f.push)
+	fmt.Fprintf(io.Stdout, "loadgen ramp: %d players, %.0f moves/s + %.0f every %v (at most %d steps) after a warm-up of %v, p99 bound %v; ingest %s, push %s\n",
+		*f.players, *from, *step, *every, steps, *warmup, *p99, *f.ingest, *f.push)
 	o := loadgen.OpenOptions{
 		Schedule: loadgen.Schedule{
-			Duration: time.Duration(steps) * *every,
+			Duration: *warmup + time.Duration(steps)**every,
 			RateAt: func(el time.Duration) float64 {
-				return rateOf(min(int(el / *every), steps-1)) / players
+				if el < *warmup {
+					return rateOf(0) / players
+				}
+				return rateOf(min(int((el-*warmup) / *every), steps-1)) / players
 			},
 		},
 		Stop: stop,

@@ -278,6 +278,7 @@ func TestLoadgenNeedsAScenario(t *testing.T) {
 		{[]string{"loadgen", "closed", "--graph", "x", "--secret", "s", "--players", "0"}, "--players 0"},
 		{[]string{"loadgen", "steady", "--graph", "x", "--secret", "s", "--rate", "0"}, "--rate 0"},
 		{[]string{"loadgen", "ramp", "--graph", "x", "--secret", "s", "--every", "1500ms"}, "--every"},
+		{[]string{"loadgen", "ramp", "--graph", "x", "--secret", "s", "--warmup", "500ms"}, "--warmup"},
 		{[]string{"loadgen", "drop", "--graph", "x", "--secret", "s", "--waves", "0"}, "--waves"},
 		{[]string{"loadgen", "drop", "--secret", "s", "--players", "10"}, "--graph"},
 		{[]string{"loadgen", "drop", "--graph", "x", "--secret", "s", "--players", "35000", "--workers", "-1"}, "--workers -1"},
@@ -289,7 +290,8 @@ func TestLoadgenNeedsAScenario(t *testing.T) {
 	}
 }
 
-// TestLoadgenRampOnThePipeline runs three short steps: every step until
+// TestLoadgenRampOnThePipeline runs three short steps after a 1 s warm-up
+// (no step of its own): every step until
 // the first failing one held, held_rate is the last held step's rate, and
 // the accounting is clean either way (no timing assertion: a slow box may
 // fail a step).
@@ -298,7 +300,7 @@ func TestLoadgenRampOnThePipeline(t *testing.T) {
 	p := startLoadgenPipeline(t)
 	code, out, errs := runCLI(t, "", nil, "loadgen", "ramp", "--ingest", p.ingest, "--push", p.push,
 		"--graph", p.graphPath, "--secret", loadgenSecret, "--players", "50", "--from", "50", "--step", "50",
-		"--every", "1s", "--max", "150", "--p99", "5s", "--json")
+		"--every", "1s", "--max", "150", "--p99", "5s", "--warmup", "1s", "--json")
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
 	}

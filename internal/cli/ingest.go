@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"treasure/internal/platform"
 	"treasure/internal/ratelimit"
@@ -27,6 +28,7 @@ func runIngest(ctx context.Context, args []string, env Env, io IO) error {
 	addr := fs.String("addr", "", "listen address (default $TREASURE_INGEST_ADDR or "+platform.DefaultIngestAddr+")")
 	rate := fs.Float64("rate", ratelimit.Default.Rate, "per-player moves per second")
 	burst := fs.Int("burst", ratelimit.Default.Burst, "per-player burst of moves")
+	flush := fs.Duration("flush", ingest.DefaultFlushInterval, "longest a move waits in its partition's batch before the batch is published (env TREASURE_INGEST_FLUSH): longer batches cost the log fewer messages per move, and the move that wait")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -49,6 +51,16 @@ func runIngest(ctx context.Context, args []string, env Env, io IO) error {
 		if err := cfg.Validate(); err != nil {
 			return &UsageError{Msg: err.Error()}
 		}
+	}
+	if v := env("TREASURE_INGEST_FLUSH"); v != "" && !flagSet(fs, "flush") {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return &UsageError{Msg: fmt.Sprintf("TREASURE_INGEST_FLUSH=%q: %v", v, err)}
+		}
+		*flush = d
+	}
+	if *flush <= 0 || *flush > time.Second {
+		return &UsageError{Msg: fmt.Sprintf("--flush %v: want more than 0 and at most 1s", *flush)}
 	}
 	limit := ratelimit.Limit{Rate: *rate, Burst: *burst}
 	if err := limit.Validate(); err != nil {
@@ -76,7 +88,7 @@ func runIngest(ctx context.Context, args []string, env Env, io IO) error {
 	in, err := ingest.New(ingest.Options{
 		Graph: g, Part: part, Topology: topo, NC: nc, JS: js,
 		Redis: rdb, RedisPrefix: cfg.StreamPrefix + ":",
-		JWTSecret: cfg.JWTSecret, RateLimit: limit, Instance: "ingest@" + hostname(),
+		JWTSecret: cfg.JWTSecret, RateLimit: limit, Instance: "ingest@" + hostname(), FlushInterval: *flush,
 		Log: log, Registerer: reg,
 	})
 	if err != nil {

@@ -132,7 +132,7 @@ func devChildEnv(env Env, set map[string]string) []string {
 	}
 	// Passed as given to dev (its Env: os.Getenv, or a map in tests).
 	for _, k := range []string{platform.EnvRadius, platform.EnvPartitions, platform.EnvStreamMaxBytes, platform.EnvStreamMaxMsgs,
-		platform.EnvStreamReplicas, platform.EnvLogFormat, platform.EnvLogLevel} {
+		platform.EnvStreamReplicas, platform.EnvLogFormat, platform.EnvLogLevel, platform.EnvCheckpointEvery, envIngestFlush} {
 		if _, ok := set[k]; !ok {
 			if v := env(k); v != "" {
 				out = append(out, k+"="+v)

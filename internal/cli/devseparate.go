@@ -41,6 +41,11 @@ func runDevSeparate(ctx context.Context, f devFlags, cfg platform.Config, env En
 		return &InputError{Err: err}
 	}
 	log.Info("graph loaded", "graph", cfg.Graph, "nodes", g.NumNodes(), "took", time.Since(t0).Round(time.Millisecond))
+	// This process only picks treasure nodes from the graph: its pages,
+	// all touched by the load's checks, can leave the resident set.
+	if err := g.EvictPages(); err != nil {
+		log.Warn("graph pages stay resident", "err", err)
+	}
 
 	natsURL := cfg.NATSURL
 	if !cfg.NATSURLSet {

@@ -11,6 +11,9 @@ import (
 	"treasure/services/ingest"
 )
 
+// envIngestFlush sets ingest's batch wait (--flush).
+const envIngestFlush = "TREASURE_INGEST_FLUSH"
+
 const ingestSynopsis = `ingest [--partitions K] [--addr ADDR] [--rate R] [--burst B]
 
 Runs the ingest service: players' moves over WebSocket (GET /v1/moves/ws)
@@ -52,7 +55,7 @@ func runIngest(ctx context.Context, args []string, env Env, io IO) error {
 			return &UsageError{Msg: err.Error()}
 		}
 	}
-	if v := env("TREASURE_INGEST_FLUSH"); v != "" && !flagSet(fs, "flush") {
+	if v := env(envIngestFlush); v != "" && !flagSet(fs, "flush") {
 		d, err := time.ParseDuration(v)
 		if err != nil {
 			return &UsageError{Msg: fmt.Sprintf("TREASURE_INGEST_FLUSH=%q: %v", v, err)}

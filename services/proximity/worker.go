@@ -368,7 +368,12 @@ func (p *partition) once(ctx context.Context) error {
 		p.e = game.NewEngine(p.sub, o.Radius)
 		p.lastSeq = make(map[string]uint64)
 	}
-	p.ckptAt, p.ckptSeq, p.dirty = time.Now(), p.applied, false
+	// The partitions' checkpoints are spread over the interval (partition
+	// k of K first writes k/K of an interval early), so that a process
+	// holding several never copies and uploads them all at once: a burst
+	// of uploads into the log's server delays everybody's moves.
+	stagger := o.CheckpointEvery * time.Duration(p.k%max(o.Topology.Partitions, 1)) / time.Duration(max(o.Topology.Partitions, 1))
+	p.ckptAt, p.ckptSeq, p.dirty = time.Now().Add(-stagger), p.applied, false
 	// The tail: what the previous consumer acked after the checkpoint (or
 	// everything it acked, without one). Redeliveries of what the
 	// checkpoint covers beyond the ack floor are skipped by handle.

@@ -138,8 +138,8 @@ func (s *Server) checkpointData() (uint64, []byte) {
 // maybeCheckpoint, called by the feed after each step, writes a checkpoint
 // when CheckpointEvery has passed since the last one, messages have been
 // applied since, the previous upload has finished, and no push instance
-// has stored one within the interval. It encodes on the feed goroutine
-// and uploads in the background.
+// has stored one within the interval. It encodes on the feed goroutine;
+// the look at the store and the upload run in the background.
 func (s *Server) maybeCheckpoint() {
 	if s.o.Checkpoints == nil || s.applied.Load() <= s.ckptSeq || time.Since(s.ckptAt) < s.o.CheckpointEvery {
 		return
@@ -153,21 +153,24 @@ func (s *Server) maybeCheckpoint() {
 		}
 	}
 	s.ckptAt = time.Now()
-	// One writer suffices (every instance holds the same state): leave
-	// the interval to an instance that has just written.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	list, err := s.o.Checkpoints.PushList(ctx)
-	cancel()
-	if err == nil && len(list) > 0 && (list[0].Seq >= s.applied.Load() || time.Since(list[0].Time) < s.o.CheckpointEvery) {
-		s.ckpt.skipped.Inc()
-		return
-	}
+	// Encoded here, between steps (the state is the feed's); everything
+	// that waits on the network — the look at what other instances stored,
+	// the upload — runs in the background, so the feed never stalls on it.
 	seq, data := s.checkpointData()
 	s.ckptSeq = seq
 	done := make(chan struct{})
 	s.uploading = done
 	go func() {
 		defer close(done)
+		// One writer suffices (every instance holds the same state):
+		// leave the interval to an instance that has just written.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		list, err := s.o.Checkpoints.PushList(ctx)
+		cancel()
+		if err == nil && len(list) > 0 && (list[0].Seq >= seq || time.Since(list[0].Time) < s.o.CheckpointEvery) {
+			s.ckpt.skipped.Inc()
+			return
+		}
 		s.writeCheckpoint(seq, data)
 	}()
 }

@@ -347,21 +347,8 @@ func RunHTTP(ctx context.Context, o HTTPOptions, report func(Second)) (*HTTPResu
 
 	// The totals, as RunOpen makes them.
 	r := rep.total
-	r.Sent, r.Retries, r.Acked = e.sent.Load(), e.retries.Load(), e.acked.Load()
-	r.Rejected, r.Answered = e.rejected.Load(), e.answered.Load()
-	r.LostNoUpdate = e.lostNoUpdate.Load()
-	r.Duplicated, r.OutOfOrder, r.Unexpected = e.duplicated.Load(), e.outOfOrder.Load(), e.unexpected.Load()
-	r.SentInWindow, r.Reordered = e.inWindow.Load(), e.reordered.Load()
-	for _, p := range e.players {
-		p.settle(e, r)
-	}
-	r.Lost = r.LostUnanswered + r.LostNoUpdate
+	e.totals(r)
 	r.Unsent += h.unsent.Load()
-	for i := range e.errs {
-		if n := e.errs[i].Load(); n > 0 {
-			r.Errors[errNames[i]] = n
-		}
-	}
 	h.mu.Lock()
 	for k, n := range h.errs {
 		r.Errors[k] += n

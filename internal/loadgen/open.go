@@ -338,20 +338,7 @@ func RunOpen(ctx context.Context, o OpenOptions, report func(Second)) (*Result, 
 	<-reporterDone
 
 	r := rep.total
-	r.Sent, r.Retries, r.Acked = e.sent.Load(), e.retries.Load(), e.acked.Load()
-	r.Rejected, r.Answered = e.rejected.Load(), e.answered.Load()
-	r.LostNoUpdate = e.lostNoUpdate.Load()
-	r.Duplicated, r.OutOfOrder, r.Unexpected = e.duplicated.Load(), e.outOfOrder.Load(), e.unexpected.Load()
-	r.SentInWindow, r.Reordered = e.inWindow.Load(), e.reordered.Load()
-	for _, p := range e.players {
-		p.settle(e, r)
-	}
-	r.Lost = r.LostUnanswered + r.LostNoUpdate
-	for i := range e.errs {
-		if n := e.errs[i].Load(); n > 0 {
-			r.Errors[errNames[i]] = n
-		}
-	}
+	e.totals(r)
 	if drained >= 0 {
 		r.DrainS = drained.Seconds()
 	} else {
@@ -643,6 +630,25 @@ func (e *engine) connectWith(ctx context.Context, nd *net.Dialer, withIngest boo
 		o.Progress(o.Players)
 	}
 	return nil
+}
+
+// totals adds the engine's counts, each player's settlement (Lost) and
+// the socket errors to r, the reporter's total, once the readers are done.
+func (e *engine) totals(r *Result) {
+	r.Sent, r.Retries, r.Acked = e.sent.Load(), e.retries.Load(), e.acked.Load()
+	r.Rejected, r.Answered = e.rejected.Load(), e.answered.Load()
+	r.LostNoUpdate = e.lostNoUpdate.Load()
+	r.Duplicated, r.OutOfOrder, r.Unexpected = e.duplicated.Load(), e.outOfOrder.Load(), e.unexpected.Load()
+	r.SentInWindow, r.Reordered = e.inWindow.Load(), e.reordered.Load()
+	for _, p := range e.players {
+		p.settle(e, r)
+	}
+	r.Lost = r.LostUnanswered + r.LostNoUpdate
+	for i := range e.errs {
+		if n := e.errs[i].Load(); n > 0 {
+			r.Errors[errNames[i]] = n
+		}
+	}
 }
 
 // dial opens one socket, retrying failures other than a 4xx answer with

@@ -77,7 +77,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -85,7 +84,6 @@ import (
 	"time"
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
-	"github.com/gorilla/websocket"
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"treasure/internal/auth"
@@ -349,21 +347,8 @@ func RunHTTP(ctx context.Context, o HTTPOptions, report func(Second)) (*HTTPResu
 
 	// The totals, as RunOpen makes them.
 	r := rep.total
-	r.Sent, r.Retries, r.Acked = e.sent.Load(), e.retries.Load(), e.acked.Load()
-	r.Rejected, r.Answered = e.rejected.Load(), e.answered.Load()
-	r.LostNoUpdate = e.lostNoUpdate.Load()
-	r.Duplicated, r.OutOfOrder, r.Unexpected = e.duplicated.Load(), e.outOfOrder.Load(), e.unexpected.Load()
-	r.SentInWindow, r.Reordered = e.inWindow.Load(), e.reordered.Load()
-	for _, p := range e.players {
-		p.settle(e, r)
-	}
-	r.Lost = r.LostUnanswered + r.LostNoUpdate
+	e.totals(r)
 	r.Unsent += h.unsent.Load()
-	for i := range e.errs {
-		if n := e.errs[i].Load(); n > 0 {
-			r.Errors[errNames[i]] = n
-		}
-	}
 	h.mu.Lock()
 	for k, n := range h.errs {
 		r.Errors[k] += n
@@ -680,96 +665,16 @@ func (h *httpRun) kill(p *oplayer, name string) {
 }
 
 // readPush reads player p's push socket (engine.readPush, for a player
-// without ingest socket).
+// without ingest socket, read only once the run starts).
 func (h *httpRun) readPush(p *oplayer) {
-	e := h.e
-	buf := make([]byte, 0, 512)
-	for {
-		var err error
-		buf, err = readFrame(p.push, buf)
-		if err != nil {
-			if !e.stopping.Load() {
-				h.kill(p, errClosed)
-			}
-			return
-		}
-		now := e.now()
-		eachLine(buf, func(line []byte) {
-			m, ok := parseMsg(line)
-			p.update(e, m, ok, now)
-		})
-	}
+	h.e.readSocket(p.push, false, func() { h.kill(p, errClosed) }, p.update)
 }
 
 // connect opens every player's push socket, 64 at a time (engine.connect
-// without the ingest sockets).
+// without the ingest sockets), with the token of its Authorization header.
 func (h *httpRun) connect(ctx context.Context) error {
-	e, o := h.e, h.e.o
-	ctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
-	defer cancel()
-	dialer := &websocket.Dialer{
-		NetDialContext:   h.dialer().DialContext,
-		HandshakeTimeout: 10 * time.Second,
-		ReadBufferSize:   1024,
-		WriteBufferSize:  1024,
-		WriteBufferPool:  &bufferPool{},
+	token := func(i int, _ *oplayer) (string, error) {
+		return strings.TrimPrefix(h.header[i].Get("Authorization"), "Bearer "), nil
 	}
-	push := make([]string, len(o.Push))
-	for i, u := range o.Push {
-		x, _ := wsURL(u, "/v1/updates/ws")
-		push[i] = x.String()
-	}
-	query := "&after=0"
-	if !o.PushLeaderboard {
-		query += "&leaderboard=off"
-	}
-	var next, connected atomic.Int64
-	var wg sync.WaitGroup
-	var once sync.Once
-	var firstErr error
-	for range min(64, o.Players) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= len(e.players) {
-					return
-				}
-				p := e.players[i]
-				tok := strings.TrimPrefix(h.header[i].Get("Authorization"), "Bearer ")
-				var err error
-				p.push, err = e.dial(ctx, dialer, push[p.idx%len(push)]+"?token="+url.QueryEscape(tok)+query)
-				if err != nil {
-					once.Do(func() { firstErr = err; cancel() })
-					return
-				}
-				connected.Add(1)
-			}
-		}()
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for wait := true; wait; {
-		select {
-		case <-done:
-			wait = false
-		case <-tick.C:
-			if o.Progress != nil {
-				o.Progress(int(connected.Load()))
-			}
-		}
-	}
-	if firstErr == nil && ctx.Err() != nil {
-		firstErr = fmt.Errorf("connecting %d players: %w (%d connected)", o.Players, ctx.Err(), connected.Load())
-	}
-	if firstErr != nil {
-		return fmt.Errorf("loadgen: %w", firstErr)
-	}
-	if o.Progress != nil {
-		o.Progress(o.Players)
-	}
-	return nil
+	return h.e.connectWith(ctx, h.dialer(), false, token, nil)
 }

@@ -338,20 +338,7 @@ func RunOpen(ctx context.Context, o OpenOptions, report func(Second)) (*Result, 
 	<-reporterDone
 
 	r := rep.total
-	r.Sent, r.Retries, r.Acked = e.sent.Load(), e.retries.Load(), e.acked.Load()
-	r.Rejected, r.Answered = e.rejected.Load(), e.answered.Load()
-	r.LostNoUpdate = e.lostNoUpdate.Load()
-	r.Duplicated, r.OutOfOrder, r.Unexpected = e.duplicated.Load(), e.outOfOrder.Load(), e.unexpected.Load()
-	r.SentInWindow, r.Reordered = e.inWindow.Load(), e.reordered.Load()
-	for _, p := range e.players {
-		p.settle(e, r)
-	}
-	r.Lost = r.LostUnanswered + r.LostNoUpdate
-	for i := range e.errs {
-		if n := e.errs[i].Load(); n > 0 {
-			r.Errors[errNames[i]] = n
-		}
-	}
+	e.totals(r)
 	if drained >= 0 {
 		r.DrainS = drained.Seconds()
 	} else {
@@ -500,37 +487,25 @@ func (e *engine) kill(p *oplayer) {
 }
 
 func (e *engine) readIngest(p *oplayer) {
-	buf := make([]byte, 0, 512)
-	for open := false; ; {
-		var err error
-		buf, err = readFrame(p.ingest, buf)
-		if err != nil {
-			if !e.stopping.Load() {
-				e.kill(p)
-			}
-			return
-		}
-		if !open {
-			if open = e.gate(); !open {
-				return
-			}
-		}
-		now := e.now()
-		eachLine(buf, func(line []byte) {
-			m, ok := parseMsg(line)
-			p.answer(e, m, ok, now)
-		})
-	}
+	e.readSocket(p.ingest, true, func() { e.kill(p) }, p.answer)
 }
 
 func (e *engine) readPush(p *oplayer) {
+	e.readSocket(p.push, true, func() { e.kill(p) }, p.update)
+}
+
+// readSocket reads ws until it fails, handing each message to handle;
+// dropped is called on a failure unless the run is stopping. If gated,
+// the first frame waits for the gate (engine.gate) and none is handled
+// if it stays shut.
+func (e *engine) readSocket(ws *websocket.Conn, gated bool, dropped func(), handle func(e *engine, m msg, ok bool, now int64)) {
 	buf := make([]byte, 0, 512)
-	for open := false; ; {
+	for open := !gated; ; {
 		var err error
-		buf, err = readFrame(p.push, buf)
+		buf, err = readFrame(ws, buf)
 		if err != nil {
 			if !e.stopping.Load() {
-				e.kill(p)
+				dropped()
 			}
 			return
 		}
@@ -542,7 +517,7 @@ func (e *engine) readPush(p *oplayer) {
 		now := e.now()
 		eachLine(buf, func(line []byte) {
 			m, ok := parseMsg(line)
-			p.update(e, m, ok, now)
+			handle(e, m, ok, now)
 		})
 	}
 }
@@ -551,13 +526,27 @@ func (e *engine) readPush(p *oplayer) {
 // and starts reading both as soon as they are open (see engine.readers).
 func (e *engine) connect(ctx context.Context) error {
 	o := e.o
-	ctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
-	defer cancel()
 	nd := &net.Dialer{Timeout: 10 * time.Second}
 	if o.LocalAddr != "" {
 		nd.LocalAddr = &net.TCPAddr{IP: net.ParseIP(o.LocalAddr)}
 		nd.Control = bindNoPort
 	}
+	token := func(_ int, p *oplayer) (string, error) {
+		return auth.Sign(o.Secret, o.PlayerPrefix+strconv.Itoa(p.idx), "", 0)
+	}
+	return e.connectWith(ctx, nd, true, token, e.startReaders)
+}
+
+// connectWith opens every player's push socket, then its ingest socket
+// if withIngest, 64 players at a time, through nd and with the token
+// token(i, e.players[i]) gives; it calls opened (if not nil) once a
+// player's sockets are open. Failed dials are retried (engine.dial)
+// until o.ConnectTimeout.
+func (e *engine) connectWith(ctx context.Context, nd *net.Dialer, withIngest bool,
+	token func(i int, p *oplayer) (string, error), opened func(p *oplayer)) error {
+	o := e.o
+	ctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
+	defer cancel()
 	dialer := &websocket.Dialer{
 		NetDialContext:   nd.DialContext,
 		HandshakeTimeout: 10 * time.Second,
@@ -565,10 +554,13 @@ func (e *engine) connect(ctx context.Context) error {
 		WriteBufferSize:  1024,
 		WriteBufferPool:  &bufferPool{},
 	}
-	ingest := make([]string, len(o.Ingest))
-	for i, u := range o.Ingest {
-		x, _ := wsURL(u, "/v1/moves/ws")
-		ingest[i] = x.String()
+	var ingest []string
+	if withIngest {
+		ingest = make([]string, len(o.Ingest))
+		for i, u := range o.Ingest {
+			x, _ := wsURL(u, "/v1/moves/ws")
+			ingest[i] = x.String()
+		}
 	}
 	push := make([]string, len(o.Push))
 	for i, u := range o.Push {
@@ -593,12 +585,12 @@ func (e *engine) connect(ctx context.Context) error {
 					return
 				}
 				p := e.players[i]
-				tok, err := auth.Sign(o.Secret, o.PlayerPrefix+strconv.Itoa(p.idx), "", 0)
+				tok, err := token(i, p)
 				if err == nil {
 					tok = url.QueryEscape(tok)
 					p.push, err = e.dial(ctx, dialer, push[p.idx%len(push)]+"?token="+tok+pushQuery)
 				}
-				if err == nil {
+				if err == nil && withIngest {
 					p.ingest, err = e.dial(ctx, dialer, ingest[p.idx%len(ingest)]+"?token="+tok)
 				}
 				if err != nil {
@@ -607,7 +599,9 @@ func (e *engine) connect(ctx context.Context) error {
 					}
 					return
 				}
-				e.startReaders(p)
+				if opened != nil {
+					opened(p)
+				}
 				connected.Add(1)
 			}
 		}()
@@ -636,6 +630,25 @@ func (e *engine) connect(ctx context.Context) error {
 		o.Progress(o.Players)
 	}
 	return nil
+}
+
+// totals adds the engine's counts, each player's settlement (Lost) and
+// the socket errors to r, the reporter's total, once the readers are done.
+func (e *engine) totals(r *Result) {
+	r.Sent, r.Retries, r.Acked = e.sent.Load(), e.retries.Load(), e.acked.Load()
+	r.Rejected, r.Answered = e.rejected.Load(), e.answered.Load()
+	r.LostNoUpdate = e.lostNoUpdate.Load()
+	r.Duplicated, r.OutOfOrder, r.Unexpected = e.duplicated.Load(), e.outOfOrder.Load(), e.unexpected.Load()
+	r.SentInWindow, r.Reordered = e.inWindow.Load(), e.reordered.Load()
+	for _, p := range e.players {
+		p.settle(e, r)
+	}
+	r.Lost = r.LostUnanswered + r.LostNoUpdate
+	for i := range e.errs {
+		if n := e.errs[i].Load(); n > 0 {
+			r.Errors[errNames[i]] = n
+		}
+	}
 }
 
 // dial opens one socket, retrying failures other than a 4xx answer with

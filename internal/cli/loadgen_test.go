@@ -1,24 +1,19 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/gorilla/websocket"
 
 	"treasure/internal/graph"
-	"treasure/internal/natsjs"
-	"treasure/internal/stack"
+	"treasure/internal/stack/stacktest"
 	"treasure/internal/testdata"
-	"treasure/internal/testenv"
 )
 
 const loadgenSecret = "loadgen-test-secret"
@@ -45,42 +40,8 @@ func startLoadgenPipeline(t *testing.T) lgPipeline {
 		t.Fatal(lgGraphErr)
 	}
 	g := lgGraph
-	part, err := graph.Partition(g, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, js, prefix := testenv.JetStream(t)
-	rdb, rprefix := testenv.Redis(t)
-	pool, _ := testenv.Postgres(t)
-	small := natsjs.Limits{MaxBytes: 64 << 20, MaxMsgs: 200_000}
-	topo := natsjs.Topology{Prefix: prefix, Partitions: 2, In: small, Out: small, Upd: small, DLQ: small}
-	if err := topo.Ensure(context.Background(), js); err != nil {
-		t.Fatal(err)
-	}
-	st, err := stack.New(stack.Options{Graph: g, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
-		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: loadgenSecret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- st.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("stack: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("stack did not stop within 30 s")
-		}
-	})
-	if err := waitReady(context.Background(), st.Ready, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return lgPipeline{graphPath: path, ingest: "ws://" + st.IngestAddr().String(), push: "ws://" + st.PushAddr().String(),
-		nats: testenv.NATSURL(), prefix: prefix}
+	sp := stacktest.Start(t, stacktest.Options{Graph: g, Secret: loadgenSecret})
+	return lgPipeline{graphPath: path, ingest: sp.IngestURL, push: sp.PushURL, nats: sp.NATSURL, prefix: sp.StreamPrefix}
 }
 
 // lastJSON parses the last line of out as the summary object.

@@ -3,7 +3,6 @@ package loadgen
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,11 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"treasure/internal/graph"
-	"treasure/internal/natsjs"
 	"treasure/internal/ratelimit"
-	"treasure/internal/stack"
-	"treasure/internal/testenv"
+	"treasure/internal/stack/stacktest"
 )
 
 // startPipelineLimited is startPipeline with ingest's per-player rate
@@ -27,46 +23,8 @@ import (
 func startPipelineLimited(t *testing.T, limit ratelimit.Limit) pipeline {
 	t.Helper()
 	g := amsterdam(t)
-	part, err := graph.Partition(g, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, js, prefix := testenv.JetStream(t)
-	rdb, rprefix := testenv.Redis(t)
-	pool, _ := testenv.Postgres(t)
-	small := natsjs.Limits{MaxBytes: 64 << 20, MaxMsgs: 200_000}
-	topo := natsjs.Topology{Prefix: prefix, Partitions: 2, In: small, Out: small, Upd: small, DLQ: small}
-	ctx := context.Background()
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	st, err := stack.New(stack.Options{Graph: g, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
-		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: pipelineSecret, RateLimit: limit})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- st.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("stack: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("stack did not stop within 30 s")
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for st.Ready() != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("stack not ready: %v", st.Ready())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return pipeline{g: g, ingest: "ws://" + st.IngestAddr().String(), push: "ws://" + st.PushAddr().String(), topo: topo}
+	sp := stacktest.Start(t, stacktest.Options{Graph: g, Secret: pipelineSecret, RateLimit: limit})
+	return pipeline{g: g, ingest: sp.IngestURL, push: sp.PushURL, topo: sp.Topology}
 }
 
 func httpBurst(t *testing.T, p pipeline, players, rate int) *HTTPResult {

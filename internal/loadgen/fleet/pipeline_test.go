@@ -12,10 +12,8 @@ import (
 
 	"treasure/internal/graph"
 	"treasure/internal/loadgen"
-	"treasure/internal/natsjs"
-	"treasure/internal/stack"
+	"treasure/internal/stack/stacktest"
 	"treasure/internal/testdata"
-	"treasure/internal/testenv"
 )
 
 const pipelineSecret = "fleet-secret"
@@ -31,46 +29,8 @@ func startPipeline(t *testing.T) (graphPath, ingest, push string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	part, err := graph.Partition(g, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, js, prefix := testenv.JetStream(t)
-	rdb, rprefix := testenv.Redis(t)
-	pool, _ := testenv.Postgres(t)
-	small := natsjs.Limits{MaxBytes: 64 << 20, MaxMsgs: 200_000}
-	topo := natsjs.Topology{Prefix: prefix, Partitions: 2, In: small, Out: small, Upd: small, DLQ: small}
-	ctx := context.Background()
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	st, err := stack.New(stack.Options{Graph: g, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
-		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: pipelineSecret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- st.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("stack: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("stack did not stop within 30 s")
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for st.Ready() != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("stack not ready: %v", st.Ready())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return graphPath, "ws://" + st.IngestAddr().String(), "ws://" + st.PushAddr().String()
+	sp := stacktest.Start(t, stacktest.Options{Graph: g, Secret: pipelineSecret})
+	return graphPath, sp.IngestURL, sp.PushURL
 }
 
 // testLog passes worker stderr lines to t.Log.

@@ -1,0 +1,87 @@
+// Package stacktest starts the four services in one process, on the real
+// NATS, Redis and PostgreSQL of internal/testenv, for tests that need a
+// whole pipeline to talk to (the load generator's, the CLI's). Each call
+// gets its own stream prefix, Redis key prefix and PostgreSQL schema, so
+// such tests run in parallel.
+package stacktest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"treasure/internal/graph"
+	"treasure/internal/natsjs"
+	"treasure/internal/ratelimit"
+	"treasure/internal/stack"
+	"treasure/internal/testenv"
+)
+
+// Options of Start. Graph and Secret are required.
+type Options struct {
+	Graph      *graph.Graph
+	Secret     string          // the services' JWT secret
+	Partitions int             // graph partitions; default 2
+	RateLimit  ratelimit.Limit // zero: SPEC's default
+}
+
+// Pipeline is a running stack and where to reach it.
+type Pipeline struct {
+	Stack        *stack.Stack
+	Topology     natsjs.Topology
+	IngestURL    string // ws:// base URL of ingest
+	PushURL      string // ws:// base URL of push
+	NATSURL      string
+	StreamPrefix string
+}
+
+// Start runs a stack until the test ends (its cleanup stops it, and
+// reports an error when it does not stop within 30 s) and returns once
+// every service is ready, failing the test when that takes over 30 s.
+func Start(tb testing.TB, o Options) Pipeline {
+	tb.Helper()
+	if o.Partitions == 0 {
+		o.Partitions = 2
+	}
+	part, err := graph.Partition(o.Graph, o.Partitions)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	nc, js, prefix := testenv.JetStream(tb)
+	rdb, rprefix := testenv.Redis(tb)
+	pool, _ := testenv.Postgres(tb)
+	small := natsjs.Limits{MaxBytes: 64 << 20, MaxMsgs: 200_000}
+	topo := natsjs.Topology{Prefix: prefix, Partitions: o.Partitions, In: small, Out: small, Upd: small, DLQ: small}
+	if err := topo.Ensure(context.Background(), js); err != nil {
+		tb.Fatal(err)
+	}
+	st, err := stack.New(stack.Options{Graph: o.Graph, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
+		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: o.Secret, RateLimit: o.RateLimit})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				tb.Errorf("stack: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			tb.Errorf("stack did not stop within 30 s")
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for st.Ready() != nil {
+		if time.Now().After(deadline) {
+			tb.Fatalf("stack not ready: %v", st.Ready())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return Pipeline{Stack: st, Topology: topo, IngestURL: "ws://" + st.IngestAddr().String(), PushURL: "ws://" + st.PushAddr().String(),
+		NATSURL: testenv.NATSURL(), StreamPrefix: prefix}
+}

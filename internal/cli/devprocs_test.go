@@ -28,52 +28,14 @@ import (
 	"treasure/internal/testenv"
 )
 
-// treasureBin is the treasure binary, built once per run of this test
-// binary (go build ./cmd/treasure) and removed by TestMain.
-var treasureBin struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if treasureBin.dir != "" {
-		os.RemoveAll(treasureBin.dir)
-	}
+	testenv.RemoveTreasureBinary()
 	os.Exit(code)
 }
 
-func buildTreasure(tb testing.TB) string {
-	tb.Helper()
-	treasureBin.once.Do(func() {
-		gomod, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			treasureBin.err = fmt.Errorf("go env GOMOD: %w", err)
-			return
-		}
-		mod := strings.TrimSpace(string(gomod))
-		if mod == "" || mod == os.DevNull {
-			treasureBin.err = fmt.Errorf("go env GOMOD: not inside a module (%q)", mod)
-			return
-		}
-		if treasureBin.dir, err = os.MkdirTemp("", "treasure-cli-"); err != nil {
-			treasureBin.err = err
-			return
-		}
-		treasureBin.path = filepath.Join(treasureBin.dir, "treasure")
-		build := exec.Command("go", "build", "-o", treasureBin.path, "./cmd/treasure")
-		build.Dir = filepath.Dir(mod)
-		if out, err := build.CombinedOutput(); err != nil {
-			treasureBin.err = fmt.Errorf("go build ./cmd/treasure: %w\n%s", err, out)
-		}
-	})
-	if treasureBin.err != nil {
-		tb.Fatal(treasureBin.err)
-	}
-	return treasureBin.path
-}
+// buildTreasure is the treasure binary, built once per test process.
+func buildTreasure(tb testing.TB) string { return testenv.TreasureBinary(tb) }
 
 // lockedBuffer collects a process's output.
 type lockedBuffer struct {

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,55 +43,14 @@ const (
 	stopTimeout  = 20 * time.Second
 )
 
-// bin is the treasure binary, built once per run of this test binary by
-// treasureBinary and removed by TestMain.
-var bin struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if bin.dir != "" {
-		os.RemoveAll(bin.dir)
-	}
+	testenv.RemoveTreasureBinary()
 	os.Exit(code)
 }
 
-// treasureBinary builds ./cmd/treasure (go build, from the module root)
-// the first time a test asks for it and returns its path.
-func treasureBinary(tb testing.TB) string {
-	tb.Helper()
-	bin.once.Do(func() {
-		// go test puts its own go first on PATH.
-		gomod, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			bin.err = fmt.Errorf("go env GOMOD: %w", err)
-			return
-		}
-		mod := strings.TrimSpace(string(gomod))
-		if mod == "" || mod == os.DevNull {
-			bin.err = fmt.Errorf("go env GOMOD: not inside a module (%q)", mod)
-			return
-		}
-		if bin.dir, err = os.MkdirTemp("", "treasure-e2e-"); err != nil {
-			bin.err = err
-			return
-		}
-		bin.path = filepath.Join(bin.dir, "treasure")
-		build := exec.Command("go", "build", "-o", bin.path, "./cmd/treasure")
-		build.Dir = filepath.Dir(mod)
-		if out, err := build.CombinedOutput(); err != nil {
-			bin.err = fmt.Errorf("go build ./cmd/treasure: %w\n%s", err, out)
-		}
-	})
-	if bin.err != nil {
-		tb.Fatal(bin.err)
-	}
-	return bin.path
-}
+// treasureBinary is the treasure binary, built once per test process.
+func treasureBinary(tb testing.TB) string { return testenv.TreasureBinary(tb) }
 
 // syncBuffer collects a process's stdout and stderr.
 type syncBuffer struct {

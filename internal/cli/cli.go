@@ -44,8 +44,9 @@ func commandTable() map[string]command {
 		"ingest":      {"run the ingest service (moves over WebSocket/HTTP, admin drops)", runIngest},
 		"ranker":      {"run the ranker (claims → PostgreSQL scores, Redis ranks, score updates)", runRanker},
 		"push":        {"run the push service (player updates over WebSocket, leaderboard HTTP)", runPush},
-		"replay":      {"read the log from the start and print its results and claims, or --check them against the live run", runReplay},
+		"replay":      {"replay the log: its results and claims, --check, the state --until T|seq, --what-if, --verify against the stores", runReplay},
 		"status":      {"streams, consumers and backlog of the pipeline's log", runStatus},
+		"leaderboard": {"the leaderboard as it stood at a time or log position, rebuilt from the log", runLeaderboard},
 		"edge-ref":    {"the bare socket edge: an ack and a null proximity update per move, nothing behind (the floor)", runEdgeRef},
 	}
 }

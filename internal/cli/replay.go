@@ -15,7 +15,7 @@ import (
 	"treasure/services/proximity"
 )
 
-const replaySynopsis = `replay [--partitions LIST] [--check]
+const replaySynopsis = `replay [--partitions LIST] [--check] | --until T|seq | --what-if | --verify
 
 Replays the pipeline's log: reads every partition's log subject (LIST such
 as "0,1" or "0-3" of TREASURE_PARTITIONS; default all) from the start into a
@@ -32,7 +32,34 @@ claims by treasure) and exits 1 on any difference. Run it on a quiet
 pipeline: moves still in flight show up as differences. Publishes nothing.
 Needs TREASURE_GRAPH, TREASURE_PARTITIONS and TREASURE_RADIUS as the workers
 had them; reads TREASURE_NATS_URL (for a running demo:
-nats://127.0.0.1:4223).`
+nats://127.0.0.1:4223).
+
+For analysts (README, "For analysts"):
+
+  replay --until T|seq [--player ID] [--top N] [--json]
+    The game as it stood at an IN stream sequence or an RFC 3339 time,
+    rebuilt from the log: the leaderboard with the ranker's ranks, every
+    player's score, rank and position (last node), the active treasures.
+
+  replay --what-if [--radius R] [--treasures FILE] [--scoring NAME]
+         [--until T|seq] [--out PATH] [--json]
+    The same accepted moves replayed with another radius, another
+    treasure set (CSV id,node,points; all dropped before the first move,
+    the log's drops ignored) or another scoring (points, count,
+    capped:N), compared with the real game: changed proximity answers,
+    claims and leaderboard. --out writes the what-if's own outputs (one
+    JSON line per proximity answer and claim, then its leaderboard) to a
+    file, or to stdout with "-" (the comparison then goes to stderr).
+    Reads the log only: publishes nothing, writes no store.
+
+  replay --verify [--schema S] [--redis-prefix P] [--json]
+    Rebuilds claims, scores and ranks from the log and compares them with
+    the claims on P_OUT, PostgreSQL (TREASURE_DATABASE_URL, tables in
+    schema S or the URL's search_path) and Redis (TREASURE_REDIS_URL, keys
+    under P, default "<TREASURE_STREAM_PREFIX>:"); prints every difference
+    and exits 1 when there is one. Run it on a quiet pipeline.
+
+A progress line goes to stderr (a bar on a terminal); --quiet drops it.`
 
 // proximityLine and claimLine are the JSON lines `replay` writes.
 type proximityLine struct {
@@ -67,11 +94,20 @@ func runReplay(ctx context.Context, args []string, env Env, io IO) error {
 	fs := newFlagSet("replay", replaySynopsis, io.Stderr)
 	partsFlag := fs.String("partitions", "", "partitions to replay, e.g. 0,1 or 0-3 (default all)")
 	check := fs.Bool("check", false, "compare the replay with the live outputs instead of printing it; exit 1 on a difference")
+	af := analystFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return &UsageError{Msg: fmt.Sprintf("replay: unexpected argument %q", fs.Arg(0))}
+	}
+	if mode, err := af.mode(fs); err != nil {
+		return err
+	} else if mode != "" {
+		if *check || *partsFlag != "" {
+			return &UsageError{Msg: "replay: --check and --partitions go with the plain replay, not with --" + mode}
+		}
+		return runReplayAnalyst(ctx, mode, af, env, io)
 	}
 	cfg, log, err := serviceEnv(env, io)
 	if err != nil {

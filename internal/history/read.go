@@ -75,10 +75,16 @@ func ReadIn(ctx context.Context, js jetstream.JetStream, t natsjs.Topology, unti
 	if err != nil {
 		return 0, err
 	}
+	if until.Seq != 0 {
+		last = min(last, until.Seq)
+	}
 	var applied uint64
 	err = natsjs.Replay(ctx, js, natsjs.ReplayOptions{Stream: t.InStream()}, func(ctx context.Context, msgs []natsjs.Msg) error {
 		for _, m := range msgs {
 			if until.after(m) {
+				if progress != nil {
+					progress(last, last)
+				}
 				return errCutoff
 			}
 			for _, r := range rebuilds {

@@ -34,6 +34,10 @@ type Pipeline struct {
 	PushURL      string // ws:// base URL of push
 	NATSURL      string
 	StreamPrefix string
+	// RedisPrefix and Schema are where the ranker keeps the board (Redis
+	// key prefix, PostgreSQL schema of TREASURE_DATABASE_URL's database).
+	RedisPrefix string
+	Schema      string
 }
 
 // Start runs a stack until the test ends (its cleanup stops it, and
@@ -50,7 +54,7 @@ func Start(tb testing.TB, o Options) Pipeline {
 	}
 	nc, js, prefix := testenv.JetStream(tb)
 	rdb, rprefix := testenv.Redis(tb)
-	pool, _ := testenv.Postgres(tb)
+	pool, schema := testenv.Postgres(tb)
 	small := natsjs.Limits{MaxBytes: 64 << 20, MaxMsgs: 200_000}
 	topo := natsjs.Topology{Prefix: prefix, Partitions: o.Partitions, In: small, Out: small, Upd: small, DLQ: small}
 	if err := topo.Ensure(context.Background(), js); err != nil {
@@ -83,5 +87,5 @@ func Start(tb testing.TB, o Options) Pipeline {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return Pipeline{Stack: st, Topology: topo, IngestURL: "ws://" + st.IngestAddr().String(), PushURL: "ws://" + st.PushAddr().String(),
-		NATSURL: testenv.NATSURL(), StreamPrefix: prefix}
+		NATSURL: testenv.NATSURL(), StreamPrefix: prefix, RedisPrefix: rprefix, Schema: schema}
 }

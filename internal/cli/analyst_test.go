@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,12 +21,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/parquet-go/parquet-go"
 	"github.com/redis/go-redis/v9"
 
 	"treasure/internal/auth"
 	"treasure/internal/event"
 	"treasure/internal/event/eventpb"
-	"treasure/internal/export"
+	"treasure/internal/eventrow"
 	"treasure/internal/graph"
 	"treasure/internal/history"
 	"treasure/internal/natsjs"
@@ -506,10 +509,10 @@ func lastSnapshot(t *testing.T, js jetstream.JetStream, topo natsjs.Topology) in
 	return -1
 }
 
-// TestExportReadsBack exports smallGame in CSV and NDJSON, reads the files
-// back (encoding/csv, encoding/json) and compares every row field by field
-// with the events on the streams; a --from/--to window keeps exactly the
-// messages stored in it.
+// TestExportReadsBack exports smallGame as CSV, NDJSON and Parquet, reads
+// the files back (encoding/csv, encoding/json, parquet-go's reader) and
+// compares every row field by field with the events on the streams; a
+// --from/--to window keeps exactly the messages stored in it.
 func TestExportReadsBack(t *testing.T) {
 	t.Parallel()
 	s := playSmallGame(t)
@@ -521,7 +524,7 @@ func TestExportReadsBack(t *testing.T) {
 	}
 	// The events as published: (stream, seq, index) → event, and times.
 	type at struct {
-		stream string
+		stream string // role: IN, OUT
 		seq    uint64
 		index  int
 	}
@@ -537,8 +540,8 @@ func TestExportReadsBack(t *testing.T) {
 					return err
 				}
 				for i, ev := range b.Events {
-					k := at{name, m.Seq, i}
-					if name == s.sp.Topology.InStream() && ev.GetClaim() != nil {
+					k := at{strings.TrimPrefix(name, s.sp.StreamPrefix+"_"), m.Seq, i}
+					if k.stream == "IN" && ev.GetClaim() != nil {
 						continue // notices are not exported
 					}
 					events[k], subjects[k], times[k] = ev, m.Subject, m.Time
@@ -551,70 +554,78 @@ func TestExportReadsBack(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
+	u32 := func(v uint32) string { return u(uint64(v)) }
+	// check compares one row, as column → CSV text, with its event.
 	check := func(r map[string]string) at {
 		t.Helper()
-		seq, _ := strconv.ParseUint(r["seq"], 10, 64)
+		seq, _ := strconv.ParseUint(r["stream_seq"], 10, 64)
 		idx, _ := strconv.Atoi(r["index"])
 		k := at{r["stream"], seq, idx}
 		ev := events[k]
 		if ev == nil {
 			t.Fatalf("row %v: no such event", r)
 		}
-		tm, err := time.Parse(time.RFC3339Nano, r["time"])
-		if err != nil || !tm.Equal(times[k]) || r["subject"] != subjects[k] {
-			t.Fatalf("row %v: time/subject, want %v %s", r, times[k], subjects[k])
-		}
-		u := func(v uint64) string { return strconv.FormatUint(v, 10) }
-		want := map[string]string{"kind": event.KindOf(ev).String()}
+		want := map[string]string{"kind": event.KindOf(ev).String(), "subject": subjects[k],
+			"published": strconv.FormatInt(times[k].UnixNano(), 10), "partition": strconv.Itoa(int(eventrowPartition(subjects[k])))}
 		switch {
 		case ev.GetMove() != nil:
 			m := ev.GetMove()
-			ids := []string{}
-			for _, v := range m.Path {
-				ids = append(ids, u(uint64(v)))
-			}
-			want["player"], want["move_seq"], want["path"], want["node"] = m.Player, u(m.Seq), strings.Join(ids, " "), u(uint64(m.Path[len(m.Path)-1]))
-			want["ingest_unix_nanos"], want["prev_seq"] = strconv.FormatInt(m.IngestUnixNanos, 10), u(m.PrevSeq)
+			path, _ := json.Marshal(m.Path)
+			want["player"], want["seq"], want["prev_seq"], want["path"], want["node"] = m.Player, u(m.Seq), u(m.PrevSeq), string(path), u32(m.Path[len(m.Path)-1])
+			want["ingest"], want["move_partition"], want["treasure"], want["score"] = strconv.FormatInt(m.IngestUnixNanos, 10), u32(m.Partition), "", ""
 		case ev.GetDrop() != nil:
 			d := ev.GetDrop()
-			want["treasure"], want["treasure_node"], want["points"] = d.Id, u(uint64(d.Node)), u(d.Points)
+			want["treasure"], want["node"], want["points"], want["player"] = d.Id, u32(d.Node), u(d.Points), ""
 		case ev.GetProximity() != nil:
 			p := ev.GetProximity()
-			want["player"], want["move_seq"], want["node"], want["move_stream_seq"] = p.Player, u(p.Seq), u(uint64(p.Node)), u(p.Move.StreamSeq)
-			want["found"] = strconv.FormatBool(p.Treasure != nil)
+			want["player"], want["seq"], want["prev_seq"], want["node"] = p.Player, u(p.Seq), u(p.PrevSeq), u32(p.Node)
+			want["move_stream_seq"], want["move_index"], want["ingest"] = u(p.Move.StreamSeq), u32(p.Move.Index), strconv.FormatInt(p.IngestUnixNanos, 10)
+			want["treasure"], want["treasure_node"], want["distance"] = "", "", ""
 			if p.Treasure != nil {
-				want["treasure"], want["treasure_node"], want["distance"] = p.Treasure.Id, u(uint64(p.Treasure.Node)), u(p.Treasure.Distance)
+				want["treasure"], want["treasure_node"], want["distance"] = p.Treasure.Id, u32(p.Treasure.Node), u(p.Treasure.Distance)
 			}
 		case ev.GetClaim() != nil:
 			c := ev.GetClaim()
-			want["player"], want["move_seq"], want["treasure"], want["points"], want["node"], want["move_stream_seq"] = c.Player, u(c.Seq), c.Treasure, u(c.Points), u(uint64(c.Node)), u(c.Move.StreamSeq)
+			want["player"], want["seq"], want["treasure"], want["points"], want["node"] = c.Player, u(c.Seq), c.Treasure, u(c.Points), u32(c.Node)
+			want["move_stream_seq"], want["move_index"], want["score"] = u(c.Move.StreamSeq), u32(c.Move.Index), ""
 		case ev.GetScore() != nil:
 			sc := ev.GetScore()
-			want["player"], want["score"], want["rank"], want["treasure"] = sc.Player, u(sc.Score), u(sc.Rank), sc.Cause.Treasure
+			want["player"], want["score"], want["rank"], want["treasure"], want["move_stream_seq"] = sc.Player, u(sc.Score), u(sc.Rank), sc.Cause.Treasure, u(sc.Cause.Move.StreamSeq)
+			want["seq"], want["points"] = "", ""
 		case ev.GetLeaderboard() != nil:
 			l := ev.GetLeaderboard()
-			want["players"], want["version"] = u(l.Players), u(l.Version)
+			want["players"], want["version"], want["player"] = u(l.Players), u(l.Version), ""
 		}
 		for col, v := range want {
-			got := r[col]
-			if got == "" && (v == "0" || v == "false") {
-				continue // NDJSON leaves zero fields out
-			}
-			if got != v {
-				t.Fatalf("row %s/%d/%d column %s: %q, event says %q (%v)", k.stream, k.seq, k.index, col, got, v, ev)
+			if r[col] != v {
+				t.Fatalf("row %s/%d/%d column %s: %q, the event says %q (%v)", k.stream, k.seq, k.index, col, r[col], v, ev)
 			}
 		}
 		return k
 	}
+	fromRow := func(row *eventrow.Row) map[string]string {
+		rec := row.Record(nil)
+		r := map[string]string{}
+		for i, c := range eventrow.Columns {
+			r[c] = rec[i]
+		}
+		return r
+	}
 	dir := t.TempDir()
 	all := "move,drop,proximity,claim,score,leaderboard"
+	export := func(format string, extra ...string) string {
+		t.Helper()
+		path := filepath.Join(dir, "x."+format)
+		args := append([]string{"export", "--format", format, "--out", path, "--quiet"}, extra...)
+		if code, _, errs := runCLI(t, "", s.env, args...); code != 0 {
+			t.Fatalf("export %v: exit %d: %s", args, code, errs)
+		}
+		return path
+	}
 
 	// CSV, every kind: one row per event, in order.
-	csvPath := filepath.Join(dir, "all.csv")
-	if code, _, errs := runCLI(t, "", s.env, "export", "--format", "csv", "--out", csvPath, "--kinds", all, "--quiet"); code != 0 {
-		t.Fatalf("export csv: exit %d: %s", code, errs)
-	}
-	f, err := os.Open(csvPath)
+	f, err := os.Open(export("csv", "--kinds", all))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -623,7 +634,7 @@ func TestExportReadsBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(recs[0], export.Columns) {
+	if !slices.Equal(recs[0], eventrow.Columns) {
 		t.Fatalf("header %v", recs[0])
 	}
 	var got []at
@@ -638,17 +649,36 @@ func TestExportReadsBack(t *testing.T) {
 		t.Fatalf("csv rows: %d, events: %d (or out of order)", len(got), len(order))
 	}
 
+	// Parquet, every kind, through parquet-go's reader.
+	pq, err := os.Open(export("parquet", "--kinds", all))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pq.Close()
+	pr := parquet.NewGenericReader[eventrow.Row](pq)
+	rows := make([]eventrow.Row, pr.NumRows())
+	if n, err := pr.Read(rows); n != len(rows) || err != nil && !errors.Is(err, io.EOF) {
+		t.Fatalf("parquet: read %d of %d rows: %v", n, len(rows), err)
+	}
+	got = got[:0]
+	for i := range rows {
+		got = append(got, check(fromRow(&rows[i])))
+	}
+	if !slices.Equal(got, order) {
+		t.Fatalf("parquet rows: %d, events: %d (or out of order)", len(got), len(order))
+	}
+
 	// NDJSON, the default kinds, a time window: from the first claim's
 	// move to the message before the last one of IN.
 	from := s.timeOf[s.seqOf["ann/2"]]
 	to := s.timeOf[s.seqOf["bob/3"]]
-	ndPath := filepath.Join(dir, "window.ndjson")
-	code, out, errs := runCLI(t, "", s.env, "export", "--format", "ndjson", "--out", ndPath, "--quiet", "--json",
+	path := filepath.Join(dir, "window.ndjson")
+	code, out, errs := runCLI(t, "", s.env, "export", "--format", "ndjson", "--out", path, "--quiet", "--json",
 		"--from", from.Format(time.RFC3339Nano), "--to", to.Format(time.RFC3339Nano))
 	if code != 0 {
 		t.Fatalf("export ndjson: exit %d: %s", code, errs)
 	}
-	data, err := os.ReadFile(ndPath)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -661,29 +691,11 @@ func TestExportReadsBack(t *testing.T) {
 	}
 	got = got[:0]
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		var raw map[string]any
-		if err := json.Unmarshal([]byte(line), &raw); err != nil {
+		var row eventrow.Row
+		if err := json.Unmarshal([]byte(line), &row); err != nil {
 			t.Fatalf("%v: %s", err, line)
 		}
-		r := map[string]string{}
-		for c, v := range raw {
-			switch v := v.(type) {
-			case string:
-				r[c] = v
-			case float64:
-				r[c] = strconv.FormatFloat(v, 'f', -1, 64)
-			case bool:
-				r[c] = strconv.FormatBool(v)
-			}
-		}
-		if _, ok := raw["ingest_unix_nanos"]; ok { // beyond float64's exact integers
-			var exact struct {
-				IngestUnixNanos int64 `json:"ingest_unix_nanos"`
-			}
-			json.Unmarshal([]byte(line), &exact)
-			r["ingest_unix_nanos"] = strconv.FormatInt(exact.IngestUnixNanos, 10)
-		}
-		got = append(got, check(r))
+		got = append(got, check(fromRow(&row)))
 	}
 	if !slices.Equal(got, want) || len(want) < 8 {
 		t.Fatalf("ndjson window: %d rows, want %d", len(got), len(want))
@@ -694,4 +706,14 @@ func TestExportReadsBack(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &sum); err != nil || sum.Rows != len(want) {
 		t.Fatalf("summary %s (%v), want %d rows", out, err, len(want))
 	}
+}
+
+// eventrowPartition is the partition column's rule: the subject's last
+// token as a number, -1 otherwise.
+func eventrowPartition(subject string) int32 {
+	n, err := strconv.Atoi(subject[strings.LastIndexByte(subject, '.')+1:])
+	if err != nil {
+		return -1
+	}
+	return int32(n)
 }

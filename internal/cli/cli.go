@@ -46,7 +46,7 @@ func commandTable() map[string]command {
 		"push":        {"run the push service (player updates over WebSocket, leaderboard HTTP)", runPush},
 		"replay":      {"replay the log: its results and claims, --check, the state --until T|seq, --what-if, --verify against the stores", runReplay},
 		"status":      {"streams, consumers and backlog of the pipeline's log", runStatus},
-		"export":      {"write the log's moves, proximity results, claims and score changes as NDJSON or CSV rows", runExport},
+		"export":      {"write the log's moves, proximity results, claims and score changes as Parquet, CSV or NDJSON rows", runExport},
 		"leaderboard": {"the leaderboard as it stood at a time or log position, rebuilt from the log", runLeaderboard},
 		"edge-ref":    {"the bare socket edge: an ack and a null proximity update per move, nothing behind (the floor)", runEdgeRef},
 	}

@@ -13,26 +13,29 @@ import (
 	"treasure/internal/progress"
 )
 
-const exportSynopsis = `export [--from T] [--to T] --format ndjson|csv --out PATH [--kinds LIST] [--json] [--quiet]
+const exportSynopsis = `export [--from T] [--to T] --format parquet|csv|ndjson --out PATH [--kinds LIST] [--json] [--quiet]
 
 Writes the events of the log stored between --from (inclusive) and --to
-(exclusive), RFC 3339 times (default: the whole log), as flat rows, one per
-event: moves (and drops) from P_IN; proximity results and claims from the
-workers' P_OUT subjects, score changes and leaderboard snapshots from the
-ranker's; P_IN first, then P_OUT, each in log order. LIST is a comma-separated
-subset of move,drop,proximity,claim,score,leaderboard (default
-move,proximity,claim,score). The columns are listed in the README ("For
-analysts"); CSV has a header line, NDJSON one object per line (zero fields
-left out). --out - writes to stdout. The file is written under a temporary
-name and renamed into place once complete. A summary (rows per kind, stream
-ranges) goes to stderr, or to stdout as JSON with --json. Reads
-TREASURE_NATS_URL and TREASURE_STREAM_PREFIX; reads the log only.`
+(exclusive), RFC 3339 times (default: the whole log), as rows of typed
+columns, one per event: moves (and drops) from P_IN; proximity results and
+claims from the workers' P_OUT subjects, score changes and leaderboard
+snapshots from the ranker's; P_IN first, then P_OUT, each in log order.
+The rows and columns are the archive's (internal/eventrow), documented in
+schemas/archive.md: Parquet (snappy) as DuckDB, pandas and Spark read it,
+CSV with a header line (null = empty field, lists as JSON arrays), NDJSON
+one object per line (null = null). LIST is a comma-separated subset of
+move,drop,proximity,claim,score,leaderboard,unknown,empty,invalid (default
+move,proximity,claim,score). Claim notices on P_IN (copies of P_OUT's
+claims) are left out. --out - writes to stdout; a file is written under a
+temporary name and renamed into place once complete. A summary (rows per
+kind, stream ranges) goes to stderr, or to stdout as JSON with --json.
+Reads TREASURE_NATS_URL and TREASURE_STREAM_PREFIX; reads the log only.`
 
 func runExport(ctx context.Context, args []string, env Env, io IO) error {
 	fs := newFlagSet("export", exportSynopsis, io.Stderr)
 	from := fs.String("from", "", "first stream time to export (RFC 3339; default: the start of the log)")
 	to := fs.String("to", "", "stream time to stop before (RFC 3339; default: the end of the log)")
-	format := fs.String("format", "", "ndjson or csv")
+	format := fs.String("format", "", "parquet, csv or ndjson")
 	outPath := fs.String("out", "", `file to write, "-" for stdout`)
 	kindsFlag := fs.String("kinds", "", "kinds to export (default move,proximity,claim,score)")
 	jsonOut := fs.Bool("json", false, "print the summary as JSON on stdout")
@@ -45,9 +48,6 @@ func runExport(ctx context.Context, args []string, env Env, io IO) error {
 	}
 	if *format == "" || *outPath == "" {
 		return &UsageError{Msg: "export: --format and --out are required"}
-	}
-	if *format == "parquet" {
-		return &UsageError{Msg: "export: parquet is not in this build yet (it comes with the archive's shared writer); use ndjson or csv"}
 	}
 	if *outPath == "-" && *jsonOut {
 		return &UsageError{Msg: "export: --json prints the summary on stdout; write the rows to a file (--out PATH)"}
@@ -142,7 +142,7 @@ func runExport(ctx context.Context, args []string, env Env, io IO) error {
 	}
 	var kinds []string
 	for _, k := range export.Kinds {
-		if n := sum.ByKind[k.String()]; n > 0 {
+		if n := sum.ByKind[k]; n > 0 {
 			kinds = append(kinds, fmt.Sprintf("%d %s", n, k))
 		}
 	}

@@ -1,3 +1,9 @@
+// Package export writes the events of the pipeline's log — moves and
+// drops from P_IN; proximity results, claims, score changes and
+// leaderboard snapshots from P_OUT — as rows of typed columns, one per
+// event (eventrow.Row, the archive's flattening; columns in
+// schemas/archive.md), in Parquet, CSV or NDJSON, for analysts' tools
+// (DuckDB, pandas, Spark).
 package export
 
 import (
@@ -8,36 +14,40 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/parquet-go/parquet-go"
 
-	"treasure/internal/event"
-	"treasure/internal/event/eventpb"
+	"treasure/internal/eventrow"
 	"treasure/internal/natsjs"
 )
 
-// Writer writes rows in one format. Close flushes; the caller closes the
-// underlying file.
+// Writer writes rows in one format. Close flushes (and, for Parquet,
+// writes the footer); the caller closes the underlying file.
 type Writer interface {
-	Write(r *Row) error
+	Write(rows []eventrow.Row) error
 	Close() error
 }
 
 // Formats lists the formats NewWriter knows.
-var Formats = []string{"ndjson", "csv"}
+var Formats = []string{"parquet", "csv", "ndjson"}
 
-// NewWriter returns a writer of format to w.
+// NewWriter returns a writer of format to w: Parquet through
+// parquet-go with eventrow.Row's schema (the archive's files' schema),
+// CSV with eventrow.Columns as header and Row.Record's fields, NDJSON
+// with Row's json tags.
 func NewWriter(format string, w io.Writer) (Writer, error) {
 	switch format {
+	case "parquet":
+		return &parquetWriter{w: parquet.NewGenericWriter[eventrow.Row](w, parquet.Compression(&parquet.Snappy))}, nil
 	case "ndjson":
 		b := bufio.NewWriterSize(w, 64<<10)
 		return &ndjsonWriter{b: b, enc: json.NewEncoder(b)}, nil
 	case "csv":
 		cw := csv.NewWriter(w)
-		if err := cw.Write(Columns); err != nil {
+		if err := cw.Write(eventrow.Columns); err != nil {
 			return nil, err
 		}
 		return &csvWriter{w: cw}, nil
@@ -45,22 +55,44 @@ func NewWriter(format string, w io.Writer) (Writer, error) {
 	return nil, fmt.Errorf("format %q: want one of %s", format, strings.Join(Formats, ", "))
 }
 
+type parquetWriter struct {
+	w *parquet.GenericWriter[eventrow.Row]
+}
+
+func (w *parquetWriter) Write(rows []eventrow.Row) error {
+	_, err := w.w.Write(rows)
+	return err
+}
+func (w *parquetWriter) Close() error { return w.w.Close() }
+
 type ndjsonWriter struct {
 	b   *bufio.Writer
 	enc *json.Encoder
 }
 
-func (w *ndjsonWriter) Write(r *Row) error { return w.enc.Encode(r) }
-func (w *ndjsonWriter) Close() error       { return w.b.Flush() }
+func (w *ndjsonWriter) Write(rows []eventrow.Row) error {
+	for i := range rows {
+		if err := w.enc.Encode(&rows[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+func (w *ndjsonWriter) Close() error { return w.b.Flush() }
 
 type csvWriter struct {
 	w   *csv.Writer
 	rec []string
 }
 
-func (w *csvWriter) Write(r *Row) error {
-	w.rec = r.record(w.rec)
-	return w.w.Write(w.rec)
+func (w *csvWriter) Write(rows []eventrow.Row) error {
+	for i := range rows {
+		w.rec = rows[i].Record(w.rec[:0])
+		if err := w.w.Write(w.rec); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (w *csvWriter) Close() error {
@@ -68,30 +100,26 @@ func (w *csvWriter) Close() error {
 	return w.w.Error()
 }
 
-// Kinds are the exportable event kinds, in help order; DefaultKinds those
+// Kinds are the row kinds (eventrow), in help order; DefaultKinds those
 // exported without --kinds.
 var (
-	Kinds        = []event.Kind{event.KindMove, event.KindDrop, event.KindProximity, event.KindClaim, event.KindScore, event.KindLeaderboard}
-	DefaultKinds = []event.Kind{event.KindMove, event.KindProximity, event.KindClaim, event.KindScore}
+	Kinds        = []string{"move", "drop", "proximity", "claim", "score", "leaderboard", "unknown", "empty", "invalid"}
+	DefaultKinds = []string{"move", "proximity", "claim", "score"}
 )
 
 // ParseKinds reads a comma-separated list of kind names.
-func ParseKinds(s string) (map[event.Kind]bool, error) {
-	out := map[event.Kind]bool{}
+func ParseKinds(s string) (map[string]bool, error) {
+	out := map[string]bool{}
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
 		found := false
 		for _, k := range Kinds {
-			if k.String() == f {
+			if k == f {
 				out[k], found = true, true
 			}
 		}
 		if !found {
-			names := make([]string, len(Kinds))
-			for i, k := range Kinds {
-				names[i] = k.String()
-			}
-			return nil, fmt.Errorf("kind %q: want some of %s", f, strings.Join(names, ","))
+			return nil, fmt.Errorf("kind %q: want some of %s", f, strings.Join(Kinds, ","))
 		}
 	}
 	return out, nil
@@ -104,7 +132,7 @@ type Options struct {
 	// zero means unbounded.
 	From, To time.Time
 	// Kinds to export; nil means DefaultKinds.
-	Kinds map[event.Kind]bool
+	Kinds map[string]bool
 	// Progress, when set, is told the messages read so far out of the
 	// total of both streams.
 	Progress func(done, total int64)
@@ -130,7 +158,7 @@ var errPastTo = errors.New("past --to")
 func Run(ctx context.Context, js jetstream.JetStream, o Options, w Writer) (*Summary, error) {
 	kinds := o.Kinds
 	if kinds == nil {
-		kinds = map[event.Kind]bool{}
+		kinds = map[string]bool{}
 		for _, k := range DefaultKinds {
 			kinds[k] = true
 		}
@@ -162,19 +190,18 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options, w Writer) (*Sum
 		total += int64(state.LastSeq - start + 1)
 	}
 	var done int64
-	var rd event.Reader
-	var ev eventpb.Event
+	var rows, keep []eventrow.Row
 	for _, p := range plans {
 		inStream := p.stream == t.InStream()
 		first, last := uint64(0), uint64(0)
 		err := natsjs.Replay(ctx, js, natsjs.ReplayOptions{Stream: p.stream, StartSeq: p.start}, func(ctx context.Context, msgs []natsjs.Msg) error {
+			keep = keep[:0]
+			var stop error
 			for _, m := range msgs {
 				if !o.To.IsZero() && !m.Time.Before(o.To) {
 					done += int64(p.last - m.Seq + 1) // the rest of the stream is past --to
-					if o.Progress != nil {
-						o.Progress(done, total)
-					}
-					return errPastTo
+					stop = errPastTo
+					break
 				}
 				done++
 				if first == 0 {
@@ -182,33 +209,29 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options, w Writer) (*Sum
 				}
 				last = m.Seq
 				sum.Messages++
-				if rd.Reset(m.Data) != nil {
-					continue
+				var err error
+				rows, err = eventrow.Flatten(rows[:0], eventrow.Message{Stream: p.stream, Subject: m.Subject, Seq: m.Seq, Time: m.Time, Data: m.Data})
+				if err != nil {
+					return fmt.Errorf("%s seq %d: %w", p.stream, m.Seq, err)
 				}
-				part := subjectPartition(t, m.Subject)
-				for rd.Next() {
-					k := rd.Kind()
-					if !kinds[k] || inStream && k == event.KindClaim {
+				for _, r := range rows {
+					if !kinds[r.Kind] || inStream && r.Kind == "claim" {
 						continue
 					}
-					if err := rd.Event(&ev); err != nil {
-						return fmt.Errorf("%s seq %d event %d: %w", p.stream, m.Seq, rd.Index(), err)
-					}
-					r := Row{Stream: p.stream, Subject: m.Subject, Partition: part, Seq: m.Seq, Index: rd.Index(), Time: m.Time}
-					if !Flatten(&ev, &r) {
-						continue
-					}
-					if err := w.Write(&r); err != nil {
-						return err
-					}
-					sum.Rows++
+					keep = append(keep, r)
 					sum.ByKind[r.Kind]++
 				}
+			}
+			if len(keep) > 0 {
+				if err := w.Write(keep); err != nil {
+					return err
+				}
+				sum.Rows += int64(len(keep))
 			}
 			if o.Progress != nil {
 				o.Progress(done, total)
 			}
-			return nil
+			return stop
 		})
 		if err != nil && !errors.Is(err, errPastTo) {
 			return nil, fmt.Errorf("export %s: %w", p.stream, err)
@@ -218,17 +241,6 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options, w Writer) (*Sum
 		}
 	}
 	return sum, w.Close()
-}
-
-func subjectPartition(t natsjs.Topology, subject string) int {
-	for _, pfx := range []string{t.Prefix + ".in.", t.Prefix + ".out."} {
-		if s, ok := strings.CutPrefix(subject, pfx); ok {
-			if k, err := strconv.Atoi(s); err == nil {
-				return k
-			}
-		}
-	}
-	return -1
 }
 
 // SeqAtTime returns the sequence of the first message of st stored at or

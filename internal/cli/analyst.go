@@ -138,6 +138,23 @@ func openLogSource(env Env, io IO, name string) (*logSource, error) {
 
 func (s *logSource) close() { s.nc.Close() }
 
+// warnTruncated warns when the IN stream no longer holds its first
+// messages (limits, retention): a rebuild then starts from an empty game
+// in the middle of the log, and its answers are not the live run's.
+// (Reading the archive for the part the stream dropped is the archive's
+// ReplayAll, once merged.)
+func (s *logSource) warnTruncated(ctx context.Context) {
+	for _, name := range []string{s.topo.InStream(), s.topo.OutStream()} {
+		st, err := s.js.Stream(ctx, name)
+		if err != nil {
+			continue // the read reports it
+		}
+		if first := st.CachedInfo().State.FirstSeq; first > 1 {
+			s.log.Warn("the stream no longer holds the start of the log: everything before its first message is missing from the rebuild", "stream", name, "first_seq", first)
+		}
+	}
+}
+
 // rebuild opens a rebuild of the live run (its radius, the log's drops).
 func (s *logSource) rebuild(o history.Options) (*history.Rebuild, error) {
 	o.Graph, o.Part, o.Topology = s.g, s.part, s.topo
@@ -160,6 +177,7 @@ func bar(io IO, label string, quiet bool) (*progress.Bar, history.Progress) {
 // readGame rebuilds the game up to until (and any what-ifs beside it) and
 // reads P_OUT's positions for the claims' moves.
 func (s *logSource) readGame(ctx context.Context, io IO, until history.Cutoff, quiet bool, rebuilds ...*history.Rebuild) (*history.Out, error) {
+	s.warnTruncated(ctx)
 	b, p := bar(io, "IN ", quiet)
 	if _, err := history.ReadIn(ctx, s.js, s.topo, until, p, rebuilds...); err != nil {
 		return nil, err
@@ -581,6 +599,7 @@ func runVerify(ctx context.Context, src *logSource, a *analyst, io IO) error {
 	if err != nil {
 		return err
 	}
+	src.warnTruncated(ctx)
 	b, p := bar(io, "IN ", *a.quiet)
 	if _, err := history.ReadIn(ctx, src.js, src.topo, history.Cutoff{}, p, r); err != nil {
 		return err
@@ -617,10 +636,10 @@ func runVerify(ctx context.Context, src *logSource, a *analyst, io IO) error {
 			return err
 		}
 	} else {
-		fmt.Fprintf(io.Stdout, "log up to %s: %d claims, %d players (%d with a score)\nchecked against: P_OUT's claims, PostgreSQL %s (%s), Redis %s (prefix %q)\n",
+		fmt.Fprintf(io.Stdout, "log up to %s: %d claims, %d players (%d with a score)\nchecked against: P_OUT's claims and score changes, PostgreSQL %s (%s), Redis %s (prefix %q)\n",
 			pointString(r.At()), rep.Claims, rep.Players, rep.Scoring, platform.MaskURL(cfg.DatabaseURL), schema, platform.MaskURL(cfg.RedisURL), prefix)
 		if rep.OK() {
-			fmt.Fprintln(io.Stdout, "identical: every claim, score, rank and leaderboard line")
+			fmt.Fprintln(io.Stdout, "identical: every claim, score change, score, rank and leaderboard line")
 		} else {
 			fmt.Fprintf(io.Stdout, "%d differences:\n", len(rep.Differences))
 			for i, d := range rep.Differences {

@@ -174,3 +174,73 @@ func (b *Board) Player(id string) (Standing, bool) {
 	st, ok := b.Players[id]
 	return st, ok
 }
+
+// After is a player's score and rank right after one claim.
+type After struct {
+	Player string `json:"player"`
+	Score  int64  `json:"score"`
+	Rank   int64  `json:"rank"`
+}
+
+// Afters returns, for every claim of the rebuild, its player's score and
+// rank right after it, taking the claims in the ranker's order (out's
+// positions): what the ranker's ScoreChanged events say. Keyed by
+// treasure.
+func (r *Rebuild) Afters(out *Out, s Scoring) map[string]After {
+	type item struct {
+		c Claim
+		k reachKey
+	}
+	items := make([]item, len(r.claims))
+	for i, c := range r.claims {
+		k := reachKey{out: Pos{Seq: math.MaxUint64}, in: c.Move, nth: c.Nth}
+		if out != nil {
+			if p, ok := out.Results[MoveKey{c.Player, c.Seq}]; ok {
+				k.out = p
+			}
+		}
+		items[i] = item{c, k}
+	}
+	slices.SortStableFunc(items, func(a, b item) int { return a.k.compare(b.k) })
+	// Every value a score takes, for a Fenwick tree of the players'
+	// current scores.
+	cur := map[string]int64{}
+	vals := []int64{0}
+	for _, it := range items {
+		cur[it.c.Player] += s.Value(it.c.Points)
+		vals = append(vals, cur[it.c.Player])
+	}
+	slices.Sort(vals)
+	vals = slices.Compact(vals)
+	idx := func(v int64) int { i, _ := slices.BinarySearch(vals, v); return i }
+	tree := make([]int, len(vals)+1)
+	add := func(i, d int) {
+		for i++; i < len(tree); i += i & -i {
+			tree[i] += d
+		}
+	}
+	upTo := func(i int) int { // players with a score at or below vals[i]
+		n := 0
+		for i++; i > 0; i -= i & -i {
+			n += tree[i]
+		}
+		return n
+	}
+	clear(cur)
+	scoring := 0
+	out2 := make(map[string]After, len(items))
+	for _, it := range items {
+		p := it.c.Player
+		old := cur[p]
+		if old > 0 {
+			add(idx(old), -1)
+		} else {
+			scoring++
+		}
+		now := old + s.Value(it.c.Points)
+		cur[p] = now
+		add(idx(now), 1)
+		out2[it.c.Treasure] = After{Player: p, Score: now, Rank: int64(1 + scoring - upTo(idx(now)))}
+	}
+	return out2
+}

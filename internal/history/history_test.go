@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -234,5 +235,94 @@ func TestWhatIfRadiusAgainstReference(t *testing.T) {
 	// A what-if at the live radius changes nothing; claims are equal.
 	if d := history.DiffClaims(real.Claims(), whatIf.Claims()); len(d) != 0 {
 		t.Fatalf("a larger radius changed claims: %+v", d)
+	}
+}
+
+// TestBoardTiesAndAfters: a hand-written log where two players reach the
+// same score, the later one first by the IN order but not by P_OUT's
+// positions; the board lists ties by who reached the score first in
+// P_OUT's order (the ranker's), shares ranks, ranks seen players without a
+// score after every scorer, and the score and rank right after each claim
+// are what the ranker publishes.
+func TestBoardTiesAndAfters(t *testing.T) {
+	t.Parallel()
+	g := amsterdam(t)
+	const k = 2
+	part, err := graph.Partition(g, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, js, prefix := testenv.JetStream(t)
+	small := natsjs.Limits{MaxBytes: 1 << 20, MaxMsgs: 1000}
+	topo := natsjs.Topology{Prefix: prefix, Partitions: k, In: small, Out: small, Upd: small, DLQ: small}
+	ctx := context.Background()
+	if err := topo.Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	// a (3) and b (2) then c (1): ann claims a (3); bob claims b then c
+	// (3); cat moves without claiming.
+	nodes := []uint32{100, 200, 300, 400}
+	var evs []*eventpb.Event
+	for i, id := range []string{"a", "b", "c"} {
+		evs = append(evs, &eventpb.Event{Kind: &eventpb.Event_Drop{Drop: &eventpb.TreasureDropped{Id: id, Node: graph.ID(nodes[i]), Points: uint64(3 - i)}}})
+	}
+	data, _ := event.AppendBatch(nil, evs)
+	for q := range k {
+		if _, err := js.Publish(ctx, topo.InSubject(q), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range []move{{"bob", 1, nodes[1]}, {"bob", 2, nodes[2]}, {"ann", 1, nodes[0]}, {"cat", 1, nodes[3]}} {
+		data, _ := event.AppendBatch(nil, []*eventpb.Event{{Kind: &eventpb.Event_Move{Move: &eventpb.MoveAccepted{Player: m.player, Seq: m.seq, Path: []uint32{graph.ID(m.node)}}}}})
+		if _, err := js.Publish(ctx, topo.InSubject(int(part[m.node])), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := history.New(history.Options{Graph: g, Part: part, Topology: topo, Radius: 2000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := history.ReadIn(ctx, js, topo, history.Cutoff{}, nil, r); err != nil {
+		t.Fatal(err)
+	}
+	line := func(b *history.Board) string {
+		var s []string
+		for _, st := range b.Top {
+			s = append(s, fmt.Sprintf("%s %d %d", st.Player, st.Score, st.Rank))
+		}
+		c := b.Players["cat"]
+		return strings.Join(s, ", ") + fmt.Sprintf("; cat %d %d", c.Score, c.Rank)
+	}
+	// IN order alone: bob reached 3 first.
+	if got, want := line(r.Board(nil, history.Points)), "bob 3 1, ann 3 1; cat 0 3"; got != want {
+		t.Errorf("board in IN order: %q, want %q", got, want)
+	}
+	// P_OUT had ann's result first (her partition's worker was ahead).
+	out := &history.Out{Results: map[history.MoveKey]history.Pos{
+		{Player: "ann", Seq: 1}: {Seq: 10}, {Player: "bob", Seq: 1}: {Seq: 11}, {Player: "bob", Seq: 2}: {Seq: 12, Index: 1},
+	}}
+	if got, want := line(r.Board(out, history.Points)), "ann 3 1, bob 3 1; cat 0 3"; got != want {
+		t.Errorf("board in P_OUT order: %q, want %q", got, want)
+	}
+	count, _ := history.ParseScoring("count")
+	if got, want := line(r.Board(out, count)), "bob 2 1, ann 1 2; cat 0 3"; got != want {
+		t.Errorf("board by count: %q, want %q", got, want)
+	}
+	afters := r.Afters(out, history.Points)
+	var got []string
+	for _, id := range []string{"a", "b", "c"} {
+		a := afters[id]
+		got = append(got, fmt.Sprintf("%s %s %d %d", id, a.Player, a.Score, a.Rank))
+	}
+	// a: ann 3, alone; b: bob 2, behind ann; c: bob 3, level with ann.
+	if want := []string{"a ann 3 1", "b bob 2 2", "c bob 3 1"}; !slices.Equal(got, want) {
+		t.Errorf("afters %q, want %q", got, want)
+	}
+	st, ok := r.PlayerState(r.Board(out, history.Points), "cat")
+	if !ok || st.Node != graph.ID(nodes[3]) || st.Rank != 3 || st.Moves != 1 {
+		t.Errorf("cat: %+v", st)
+	}
+	if act := r.ActiveList(); len(act) != 0 {
+		t.Errorf("active after every claim: %+v", act)
 	}
 }

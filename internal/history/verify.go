@@ -98,6 +98,31 @@ func Verify(ctx context.Context, r *Rebuild, out *Out, st Stores) (*Report, erro
 			diff("out", "claim", id, Missing, claimStr(oc.Claim))
 		}
 	}
+	// The ranker's ScoreChanged events: the score and rank right after
+	// each claim.
+	afters := r.Afters(out, Points)
+	scoreEvents := map[string]bool{}
+	afterStr := func(a After) string { return fmt.Sprintf("%s score %d rank %d", a.Player, a.Score, a.Rank) }
+	for _, e := range out.Scores {
+		id := e.GetCause().GetTreasure()
+		if scoreEvents[id] {
+			continue
+		}
+		scoreEvents[id] = true
+		got := After{Player: e.Player, Score: int64(e.Score), Rank: int64(e.Rank)}
+		want, ok := afters[id]
+		switch {
+		case !ok:
+			diff("out", "score_event", id, Missing, afterStr(got))
+		case got != want:
+			diff("out", "score_event", id, afterStr(want), afterStr(got))
+		}
+	}
+	for _, c := range r.claims {
+		if !scoreEvents[c.Treasure] {
+			diff("out", "score_event", c.Treasure, afterStr(afters[c.Treasure]), Missing)
+		}
+	}
 	// What the ranker stores per player: the score and the position of
 	// the claim that brought them to it (the greatest).
 	reached := map[string]uint64{}

@@ -122,6 +122,9 @@ func runExport(ctx context.Context, args []string, env Env, io IO) error {
 	}
 	bar.Finish()
 	if file != nil {
+		if err := file.Chmod(0o644); err != nil { // CreateTemp makes it 0600
+			return fmt.Errorf("export: %w", err)
+		}
 		if err := file.Sync(); err != nil {
 			return fmt.Errorf("export: %w", err)
 		}

@@ -118,6 +118,9 @@ type logSource struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	topo natsjs.Topology
+	// replay reads the streams: nil is natsjs.Replay (the streams alone);
+	// the archive's ReplayAll goes here once merged.
+	replay history.ReplayFunc
 }
 
 func openLogSource(env Env, io IO, name string) (*logSource, error) {
@@ -179,12 +182,12 @@ func bar(io IO, label string, quiet bool) (*progress.Bar, history.Progress) {
 func (s *logSource) readGame(ctx context.Context, io IO, until history.Cutoff, quiet bool, rebuilds ...*history.Rebuild) (*history.Out, error) {
 	s.warnTruncated(ctx)
 	b, p := bar(io, "IN ", quiet)
-	if _, err := history.ReadIn(ctx, s.js, s.topo, until, p, rebuilds...); err != nil {
+	if _, err := history.ReadIn(ctx, s.replay, s.js, s.topo, until, p, rebuilds...); err != nil {
 		return nil, err
 	}
 	b.Finish()
 	b, p = bar(io, "OUT", quiet)
-	out, err := history.ReadOut(ctx, s.js, s.topo, history.ClaimMoves(rebuilds...), p)
+	out, err := history.ReadOut(ctx, s.replay, s.js, s.topo, history.ClaimMoves(rebuilds...), p)
 	if err != nil {
 		return nil, err
 	}
@@ -601,12 +604,12 @@ func runVerify(ctx context.Context, src *logSource, a *analyst, io IO) error {
 	}
 	src.warnTruncated(ctx)
 	b, p := bar(io, "IN ", *a.quiet)
-	if _, err := history.ReadIn(ctx, src.js, src.topo, history.Cutoff{}, p, r); err != nil {
+	if _, err := history.ReadIn(ctx, src.replay, src.js, src.topo, history.Cutoff{}, p, r); err != nil {
 		return err
 	}
 	b.Finish()
 	b, p = bar(io, "OUT", *a.quiet)
-	out, err := history.ReadOut(ctx, src.js, src.topo, history.ClaimMoves(r), p)
+	out, err := history.ReadOut(ctx, src.replay, src.js, src.topo, history.ClaimMoves(r), p)
 	if err != nil {
 		return err
 	}

@@ -149,7 +149,7 @@ func playSmallGame(t *testing.T) *smallGame {
 	ctx := context.Background()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		out, err := history.ReadOut(ctx, jsc, sp.Topology, nil, nil)
+		out, err := history.ReadOut(ctx, nil, jsc, sp.Topology, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

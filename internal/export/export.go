@@ -133,6 +133,9 @@ type Options struct {
 	From, To time.Time
 	// Kinds to export; nil means DefaultKinds.
 	Kinds map[string]bool
+	// Replay reads a stream (nil: natsjs.Replay; the archive's ReplayAll
+	// reads what the stream no longer holds).
+	Replay func(ctx context.Context, js jetstream.JetStream, o natsjs.ReplayOptions, h natsjs.Handler) error
 	// Progress, when set, is told the messages read so far out of the
 	// total of both streams.
 	Progress func(done, total int64)
@@ -177,24 +180,31 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options, w Writer) (*Sum
 			return nil, fmt.Errorf("stream %s: %w", name, err)
 		}
 		state := st.CachedInfo().State
-		start := state.FirstSeq
+		// From the log's first sequence: what the stream no longer holds
+		// comes from the archive when Replay reads it (natsjs.Replay skips
+		// to the stream's first message).
+		start := uint64(1)
 		if !o.From.IsZero() {
 			if start, err = SeqAtTime(ctx, st, o.From); err != nil {
 				return nil, err
 			}
 		}
-		if state.Msgs == 0 || start > state.LastSeq {
+		if state.LastSeq == 0 || start > state.LastSeq {
 			continue
 		}
 		plans = append(plans, plan{name, start, state.LastSeq})
-		total += int64(state.LastSeq - start + 1)
+		total += int64(state.LastSeq - max(start, state.FirstSeq) + 1)
+	}
+	replay := o.Replay
+	if replay == nil {
+		replay = natsjs.Replay
 	}
 	var done int64
 	var rows, keep []eventrow.Row
 	for _, p := range plans {
 		inStream := p.stream == t.InStream()
 		first, last := uint64(0), uint64(0)
-		err := natsjs.Replay(ctx, js, natsjs.ReplayOptions{Stream: p.stream, StartSeq: p.start}, func(ctx context.Context, msgs []natsjs.Msg) error {
+		err := replay(ctx, js, natsjs.ReplayOptions{Stream: p.stream, StartSeq: p.start}, func(ctx context.Context, msgs []natsjs.Msg) error {
 			keep = keep[:0]
 			var stop error
 			for _, m := range msgs {

@@ -148,7 +148,7 @@ func TestWhatIfRadiusAgainstReference(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := history.ReadIn(ctx, js, topo, history.Cutoff{}, nil, real, whatIf); err != nil {
+	if _, err := history.ReadIn(ctx, nil, js, topo, history.Cutoff{}, nil, real, whatIf); err != nil {
 		t.Fatal(err)
 	}
 	ans.Finish()
@@ -282,7 +282,7 @@ func TestBoardTiesAndAfters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := history.ReadIn(ctx, js, topo, history.Cutoff{}, nil, r); err != nil {
+	if _, err := history.ReadIn(ctx, nil, js, topo, history.Cutoff{}, nil, r); err != nil {
 		t.Fatal(err)
 	}
 	line := func(b *history.Board) string {

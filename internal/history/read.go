@@ -61,16 +61,29 @@ func (c Cutoff) after(m natsjs.Msg) bool {
 	return c.Seq != 0 && m.Seq > c.Seq || !c.Time.IsZero() && m.Time.After(c.Time)
 }
 
+// ReplayFunc reads a stream in order and hands its messages to h, with
+// natsjs.Replay's semantics (nil means natsjs.Replay). The archive's
+// ReplayAll, bound to its directory, also reads what the stream no longer
+// holds.
+type ReplayFunc func(ctx context.Context, js jetstream.JetStream, o natsjs.ReplayOptions, h natsjs.Handler) error
+
+func (f ReplayFunc) orDefault() ReplayFunc {
+	if f == nil {
+		return natsjs.Replay
+	}
+	return f
+}
+
 // Progress is told how far a read has come: the last stream sequence
 // read, and the stream's last sequence when the read started.
 type Progress func(seq, last uint64)
 
 var errCutoff = errors.New("cutoff reached")
 
-// ReadIn reads the IN stream from its first message up to the cutoff (or
+// ReadIn reads the IN stream (through replay) from its first message up to the cutoff (or
 // its end), in stream order, applying every message to each rebuild, and
 // returns the last sequence applied (0 when none).
-func ReadIn(ctx context.Context, js jetstream.JetStream, t natsjs.Topology, until Cutoff, progress Progress, rebuilds ...*Rebuild) (uint64, error) {
+func ReadIn(ctx context.Context, replay ReplayFunc, js jetstream.JetStream, t natsjs.Topology, until Cutoff, progress Progress, rebuilds ...*Rebuild) (uint64, error) {
 	last, err := lastSeq(ctx, js, t.InStream())
 	if err != nil {
 		return 0, err
@@ -79,7 +92,7 @@ func ReadIn(ctx context.Context, js jetstream.JetStream, t natsjs.Topology, unti
 		last = min(last, until.Seq)
 	}
 	var applied uint64
-	err = natsjs.Replay(ctx, js, natsjs.ReplayOptions{Stream: t.InStream()}, func(ctx context.Context, msgs []natsjs.Msg) error {
+	err = replay.orDefault()(ctx, js, natsjs.ReplayOptions{Stream: t.InStream()}, func(ctx context.Context, msgs []natsjs.Msg) error {
 		for _, m := range msgs {
 			if until.after(m) {
 				if progress != nil {
@@ -147,7 +160,7 @@ type Out struct {
 
 // ReadOut reads the whole OUT stream. wanted, when not nil, limits
 // Results to those moves (a rebuild orders claims only).
-func ReadOut(ctx context.Context, js jetstream.JetStream, t natsjs.Topology, wanted map[MoveKey]bool, progress Progress) (*Out, error) {
+func ReadOut(ctx context.Context, replay ReplayFunc, js jetstream.JetStream, t natsjs.Topology, wanted map[MoveKey]bool, progress Progress) (*Out, error) {
 	last, err := lastSeq(ctx, js, t.OutStream())
 	if err != nil {
 		return nil, err
@@ -156,7 +169,7 @@ func ReadOut(ctx context.Context, js jetstream.JetStream, t natsjs.Topology, wan
 	rank := t.RankSubject()
 	var rd event.Reader
 	var ev eventpb.Event
-	err = natsjs.Replay(ctx, js, natsjs.ReplayOptions{Stream: t.OutStream()}, func(ctx context.Context, msgs []natsjs.Msg) error {
+	err = replay.orDefault()(ctx, js, natsjs.ReplayOptions{Stream: t.OutStream()}, func(ctx context.Context, msgs []natsjs.Msg) error {
 		for _, m := range msgs {
 			o.LastSeq = m.Seq
 			if err := rd.Reset(m.Data); err != nil {

@@ -96,7 +96,7 @@ func ReadIn(ctx context.Context, replay ReplayFunc, js jetstream.JetStream, t na
 		for _, m := range msgs {
 			if until.after(m) {
 				if progress != nil {
-					progress(last, last)
+					progress(applied, applied) // the cutoff is the end of this read
 				}
 				return errCutoff
 			}

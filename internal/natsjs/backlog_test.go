@@ -96,3 +96,25 @@ func TestBacklogCollectorReadsPendingAndAckPending(t *testing.T) {
 		t.Fatalf("the other consumer's backlog = %v, want 2 still", b)
 	}
 }
+
+// TestStreamCollectorReadsFillAndCaps: the stream's messages and bytes and
+// its caps, nothing for an absent stream.
+func TestStreamCollectorReadsFillAndCaps(t *testing.T) {
+	t.Parallel()
+	e := sharedEnv(t)
+	e.ensure(t)
+	e.publishSync(t, e.topo.InSubject(1), 3)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewStreamCollector(e.js, e.topo.InStream(), "t_log"), NewStreamCollector(e.js, "absent-"+e.topo.Prefix, "t_none"))
+	v := backlogValues(t, reg)
+	if len(v) != 4 {
+		t.Fatalf("families %v, want the four of t_log only", v)
+	}
+	info := e.streamInfo(t, e.topo.InStream())
+	for name, want := range map[string]float64{"t_log_messages": 3, "t_log_bytes": float64(info.State.Bytes),
+		"t_log_max_messages": float64(small.MaxMsgs), "t_log_max_bytes": float64(small.MaxBytes)} {
+		if got := v[name][""]; got != want || want == 0 {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}

@@ -39,7 +39,8 @@ Prints the state of the pipeline:
     part of it, the processing rate and the arrival rate (two reads --sample
     apart, in log messages per second) and the drain ETA, backlog ÷
     (processing rate − arrival rate): "never" while the backlog does not
-    shrink, "0s" when there is none;
+    shrink, "0s" when there is none; a backlog below one second of
+    processing is work in flight, its ETA backlog ÷ processing rate;
   - every stream of TREASURE_STREAM_PREFIX (messages, bytes, first and last
     sequence) and every consumer on them, and each partition's newest
     proximity checkpoint.
@@ -482,11 +483,17 @@ func queueStat(a, b *jetstream.ConsumerInfo, t0, t1 time.Time) queueStatus {
 }
 
 // drainETA is backlog ÷ (processed − arrived): nil and "never" when that
-// is not positive and there is a backlog, 0 and "0s" without backlog.
+// is not positive and there is a backlog, 0 and "0s" without backlog. A
+// backlog smaller than one second of processing is work in flight, not a
+// queue: its ETA is backlog ÷ processed, whatever arrives meanwhile.
 func drainETA(backlog uint64, processed, arrived float64) (*float64, string) {
 	if backlog == 0 {
 		z := 0.0
 		return &z, "0s"
+	}
+	if processed > 0 && float64(backlog) < processed {
+		eta := round3(float64(backlog) / processed)
+		return &eta, fmtSeconds(eta)
 	}
 	net := processed - arrived
 	if net <= 0 {
@@ -504,9 +511,11 @@ func drainLabel(backlog uint64) string {
 	return "unknown"
 }
 
-// fmtSeconds prints a duration in seconds as 0.4s, 12s, 3m05s, 2h10m.
+// fmtSeconds prints a duration in seconds as 0.04s, 2.5s, 12s, 3m05s, 2h10m.
 func fmtSeconds(s float64) string {
 	switch {
+	case s < 1:
+		return strconv.FormatFloat(s, 'f', 2, 64) + "s"
 	case s < 10:
 		return strconv.FormatFloat(s, 'f', 1, 64) + "s"
 	case s < 60:

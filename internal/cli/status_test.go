@@ -236,7 +236,8 @@ func (l *lineCounter) String() string {
 	return l.b.String()
 }
 
-// TestDrainETA: backlog ÷ (processed − arrived), never when not positive.
+// TestDrainETA: backlog ÷ (processed − arrived), never when not positive;
+// under a second of processing, backlog ÷ processed.
 func TestDrainETA(t *testing.T) {
 	for _, c := range []struct {
 		backlog            uint64
@@ -251,7 +252,11 @@ func TestDrainETA(t *testing.T) {
 		{100, 50, 50, "never", 0, true},
 		{100, 40, 50, "never", 0, true},
 		{12000, 110, 10, "2m00s", 120, false},
-		{5, 100, 0, "0.1s", 0.05, false},
+		{5, 100, 0, "0.05s", 0.05, false},
+		{1, 20, 23, "0.05s", 0.05, false},     // in flight: under a second of work
+		{188, 437, 758, "0.43s", 0.43, false}, // in flight, though more arrives
+		{500, 437, 758, "never", 0, true},     // a queue that grows
+		{437, 437, 300, "3.2s", 3.19, false},
 		{7_200_000, 1000, 0, "2h00m", 7200, false},
 	} {
 		secs, label := drainETA(c.backlog, c.processed, c.arrived)
@@ -271,13 +276,13 @@ func TestQueueStatRates(t *testing.T) {
 		return &jetstream.ConsumerInfo{Created: created, TimeStamp: at, NumPending: pending, NumAckPending: ackPending,
 			AckFloor: jetstream.SequenceInfo{Consumer: floor}}
 	}
-	a := info(t0, 1000, 300, 64)
-	b := info(t0.Add(2*time.Second), 1400, 100, 64) // 400 processed, backlog 364 → 164: 200 arrived
+	a := info(t0, 1000, 1300, 64)
+	b := info(t0.Add(2*time.Second), 1400, 1100, 64) // 400 processed, backlog 1364 → 1164: 200 arrived
 	q := queueStat(a, b, time.Time{}, time.Time{})
-	if q.Backlog != 164 || *q.ProcessedPerS != 200 || *q.ArrivedPerS != 100 || q.DrainETA != "1.6s" || *q.DrainETASeconds != 1.64 {
+	if q.Backlog != 1164 || *q.ProcessedPerS != 200 || *q.ArrivedPerS != 100 || q.DrainETA != "12s" || *q.DrainETASeconds != 11.64 {
 		t.Errorf("draining: %+v (processed %v arrived %v eta %v)", q, *q.ProcessedPerS, *q.ArrivedPerS, *q.DrainETASeconds)
 	}
-	c := info(t0.Add(2*time.Second), 1010, 500, 64) // 10 processed, backlog +200: 210 arrived
+	c := info(t0.Add(2*time.Second), 1010, 1500, 64) // 10 processed, backlog +200: 210 arrived
 	q = queueStat(a, c, time.Time{}, time.Time{})
 	if q.DrainETA != "never" || *q.ProcessedPerS != 5 || *q.ArrivedPerS != 105 {
 		t.Errorf("growing: %+v", q)

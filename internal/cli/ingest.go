@@ -97,6 +97,7 @@ func runIngest(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(platform.ReadyGauge("ingest", in.Ready))
 	mux := platform.OpsMux(reg, in.Ready)
 	mux.Handle("/v1/", in.Handler())
 	hs := &platform.HTTPServer{

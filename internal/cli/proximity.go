@@ -49,6 +49,7 @@ func runProximity(ctx context.Context, args []string, env Env, io IO) error {
 	if err := g.EvictPages(); err != nil {
 		log.Warn("graph pages stay resident", "err", err)
 	}
+	reg.MustRegister(platform.ReadyGauge("proximity", w.Ready))
 	mux := platform.OpsMux(reg, w.Ready)
 	platform.RegisterPprof(mux)
 	srv := &platform.HTTPServer{Name: "proximity", Addr: cfg.ProximityAddr, Handler: mux, Log: log}

@@ -87,6 +87,7 @@ func runPush(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(platform.ReadyGauge("push", srv.Ready))
 	mux := platform.OpsMux(reg, srv.Ready)
 	mux.Handle("/v1/", srv.Handler())
 	hs := &platform.HTTPServer{

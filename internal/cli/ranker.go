@@ -67,6 +67,7 @@ func runRanker(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(platform.ReadyGauge("ranker", rk.Ready))
 	srv := &platform.HTTPServer{
 		Name: "ranker", Addr: cfg.RankerAddr, Handler: platform.OpsMux(reg, rk.Ready),
 		// Warnings only: the start-up line below says where it listens.

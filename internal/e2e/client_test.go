@@ -18,17 +18,19 @@ import (
 
 // msg is any server message of SPEC's wire contract.
 type msg struct {
-	Type     string          `json:"type"`
-	ID       uint64          `json:"id"`
-	Seq      uint64          `json:"seq"`
-	Node     uint64          `json:"node"`
-	Code     string          `json:"code"`
-	Message  string          `json:"message"`
-	Score    int64           `json:"score"`
-	Rank     int64           `json:"rank"`
-	Points   int64           `json:"points"`
-	Treasure json.RawMessage `json:"treasure"`
-	Top      []struct {
+	Type    string `json:"type"`
+	ID      uint64 `json:"id"`
+	Seq     uint64 `json:"seq"`
+	Node    uint64 `json:"node"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Score   int64  `json:"score"`
+	Rank    int64  `json:"rank"`
+	Points  int64  `json:"points"`
+	// RetryAfterMS is an unavailable or rate_limited error's wait.
+	RetryAfterMS int64           `json:"retry_after_ms"`
+	Treasure     json.RawMessage `json:"treasure"`
+	Top          []struct {
 		Player string `json:"player"`
 		Score  int64  `json:"score"`
 		Rank   int64  `json:"rank"`

@@ -77,6 +77,24 @@ func OpsMux(reg *prometheus.Registry, ready func() error) *http.ServeMux {
 	return mux
 }
 
+// ReadyGauge returns treasure_service_ready{service=<service>}: 1 when ready
+// returns nil at the scrape, 0 otherwise — what /readyz answers, as a metric
+// that alerts and dashboards can read (the process being down shows as
+// Prometheus's own up == 0). ready must be safe for concurrent use and fast,
+// as for OpsMux.
+func ReadyGauge(service string, ready func() error) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "treasure_service_ready",
+		Help:        "1 while the service answers /readyz with 200, else 0.",
+		ConstLabels: prometheus.Labels{"service": service},
+	}, func() float64 {
+		if ready != nil && ready() != nil {
+			return 0
+		}
+		return 1
+	})
+}
+
 // RegisterPprof adds the runtime profiles to mux (`go tool pprof
 // http://ADDR/debug/pprof/profile`). Only for ports that players never
 // reach: the proximity and ranker ops ports, and `treasure dev`.

@@ -117,6 +117,9 @@ func New(o Options) (*Stack, error) {
 		return nil, err
 	}
 	serve := func(name, addr string, api http.Handler, ready func() error) (*platform.HTTPServer, error) {
+		if err := o.Registry.Register(platform.ReadyGauge(name, ready)); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
 		mux := platform.OpsMux(o.Registry, ready)
 		if api != nil {
 			mux.Handle("/v1/", api)

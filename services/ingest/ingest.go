@@ -346,6 +346,10 @@ func New(o Options) (*Ingest, error) {
 	for k := 0; k < o.Topology.Partitions; k++ {
 		in.parts = append(in.parts, newPartition(in, k))
 	}
+	if o.Registerer != nil {
+		// How full the log is: the burst absorber's room (docs/operations.md, "Burst policy").
+		o.Registerer.MustRegister(natsjs.NewStreamCollector(o.JS, o.Topology.InStream(), "treasure_ingest_log"))
+	}
 	return in, nil
 }
 

@@ -127,6 +127,10 @@ type metrics struct {
 	ckptLoaded                              prometheus.Counter
 	ckptBytes                               prometheus.Gauge
 	ckptPause, ckptWrite, ckptLoad, rebuild prometheus.Histogram
+
+	// inputs counts the IN messages each partition handled live (its
+	// processing rate; the backlog comes from natsjs.BacklogCollector).
+	inputs *prometheus.CounterVec
 }
 
 // hopBuckets are the buckets of every hop histogram
@@ -157,6 +161,8 @@ func newMetrics(r prometheus.Registerer) metrics {
 			Help: "Per move: from the worker beginning to apply its input message to JetStream acking the output batch with its result.", Buckets: hopBuckets}),
 	}
 	secs := prometheus.ExponentialBuckets(0.001, 2, 16) // 1 ms to 33 s
+	m.inputs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "treasure_proximity_input_messages_total",
+		Help: "IN messages a partition handled live and acknowledged (its processing rate, in log messages)."}, []string{"partition"})
 	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_replayed_messages_total",
 		Help: "Input messages read back from the log to rebuild a partition's engine (the tail after its checkpoint, or the whole log without one)."})
 	m.ckptWritten = prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_checkpoints_total", Help: "Checkpoints written."})
@@ -174,7 +180,7 @@ func newMetrics(r prometheus.Registerer) metrics {
 	m.rebuild = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_rebuild_seconds",
 		Help: "Time from a partition's (re)start to serving: checkpoint load plus tail replay.", Buckets: secs})
 	if r != nil {
-		r.MustRegister(m.moves, m.claims, m.drops, m.notices, m.rebuilds, m.batch, m.logWait, m.consumedToResult,
+		r.MustRegister(m.moves, m.claims, m.drops, m.notices, m.rebuilds, m.inputs, m.batch, m.logWait, m.consumedToResult,
 			m.replayed, m.ckptWritten, m.ckptFailed, m.ckptInvalid, m.ckptLoaded, m.ckptBytes, m.ckptPause, m.ckptWrite, m.ckptLoad, m.rebuild)
 	}
 	return m
@@ -220,7 +226,16 @@ func New(o Options) (*Worker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("proximity: partition %d: %w", k, err)
 		}
-		w.parts = append(w.parts, &partition{w: w, k: k, sub: sub, fingerprint: game.Fingerprint(sub)})
+		w.parts = append(w.parts, &partition{w: w, k: k, sub: sub, fingerprint: game.Fingerprint(sub),
+			inputs: w.m.inputs.WithLabelValues(strconv.Itoa(k))})
+	}
+	if o.Registerer != nil {
+		durables, values := make([]string, len(o.Partitions)), make([]string, len(o.Partitions))
+		for i, k := range o.Partitions {
+			durables[i], values[i] = Durable(o.Topology, k), strconv.Itoa(k)
+		}
+		o.Registerer.MustRegister(natsjs.NewBacklogCollector(o.JS, natsjs.BacklogOptions{Stream: o.Topology.InStream(),
+			Durables: durables, Namespace: "treasure_proximity", Label: "partition", Values: values}))
 	}
 	pub, err := natsjs.NewPublisher(o.NC, natsjs.PublisherOptions{})
 	if err != nil {
@@ -306,6 +321,8 @@ type partition struct {
 	ckptSeq     uint64
 	dirty       bool
 	uploading   chan error
+	// inputs is this partition's treasure_proximity_input_messages_total.
+	inputs prometheus.Counter
 }
 
 func (p *partition) durable() string { return Durable(p.w.o.Topology, p.k) }
@@ -416,6 +433,7 @@ func (p *partition) once(ctx context.Context) error {
 			return err
 		}
 		p.dirty = false
+		p.inputs.Add(float64(len(msgs)))
 		p.w.m.batch.Observe(time.Since(t0).Seconds())
 		p.maybeCheckpoint(log)
 		return nil

@@ -250,6 +250,9 @@ func newMetrics(r prometheus.Registerer, h func() *hub) *metrics {
 	for _, k := range []event.Kind{event.KindProximity, event.KindClaim, event.KindScore, event.KindLeaderboard} {
 		m.byKind[k] = m.events.WithLabelValues(k.String())
 	}
+	for _, src := range []string{"redis", "postgres", "none"} {
+		m.boardReads.WithLabelValues(src) // at 0 from the start, so that rate() and alerts see them
+	}
 	if r != nil {
 		players := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "treasure_push_players", Help: "Players whose update state push holds."},
 			func() float64 { n, _ := h().stats(); return float64(n) })

@@ -202,6 +202,12 @@ type metrics struct {
 	batchClaims                         prometheus.Histogram
 	apply                               prometheus.Histogram
 	redisUp                             prometheus.Gauge
+	// inputs counts the OUT messages handled (the processing rate);
+	// batchMsgs the messages per handler call; commit one PostgreSQL
+	// claims statement.
+	inputs    prometheus.Counter
+	batchMsgs prometheus.Histogram
+	commit    prometheus.Histogram
 }
 
 func newMetrics(r prometheus.Registerer) metrics {
@@ -217,8 +223,12 @@ func newMetrics(r prometheus.Registerer) metrics {
 		apply:       prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ranker_apply_seconds", Help: "Time to apply one handler call: PostgreSQL, Redis and the publish of its events.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		redisUp:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_ranker_redis_up", Help: "1 while Redis holds the board in step with PostgreSQL, 0 while the ranker runs on PostgreSQL alone."}),
 	}
+	m.inputs = prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ranker_input_messages_total", Help: "OUT messages handled and acknowledged (the processing rate, in log messages)."})
+	m.batchMsgs = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ranker_batch_messages", Help: "OUT messages per handler call (one batch).", Buckets: prometheus.ExponentialBuckets(1, 2, 10)})
+	m.commit = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ranker_commit_seconds", Help: "One PostgreSQL statement storing a batch's claims (its commit included).", Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)})
 	if r != nil {
-		r.MustRegister(m.claims, m.duplicates, m.events, m.invalid, m.seen, m.snapshots, m.rebuilds, m.batchClaims, m.apply, m.redisUp)
+		r.MustRegister(m.claims, m.duplicates, m.events, m.invalid, m.seen, m.snapshots, m.rebuilds, m.batchClaims, m.apply, m.redisUp,
+			m.inputs, m.batchMsgs, m.commit)
 	}
 	return m
 }
@@ -271,6 +281,10 @@ func New(o Options) (*Ranker, error) {
 		seen:        map[string]struct{}{},
 		out:         event.Builder{MaxBytes: outMaxBytes, MaxEvents: outMaxEvents},
 		readyEr:     errors.New("starting"),
+	}
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(natsjs.NewBacklogCollector(o.JS, natsjs.BacklogOptions{Stream: o.Topology.OutStream(),
+			Durables: []string{r.Durable()}, Namespace: "treasure_ranker"}))
 	}
 	return r, nil
 }
@@ -498,6 +512,8 @@ func (r *Ranker) handle(ctx context.Context, msgs []natsjs.Msg) error {
 	}
 	r.m.events.Add(float64(len(events)))
 	r.m.apply.Observe(time.Since(t0).Seconds())
+	r.m.inputs.Add(float64(len(msgs)))
+	r.m.batchMsgs.Observe(float64(len(msgs)))
 	return nil
 }
 
@@ -653,9 +669,11 @@ func (r *Ranker) applyClaims(ctx context.Context, b *batch, effective *[]int) ([
 	r.aheadStale = true
 	for lo := 0; lo < len(claims); lo += r.o.MaxClaims {
 		chunk := claims[lo:min(lo+r.o.MaxClaims, len(claims))]
+		t0 := time.Now()
 		if _, err := r.pg.ApplyClaims(ctx, chunk); err != nil {
 			return nil, err
 		}
+		r.m.commit.Observe(time.Since(t0).Seconds())
 		r.m.claims.Add(float64(len(chunk)))
 		r.m.batchClaims.Observe(float64(len(chunk)))
 	}

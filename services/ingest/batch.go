@@ -406,8 +406,9 @@ type stateWrite struct {
 
 // complete processes one round of completions: marks the moves stored or
 // failed, writes the new states of the players whose oldest moves are now
-// all stored in one HSET, then acks those moves (or fails them and what
-// depends on them if the write failed).
+// all stored in one HSET, then acks those moves — also when the write
+// failed: a move in the log is applied, so it is never answered with an
+// error (its state is written back later, see writeBackLoop).
 func (in *Ingest) complete(round []completion, touched []*player, writes []stateWrite, args []any, buf []byte) ([]*player, []stateWrite, []any, []byte) {
 	failed := 0
 	var firstErr error
@@ -464,38 +465,49 @@ func (in *Ingest) complete(round []completion, touched []*player, writes []state
 	if len(writes) == 0 {
 		return touched[:0], writes, args, buf
 	}
-	args = append(args, "hset", in.stateKeyArg)
-	for _, w := range writes {
-		args = append(args, w.p.idArg, w.p.stateArg(w.st))
+	// The moves are in the log: they are applied, and are acked whatever
+	// becomes of the Redis write. A failed write (or Redis known to be
+	// down) leaves the states to be written back when Redis answers
+	// (writeBackLoop); until then this instance keeps them in memory.
+	var err error
+	if in.redisDown.Load() {
+		err = errRedisDown
+	} else {
+		args = append(args, "hset", in.stateKeyArg)
+		for _, w := range writes {
+			args = append(args, w.p.idArg, w.p.stateArg(w.st))
+		}
+		t0 := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), in.o.StoreTimeout)
+		err = in.o.Redis.Do(ctx, args...).Err()
+		cancel()
+		in.m.store.Observe(time.Since(t0).Seconds())
+		if err != nil {
+			in.redisFailed(err)
+		}
 	}
-	t0 := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), in.o.StoreTimeout)
-	err := in.o.Redis.Do(ctx, args...).Err()
-	cancel()
-	in.m.store.Observe(time.Since(t0).Seconds())
 	if err != nil {
-		in.logFailure("player state write failed; moves answered unavailable", err, len(writes))
-		err = fmt.Errorf("write player state: %w", err)
+		in.dirtyMu.Lock()
+		for _, w := range writes {
+			in.markDirtyLocked(w.p.id, w.st)
+		}
+		in.dirtyMu.Unlock()
 	}
 	// Only the completer removes moves from a queue, so each queue still
 	// starts with the n moves counted above.
 	for _, w := range writes {
 		p := w.p
 		p.mu.Lock()
-		if err != nil {
-			in.failFrom(p, p.queue[0], err)
-		} else {
-			for _, m := range p.queue[:w.n] {
-				in.m.accepted.Inc()
-				m.answer(reply{seq: m.seq})
-			}
-			p.acked = w.st
-			rest := copy(p.queue, p.queue[w.n:])
-			clear(p.queue[rest:])
-			p.queue = p.queue[:rest]
-			if rest == 0 {
-				in.players.release(p)
-			}
+		for _, m := range p.queue[:w.n] {
+			in.m.accepted.Inc()
+			m.answer(reply{seq: m.seq})
+		}
+		p.acked = w.st
+		rest := copy(p.queue, p.queue[w.n:])
+		clear(p.queue[rest:])
+		p.queue = p.queue[:rest]
+		if rest == 0 {
+			in.players.release(p)
 		}
 		p.mu.Unlock()
 	}

@@ -181,6 +181,14 @@ type Options struct {
 	MaxQueue int
 	// ShutdownTimeout bounds Run's shutdown (default 10 s).
 	ShutdownTimeout time.Duration
+	// RememberPlayers bounds how many player states this instance keeps
+	// in memory after the player's last socket or request ended (default
+	// DefaultRememberPlayers, about 100 bytes each): while Redis is down a
+	// remembered player keeps playing here; one not remembered gets
+	// unavailable until Redis answers. RedisCheckInterval is how often
+	// Redis is checked and failed writes are written back (default 1 s).
+	RememberPlayers    int
+	RedisCheckInterval time.Duration
 	// Log receives start, shutdown and failure lines; nil discards.
 	Log *slog.Logger
 	// Registerer receives the metrics; nil registers nowhere.
@@ -209,9 +217,15 @@ type Ingest struct {
 
 	started atomic.Bool
 	running atomic.Bool
-	// redisErr holds the last Redis health check's failure (nil: healthy),
-	// for Ready: without Redis no move can be acked.
-	redisErr atomic.Pointer[error]
+	// redisDown is set by a failed Redis call and cleared by checkRedis
+	// once Redis answers and the dirty states are written back; redisErr
+	// holds the last failure (nil: healthy). dirty holds the states whose
+	// write failed or was skipped, by player id (state.go).
+	redisDown     atomic.Bool
+	redisErr      atomic.Pointer[error]
+	dirtyMu       sync.Mutex
+	dirty         map[string]state
+	knownPerShard int
 
 	// Completed publishes, handed from the publisher's ack goroutine to
 	// the completer.
@@ -305,6 +319,10 @@ func New(o Options) (*Ingest, error) {
 	if o.MaxQueue <= 0 {
 		o.MaxQueue = DefaultMaxQueue
 	}
+	if o.RememberPlayers <= 0 {
+		o.RememberPlayers = DefaultRememberPlayers
+	}
+	def(&o.RedisCheckInterval, time.Second)
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -318,19 +336,21 @@ func New(o Options) (*Ingest, error) {
 	}
 	retryCtx, cancelRetry := context.WithCancel(context.Background())
 	in := &Ingest{
-		retryCtx:    retryCtx,
-		dupWindow:   dupWindow,
-		cancelRetry: cancelRetry,
-		o:           o,
-		verifier:    v,
-		limiter:     lim,
-		pub:         pub,
-		instance:    o.Instance + "-" + hex.EncodeToString(suffix[:]),
-		stateKey:    o.RedisPrefix + "players",
-		dropsKey:    o.RedisPrefix + "drops",
-		m:           newMetrics(o.Registerer),
-		cwake:       make(chan struct{}, 1),
-		conns:       make(map[*wsConn]struct{}),
+		retryCtx:      retryCtx,
+		dupWindow:     dupWindow,
+		cancelRetry:   cancelRetry,
+		o:             o,
+		verifier:      v,
+		limiter:       lim,
+		pub:           pub,
+		instance:      o.Instance + "-" + hex.EncodeToString(suffix[:]),
+		stateKey:      o.RedisPrefix + "players",
+		dropsKey:      o.RedisPrefix + "drops",
+		m:             newMetrics(o.Registerer),
+		cwake:         make(chan struct{}, 1),
+		dirty:         make(map[string]state),
+		knownPerShard: max(1, o.RememberPlayers/numShards),
+		conns:         make(map[*wsConn]struct{}),
 		upgrader: websocket.Upgrader{
 			ReadBufferSize:  MaxFrame,
 			WriteBufferPool: &sync.Pool{},
@@ -353,7 +373,9 @@ func New(o Options) (*Ingest, error) {
 // Options.Instance plus a random suffix.
 func (in *Ingest) Instance() string { return in.instance }
 
-// Ready reports nil while Run serves and the NATS connection is up.
+// Ready reports nil while Run serves and the NATS connection is up. Redis
+// is not needed: while it is down, moves go on from the player states in
+// memory (RedisErr says whether it answers).
 func (in *Ingest) Ready() error {
 	if !in.running.Load() {
 		return errors.New("ingest is not running")
@@ -361,32 +383,19 @@ func (in *Ingest) Ready() error {
 	if s := in.o.NC.Status(); s != nats.CONNECTED {
 		return fmt.Errorf("NATS connection is %v", s)
 	}
-	if p := in.redisErr.Load(); p != nil {
-		return fmt.Errorf("redis: %w", *p)
-	}
 	return nil
 }
 
-// redisCheckLoop pings Redis every second until stop closes, recording the
-// outcome for Ready.
-func (in *Ingest) redisCheckLoop(stop <-chan struct{}) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		err := in.o.Redis.Ping(ctx).Err()
-		cancel()
-		if err != nil {
-			in.redisErr.Store(&err)
-		} else {
-			in.redisErr.Store(nil)
-		}
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
+// RedisErr returns the last Redis failure while Redis is considered down
+// (nil: it answers and every player state is written).
+func (in *Ingest) RedisErr() error {
+	if !in.redisDown.Load() {
+		return nil
 	}
+	if p := in.redisErr.Load(); p != nil {
+		return *p
+	}
+	return errRedisDown
 }
 
 // Run processes moves until ctx is cancelled, then shuts down within
@@ -422,7 +431,7 @@ func (in *Ingest) Run(ctx context.Context) error {
 	checkDone := make(chan struct{})
 	go func() {
 		defer close(checkDone)
-		in.redisCheckLoop(stopCheck)
+		in.writeBackLoop(stopCheck, in.o.RedisCheckInterval)
 	}()
 	defer func() { close(stopCheck); <-checkDone }()
 	in.running.Store(true)
@@ -547,6 +556,11 @@ type metrics struct {
 	slow        prometheus.Counter
 	drops       prometheus.Counter
 	hops        hopMetrics
+	// Redis (state.go).
+	redisUp     prometheus.Gauge
+	dirty       prometheus.Gauge
+	writtenBack prometheus.Counter
+	unknownDown prometheus.Counter
 }
 
 var allCodes = []game.Code{
@@ -557,7 +571,7 @@ var allCodes = []game.Code{
 func newMetrics(r prometheus.Registerer) metrics {
 	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "treasure_ingest_moves_rejected_total", Help: "Moves answered with an error, by code."}, []string{"code"})
 	m := metrics{
-		accepted:   prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_moves_accepted_total", Help: "Moves acked: durable in JetStream, state in Redis."}),
+		accepted:   prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_moves_accepted_total", Help: "Moves acked: durable in JetStream (their state written to Redis, or to be written back)."}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_moves_duplicate_total", Help: "Retries of the last accepted move, acked again without a publish."}),
 		republished: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_batch_republishes_total",
 			Help: "Republishes (same Nats-Msg-Id) of batches whose publish had no answer from JetStream."}),
@@ -571,12 +585,22 @@ func newMetrics(r prometheus.Registerer) metrics {
 		slow:     prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_slow_disconnects_total", Help: "Move WebSockets closed because the client did not read its replies (WriteTimeout, or too much pending)."}),
 		drops:    prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_treasures_dropped_total", Help: "Treasures new to a drop, published to every partition."}),
 		hops:     newHopMetrics(),
+		redisUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_ingest_redis_up",
+			Help: "1 while Redis answers and every player state is written to it, 0 while moves go on from memory."}),
+		dirty: prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_ingest_state_writeback_pending",
+			Help: "Player states acked but not yet in Redis (Redis down or a write failed), written back when it answers."}),
+		writtenBack: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_state_written_back_total",
+			Help: "Player states written back to Redis after it failed, restarted or lost them."}),
+		unknownDown: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_state_unknown_total",
+			Help: "Connections and requests answered unavailable: Redis down and the player not in this instance's memory."}),
 	}
+	m.redisUp.Set(1)
 	for _, c := range allCodes {
 		m.rejected[c] = rejected.WithLabelValues(string(c))
 	}
 	if r != nil {
-		r.MustRegister(m.accepted, m.duplicates, m.republished, m.unknown, rejected, m.batch, m.publish, m.store, m.conns, m.slow, m.drops, m.hops.receivedToPublished)
+		r.MustRegister(m.accepted, m.duplicates, m.republished, m.unknown, rejected, m.batch, m.publish, m.store, m.conns, m.slow, m.drops, m.hops.receivedToPublished,
+			m.redisUp, m.dirty, m.writtenBack, m.unknownDown)
 	}
 	return m
 }

@@ -101,7 +101,6 @@ const (
 	DefaultMaxInFlight     = 256
 	DefaultRetryAfter      = time.Second
 	DefaultStoreTimeout    = 5 * time.Second
-	DefaultPublishRetryFor = time.Minute
 	DefaultWriteTimeout    = 10 * time.Second
 	DefaultPingInterval    = 30 * time.Second
 	DefaultMaxQueue        = 1024
@@ -160,13 +159,6 @@ type Options struct {
 	RetryAfter time.Duration
 	// StoreTimeout bounds each Redis call (default 5 s).
 	StoreTimeout time.Duration
-	// PublishRetryFor bounds how long a batch whose publish had no answer
-	// (an ack timeout, a disconnect) is published again with the same
-	// Nats-Msg-Id before its moves are answered unavailable (default
-	// DefaultPublishRetryFor). It must be well inside the IN stream's
-	// duplicate window, or a late original and a republish could both be
-	// stored; New caps it at half the window.
-	PublishRetryFor time.Duration
 	// WriteTimeout bounds how long a socket waits for its client to take
 	// replies the kernel could not buffer (default 10 s): a client that
 	// does not read is disconnected, and never delays other sockets. PingInterval is the WebSocket
@@ -299,13 +291,9 @@ func New(o Options) (*Ingest, error) {
 	def(&o.FlushInterval, DefaultFlushInterval)
 	def(&o.RetryAfter, DefaultRetryAfter)
 	def(&o.StoreTimeout, DefaultStoreTimeout)
-	def(&o.PublishRetryFor, DefaultPublishRetryFor)
 	dupWindow := o.Topology.In.Duplicates
 	if dupWindow <= 0 {
 		dupWindow = natsjs.DefaultDuplicates
-	}
-	if o.PublishRetryFor > dupWindow/2 {
-		o.PublishRetryFor = dupWindow / 2
 	}
 	def(&o.WriteTimeout, DefaultWriteTimeout)
 	def(&o.PingInterval, DefaultPingInterval)
@@ -544,10 +532,12 @@ type metrics struct {
 	accepted   prometheus.Counter
 	duplicates prometheus.Counter
 	// republished counts republishes of batches whose publish had no
-	// answer; unknown counts moves answered unavailable although their
-	// batch's outcome stayed unknown for PublishRetryFor.
+	// answer; unknown counts moves left unanswered at shutdown with their
+	// batch's outcome unknown; searched counts outcomes learned by
+	// searching the log after the duplicate window.
 	republished prometheus.Counter
 	unknown     prometheus.Counter
+	searched    prometheus.Counter
 	rejected    map[game.Code]prometheus.Counter
 	batch       prometheus.Histogram
 	publish     prometheus.Histogram
@@ -576,15 +566,16 @@ func newMetrics(r prometheus.Registerer) metrics {
 		republished: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_batch_republishes_total",
 			Help: "Republishes (same Nats-Msg-Id) of batches whose publish had no answer from JetStream."}),
 		unknown: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_moves_outcome_unknown_total",
-			Help: "Moves answered unavailable although JetStream never answered for their batch within PublishRetryFor (they may be stored)."}),
-		rejected: make(map[game.Code]prometheus.Counter, len(allCodes)),
-		batch:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_batch_events", Help: "Moves per published batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
-		publish:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_publish_seconds", Help: "From a batch's publish to its JetStream ack.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
-		store:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_state_write_seconds", Help: "Redis write of the states released by one round of acks.", Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)}),
-		conns:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_ingest_connections", Help: "Open move WebSockets."}),
-		slow:     prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_slow_disconnects_total", Help: "Move WebSockets closed because the client did not read its replies (WriteTimeout, or too much pending)."}),
-		drops:    prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_treasures_dropped_total", Help: "Treasures new to a drop, published to every partition."}),
-		hops:     newHopMetrics(),
+			Help: "Moves left without an answer at shutdown because JetStream never answered for their batch (they may be stored; the client's resend finds out)."}),
+		searched: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_batch_outcome_searches_total",
+			Help: "Batches whose outcome was learned by searching the log for their Nats-Msg-Id after the duplicate window."}), rejected: make(map[game.Code]prometheus.Counter, len(allCodes)),
+		batch:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_batch_events", Help: "Moves per published batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
+		publish: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_publish_seconds", Help: "From a batch's publish to its JetStream ack.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		store:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_state_write_seconds", Help: "Redis write of the states released by one round of acks.", Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)}),
+		conns:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_ingest_connections", Help: "Open move WebSockets."}),
+		slow:    prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_slow_disconnects_total", Help: "Move WebSockets closed because the client did not read its replies (WriteTimeout, or too much pending)."}),
+		drops:   prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_treasures_dropped_total", Help: "Treasures new to a drop, published to every partition."}),
+		hops:    newHopMetrics(),
 		redisUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_ingest_redis_up",
 			Help: "1 while Redis answers and every player state is written to it, 0 while moves go on from memory."}),
 		dirty: prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_ingest_state_writeback_pending",
@@ -599,7 +590,7 @@ func newMetrics(r prometheus.Registerer) metrics {
 		m.rejected[c] = rejected.WithLabelValues(string(c))
 	}
 	if r != nil {
-		r.MustRegister(m.accepted, m.duplicates, m.republished, m.unknown, rejected, m.batch, m.publish, m.store, m.conns, m.slow, m.drops, m.hops.receivedToPublished,
+		r.MustRegister(m.accepted, m.duplicates, m.republished, m.unknown, m.searched, rejected, m.batch, m.publish, m.store, m.conns, m.slow, m.drops, m.hops.receivedToPublished,
 			m.redisUp, m.dirty, m.writtenBack, m.unknownDown)
 	}
 	return m

@@ -137,6 +137,9 @@ type reply struct {
 	msg   string
 	retry time.Duration
 	done  bool // set by the sinks
+	// unanswered: the move's outcome is unknown (shutdown); the client
+	// gets no reply for it (its socket closes, its request is aborted).
+	unanswered bool
 }
 
 // answer delivers r to every waiter of m; the sinks that have replies
@@ -495,9 +498,16 @@ func (in *Ingest) reject(s sink, slot, seq uint64, code game.Code, msg string, r
 	s.deliver(slot, reply{seq: seq, code: code, msg: msg, retry: retry})
 }
 
-// failFrom answers m and every later move in p's queue with unavailable
-// and rolls p's state back to the move before m. p.mu must be held.
-func (in *Ingest) failFrom(p *player, m *pending, err error) {
+// failMove answers m, whose batch was not stored (or whose outcome stays
+// unknown at shutdown), and takes it out of p's queue. The later moves of
+// the queue keep their own fate: each is answered by the outcome of its
+// own batch, so that a move in the log is never answered with an error
+// (one validated on top of m and stored is acked; the log then holds it
+// after m's predecessor, and push's order release covers the gap). A move
+// whose outcome is unknown is not answered at all (reply.unanswered): its
+// socket is closed or its request aborted, and the client's resend finds
+// out. p.mu must be held.
+func (in *Ingest) failMove(p *player, m *pending, err error) {
 	i := 0
 	for i < len(p.queue) && p.queue[i] != m {
 		i++
@@ -505,18 +515,22 @@ func (in *Ingest) failFrom(p *player, m *pending, err error) {
 	if i == len(p.queue) {
 		return
 	}
-	r := reply{code: game.CodeUnavailable, msg: "the move could not be stored; send it again", retry: in.retryAfter(err)}
-	for _, q := range p.queue[i:] {
-		r.seq = q.seq
-		in.m.reject(game.CodeUnavailable)
-		q.answer(r)
-	}
-	clear(p.queue[i:])
-	p.queue = p.queue[:i]
-	if i > 0 {
-		p.head = p.queue[i-1].after
+	r := reply{seq: m.seq, code: game.CodeUnavailable, msg: "the move could not be stored; send it again", retry: in.retryAfter(err)}
+	if errors.Is(err, errOutcomeUnknown) {
+		r = reply{seq: m.seq, unanswered: true}
 	} else {
+		in.m.reject(game.CodeUnavailable)
+	}
+	m.answer(r)
+	last := i == len(p.queue)-1
+	copy(p.queue[i:], p.queue[i+1:])
+	p.queue[len(p.queue)-1] = nil
+	p.queue = p.queue[:len(p.queue)-1]
+	switch {
+	case len(p.queue) == 0:
 		p.head = p.acked
 		in.players.release(p)
+	case last:
+		p.head = p.queue[len(p.queue)-1].after
 	}
 }

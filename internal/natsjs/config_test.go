@@ -38,7 +38,11 @@ func TestCheckConfig(t *testing.T) {
 			mod  func(*PipelineConfig)
 			want []string
 		}{
-			{"graph", func(c *PipelineConfig) { c.GraphDigest = strings.Repeat("cd", 32); c.GraphNodes = 7; c.Graph = "other.gr" },
+			{"graph", func(c *PipelineConfig) {
+				c.GraphDigest = strings.Repeat("cd", 32)
+				c.GraphNodes = 7
+				c.Graph = "other.gr"
+			},
 				[]string{"graph digest (TREASURE_GRAPH) is cdcdcdcdcdcd… (7 nodes, other.gr) here but abababababab… (68213 nodes, data/amsterdam.gr.gz)"}},
 			{"radius", func(c *PipelineConfig) { c.Radius = 1500 }, []string{"radius (TREASURE_RADIUS) is 1500 here but 2000"}},
 			{"radius without graph", func(c *PipelineConfig) { c.GraphDigest = ""; c.Radius = 1 }, []string{"radius (TREASURE_RADIUS) is 1 here but 2000"}},

@@ -2,10 +2,11 @@
 // (docs/pipeline.md, "Ingest: player state" and "Routing"): it takes moves
 // over WebSocket (GET /v1/moves/ws) and HTTP (POST /v1/moves), validates
 // each against the whole graph and the player's state, appends the accepted
-// ones to JetStream in per-partition batches, and acknowledges a move only
-// once JetStream has stored its batch and the player's new state is in
-// Redis. It also takes the admin's treasure drops (POST /v1/admin/drops) and
-// appends them to every partition's subject.
+// ones to JetStream in per-partition batches, and acknowledges a move once
+// JetStream has stored its batch (the player's new state is written to
+// Redis first when Redis answers; see "Player state"). It also takes the
+// admin's treasure drops (POST /v1/admin/drops) and appends them to every
+// partition's subject.
 //
 // # A move's way through
 //
@@ -25,25 +26,29 @@
 //     Nats-Msg-Id = instance + partition + batch number;
 //  4. when JetStream acks the batch, the moves of each player are released
 //     in the player's order: their new state is written to Redis (one HSET
-//     per round of completions), then each is acked.
+//     per round of completions; when that fails or Redis is down, the
+//     states are written back later, state.go), then each is acked.
 //
-// A rejected move does not use up its seq and changes no state. When a
-// publish (or the Redis write) fails, the move gets unavailable with
-// retry_after_ms, and so does every later move of the same player that was
-// validated on top of it; the player's state goes back to the last move
-// still standing. Nothing is acked that is not durable.
+// A rejected move does not use up its seq and changes no state. A move
+// in the log is never answered with an error, and a move answered with an
+// error is never in the log: each move is answered by its own batch's
+// outcome (a refused batch: unavailable with retry_after_ms; a batch
+// whose outcome is unknown: no answer until it is known, see batch.go).
+// Nothing is acked that is not durable.
 //
 // # Player state
 //
 // The state of a player (seq and end node of the last acked move, and a
 // 64-bit hash of its path) lives in memory while the player is connected or
 // has moves in flight, shared by all their sockets and requests on this
-// instance (one lock per player), and in the Redis hash <prefix>players
-// (field = player id, value "seq node hash": decimal seq, the end node's
-// wire id, 16 hex digits of FNV-1a over the path's wire ids). It is read
-// from Redis when a player connects and on each HTTP request while the
-// player has no move in flight, so a player finds their state after an
-// ingest restart and on any other instance.
+// instance (one lock per player), then among the remembered states (up to
+// RememberPlayers), and in the Redis hash <prefix>players (field = player
+// id, value "seq node hash": decimal seq, the end node's wire id, 16 hex
+// digits of FNV-1a over the path's wire ids). It is read from Redis when a
+// player connects and on each HTTP request while the player has no move
+// in flight, so a player finds their state after an ingest restart and on
+// any other instance. While Redis is down a player in memory keeps
+// playing; one unknown here is answered unavailable (state.go).
 //
 // # Replies
 //
@@ -57,6 +62,7 @@
 //	player.mu → partition.mu
 //	player.mu → registry shard mu
 //	player.mu → outbox.mu / collector.mu
+//	player.mu → dirtyMu (the states to write back, state.go)
 //	outbox.mu → sendConn.mu
 //	Ingest.connMu is never held with another lock.
 //

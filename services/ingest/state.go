@@ -128,12 +128,19 @@ func (in *Ingest) checkRedis(runID *string) {
 	*runID = id
 	lost := exists.Val() == 0
 	if in.redisDown.Load() || restarted || lost {
-		n := 0
+		// Collected first: states takes player.mu, which comes before
+		// dirtyMu in the lock order.
+		type idState struct {
+			id string
+			st state
+		}
+		var all []idState
+		in.players.states(func(pid string, st state) { all = append(all, idState{pid, st}) })
+		n := len(all)
 		in.dirtyMu.Lock()
-		in.players.states(func(pid string, st state) {
-			in.markDirtyLocked(pid, st)
-			n++
-		})
+		for _, x := range all {
+			in.markDirtyLocked(x.id, x.st)
+		}
 		in.dirtyMu.Unlock()
 		if n > 0 && (restarted || lost) {
 			in.o.Log.Warn("redis lost the player states (restarted or flushed); writing back the states in memory", "players", n, "restarted", restarted)

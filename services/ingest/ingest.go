@@ -133,7 +133,10 @@ type Options struct {
 	Topology natsjs.Topology
 	// NC carries the publishes. Ingest never closes it.
 	NC *nats.Conn
-	// JS, when set, lets Run check at start that the IN stream exists.
+	// JS, when set, lets Run check at start that the IN stream exists, and
+	// lets ingest learn the outcome of a batch JetStream left unanswered
+	// past the duplicate window (by searching the log); without it such
+	// moves stay unanswered until shutdown. Set it in production.
 	JS jetstream.JetStream
 	// Redis holds the player states and the set of dropped treasure ids
 	// under RedisPrefix ("<prefix>players", "<prefix>drops"). Ingest never

@@ -64,15 +64,27 @@ func connectJetStream(url, name string) (*nats.Conn, jetstream.JetStream, error)
 	return nc, js, nil
 }
 
-// connectLog connects to the NATS at url and declares the pipeline's
-// streams (idempotent). The caller closes the connection.
-func connectLog(ctx context.Context, cfg platform.Config, url, name string) (*nats.Conn, jetstream.JetStream, natsjs.Topology, error) {
+// connectLog connects to the NATS at url, declares the pipeline's streams
+// (idempotent) and checks this service's graph (g; nil for a service that
+// does not load it), partition count and radius against the configuration
+// recorded with the streams, recording it when it is the first
+// (natsjs.CheckConfig): a mismatch is refused with an error naming each
+// value that differs. The caller closes the connection.
+func connectLog(ctx context.Context, cfg platform.Config, url, name string, g *graph.Graph) (*nats.Conn, jetstream.JetStream, natsjs.Topology, error) {
 	topo := topology(cfg)
 	nc, js, err := connectJetStream(url, name)
 	if err != nil {
 		return nil, nil, topo, err
 	}
 	if err := topo.Ensure(ctx, js); err != nil {
+		nc.Close()
+		return nil, nil, topo, err
+	}
+	ours := natsjs.PipelineConfig{Partitions: cfg.Partitions, Radius: cfg.Radius, RecordedBy: name}
+	if g != nil {
+		ours.GraphDigest, ours.GraphNodes, ours.Graph = graph.Digest(g), g.NumNodes(), cfg.Graph
+	}
+	if _, err := natsjs.CheckConfig(ctx, js, topo, ours); err != nil {
 		nc.Close()
 		return nil, nil, topo, err
 	}

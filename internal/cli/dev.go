@@ -159,7 +159,7 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 		defer stopNATS()
 		natsURL = url
 	}
-	nc, js, topo, err := connectLog(ctx, cfg, natsURL, "treasure-dev")
+	nc, js, topo, err := connectLog(ctx, cfg, natsURL, "treasure-dev", g)
 	if err != nil {
 		return err
 	}

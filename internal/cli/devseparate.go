@@ -69,7 +69,7 @@ func runDevSeparate(ctx context.Context, f devFlags, cfg platform.Config, env En
 		schema = "dev_" + run
 	}
 	redisPrefix := cfg.StreamPrefix + ":"
-	nc, js, topo, err := connectLog(ctx, cfg, natsURL, "treasure-dev")
+	nc, js, topo, err := connectLog(ctx, cfg, natsURL, "treasure-dev", nil)
 	if err != nil {
 		return err
 	}
@@ -305,7 +305,7 @@ func startDrops(ctx context.Context, ingestURL, admin string, g *graph.Graph, n 
 func deleteRunStreams(js jetstream.JetStream, topo natsjs.Topology, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, name := range []string{topo.InStream(), topo.OutStream(), topo.UpdStream(), topo.DLQStream()} {
+	for _, name := range []string{topo.InStream(), topo.OutStream(), topo.UpdStream(), topo.DLQStream(), "KV_" + topo.ConfigBucket()} {
 		if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			log.Warn("delete the run's stream", "stream", name, "err", err)
 		}

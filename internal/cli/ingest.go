@@ -76,7 +76,7 @@ func runIngest(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
-	nc, js, topo, err := connectLog(ctx, cfg, cfg.NATSURL, "treasure-ingest@"+hostname())
+	nc, js, topo, err := connectLog(ctx, cfg, cfg.NATSURL, "treasure-ingest@"+hostname(), g)
 	if err != nil {
 		return err
 	}

@@ -34,7 +34,7 @@ func runProximity(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
-	nc, js, topo, err := connectLog(ctx, cfg, cfg.NATSURL, "treasure-proximity@"+hostname())
+	nc, js, topo, err := connectLog(ctx, cfg, cfg.NATSURL, "treasure-proximity@"+hostname(), g)
 	if err != nil {
 		return err
 	}

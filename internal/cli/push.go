@@ -51,7 +51,7 @@ func runPush(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
-	nc, js, topo, err := connectLog(ctx, cfg, cfg.NATSURL, "treasure-push@"+hostname())
+	nc, js, topo, err := connectLog(ctx, cfg, cfg.NATSURL, "treasure-push@"+hostname(), nil)
 	if err != nil {
 		return err
 	}

@@ -42,7 +42,7 @@ func runRanker(ctx context.Context, args []string, env Env, io IO) error {
 		return err
 	}
 	tuneGC(env, log, streamingGOGC)
-	nc, js, topo, err := connectLog(ctx, cfg, cfg.NATSURL, "treasure-ranker@"+hostname())
+	nc, js, topo, err := connectLog(ctx, cfg, cfg.NATSURL, "treasure-ranker@"+hostname(), nil)
 	if err != nil {
 		return err
 	}

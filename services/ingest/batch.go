@@ -60,9 +60,9 @@ const (
 )
 
 // errOutcomeUnknown marks the failure of a batch that JetStream never
-// answered within PublishRetryFor: it may be stored. Its moves are
-// answered unavailable and the batch stays with each of its players
-// (player.limbo) until settle learns its outcome.
+// answered before shutdown: it may be stored. Its moves get no answer
+// (reply.unanswered), and the batch stays with each of its players
+// (player.limbo) while this Ingest lives.
 var errOutcomeUnknown = errors.New("no answer from JetStream: outcome unknown")
 
 // settle learns b's outcome, republishing it once (same bytes, same
@@ -231,11 +231,8 @@ func (pt *partition) unresolved(b *batch) {
 	}
 }
 
-// retryLoop republishes the partition's unresolved batches one at a time,
-// oldest first, each with its own bytes and Nats-Msg-Id, until JetStream
-// answers (stored, a duplicate of the lost-ack original, or refused) or
-// PublishRetryFor has passed since its first publish. Then it opens the
-// gate for later batches.
+// retryLoop resolves the partition's unresolved batches one at a time,
+// oldest first (republish), then opens the gate for later batches.
 func (pt *partition) retryLoop() {
 	defer pt.in.retries.Done()
 	for {
@@ -254,27 +251,52 @@ func (pt *partition) retryLoop() {
 	}
 }
 
-// republish publishes b again until the outcome is known or the bound
-// passes, and returns the outcome (nil: stored, once).
+// republish learns the outcome of b, whose publish had no answer, and
+// returns it (nil: stored, once). Its moves stay unanswered until then: a
+// move that may be in the log is never answered with an error. Inside the
+// duplicate window (up to 7/8 of it after the first publish) it publishes
+// b again with the same bytes and Nats-Msg-Id until JetStream answers;
+// after that a republish could be stored a second time, so it looks for
+// b's Nats-Msg-Id in the partition's log instead (natsjs.FindMsgID): found
+// is stored, not found is not stored (errNotStored). It gives up only at
+// shutdown (errOutcomeUnknown): the moves then get no answer at all.
 func (pt *partition) republish(b *batch) error {
 	in := pt.in
 	ctx := in.retryCtx
-	deadline := b.t0.Add(in.o.PublishRetryFor)
+	window := b.t0.Add(in.dupWindow - in.dupWindow/8)
 	for {
-		in.m.republished.Inc()
-		f, err := in.pub.Publish(ctx, pt.subject, b.data, b.id)
-		if err == nil {
-			_, err = f.Wait(ctx)
+		var f *natsjs.Future
+		var err error
+		if time.Now().Before(window) {
+			in.m.republished.Inc()
+			f, err = in.pub.Publish(ctx, pt.subject, b.data, b.id)
+			if err == nil {
+				_, err = f.Wait(ctx)
+			}
+			if ctx.Err() == nil && !natsjs.OutcomeUnknown(err) {
+				return err
+			}
+		} else if in.o.JS != nil {
+			var found bool
+			fctx, cancel := context.WithTimeout(ctx, in.o.StoreTimeout)
+			// The server stamps the message; allow its clock a minute
+			// behind ours.
+			found, err = natsjs.FindMsgID(fctx, in.o.JS, in.o.Topology.InStream(), pt.subject, b.t0.Add(-time.Minute), b.id)
+			cancel()
+			if err == nil {
+				in.m.searched.Inc()
+				if found {
+					return nil
+				}
+				return fmt.Errorf("batch %s: %w", b.id, errNotStored)
+			}
 		}
-		if ctx.Err() == nil && !natsjs.OutcomeUnknown(err) {
-			return err
-		}
-		if ctx.Err() != nil || time.Now().After(deadline) {
+		if ctx.Err() != nil {
 			in.m.unknown.Add(float64(len(b.moves)))
-			return fmt.Errorf("publish %s: %w for %v: %w", b.id, errOutcomeUnknown, time.Since(b.t0).Round(time.Millisecond), err)
+			return fmt.Errorf("publish %s: %w at shutdown after %v: %w", b.id, errOutcomeUnknown, time.Since(b.t0).Round(time.Millisecond), err)
 		}
-		if f == nil { // failed before sending (disconnected): do not spin
-			t := time.NewTimer(min(in.o.RetryAfter, time.Until(deadline)))
+		if f == nil { // failed before sending (disconnected), or a search: do not spin
+			t := time.NewTimer(in.o.RetryAfter)
 			select {
 			case <-t.C:
 			case <-ctx.Done():
@@ -283,6 +305,10 @@ func (pt *partition) republish(b *batch) error {
 		}
 	}
 }
+
+// errNotStored is the outcome of a batch whose publish had no answer and
+// whose Nats-Msg-Id is not in the log after the duplicate window.
+var errNotStored = errors.New("not in the log after the duplicate window: not stored")
 
 // hopBuckets are the buckets of every hop histogram
 // (treasure_<service>_hop_*_seconds): 50 µs to 1 s, each about 1.54 times
@@ -406,8 +432,9 @@ type stateWrite struct {
 
 // complete processes one round of completions: marks the moves stored or
 // failed, writes the new states of the players whose oldest moves are now
-// all stored in one HSET, then acks those moves (or fails them and what
-// depends on them if the write failed).
+// all stored in one HSET, then acks those moves — also when the write
+// failed: a move in the log is applied, so it is never answered with an
+// error (its state is written back later, see writeBackLoop).
 func (in *Ingest) complete(round []completion, touched []*player, writes []stateWrite, args []any, buf []byte) ([]*player, []stateWrite, []any, []byte) {
 	failed := 0
 	var firstErr error
@@ -432,13 +459,15 @@ func (in *Ingest) complete(round []completion, touched []*player, writes []state
 			}
 			if m.status == inFlight {
 				if c.err != nil {
-					in.failFrom(p, m, c.err)
+					// Later moves already stored may now lead the
+					// queue: the player is looked at below too.
+					in.failMove(p, m, c.err)
 				} else {
 					m.status = published
-					if !p.dirty {
-						p.dirty = true
-						touched = append(touched, p)
-					}
+				}
+				if !p.dirty {
+					p.dirty = true
+					touched = append(touched, p)
 				}
 			}
 			p.mu.Unlock()
@@ -464,38 +493,49 @@ func (in *Ingest) complete(round []completion, touched []*player, writes []state
 	if len(writes) == 0 {
 		return touched[:0], writes, args, buf
 	}
-	args = append(args, "hset", in.stateKeyArg)
-	for _, w := range writes {
-		args = append(args, w.p.idArg, w.p.stateArg(w.st))
+	// The moves are in the log: they are applied, and are acked whatever
+	// becomes of the Redis write. A failed write (or Redis known to be
+	// down) leaves the states to be written back when Redis answers
+	// (writeBackLoop); until then this instance keeps them in memory.
+	var err error
+	if in.redisDown.Load() {
+		err = errRedisDown
+	} else {
+		args = append(args, "hset", in.stateKeyArg)
+		for _, w := range writes {
+			args = append(args, w.p.idArg, w.p.stateArg(w.st))
+		}
+		t0 := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), in.o.StoreTimeout)
+		err = in.o.Redis.Do(ctx, args...).Err()
+		cancel()
+		in.m.store.Observe(time.Since(t0).Seconds())
+		if err != nil {
+			in.redisFailed(err)
+		}
 	}
-	t0 := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), in.o.StoreTimeout)
-	err := in.o.Redis.Do(ctx, args...).Err()
-	cancel()
-	in.m.store.Observe(time.Since(t0).Seconds())
 	if err != nil {
-		in.logFailure("player state write failed; moves answered unavailable", err, len(writes))
-		err = fmt.Errorf("write player state: %w", err)
+		in.dirtyMu.Lock()
+		for _, w := range writes {
+			in.markDirtyLocked(w.p.id, w.st)
+		}
+		in.dirtyMu.Unlock()
 	}
 	// Only the completer removes moves from a queue, so each queue still
 	// starts with the n moves counted above.
 	for _, w := range writes {
 		p := w.p
 		p.mu.Lock()
-		if err != nil {
-			in.failFrom(p, p.queue[0], err)
-		} else {
-			for _, m := range p.queue[:w.n] {
-				in.m.accepted.Inc()
-				m.answer(reply{seq: m.seq})
-			}
-			p.acked = w.st
-			rest := copy(p.queue, p.queue[w.n:])
-			clear(p.queue[rest:])
-			p.queue = p.queue[:rest]
-			if rest == 0 {
-				in.players.release(p)
-			}
+		for _, m := range p.queue[:w.n] {
+			in.m.accepted.Inc()
+			m.answer(reply{seq: m.seq})
+		}
+		p.acked = w.st
+		rest := copy(p.queue, p.queue[w.n:])
+		clear(p.queue[rest:])
+		p.queue = p.queue[:rest]
+		if rest == 0 {
+			in.players.release(p)
 		}
 		p.mu.Unlock()
 	}

@@ -33,12 +33,13 @@ func crossingMoves(tb testing.TB, e *testEnv) (p1, p2 []uint64, k1, k2 uint32) {
 	return
 }
 
-// TestFailedPublishFailsTheMovesThatDependOnIt drives the completer by
-// hand: move 1 goes to partition A, move 2 (validated on top of it) to
-// partition B. When B's batch is stored first and A's then fails, both
-// moves are unavailable and the player is back where they were; when A is
+// TestEachMoveIsAnsweredByItsOwnBatch drives the completer by hand: move 1
+// goes to partition A, move 2 (validated on top of it) to partition B.
+// When B's batch is stored first and A's then fails, move 1 is unavailable
+// but move 2, which is in the log and will be applied, is acked (never an
+// error for a stored move) and the player stands after it; when A is
 // stored and B fails, move 1 is acked and the player stands after it.
-func TestFailedPublishFailsTheMovesThatDependOnIt(t *testing.T) {
+func TestEachMoveIsAnsweredByItsOwnBatch(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, small)
 	p1, p2, k1, k2 := crossingMoves(t, e)
@@ -51,7 +52,7 @@ func TestFailedPublishFailsTheMovesThatDependOnIt(t *testing.T) {
 		wantSeq    uint64
 		wantStored bool
 	}{
-		{"earlier move fails after the later one was stored", true, game.CodeUnavailable, game.CodeUnavailable, 0, false},
+		{"earlier move fails after the later one was stored", true, game.CodeUnavailable, "", 2, true},
 		{"later move fails after the earlier one was stored", false, "", game.CodeUnavailable, 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,8 +83,12 @@ func TestFailedPublishFailsTheMovesThatDependOnIt(t *testing.T) {
 			if col.replies[0].code != tc.want1 || col.replies[1].code != tc.want2 {
 				t.Fatalf("replies %+v, want codes %q and %q", col.replies, tc.want1, tc.want2)
 			}
-			if r := col.replies[1]; r.retry != fail.RetryAfter || r.seq != 2 {
-				t.Fatalf("unavailable reply %+v, want seq 2 retry %v", r, fail.RetryAfter)
+			failed := col.replies[1]
+			if tc.failFirst {
+				failed = col.replies[0]
+			}
+			if failed.retry != fail.RetryAfter || failed.code != game.CodeUnavailable {
+				t.Fatalf("unavailable reply %+v, want retry %v", failed, fail.RetryAfter)
 			}
 			p.mu.Lock()
 			head, acked, queued := p.head, p.acked, len(p.queue)
@@ -103,8 +108,9 @@ func TestFailedPublishFailsTheMovesThatDependOnIt(t *testing.T) {
 			}
 			defer in.players.release(p)
 			col = &collector{replies: make([]reply, 1), left: 1, done: make(chan struct{})}
-			if tc.wantSeq == 0 {
-				in.submit(p, 1, p1, col, 0, &sc)
+			if tc.wantSeq == 2 {
+				// From move 2's end.
+				in.submit(p, 3, []uint64{p2[len(p2)-1]}, col, 0, &sc)
 			} else {
 				in.submit(p, 2, p2, col, 0, &sc)
 			}

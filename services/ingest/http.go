@@ -173,6 +173,13 @@ func (in *Ingest) serveMoves(w http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done():
 		return // the client left; the moves go on and their replies are dropped
 	}
+	for _, rep := range col.replies {
+		if rep.unanswered {
+			// A move whose outcome is unknown gets no answer, not an
+			// error: the client sees the request fail and resends.
+			panic(http.ErrAbortHandler)
+		}
+	}
 	status := statusOf(col.replies[0].code)
 	var retry time.Duration
 	for _, rep := range col.replies {

@@ -2,10 +2,11 @@
 // (docs/pipeline.md, "Ingest: player state" and "Routing"): it takes moves
 // over WebSocket (GET /v1/moves/ws) and HTTP (POST /v1/moves), validates
 // each against the whole graph and the player's state, appends the accepted
-// ones to JetStream in per-partition batches, and acknowledges a move only
-// once JetStream has stored its batch and the player's new state is in
-// Redis. It also takes the admin's treasure drops (POST /v1/admin/drops) and
-// appends them to every partition's subject.
+// ones to JetStream in per-partition batches, and acknowledges a move once
+// JetStream has stored its batch (the player's new state is written to
+// Redis first when Redis answers; see "Player state"). It also takes the
+// admin's treasure drops (POST /v1/admin/drops) and appends them to every
+// partition's subject.
 //
 // # A move's way through
 //
@@ -25,25 +26,29 @@
 //     Nats-Msg-Id = instance + partition + batch number;
 //  4. when JetStream acks the batch, the moves of each player are released
 //     in the player's order: their new state is written to Redis (one HSET
-//     per round of completions), then each is acked.
+//     per round of completions; when that fails or Redis is down, the
+//     states are written back later, state.go), then each is acked.
 //
-// A rejected move does not use up its seq and changes no state. When a
-// publish (or the Redis write) fails, the move gets unavailable with
-// retry_after_ms, and so does every later move of the same player that was
-// validated on top of it; the player's state goes back to the last move
-// still standing. Nothing is acked that is not durable.
+// A rejected move does not use up its seq and changes no state. A move
+// in the log is never answered with an error, and a move answered with an
+// error is never in the log: each move is answered by its own batch's
+// outcome (a refused batch: unavailable with retry_after_ms; a batch
+// whose outcome is unknown: no answer until it is known, see batch.go).
+// Nothing is acked that is not durable.
 //
 // # Player state
 //
 // The state of a player (seq and end node of the last acked move, and a
 // 64-bit hash of its path) lives in memory while the player is connected or
 // has moves in flight, shared by all their sockets and requests on this
-// instance (one lock per player), and in the Redis hash <prefix>players
-// (field = player id, value "seq node hash": decimal seq, the end node's
-// wire id, 16 hex digits of FNV-1a over the path's wire ids). It is read
-// from Redis when a player connects and on each HTTP request while the
-// player has no move in flight, so a player finds their state after an
-// ingest restart and on any other instance.
+// instance (one lock per player), then among the remembered states (up to
+// RememberPlayers), and in the Redis hash <prefix>players (field = player
+// id, value "seq node hash": decimal seq, the end node's wire id, 16 hex
+// digits of FNV-1a over the path's wire ids). It is read from Redis when a
+// player connects and on each HTTP request while the player has no move
+// in flight, so a player finds their state after an ingest restart and on
+// any other instance. While Redis is down a player in memory keeps
+// playing; one unknown here is answered unavailable (state.go).
 //
 // # Replies
 //
@@ -57,6 +62,7 @@
 //	player.mu → partition.mu
 //	player.mu → registry shard mu
 //	player.mu → outbox.mu / collector.mu
+//	player.mu → dirtyMu (the states to write back, state.go)
 //	outbox.mu → sendConn.mu
 //	Ingest.connMu is never held with another lock.
 //
@@ -101,7 +107,6 @@ const (
 	DefaultMaxInFlight     = 256
 	DefaultRetryAfter      = time.Second
 	DefaultStoreTimeout    = 5 * time.Second
-	DefaultPublishRetryFor = time.Minute
 	DefaultWriteTimeout    = 10 * time.Second
 	DefaultPingInterval    = 30 * time.Second
 	DefaultMaxQueue        = 1024
@@ -128,7 +133,10 @@ type Options struct {
 	Topology natsjs.Topology
 	// NC carries the publishes. Ingest never closes it.
 	NC *nats.Conn
-	// JS, when set, lets Run check at start that the IN stream exists.
+	// JS, when set, lets Run check at start that the IN stream exists, and
+	// lets ingest learn the outcome of a batch JetStream left unanswered
+	// past the duplicate window (by searching the log); without it such
+	// moves stay unanswered until shutdown. Set it in production.
 	JS jetstream.JetStream
 	// Redis holds the player states and the set of dropped treasure ids
 	// under RedisPrefix ("<prefix>players", "<prefix>drops"). Ingest never
@@ -160,13 +168,6 @@ type Options struct {
 	RetryAfter time.Duration
 	// StoreTimeout bounds each Redis call (default 5 s).
 	StoreTimeout time.Duration
-	// PublishRetryFor bounds how long a batch whose publish had no answer
-	// (an ack timeout, a disconnect) is published again with the same
-	// Nats-Msg-Id before its moves are answered unavailable (default
-	// DefaultPublishRetryFor). It must be well inside the IN stream's
-	// duplicate window, or a late original and a republish could both be
-	// stored; New caps it at half the window.
-	PublishRetryFor time.Duration
 	// WriteTimeout bounds how long a socket waits for its client to take
 	// replies the kernel could not buffer (default 10 s): a client that
 	// does not read is disconnected, and never delays other sockets. PingInterval is the WebSocket
@@ -181,6 +182,14 @@ type Options struct {
 	MaxQueue int
 	// ShutdownTimeout bounds Run's shutdown (default 10 s).
 	ShutdownTimeout time.Duration
+	// RememberPlayers bounds how many player states this instance keeps
+	// in memory after the player's last socket or request ended (default
+	// DefaultRememberPlayers, about 100 bytes each): while Redis is down a
+	// remembered player keeps playing here; one not remembered gets
+	// unavailable until Redis answers. RedisCheckInterval is how often
+	// Redis is checked and failed writes are written back (default 1 s).
+	RememberPlayers    int
+	RedisCheckInterval time.Duration
 	// Log receives start, shutdown and failure lines; nil discards.
 	Log *slog.Logger
 	// Registerer receives the metrics; nil registers nowhere.
@@ -209,9 +218,15 @@ type Ingest struct {
 
 	started atomic.Bool
 	running atomic.Bool
-	// redisErr holds the last Redis health check's failure (nil: healthy),
-	// for Ready: without Redis no move can be acked.
-	redisErr atomic.Pointer[error]
+	// redisDown is set by a failed Redis call and cleared by checkRedis
+	// once Redis answers and the dirty states are written back; redisErr
+	// holds the last failure (nil: healthy). dirty holds the states whose
+	// write failed or was skipped, by player id (state.go).
+	redisDown     atomic.Bool
+	redisErr      atomic.Pointer[error]
+	dirtyMu       sync.Mutex
+	dirty         map[string]state
+	knownPerShard int
 
 	// Completed publishes, handed from the publisher's ack goroutine to
 	// the completer.
@@ -285,13 +300,9 @@ func New(o Options) (*Ingest, error) {
 	def(&o.FlushInterval, DefaultFlushInterval)
 	def(&o.RetryAfter, DefaultRetryAfter)
 	def(&o.StoreTimeout, DefaultStoreTimeout)
-	def(&o.PublishRetryFor, DefaultPublishRetryFor)
 	dupWindow := o.Topology.In.Duplicates
 	if dupWindow <= 0 {
 		dupWindow = natsjs.DefaultDuplicates
-	}
-	if o.PublishRetryFor > dupWindow/2 {
-		o.PublishRetryFor = dupWindow / 2
 	}
 	def(&o.WriteTimeout, DefaultWriteTimeout)
 	def(&o.PingInterval, DefaultPingInterval)
@@ -305,6 +316,10 @@ func New(o Options) (*Ingest, error) {
 	if o.MaxQueue <= 0 {
 		o.MaxQueue = DefaultMaxQueue
 	}
+	if o.RememberPlayers <= 0 {
+		o.RememberPlayers = DefaultRememberPlayers
+	}
+	def(&o.RedisCheckInterval, time.Second)
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -318,19 +333,21 @@ func New(o Options) (*Ingest, error) {
 	}
 	retryCtx, cancelRetry := context.WithCancel(context.Background())
 	in := &Ingest{
-		retryCtx:    retryCtx,
-		dupWindow:   dupWindow,
-		cancelRetry: cancelRetry,
-		o:           o,
-		verifier:    v,
-		limiter:     lim,
-		pub:         pub,
-		instance:    o.Instance + "-" + hex.EncodeToString(suffix[:]),
-		stateKey:    o.RedisPrefix + "players",
-		dropsKey:    o.RedisPrefix + "drops",
-		m:           newMetrics(o.Registerer),
-		cwake:       make(chan struct{}, 1),
-		conns:       make(map[*wsConn]struct{}),
+		retryCtx:      retryCtx,
+		dupWindow:     dupWindow,
+		cancelRetry:   cancelRetry,
+		o:             o,
+		verifier:      v,
+		limiter:       lim,
+		pub:           pub,
+		instance:      o.Instance + "-" + hex.EncodeToString(suffix[:]),
+		stateKey:      o.RedisPrefix + "players",
+		dropsKey:      o.RedisPrefix + "drops",
+		m:             newMetrics(o.Registerer),
+		cwake:         make(chan struct{}, 1),
+		dirty:         make(map[string]state),
+		knownPerShard: max(1, o.RememberPlayers/numShards),
+		conns:         make(map[*wsConn]struct{}),
 		upgrader: websocket.Upgrader{
 			ReadBufferSize:  MaxFrame,
 			WriteBufferPool: &sync.Pool{},
@@ -357,7 +374,9 @@ func New(o Options) (*Ingest, error) {
 // Options.Instance plus a random suffix.
 func (in *Ingest) Instance() string { return in.instance }
 
-// Ready reports nil while Run serves and the NATS connection is up.
+// Ready reports nil while Run serves and the NATS connection is up. Redis
+// is not needed: while it is down, moves go on from the player states in
+// memory (RedisErr says whether it answers).
 func (in *Ingest) Ready() error {
 	if !in.running.Load() {
 		return errors.New("ingest is not running")
@@ -365,32 +384,19 @@ func (in *Ingest) Ready() error {
 	if s := in.o.NC.Status(); s != nats.CONNECTED {
 		return fmt.Errorf("NATS connection is %v", s)
 	}
-	if p := in.redisErr.Load(); p != nil {
-		return fmt.Errorf("redis: %w", *p)
-	}
 	return nil
 }
 
-// redisCheckLoop pings Redis every second until stop closes, recording the
-// outcome for Ready.
-func (in *Ingest) redisCheckLoop(stop <-chan struct{}) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		err := in.o.Redis.Ping(ctx).Err()
-		cancel()
-		if err != nil {
-			in.redisErr.Store(&err)
-		} else {
-			in.redisErr.Store(nil)
-		}
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
+// RedisErr returns the last Redis failure while Redis is considered down
+// (nil: it answers and every player state is written).
+func (in *Ingest) RedisErr() error {
+	if !in.redisDown.Load() {
+		return nil
 	}
+	if p := in.redisErr.Load(); p != nil {
+		return *p
+	}
+	return errRedisDown
 }
 
 // Run processes moves until ctx is cancelled, then shuts down within
@@ -426,7 +432,7 @@ func (in *Ingest) Run(ctx context.Context) error {
 	checkDone := make(chan struct{})
 	go func() {
 		defer close(checkDone)
-		in.redisCheckLoop(stopCheck)
+		in.writeBackLoop(stopCheck, in.o.RedisCheckInterval)
 	}()
 	defer func() { close(stopCheck); <-checkDone }()
 	in.running.Store(true)
@@ -539,10 +545,12 @@ type metrics struct {
 	accepted   prometheus.Counter
 	duplicates prometheus.Counter
 	// republished counts republishes of batches whose publish had no
-	// answer; unknown counts moves answered unavailable although their
-	// batch's outcome stayed unknown for PublishRetryFor.
+	// answer; unknown counts moves left unanswered at shutdown with their
+	// batch's outcome unknown; searched counts outcomes learned by
+	// searching the log after the duplicate window.
 	republished prometheus.Counter
 	unknown     prometheus.Counter
+	searched    prometheus.Counter
 	rejected    map[game.Code]prometheus.Counter
 	batch       prometheus.Histogram
 	publish     prometheus.Histogram
@@ -551,6 +559,11 @@ type metrics struct {
 	slow        prometheus.Counter
 	drops       prometheus.Counter
 	hops        hopMetrics
+	// Redis (state.go).
+	redisUp     prometheus.Gauge
+	dirty       prometheus.Gauge
+	writtenBack prometheus.Counter
+	unknownDown prometheus.Counter
 }
 
 var allCodes = []game.Code{
@@ -561,26 +574,37 @@ var allCodes = []game.Code{
 func newMetrics(r prometheus.Registerer) metrics {
 	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "treasure_ingest_moves_rejected_total", Help: "Moves answered with an error, by code."}, []string{"code"})
 	m := metrics{
-		accepted:   prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_moves_accepted_total", Help: "Moves acked: durable in JetStream, state in Redis."}),
+		accepted:   prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_moves_accepted_total", Help: "Moves acked: durable in JetStream (their state written to Redis, or to be written back)."}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_moves_duplicate_total", Help: "Retries of the last accepted move, acked again without a publish."}),
 		republished: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_batch_republishes_total",
 			Help: "Republishes (same Nats-Msg-Id) of batches whose publish had no answer from JetStream."}),
 		unknown: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_moves_outcome_unknown_total",
-			Help: "Moves answered unavailable although JetStream never answered for their batch within PublishRetryFor (they may be stored)."}),
-		rejected: make(map[game.Code]prometheus.Counter, len(allCodes)),
-		batch:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_batch_events", Help: "Moves per published batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
-		publish:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_publish_seconds", Help: "From a batch's publish to its JetStream ack.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
-		store:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_state_write_seconds", Help: "Redis write of the states released by one round of acks.", Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)}),
-		conns:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_ingest_connections", Help: "Open move WebSockets."}),
-		slow:     prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_slow_disconnects_total", Help: "Move WebSockets closed because the client did not read its replies (WriteTimeout, or too much pending)."}),
-		drops:    prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_treasures_dropped_total", Help: "Treasures new to a drop, published to every partition."}),
-		hops:     newHopMetrics(),
+			Help: "Moves left without an answer at shutdown because JetStream never answered for their batch (they may be stored; the client's resend finds out)."}),
+		searched: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_batch_outcome_searches_total",
+			Help: "Batches whose outcome was learned by searching the log for their Nats-Msg-Id after the duplicate window."}), rejected: make(map[game.Code]prometheus.Counter, len(allCodes)),
+		batch:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_batch_events", Help: "Moves per published batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
+		publish: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_publish_seconds", Help: "From a batch's publish to its JetStream ack.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		store:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_state_write_seconds", Help: "Redis write of the states released by one round of acks.", Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)}),
+		conns:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_ingest_connections", Help: "Open move WebSockets."}),
+		slow:    prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_slow_disconnects_total", Help: "Move WebSockets closed because the client did not read its replies (WriteTimeout, or too much pending)."}),
+		drops:   prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_treasures_dropped_total", Help: "Treasures new to a drop, published to every partition."}),
+		hops:    newHopMetrics(),
+		redisUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_ingest_redis_up",
+			Help: "1 while Redis answers and every player state is written to it, 0 while moves go on from memory."}),
+		dirty: prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_ingest_state_writeback_pending",
+			Help: "Player states acked but not yet in Redis (Redis down or a write failed), written back when it answers."}),
+		writtenBack: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_state_written_back_total",
+			Help: "Player states written back to Redis after it failed, restarted or lost them."}),
+		unknownDown: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_state_unknown_total",
+			Help: "Connections and requests answered unavailable: Redis down and the player not in this instance's memory."}),
 	}
+	m.redisUp.Set(1)
 	for _, c := range allCodes {
 		m.rejected[c] = rejected.WithLabelValues(string(c))
 	}
 	if r != nil {
-		r.MustRegister(m.accepted, m.duplicates, m.republished, m.unknown, rejected, m.batch, m.publish, m.store, m.conns, m.slow, m.drops, m.hops.receivedToPublished)
+		r.MustRegister(m.accepted, m.duplicates, m.republished, m.unknown, m.searched, rejected, m.batch, m.publish, m.store, m.conns, m.slow, m.drops, m.hops.receivedToPublished,
+			m.redisUp, m.dirty, m.writtenBack, m.unknownDown)
 	}
 	return m
 }

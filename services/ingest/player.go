@@ -137,6 +137,9 @@ type reply struct {
 	msg   string
 	retry time.Duration
 	done  bool // set by the sinks
+	// unanswered: the move's outcome is unknown (shutdown); the client
+	// gets no reply for it (its socket closes, its request is aborted).
+	unanswered bool
 }
 
 // answer delivers r to every waiter of m; the sinks that have replies
@@ -209,12 +212,9 @@ func (in *Ingest) settleLimbo(p *player) error {
 			return err
 		}
 		if stored && l.after.Seq > p.acked.Seq {
-			ctx, cancel := context.WithTimeout(context.Background(), in.o.StoreTimeout)
-			err := in.o.Redis.HSet(ctx, in.stateKey, p.id, string(appendState(nil, l.after))).Err()
-			cancel()
-			if err != nil {
-				return fmt.Errorf("write player state: %w", err)
-			}
+			// The move is in the log: the player is at it, whatever
+			// Redis says (a failed write is written back later).
+			in.writeState(p.id, l.after)
 			p.acked, p.head = l.after, l.after
 		}
 		if stored {
@@ -233,6 +233,11 @@ const numShards = 64
 type shard struct {
 	mu sync.Mutex
 	m  map[string]*player
+	// known remembers the acked state of players who left m (no socket,
+	// no request, nothing in flight), at most Options.RememberPlayers
+	// over all shards: with Redis down it is where a returning player's
+	// state comes from (docs/pipeline.md, "Ingest: player state").
+	known map[string]state
 }
 
 // registry holds the players in use, sharded by id.
@@ -247,8 +252,14 @@ func (r *registry) init(in *Ingest) {
 	r.seed = maphash.MakeSeed()
 	for i := range r.shards {
 		r.shards[i].m = make(map[string]*player)
+		r.shards[i].known = make(map[string]state)
 	}
 }
+
+// errStateUnknown is attach's failure for a player this instance does not
+// remember while Redis does not answer: their last accepted move is
+// unknown here, so no move of theirs can be validated.
+var errStateUnknown = errors.New("player state unknown to this instance while Redis is down")
 
 // attach returns the player named id, shared with every other user of
 // that player on this instance, with their state refreshed from Redis
@@ -259,6 +270,10 @@ func (r *registry) attach(ctx context.Context, id string) (*player, error) {
 	p := s.m[id]
 	if p == nil {
 		p = &player{id: id, in: r.in, shard: s, idArg: id}
+		if st, ok := s.known[id]; ok {
+			p.acked, p.head, p.loaded = st, st, true
+			delete(s.known, id)
+		}
 		s.m[id] = p
 	}
 	p.refs++
@@ -275,14 +290,28 @@ func (r *registry) attach(ctx context.Context, id string) (*player, error) {
 }
 
 // refresh reads p's state from Redis unless moves of p are in flight here
-// (then memory is ahead of Redis). p.mu must be held.
+// (then memory is ahead of Redis). While Redis is down (or when the read
+// fails) a player this instance remembers keeps their state from memory;
+// one it does not know gets errStateUnknown. p.mu must be held.
 func (r *registry) refresh(ctx context.Context, p *player) error {
 	if len(p.queue) > 0 {
 		return nil
 	}
+	if r.in.redisDown.Load() {
+		if p.loaded {
+			return nil
+		}
+		r.in.m.unknownDown.Inc()
+		return errStateUnknown
+	}
 	st, found, err := r.load(ctx, p.id)
 	if err != nil {
-		return err
+		r.in.redisFailed(err)
+		if p.loaded {
+			return nil
+		}
+		r.in.m.unknownDown.Inc()
+		return fmt.Errorf("%w: %w", errStateUnknown, err)
 	}
 	// Another instance may have moved the player on since; Redis never
 	// goes back.
@@ -312,14 +341,51 @@ func (r *registry) load(ctx context.Context, id string) (state, bool, error) {
 }
 
 // release drops one reference taken by attach or by a non-empty queue.
+// The last one moves the player's acked state to the shard's known
+// states. (The releaser is then the only user of p; every goroutine that
+// wrote p.acked released or held p afterwards, through s.mu.)
 func (r *registry) release(p *player) {
 	s := p.shard
 	s.mu.Lock()
 	p.refs--
 	if p.refs == 0 {
 		delete(s.m, p.id)
+		if p.loaded && p.acked.Seq > 0 {
+			if len(s.known) >= r.in.knownPerShard {
+				for id := range s.known { // evict one at random
+					delete(s.known, id)
+					break
+				}
+			}
+			s.known[p.id] = p.acked
+		}
 	}
 	s.mu.Unlock()
+}
+
+// states calls f with every player state this instance holds in memory:
+// the acked state of the players in use and the known ones. f must not
+// call back into the registry.
+func (r *registry) states(f func(id string, st state)) {
+	var ps []*player
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.Lock()
+		for id, st := range s.known {
+			f(id, st)
+		}
+		for _, p := range s.m {
+			ps = append(ps, p)
+		}
+		s.mu.Unlock()
+	}
+	for _, p := range ps {
+		p.mu.Lock()
+		if p.loaded && p.acked.Seq > 0 {
+			f(p.id, p.acked)
+		}
+		p.mu.Unlock()
+	}
 }
 
 // hold takes the queue's reference; p.mu must be held.
@@ -432,9 +498,16 @@ func (in *Ingest) reject(s sink, slot, seq uint64, code game.Code, msg string, r
 	s.deliver(slot, reply{seq: seq, code: code, msg: msg, retry: retry})
 }
 
-// failFrom answers m and every later move in p's queue with unavailable
-// and rolls p's state back to the move before m. p.mu must be held.
-func (in *Ingest) failFrom(p *player, m *pending, err error) {
+// failMove answers m, whose batch was not stored (or whose outcome stays
+// unknown at shutdown), and takes it out of p's queue. The later moves of
+// the queue keep their own fate: each is answered by the outcome of its
+// own batch, so that a move in the log is never answered with an error
+// (one validated on top of m and stored is acked; the log then holds it
+// after m's predecessor, and push's order release covers the gap). A move
+// whose outcome is unknown is not answered at all (reply.unanswered): its
+// socket is closed or its request aborted, and the client's resend finds
+// out. p.mu must be held.
+func (in *Ingest) failMove(p *player, m *pending, err error) {
 	i := 0
 	for i < len(p.queue) && p.queue[i] != m {
 		i++
@@ -442,18 +515,22 @@ func (in *Ingest) failFrom(p *player, m *pending, err error) {
 	if i == len(p.queue) {
 		return
 	}
-	r := reply{code: game.CodeUnavailable, msg: "the move could not be stored; send it again", retry: in.retryAfter(err)}
-	for _, q := range p.queue[i:] {
-		r.seq = q.seq
-		in.m.reject(game.CodeUnavailable)
-		q.answer(r)
-	}
-	clear(p.queue[i:])
-	p.queue = p.queue[:i]
-	if i > 0 {
-		p.head = p.queue[i-1].after
+	r := reply{seq: m.seq, code: game.CodeUnavailable, msg: "the move could not be stored; send it again", retry: in.retryAfter(err)}
+	if errors.Is(err, errOutcomeUnknown) {
+		r = reply{seq: m.seq, unanswered: true}
 	} else {
+		in.m.reject(game.CodeUnavailable)
+	}
+	m.answer(r)
+	last := i == len(p.queue)-1
+	copy(p.queue[i:], p.queue[i+1:])
+	p.queue[len(p.queue)-1] = nil
+	p.queue = p.queue[:len(p.queue)-1]
+	switch {
+	case len(p.queue) == 0:
 		p.head = p.acked
 		in.players.release(p)
+	case last:
+		p.head = p.queue[len(p.queue)-1].after
 	}
 }

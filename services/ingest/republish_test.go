@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"treasure/internal/game"
 	"treasure/internal/natsjs"
 	"treasure/internal/testenv"
 )
@@ -276,34 +277,49 @@ func jetstreamOf(tb testing.TB, nc *nats.Conn) jetstream.JetStream {
 	return js
 }
 
-// TestUnknownOutcomeThenResend: JetStream gives no answer for longer than
-// PublishRetryFor, so the moves are answered unavailable although they are
-// stored (the proxy held back the acks). The client's resends (same seq,
-// same path) after the server answers again are acked, and nothing is
-// stored twice; the next new move continues from them.
-func TestUnknownOutcomeThenResend(t *testing.T) {
+// TestNoAnswerUntilTheOutcomeIsKnown: JetStream's answers are held back
+// for longer than the IN stream's duplicate window (2 s here), so the
+// batch's outcome cannot be learned by republishing. The moves are not
+// answered with an error meanwhile (a move that may be in the log never
+// is): once the server answers again, ingest searches the log for the
+// batch's Nats-Msg-Id, finds it, and acks them, each stored once; the
+// next move continues from them.
+func TestNoAnswerUntilTheOutcomeIsKnown(t *testing.T) {
 	t.Parallel()
-	e, px, mod := stalledEnv(t)
+	url, _ := testenv.EmbeddedNATS(t)
+	in := small
+	in.Duplicates = 2 * time.Second
+	e := newEnvAt(t, url, in)
+	px := newStallProxy(t, url)
+	nc := testenv.ConnectNATS(t, px.url())
+	js := jetstreamOf(t, nc)
+	const ackTimeout = 300 * time.Millisecond
 	s := e.start(t, func(o *Options) {
-		mod(o)
-		o.PublishRetryFor = 500 * time.Millisecond
+		o.NC, o.JS = nc, js
+		o.AckTimeout = ackTimeout
+		o.RetryAfter = 100 * time.Millisecond
 	})
 	c := s.dial(t, "limbo")
 	w := newWalker(e.g, 91)
 	s1, p1 := w.step(3)
 	s2, p2 := w.step(3)
 	px.pause()
+	t0 := time.Now()
 	c.send(moveLine(s1, p1), moveLine(s2, p2))
-	c.expectError(s1, "unavailable")
-	c.expectError(s2, "unavailable")
-	if n := counterValue(t, s.in.m.unknown); n < 1 {
-		t.Fatalf("%v moves counted as outcome unknown", n)
+	// Past 7/8 of the window no republish is tried; one started before
+	// has timed out AckTimeout later.
+	for time.Since(t0) < in.Duplicates+2*ackTimeout {
+		time.Sleep(50 * time.Millisecond)
 	}
 	px.resume()
-	c.send(moveLine(s1, p1))
 	c.expectAck(s1)
-	c.send(moveLine(s2, p2))
 	c.expectAck(s2)
+	if n := counterValue(t, s.in.m.searched); n < 1 {
+		t.Errorf("%v outcomes learned by searching the log, want at least 1", n)
+	}
+	if n := counterValue(t, s.in.m.rejected[game.CodeUnavailable]); n != 0 {
+		t.Errorf("%v moves answered unavailable", n)
+	}
 	s3, p3 := w.step(3)
 	c.send(moveLine(s3, p3))
 	c.expectAck(s3)

@@ -204,12 +204,16 @@ func (c *wsConn) flush() {
 			c.frame = nil
 		}
 		o.mu.Lock()
-		if !more && !o.readyLocked() {
+		if o.dead || !more && !o.readyLocked() {
 			break
 		}
 	}
 	o.writing = false
+	dead := o.dead
 	o.mu.Unlock()
+	if dead {
+		c.close()
+	}
 }
 
 // reserve takes the outbox's next slot for a move of the frame being
@@ -322,6 +326,7 @@ type outbox struct {
 	max        int
 	head, next uint64        // slots [head, next) are reserved
 	writing    bool          // a goroutine is in wsConn.flush
+	dead       bool          // the oldest reply is unanswered: close the socket
 	space      chan struct{} // to the reader: slots were freed, or writes resumed
 	// blocked, when set, holds reservations back while it reports true
 	// (the client is not reading its replies).
@@ -402,6 +407,12 @@ func (o *outbox) takeLocked(dst []byte) (frame []byte, more bool) {
 	for o.head < o.next {
 		s := &o.slots[o.head%n]
 		if !s.done {
+			break
+		}
+		if s.unanswered {
+			// No reply may be written for this move, nor (in order) for
+			// any after it: the socket is closed (wsConn.flush).
+			o.dead = true
 			break
 		}
 		if len(dst) >= maxOutFrame {

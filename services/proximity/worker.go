@@ -113,8 +113,10 @@ type Worker struct {
 
 type metrics struct {
 	moves, claims, drops, notices prometheus.Counter
-	rebuilds                      prometheus.Counter
-	batch                         prometheus.Histogram
+	// foreign counts moves for a node the partition does not own.
+	foreign  prometheus.Counter
+	rebuilds prometheus.Counter
+	batch    prometheus.Histogram
 	// Per-hop latency of every move evaluated live (docs/operations.md):
 	// from the log storing its input message to this worker beginning to
 	// apply it (the queue), and from then to the JetStream ack of the
@@ -149,10 +151,12 @@ type inputHops struct {
 
 func newMetrics(r prometheus.Registerer) metrics {
 	m := metrics{
-		moves:    prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_moves_total", Help: "Moves evaluated (live, not rebuilds)."}),
-		claims:   prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_claims_total", Help: "Treasures claimed by moves ending on their node."}),
-		drops:    prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_drops_total", Help: "Treasure drops applied."}),
-		notices:  prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_claim_notices_total", Help: "Claims decided by other partitions applied here."}),
+		moves:   prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_moves_total", Help: "Moves evaluated (live, not rebuilds)."}),
+		claims:  prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_claims_total", Help: "Treasures claimed by moves ending on their node."}),
+		drops:   prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_drops_total", Help: "Treasure drops applied."}),
+		notices: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_claim_notices_total", Help: "Claims decided by other partitions applied here."}),
+		foreign: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_moves_not_owned_total",
+			Help: "Moves whose last node this worker's partition does not own (or its graph does not hold): never applied, dead-lettered to <prefix>.dlq. Any is a configuration mismatch."}),
 		rebuilds: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_rebuilds_total", Help: "Partition engines rebuilt from the log after a failure or at start."}),
 		batch:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_batch_seconds", Help: "Time to process one consumer batch, publishes included.", Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14)}),
 		logWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_hop_log_wait_seconds",
@@ -180,7 +184,7 @@ func newMetrics(r prometheus.Registerer) metrics {
 	m.rebuild = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_rebuild_seconds",
 		Help: "Time from a partition's (re)start to serving: checkpoint load plus tail replay.", Buckets: secs})
 	if r != nil {
-		r.MustRegister(m.moves, m.claims, m.drops, m.notices, m.rebuilds, m.inputs, m.batch, m.logWait, m.consumedToResult,
+		r.MustRegister(m.moves, m.claims, m.drops, m.notices, m.foreign, m.rebuilds, m.inputs, m.batch, m.logWait, m.consumedToResult,
 			m.replayed, m.ckptWritten, m.ckptFailed, m.ckptInvalid, m.ckptLoaded, m.ckptBytes, m.ckptPause, m.ckptWrite, m.ckptLoad, m.rebuild)
 	}
 	return m
@@ -316,6 +320,15 @@ type partition struct {
 	// the sequence it covers; dirty while a batch is being handled (its
 	// outputs are not all stored yet: no checkpoint may cover it); the
 	// upload in flight, if any (nil otherwise), which delivers its error.
+	// Moves of the input being applied that this partition cannot apply
+	// (not its node), dead-lettered once the input is applied; and the
+	// last time such a move was logged, with the count kept quiet since.
+	foreign      []*eventpb.Event
+	foreignIdx   []int
+	foreignWhy   string
+	foreignLogAt time.Time
+	foreignQuiet int
+
 	fingerprint uint32
 	ckptAt      time.Time
 	ckptSeq     uint64
@@ -659,6 +672,8 @@ func (p *partition) apply(m natsjs.Msg, md mode) error {
 	}
 	o := p.w.o
 	p.out.Reset()
+	clear(p.foreign)
+	p.foreign, p.foreignIdx, p.foreignWhy = p.foreign[:0], p.foreignIdx[:0], ""
 	// Hop timestamps (live only): they travel in the output batches'
 	// headers and feed the histograms; nothing computed depends on them.
 	var published, consumed int64
@@ -718,14 +733,25 @@ func (p *partition) apply(m natsjs.Msg, md mode) error {
 			}
 			lastID := p.mv.Path[len(p.mv.Path)-1]
 			last, ok := graph.Index(uint64(lastID), o.Graph.NumNodes())
-			if !ok {
-				continue // ingest validated it; a foreign graph's move is skipped
-			}
 			var prox game.Proximity
 			var err error
-			p.claims, prox, err = p.e.Move(last, p.claims[:0])
-			if err != nil {
-				continue // not ours: routed by another partitioning
+			if ok {
+				p.claims, prox, err = p.e.Move(last, p.claims[:0])
+			}
+			if !ok || err != nil {
+				// Not a node of this graph, or not this partition's:
+				// routed by another graph or partitioning (a mismatch
+				// natsjs.CheckConfig refuses at start). Never dropped
+				// silently: counted, logged and dead-lettered (live; a
+				// rebuild or replay skips it again).
+				if publish {
+					why := "its last node %d is not in this worker's graph"
+					if ok {
+						why = "its last node %d is not owned by this partition"
+					}
+					p.unowned(m, fmt.Sprintf(why, lastID))
+				}
+				continue
 			}
 			player := string(p.mv.Player)
 			p.lastSeq[player] = p.mv.Seq
@@ -781,6 +807,9 @@ func (p *partition) apply(m natsjs.Msg, md mode) error {
 	if err := flush(); err != nil {
 		return err
 	}
+	if err := p.deadLetterUnowned(m); err != nil {
+		return err
+	}
 	if !publish || len(notices) == 0 {
 		return nil
 	}
@@ -802,4 +831,47 @@ func (p *partition) apply(m natsjs.Msg, md mode) error {
 		p.futures = append(p.futures, f)
 	}
 	return nil
+}
+
+// unowned records the move being read (p.mv, at p.rd.Index() of input m)
+// as one this partition cannot apply, for deadLetterUnowned; it counts it
+// and logs at most once every 10 s per partition, with the count kept
+// quiet meanwhile.
+func (p *partition) unowned(m natsjs.Msg, why string) {
+	p.w.m.foreign.Inc()
+	pm := &eventpb.MoveAccepted{}
+	p.mv.Proto(pm)
+	p.foreign = append(p.foreign, &eventpb.Event{Kind: &eventpb.Event_Move{Move: pm}})
+	p.foreignIdx = append(p.foreignIdx, p.rd.Index())
+	if p.foreignWhy == "" {
+		p.foreignWhy = why
+	}
+	if now := time.Now(); now.Sub(p.foreignLogAt) >= 10*time.Second {
+		p.w.o.Log.Error("move not owned by this partition: dead-lettered, not applied (is every service started with the same TREASURE_GRAPH and TREASURE_PARTITIONS?)",
+			"partition", p.k, "input_seq", m.Seq, "player", pm.GetPlayer(), "seq", pm.GetSeq(), "why", why, "similar_not_logged", p.foreignQuiet)
+		p.foreignLogAt, p.foreignQuiet = now, 0
+	} else {
+		p.foreignQuiet++
+	}
+}
+
+// deadLetterUnowned publishes the moves of input m that unowned recorded
+// to the dead-letter subject, one message for all of them, and waits for
+// JetStream to store it (before m's ack: a worker killed in between
+// dead-letters them again under the same Nats-Msg-Id).
+func (p *partition) deadLetterUnowned(m natsjs.Msg) error {
+	if len(p.foreign) == 0 {
+		return nil
+	}
+	defer func() {
+		clear(p.foreign)
+		p.foreign, p.foreignIdx, p.foreignWhy = p.foreign[:0], p.foreignIdx[:0], ""
+	}()
+	data, err := event.AppendBatch(nil, p.foreign)
+	if err != nil {
+		return fmt.Errorf("input seq %d: dead letter: %w", m.Seq, err)
+	}
+	o := p.w.o
+	reason := fmt.Sprintf("%d move(s) not applied by partition %d of %d: %s", len(p.foreign), p.k, o.Topology.Partitions, p.foreignWhy)
+	return natsjs.DeadLetterEvents(context.Background(), o.JS, o.Topology.DLQSubject(), m, o.Topology.InStream(), p.durable(), p.foreignIdx, data, reason)
 }

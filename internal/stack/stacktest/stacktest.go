@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"treasure/internal/graph"
 	"treasure/internal/natsjs"
 	"treasure/internal/ratelimit"
@@ -24,6 +26,10 @@ type Options struct {
 	Secret     string          // the services' JWT secret
 	Partitions int             // graph partitions; default 2
 	RateLimit  ratelimit.Limit // zero: SPEC's default
+	// Redis, when set, is used instead of the shared server (a private
+	// one a fault test kills), with RedisPrefix (default "t:").
+	Redis       *redis.Client
+	RedisPrefix string
 }
 
 // Pipeline is a running stack and where to reach it.
@@ -53,7 +59,12 @@ func Start(tb testing.TB, o Options) Pipeline {
 		tb.Fatal(err)
 	}
 	nc, js, prefix := testenv.JetStream(tb)
-	rdb, rprefix := testenv.Redis(tb)
+	rdb, rprefix := o.Redis, o.RedisPrefix
+	if rdb == nil {
+		rdb, rprefix = testenv.Redis(tb)
+	} else if rprefix == "" {
+		rprefix = "t:"
+	}
 	pool, schema := testenv.Postgres(tb)
 	small := natsjs.Limits{MaxBytes: 64 << 20, MaxMsgs: 200_000}
 	topo := natsjs.Topology{Prefix: prefix, Partitions: o.Partitions, In: small, Out: small, Upd: small, DLQ: small}

@@ -1,0 +1,73 @@
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// FindMsgID reports whether stream holds, on subject, a message stored at
+// or after since whose Nats-Msg-Id header is id. It reads the headers only
+// (an ephemeral ordered consumer, headers-only, from since) up to the
+// stream's last message at the time of the call, so its cost is the
+// messages of subject stored since then. It is how a publisher learns the
+// outcome of a publish that got no answer once the duplicate window, in
+// which a republish with the same id would tell, has passed: found means
+// stored; not found means not stored by the time of the call (a publish
+// still in flight inside the server could be stored later; after far
+// longer than any publish takes, none is).
+func FindMsgID(ctx context.Context, js jetstream.JetStream, stream, subject string, since time.Time, id string) (bool, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return false, fmt.Errorf("find msg id %s in %s: %w", id, stream, err)
+	}
+	if s.CachedInfo().State.Msgs == 0 {
+		return false, nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+		HeadersOnly:    true,
+	}
+	oc, err := s.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return false, fmt.Errorf("find msg id %s in %s: %w", id, stream, err)
+	}
+	it, err := oc.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return false, fmt.Errorf("find msg id %s in %s: %w", id, stream, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		m, err := it.Next(jetstream.NextMaxWait(200 * time.Millisecond))
+		switch {
+		case ctx.Err() != nil:
+			return false, ctx.Err()
+		case errors.Is(err, nats.ErrTimeout):
+			done, err := caughtUp(ctx, oc)
+			if err != nil {
+				return false, fmt.Errorf("find msg id %s in %s: %w", id, stream, err)
+			}
+			if done {
+				return false, nil
+			}
+			continue
+		case err != nil:
+			return false, fmt.Errorf("find msg id %s in %s: %w", id, stream, err)
+		}
+		if m.Headers().Get(jetstream.MsgIDHeader) == id {
+			return true, nil
+		}
+		md, err := m.Metadata()
+		if err == nil && md.NumPending == 0 {
+			return false, nil
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -22,6 +23,7 @@ import (
 
 // world is one test's streams (two partitions, small caps) and buckets.
 type world struct {
+	nc    *nats.Conn
 	js    jetstream.JetStream
 	topo  natsjs.Topology
 	store *natsjs.Checkpoints
@@ -29,7 +31,7 @@ type world struct {
 
 func newWorld(tb testing.TB, capMsgs int64) world {
 	tb.Helper()
-	_, js, prefix := testenv.JetStream(tb)
+	nc, js, prefix := testenv.JetStream(tb)
 	l := natsjs.Limits{MaxBytes: 1 << 20, MaxMsgs: capMsgs}
 	topo := natsjs.Topology{Prefix: prefix, Partitions: 2, In: l, Out: l, Upd: l, DLQ: l}
 	ctx := ctxFor(tb)
@@ -40,7 +42,7 @@ func newWorld(tb testing.TB, capMsgs int64) world {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return world{js: js, topo: topo, store: store}
+	return world{nc: nc, js: js, topo: topo, store: store}
 }
 
 func ctxFor(tb testing.TB) context.Context {
@@ -153,14 +155,19 @@ func tinyGraph(tb testing.TB) *graph.Graph {
 // proxCkpt stores a sound proximity checkpoint of partition k at seq.
 func (w world) proxCkpt(tb testing.TB, k int, seq uint64) {
 	tb.Helper()
+	if err := w.store.Put(ctxFor(tb), k, seq, proxCkptBytes(tb, k, w.topo.Partitions, seq)); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// proxCkptBytes is a sound proximity checkpoint of partition k of
+// partitions at seq (over a tiny graph).
+func proxCkptBytes(tb testing.TB, k, partitions int, seq uint64) []byte {
 	g := tinyGraph(tb)
 	e := game.NewEngine(g, 5)
 	e.Drop(game.Treasure{ID: "t", Node: 1, Points: 3})
-	data := e.AppendCheckpoint(nil, &game.CheckpointMeta{Partition: uint32(k), Partitions: uint32(w.topo.Partitions), Seq: seq,
+	return e.AppendCheckpoint(nil, &game.CheckpointMeta{Partition: uint32(k), Partitions: uint32(partitions), Seq: seq,
 		Players: map[string]uint64{"ann": 4}}, game.Fingerprint(g))
-	if err := w.store.Put(ctxFor(tb), k, seq, data); err != nil {
-		tb.Fatal(err)
-	}
 }
 
 // pushCkptBytes is a sound push checkpoint at seq of no players and no
@@ -296,4 +303,10 @@ func metric(tb testing.TB, reg *prometheus.Registry, name string, labels map[str
 		}
 	}
 	return 0, false
+}
+
+func init() {
+	// A checkpoint read that hangs (its object deleted under it) gives up
+	// sooner in tests, on a loaded box.
+	goneEvery = 50 * time.Millisecond
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -90,14 +91,12 @@ func readCheckpoints(ctx context.Context, js jetstream.JetStream, t natsjs.Topol
 		missing("checkpoint bucket unreadable: " + err.Error())
 		return ck, err
 	}
-	all, err := store.List(ctx)
+	// Not store.List: the object store's listing (a watcher that waits
+	// for a message with nothing pending) can wait for ever on
+	// nats-server 2.9 when a delete races it and nothing is written after.
+	all, pushes, err := listCheckpoints(ctx, js, t)
 	if err != nil {
 		missing("checkpoints could not be listed: " + err.Error())
-		return ck, err
-	}
-	pushes, err := store.PushList(ctx)
-	if err != nil {
-		missing("push checkpoints could not be listed: " + err.Error())
 		return ck, err
 	}
 	var errs []error
@@ -110,17 +109,67 @@ func readCheckpoints(ctx context.Context, js jetstream.JetStream, t natsjs.Topol
 			}
 		}
 		h, err := oldestValid(ctx, "proximity-checkpoint", fmt.Sprintf("in-%d", k), list, cache, keep, func(ci natsjs.CheckpointInfo) ([]byte, error) {
-			return store.Get(ctx, k, ci.Seq)
+			return fetch(ctx, store, ci, func(ctx context.Context) ([]byte, error) { return store.Get(ctx, k, ci.Seq) })
 		}, func(data []byte, seq uint64) error { return checkProximity(data, k, t.Partitions, seq) })
 		ck.part[k] = h
 		errs = append(errs, err)
 	}
 	ck.push, err = oldestValid(ctx, "push-checkpoint", "out-push", pushes, cache, keep, func(ci natsjs.CheckpointInfo) ([]byte, error) {
-		return store.PushGet(ctx, ci.Seq)
+		return fetch(ctx, store, ci, func(ctx context.Context) ([]byte, error) { return store.PushGet(ctx, ci.Seq) })
 	}, checkPush)
 	errs = append(errs, err)
 	cache.retain(keep)
 	return ck, errors.Join(errs...)
+}
+
+// fetchTimeout bounds the fetch of one checkpoint; goneEvery is how often
+// a fetch in progress looks whether its object is still there.
+var (
+	fetchTimeout = 30 * time.Second
+	goneEvery    = 500 * time.Millisecond
+)
+
+// fetch gets a checkpoint's bytes. The object store's read waits for
+// every chunk the object's meta names, so a checkpoint deleted meanwhile
+// makes it wait for ever, and that is routine here: the oldest kept
+// checkpoint, which retention reads, is the next one its writer prunes.
+// So while the read runs, fetch looks every goneEvery whether the object
+// is still there, and gives up with jetstream.ErrObjectNotFound when it is
+// not (deleted or replaced); fetchTimeout bounds the rest.
+func fetch(ctx context.Context, store *natsjs.Checkpoints, ci natsjs.CheckpointInfo, get func(context.Context) ([]byte, error)) ([]byte, error) {
+	gone := func() bool {
+		info, err := store.Store().GetInfo(ctx, ci.Name, jetstream.GetObjectInfoShowDeleted())
+		return errors.Is(err, jetstream.ErrObjectNotFound) || err == nil && (info.Deleted || !info.ModTime.Equal(ci.Time))
+	}
+	errGone := fmt.Errorf("%w (deleted or replaced while read)", jetstream.ErrObjectNotFound)
+	fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
+	type result struct {
+		data []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		data, err := get(fctx)
+		done <- result{data, err}
+	}()
+	tick := time.NewTicker(goneEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case r := <-done:
+			if r.err != nil && ctx.Err() == nil && !errors.Is(r.err, jetstream.ErrObjectNotFound) && gone() {
+				return nil, errGone
+			}
+			return r.data, r.err
+		case <-tick.C:
+			if gone() {
+				cancel()
+				<-done
+				return nil, errGone
+			}
+		}
+	}
 }
 
 // oldestValid walks list (newest first) from its oldest end and returns
@@ -136,6 +185,9 @@ func oldestValid(ctx context.Context, kind, series string, list []natsjs.Checkpo
 		verdict, known := cache.get(key)
 		if !known {
 			data, err := get(ci)
+			if errors.Is(err, jetstream.ErrObjectNotFound) {
+				continue // deleted since the listing (pruned): nobody falls back to it
+			}
 			if err != nil {
 				return Holder{Kind: kind, Name: ci.Name, Missing: true, Detail: "could not be fetched: " + err.Error()},
 					fmt.Errorf("checkpoint %s: %w", ci.Name, err)
@@ -158,6 +210,79 @@ func oldestValid(ctx context.Context, kind, series string, list []natsjs.Checkpo
 		detail = fmt.Sprintf("none of the %d checkpoints passes the checks: nothing is trimmed", refused)
 	}
 	return Holder{Kind: kind, Name: series, Missing: true, Detail: detail}, nil
+}
+
+// listCheckpoints lists the checkpoint bucket's objects from its meta
+// subjects (the stream's subject list, then the last meta message of
+// each): proximity checkpoints by partition and push checkpoints, newest
+// first, as natsjs.Checkpoints.List and PushList do.
+func listCheckpoints(ctx context.Context, js jetstream.JetStream, t natsjs.Topology) (prox, push []natsjs.CheckpointInfo, err error) {
+	bucket := t.CheckpointBucket()
+	s, err := js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		return nil, nil, err
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter("$O."+bucket+".M.>"))
+	if err != nil {
+		return nil, nil, err
+	}
+	for subj := range info.State.Subjects {
+		m, err := s.GetLastMsgForSubject(ctx, subj)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		var oi jetstream.ObjectInfo
+		if err := json.Unmarshal(m.Data, &oi); err != nil || oi.Deleted {
+			continue
+		}
+		ci := natsjs.CheckpointInfo{Name: oi.Name, Size: oi.Size, Time: m.Time}
+		if part, seq, ok := parseSeries(oi.Name, "in-"); ok {
+			ci.Partition, ci.Seq = part, seq
+			prox = append(prox, ci)
+		} else if _, seq, ok := parseSeries(oi.Name, "out-push"); ok {
+			ci.Partition, ci.Seq = -1, seq
+			push = append(push, ci)
+		}
+	}
+	newestFirst := func(a, b natsjs.CheckpointInfo) int {
+		if a.Partition != b.Partition {
+			return a.Partition - b.Partition
+		}
+		switch {
+		case a.Seq > b.Seq:
+			return -1
+		case a.Seq < b.Seq:
+			return 1
+		}
+		return 0
+	}
+	slices.SortFunc(prox, newestFirst)
+	slices.SortFunc(push, newestFirst)
+	return prox, push, nil
+}
+
+// parseSeries parses natsjs's checkpoint object names:
+// "in-<k>/<20 digits>" (series "in-") and "out-push/<20 digits>".
+func parseSeries(name, series string) (part int, seq uint64, ok bool) {
+	dir, digits, found := strings.Cut(name, "/")
+	if !found || len(digits) != 20 || !strings.HasPrefix(dir, series) {
+		return 0, 0, false
+	}
+	seq, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	if series == "in-" {
+		p, err := strconv.Atoi(dir[len(series):])
+		if err != nil || p < 0 || strconv.Itoa(p) != dir[len(series):] {
+			return 0, 0, false
+		}
+		return p, seq, true
+	}
+	return 0, seq, dir == series
 }
 
 // checkCache remembers verdicts on checkpoint objects, so that each one

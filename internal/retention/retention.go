@@ -98,6 +98,8 @@ type Options struct {
 	HighWater float64
 	// Every is how often Run trims; 0 means DefaultEvery.
 	Every time.Duration
+	// Timeout bounds one pass of Run; 0 means the longer of Every and 30 s.
+	Timeout time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Registerer receives the metrics (see metrics.go); nil: none.
@@ -118,6 +120,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Every <= 0 {
 		o.Every = DefaultEvery
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = max(o.Every, 30*time.Second)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -171,7 +176,10 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) error {
 	t := time.NewTicker(r.o.Every)
 	defer t.Stop()
 	for {
-		if _, err := r.Once(ctx); err != nil && ctx.Err() == nil {
+		pctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
+		_, err := r.Once(pctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
 			r.o.Logger.Warn("retention pass failed; the next one tries again", "err", err, "retry_in", r.o.Every)
 		}
 		select {

@@ -174,7 +174,7 @@ func proxCkptBytes(tb testing.TB, k, partitions int, seq uint64) []byte {
 // leaderboard (services/push/checkpoint.go's format, version 1).
 func pushCkptBytes(seq uint64) []byte {
 	le := binary.LittleEndian
-	players := []byte{0}      // no players
+	players := []byte{0}     // no players
 	board := []byte{0, 0, 0} // not seen, version 0, no message
 	b := make([]byte, 48)
 	copy(b, pushMagic)

@@ -64,7 +64,25 @@ func TestKilledInstanceAfterRetentionContinuesIds(t *testing.T) {
 	e.publish(t, e.topo.OutSubject(1), proxN("ann", 21, 5)...)      // seq 6: ids 21-25
 	e.publish(t, e.topo.OutSubject(0), prox("bob", 1, 3, "", 0, 0)) // seq 7
 	e.publish(t, e.topo.RankSubject(), board(2, row("ann", 20, 1))) // seq 8
-	waitNext(t, b, "ann", 26)
+	e.publish(t, e.topo.OutSubject(1), proxN("ann", 26, 5)...)      // seq 9: ids 26-30
+	e.publish(t, e.topo.OutSubject(0), prox("bob", 2, 4, "", 0, 0)) // seq 10
+	e.publish(t, e.topo.RankSubject(), board(3, row("ann", 30, 1))) // seq 11
+	waitNext(t, b, "ann", 31)
+	waitNext(t, b, "bob", 3)
+	// The stopped instance's consumer, which the server removes after its
+	// inactivity threshold, is gone; so the push checkpoint is what holds
+	// OUT back.
+	outStream, err := e.js.Stream(ctx, e.topo.OutStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ci := range outStream.ListConsumers(ctx).Info() {
+		if ci.Config.Durable == "" && ci.Delivered.Stream < 11 {
+			if err := e.js.DeleteConsumer(ctx, e.topo.OutStream(), ci.Name); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 
 	// Retention, with the ranker's and the archiver's stand-ins ahead.
 	c, err := e.js.CreateOrUpdateConsumer(ctx, e.topo.OutStream(), jetstream.ConsumerConfig{Durable: retention.RankerDurable(e.topo),
@@ -72,7 +90,7 @@ func TestKilledInstanceAfterRetentionContinuesIds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 8; i++ {
+	for i := 0; i < 11; i++ {
 		m, err := c.Next(jetstream.FetchMaxWait(10 * time.Second))
 		if err != nil {
 			t.Fatal(err)
@@ -85,7 +103,7 @@ func TestKilledInstanceAfterRetentionContinuesIds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Put(ctx, retention.KeyOut, []byte(strconv.Itoa(8))); err != nil {
+	if _, err := kv.Put(ctx, retention.KeyOut, []byte(strconv.Itoa(11))); err != nil {
 		t.Fatal(err)
 	}
 	r, err := retention.New(e.js, retention.Options{Topology: e.topo, MaxAge: time.Hour, HighWater: -1, Logger: testLog(),
@@ -109,26 +127,26 @@ func TestKilledInstanceAfterRetentionContinuesIds(t *testing.T) {
 	}
 
 	kb.killed.Store(true)
-	b.stop() // killed: no checkpoint at 8
+	b.stop() // killed: no checkpoint at 11
 	if seqs := pushSeqs(t, store); fmt.Sprint(seqs) != "[5]" {
 		t.Fatalf("push checkpoints at %v after the kill, want [5]", seqs)
 	}
-	e.publish(t, e.topo.OutSubject(0), proxN("ann", 26, 5)...) // seq 9: ids 26-30
-	e.publish(t, e.topo.OutSubject(1), prox("bob", 2, 4, "", 0, 0))
+	e.publish(t, e.topo.OutSubject(0), proxN("ann", 31, 5)...)      // seq 12: ids 31-35
+	e.publish(t, e.topo.OutSubject(1), prox("bob", 3, 5, "", 0, 0)) // seq 13
 
 	n := e.start(t, Options{RingSize: 64, Checkpoints: store, CheckpointEvery: time.Hour})
 	if v := counter(t, n.s.ckpt.loaded); v != 1 {
 		t.Fatalf("checkpoint loaded %v times, want 1", v)
 	}
-	waitNext(t, n, "ann", 31)
-	waitNext(t, n, "bob", 3)
-	waitNext(t, whole, "ann", 31)
-	waitNext(t, whole, "bob", 3)
+	waitNext(t, n, "ann", 36)
+	waitNext(t, n, "bob", 4)
+	waitNext(t, whole, "ann", 36)
+	waitNext(t, whole, "bob", 4)
 	// Every id once, in order, no gap, the same as the instance that read
 	// everything.
 	for _, player := range []string{"ann", "bob"} {
 		got, ref := n.dial(t, player, "after=0"), whole.dial(t, player, "after=0")
-		last := map[string]uint64{"ann": 30, "bob": 2}[player]
+		last := map[string]uint64{"ann": 35, "bob": 3}[player]
 		for i := uint64(1); i <= last; i++ {
 			u, w := got.nextUpdate(), ref.nextUpdate()
 			if fmt.Sprint(u) != fmt.Sprint(w) || id(t, u) != i {

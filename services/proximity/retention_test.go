@@ -2,6 +2,7 @@ package proximity
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -108,6 +109,19 @@ func TestWorkerKilledAfterRetentionTrimmedItsLog(t *testing.T) {
 	}
 	if _, err := kv.Put(ctx, retention.KeyIn, []byte(strconv.FormatUint(copied, 10))); err != nil {
 		t.Fatal(err)
+	}
+	// The test's own readers of IN (the copy's ordered consumers) linger
+	// until their inactivity threshold and would hold IN back too.
+	in, err := js.Stream(ctx, topo.InStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ci := range in.ListConsumers(ctx).Info() {
+		if ci.Config.Durable == "" {
+			if err := js.DeleteConsumer(ctx, topo.InStream(), ci.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				t.Fatal(err)
+			}
+		}
 	}
 	r, err := retention.New(js, retention.Options{Topology: topo, MaxAge: time.Hour, HighWater: -1, Logger: testLog(),
 		Now: func() time.Time { return time.Now().Add(48 * time.Hour) }})

@@ -83,7 +83,10 @@ func runStatus(ctx context.Context, args []string, env Env, io IO) error {
 	}
 	w.Flush()
 	fmt.Fprintf(io.Stdout, "\nbacklog: %d messages waiting or unacknowledged over %d consumers\n", backlog, len(consumers))
-	return printCheckpoints(ctx, io, js, topo)
+	if err := printCheckpoints(ctx, io, js, topo); err != nil {
+		return err
+	}
+	return printRetention(ctx, io.Stdout, js, topo)
 }
 
 // printCheckpoints lists, per partition, the newest proximity checkpoint:

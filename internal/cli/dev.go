@@ -209,6 +209,7 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 	defer cancel(nil)
 	done := make(chan error, 1)
 	go func() { done <- st.Run(stackCtx) }()
+	defer startRetention(stackCtx, cfg, js, topo, log, st.Registry)()
 	if err := waitReady(ctx, st.Ready, 60*time.Second); err != nil {
 		stopStack(err)
 		<-done

@@ -102,6 +102,17 @@ func TestDevInProcessEndpoints(t *testing.T) {
 			t.Errorf("%s lacks %s metrics", e.Metrics[0], want)
 		}
 	}
+	// Retention runs beside the services (its first pass at start).
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(string(body), "treasure_retention_headroom_bytes{"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no retention pass", e.Metrics[0])
+		}
+		if resp, err = http.Get(e.Metrics[0]); err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
 	cancel()
 	if code := <-done; code != 0 {
 		t.Fatalf("dev exit %d:\n%s", code, errb.String())

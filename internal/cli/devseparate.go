@@ -206,6 +206,7 @@ func runDevSeparate(ctx context.Context, f devFlags, cfg platform.Config, env En
 		return err
 	}
 	drops := startDrops(runCtx, "http://"+ingests[0].Addr, admin, g, f.treasures, f.dropEvery, log)
+	defer startRetention(runCtx, cfg, js, topo, log, nil)()
 	backlog := func() int64 { return pipelineBacklog(runCtx, topo, js) }
 
 	var runErr error

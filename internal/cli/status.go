@@ -24,6 +24,7 @@ import (
 
 	"treasure/internal/natsjs"
 	"treasure/internal/platform"
+	"treasure/internal/retention"
 	"treasure/services/proximity"
 )
 
@@ -293,9 +294,11 @@ type statusReport struct {
 	Streams       []streamStatus    `json:"streams"`
 	Consumers     []consumerStatus  `json:"consumers"`
 	Checkpoints   []checkpointState `json:"checkpoints"` // nil when the bucket is absent
-	// Retention: the retention section (h/retention's retention.Inspect
-	// through statusRetention in status_retention.go) goes here, and is
-	// printed after the checkpoints.
+	// Retention is retention.Inspect's report: what may be removed of
+	// each subject and which holder keeps the rest (nil when it could not
+	// be read; RetentionError says why).
+	Retention      *retention.Report `json:"retention"`
+	RetentionError string            `json:"retention_error,omitempty"`
 }
 
 // serviceHealth is one checked service process.
@@ -450,7 +453,11 @@ func (s *statusSource) collect(ctx context.Context, prev *queueReads, sample tim
 		health.Wait()
 		return r, nil, err
 	}
-	// h/retention: r.Retention = statusRetention(ctx, s.js, s.topo) here.
+	if rep, err := retention.Inspect(ctx, s.js, s.topo); err != nil {
+		r.RetentionError = err.Error()
+	} else {
+		r.Retention = &rep
+	}
 	health.Wait()
 	return r, cur, nil
 }
@@ -813,7 +820,10 @@ func writeStatus(w io.Writer, r statusReport, asJSON bool) error {
 		}
 		tw.Flush()
 	}
-	// h/retention: the retention section (printRetention) goes here.
+	if r.Retention != nil {
+		return renderRetention(w, *r.Retention)
+	}
+	fmt.Fprintf(w, "\nretention: %s\n", r.RetentionError)
 	return nil
 }
 

@@ -53,6 +53,10 @@ const (
 	// EnvCheckpointEvery is how often each proximity partition, and push,
 	// writes a checkpoint of its state (a Go duration of at least 1s, or "off").
 	EnvCheckpointEvery = "TREASURE_CHECKPOINT_EVERY"
+	// EnvRetention is the age past which retention removes messages of IN
+	// and OUT once every holder is past them (a Go duration of at least
+	// 1m, or "off": no retention, the streams fill to their caps).
+	EnvRetention = "TREASURE_RETENTION"
 )
 
 // The defaults SPEC.md gives.
@@ -72,6 +76,10 @@ const (
 	DefaultCheckpointEvery = 10 * time.Second
 	// MinCheckpointEvery is the shortest checkpoint interval accepted.
 	MinCheckpointEvery = time.Second
+	// DefaultRetention is TREASURE_RETENTION's default; MinRetention the
+	// shortest accepted.
+	DefaultRetention = 24 * time.Hour
+	MinRetention     = time.Minute
 )
 
 // Config is the configuration every treasure process reads from the
@@ -117,6 +125,10 @@ type Config struct {
 	// negative ("off") disables checkpoints, 0 in a literal means the
 	// default.
 	CheckpointEvery time.Duration
+	// Retention is the age bound of IN and OUT (TREASURE_RETENTION, see
+	// internal/retention); negative ("off") runs no retention, 0 in a
+	// literal means the default.
+	Retention time.Duration
 	// Log selects the log format and level.
 	Log LogConfig
 }
@@ -148,6 +160,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		StreamPrefix:  get(EnvStreamPrefix, DefaultStreamPrefix),
 
 		CheckpointEvery: DefaultCheckpointEvery,
+		Retention:       DefaultRetention,
 	}
 	var errs []error
 	if s := get(EnvCheckpointEvery, ""); s != "" {
@@ -157,6 +170,15 @@ func FromEnv(getenv func(string) string) (Config, error) {
 			errs = append(errs, fmt.Errorf("%s: want a duration of at least %v (like 10s) or \"off\", got %q", EnvCheckpointEvery, MinCheckpointEvery, s))
 		} else {
 			c.CheckpointEvery = d
+		}
+	}
+	if s := get(EnvRetention, ""); s != "" {
+		if strings.EqualFold(s, "off") {
+			c.Retention = -1
+		} else if d, err := time.ParseDuration(s); err != nil || d < MinRetention {
+			errs = append(errs, fmt.Errorf("%s: want a duration of at least %v (like 24h) or \"off\", got %q", EnvRetention, MinRetention, s))
+		} else {
+			c.Retention = d
 		}
 	}
 	if s := get(EnvPartitions, ""); s != "" {
@@ -289,6 +311,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int64("stream_max_msgs", c.StreamMaxMsgs),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Duration("checkpoint_every", c.CheckpointEvery),
+		slog.Duration("retention", c.Retention),
 		slog.String("log_format", c.Log.Format),
 		slog.String("log_level", c.Log.Level.String()),
 	)

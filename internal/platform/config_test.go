@@ -33,6 +33,7 @@ func TestFromEnvDefaultsMatchSpec(t *testing.T) {
 		Log:           LogConfig{Format: "text", Level: slog.LevelInfo},
 
 		CheckpointEvery: 10 * time.Second,
+		Retention:       24 * time.Hour,
 	}
 	if c != want {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -65,6 +66,7 @@ func TestFromEnvOverridesEveryVariable(t *testing.T) {
 		EnvStreamMaxMsgs:   "200000",
 		EnvStreamReplicas:  "3",
 		EnvCheckpointEvery: "1m30s",
+		EnvRetention:       "6h",
 		EnvLogFormat:       "JSON",
 		EnvLogLevel:        "debug",
 	}
@@ -93,6 +95,7 @@ func TestFromEnvOverridesEveryVariable(t *testing.T) {
 		Log:            LogConfig{Format: "json", Level: slog.LevelDebug},
 
 		CheckpointEvery: 90 * time.Second,
+		Retention:       6 * time.Hour,
 	}
 	if c != want {
 		t.Errorf("overrides:\n got %+v\nwant %+v", c, want)
@@ -136,6 +139,9 @@ func TestFromEnvRejectsBadValuesNamingEachVariable(t *testing.T) {
 		{"checkpoint every not a duration", EnvCheckpointEvery, "10"},
 		{"checkpoint every too short", EnvCheckpointEvery, "500ms"},
 		{"checkpoint every negative", EnvCheckpointEvery, "-10s"},
+		{"retention not a duration", EnvRetention, "24"},
+		{"retention too short", EnvRetention, "30s"},
+		{"retention negative", EnvRetention, "-1h"},
 		{"log format", EnvLogFormat, "xml"},
 		{"log level", EnvLogLevel, "loud"},
 	}
@@ -228,6 +234,16 @@ func TestFromEnvCheckpointsOff(t *testing.T) {
 		c, err := FromEnv(envMap(map[string]string{EnvCheckpointEvery: v}))
 		if err != nil || c.CheckpointEvery >= 0 {
 			t.Fatalf("%s=%s: %v, %v; want a negative interval (off)", EnvCheckpointEvery, v, c.CheckpointEvery, err)
+		}
+	}
+}
+
+func TestFromEnvRetentionOff(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"off", "Off"} {
+		c, err := FromEnv(envMap(map[string]string{EnvRetention: v}))
+		if err != nil || c.Retention >= 0 {
+			t.Fatalf("%s=%s: %v, %v; want a negative age (off)", EnvRetention, v, c.Retention, err)
 		}
 	}
 }

@@ -203,12 +203,16 @@ func (t *spectate) run(ctx context.Context) {
 		case now := <-tick.C:
 			switch {
 			case t.full.Load() > 0 && fl == nil:
-				fctx, cancel := context.WithCancel(ctx)
-				fl = &follower{cancel: cancel, done: make(chan struct{})}
-				go func(done chan struct{}) {
-					defer close(done)
-					t.follow(fctx)
-				}(fl.done)
+				// The start is read here, before this tick's frames: a
+				// drop stored after a spectator saw a frame is followed.
+				if start, ok := t.followStart(ctx); ok {
+					fctx, cancel := context.WithCancel(ctx)
+					fl = &follower{cancel: cancel, done: make(chan struct{})}
+					go func(done chan struct{}) {
+						defer close(done)
+						t.follow(fctx, start)
+					}(fl.done)
+				}
 			case t.full.Load() == 0 && fl != nil:
 				fl.stop()
 				fl = nil
@@ -257,17 +261,8 @@ func (t *spectate) reset() {
 // spectator of the treasure view is connected, handing each step to the
 // tracker. Treasures dropped earlier become known when a proximity answer
 // names them.
-func (t *spectate) follow(ctx context.Context) {
+func (t *spectate) follow(ctx context.Context, start uint64) {
 	js, topo := t.s.o.JS, t.s.o.Topology
-	var start uint64
-	if st, err := js.Stream(ctx, topo.InStream()); err == nil {
-		start = st.CachedInfo().State.LastSeq + 1
-	} else {
-		if ctx.Err() == nil {
-			t.s.o.Log.Warn("spectators: IN stream unavailable: drops are not followed", "err", err)
-		}
-		return
-	}
 	for ctx.Err() == nil {
 		err := natsjs.Replay(ctx, js, natsjs.ReplayOptions{
 			Stream: topo.InStream(), Subjects: []string{topo.InSubject(0)}, StartSeq: start, Follow: true, Batch: 256,
@@ -285,6 +280,22 @@ func (t *spectate) follow(ctx context.Context) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// followStart returns the IN stream's next sequence: where the drop
+// follower starts. false (logged) when the stream cannot be read; the
+// next tick tries again.
+func (t *spectate) followStart(ctx context.Context) (uint64, bool) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	st, err := t.s.o.JS.Stream(ctx, t.s.o.Topology.InStream())
+	if err != nil {
+		if ctx.Err() == nil {
+			t.s.o.Log.Warn("spectators: IN stream unavailable: drops are not followed", "err", err)
+		}
+		return 0, false
+	}
+	return st.CachedInfo().State.LastSeq + 1, true
 }
 
 // apply takes one step's events into the tracker's state.

@@ -395,6 +395,7 @@ func (t *spectate) tick(ctx context.Context, now time.Time) {
 	if t.rateAt.IsZero() {
 		t.rateAt = now
 		t.backlog.Store(-1)
+		t.pollBacklog(ctx)
 	}
 	if d := now.Sub(t.rateAt); d >= time.Second {
 		t.rate = float64(t.moves) / d.Seconds()

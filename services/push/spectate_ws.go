@@ -79,6 +79,12 @@ func (s *Server) serveSpectate(w http.ResponseWriter, r *http.Request) {
 	// Reserve the place before the upgrade.
 	c := &specConn{full: full, q: make(chan []byte, spectateQueue), done: make(chan struct{})}
 	c.resync.Store(true)
+	if full {
+		// Counted before any tick can see c: the tick that sends c its
+		// first snapshot has started the drop follower.
+		t.full.Add(1)
+		defer t.full.Add(-1)
+	}
 	t.socks[c] = struct{}{}
 	t.watching.Store(true)
 	t.wg.Add(1)
@@ -93,10 +99,6 @@ func (s *Server) serveSpectate(w http.ResponseWriter, r *http.Request) {
 	c.ws = ws
 	t.m.spectators.Inc()
 	defer t.m.spectators.Dec()
-	if full {
-		t.full.Add(1)
-		defer t.full.Add(-1)
-	}
 	// The hello goes out first: the writer, which takes the queue (the
 	// snapshot), starts after it.
 	_ = ws.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))

@@ -270,4 +270,3 @@ func TestLivePageInChromium(t *testing.T) {
 	t.Logf("screenshot: %s (%d bytes)", path, len(shot))
 	checkConsole()
 }
-

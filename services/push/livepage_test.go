@@ -211,8 +211,10 @@ func TestLivePageInChromium(t *testing.T) {
 		return ok
 	}
 	// until polls a boolean expression until it holds.
+	t0 := time.Now()
 	until := func(what, expr string) {
 		t.Helper()
+		defer func() { t.Logf("%v: %s", time.Since(t0).Round(time.Millisecond), what) }()
 		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(25 * time.Millisecond) {
 			if truth(expr) {
 				return
@@ -251,7 +253,8 @@ func TestLivePageInChromium(t *testing.T) {
 	until("the claim", fmt.Sprintf(`__treasure.claims.some(c => c.player === %q && c.treasure === "live-gold" && c.points === 25) && !__treasure.treasures["live-gold"]`, player))
 	until("the leaderboard with the claim", fmt.Sprintf(`__treasure.leaderboard.some(e => e.player === %q && e.score === 25 && e.rank === 1)`, player))
 	until("the leaderboard drawn", fmt.Sprintf(`document.querySelector('#board li[data-player=%q][data-score="25"]') !== null`, player))
-	until("the stats", `__treasure.stats.players >= 1 && document.getElementById("s-players").textContent !== "–"`)
+	until("the stats", `__treasure.stats.players >= 1 && __treasure.stats.backlog >= 0 && __treasure.stats.moves_per_s >= 0 &&
+		document.getElementById("s-players").textContent !== "–" && document.getElementById("s-backlog").textContent !== "–"`)
 
 	shot, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	if err != nil {

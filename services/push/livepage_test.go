@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/fetch"
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -137,32 +138,23 @@ func walk(g *graph.Graph, from uint32) (a, b, c uint32) {
 
 func httpURL(wsURL string) string { return "http" + strings.TrimPrefix(wsURL, "ws") }
 
-// TestLivePageInChromium opens the live page in headless Chromium against
-// the four services on the real servers, with a spectator token, and
-// checks: no console error or exception, the feed connects, a player who
-// moves is shown moving (at its nodes' coordinates), a dropped treasure
-// appears, and the claim that takes it changes the leaderboard and the
-// claims list. It saves a screenshot to $TREASURE_ARTIFACTS (else the
-// test's temporary folder).
-func TestLivePageInChromium(t *testing.T) {
-	exe := chromium(t)
-	g := liveGraph(t)
-	p := stacktest.Start(t, stacktest.Options{Graph: g, Secret: liveSecret})
-	pushHTTP, ingestHTTP := httpURL(p.PushURL), httpURL(p.IngestURL)
+// tab is one browser tab on the live page: it records every console error
+// or warning, exception and browser log error of the page.
+type tab struct {
+	t        *testing.T
+	ctx      context.Context
+	t0       time.Time
+	mu       sync.Mutex
+	problems []string
+}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.WindowSize(1280, 800), chromedp.DisableGPU)
-	if os.Geteuid() == 0 {
-		opts = append(opts, chromedp.NoSandbox) // Chromium refuses to run as root with its sandbox
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancelTab := chromedp.NewContext(actx)
-	defer cancelTab()
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-
-	var mu sync.Mutex
-	var problems []string
+// openTab opens a tab in the browser of ctx. When mapBody is not nil, the
+// page's GET /v1/map is answered with it instead of push's answer.
+func openTab(t *testing.T, ctx context.Context, mapBody []byte) *tab {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(ctx)
+	t.Cleanup(cancel)
+	tb := &tab{t: t, ctx: ctx, t0: time.Now()}
 	err := chromedp.Listen(ctx, func(ev any) {
 		var line string
 		switch ev := ev.(type) {
@@ -183,55 +175,108 @@ func TestLivePageInChromium(t *testing.T) {
 			if ev.Entry.Level == cdplog.EntryLevelError || ev.Entry.Level == cdplog.EntryLevelWarning {
 				line = fmt.Sprintf("log %s (%s): %s %s", ev.Entry.Level, ev.Entry.Source, ev.Entry.Text, ev.Entry.URL)
 			}
+		case *fetch.EventRequestPaused:
+			// Answered from another goroutine: a listener must not call
+			// the browser.
+			go func() {
+				_, _ = chromedp.Call(ctx, fetch.FulfillRequest, fetch.FulfillRequestParams{RequestID: ev.RequestID, ResponseCode: 200,
+					ResponseHeaders: []*fetch.HeaderEntry{{Name: "Content-Type", Value: "application/json"}}, Body: mapBody})
+			}()
 		}
 		if line != "" {
-			mu.Lock()
-			problems = append(problems, line)
-			mu.Unlock()
+			tb.mu.Lock()
+			tb.problems = append(tb.problems, line)
+			tb.mu.Unlock()
 		}
 	})
 	if err != nil {
 		t.Fatal(err) // the browser did not start
 	}
-	checkConsole := func() {
-		t.Helper()
-		mu.Lock()
-		defer mu.Unlock()
-		if len(problems) > 0 {
-			t.Fatalf("the page logged:\n%s", strings.Join(problems, "\n"))
+	if mapBody != nil {
+		if _, err := chromedp.Call(ctx, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: "*/v1/map"}}}); err != nil {
+			t.Fatal(err)
 		}
 	}
-	// truth evaluates a JavaScript expression in the page, as a boolean.
-	truth := func(expr string) bool {
-		t.Helper()
-		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool]("!!("+expr+")"))
-		if err != nil {
-			t.Fatalf("%s: %v", expr, err)
-		}
-		return ok
-	}
-	// until polls a boolean expression until it holds.
-	t0 := time.Now()
-	until := func(what, expr string) {
-		t.Helper()
-		defer func() { t.Logf("%v: %s", time.Since(t0).Round(time.Millisecond), what) }()
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(25 * time.Millisecond) {
-			if truth(expr) {
-				return
-			}
-			checkConsole()
-			if time.Now().After(deadline) {
-				state, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify({connected: __treasure.connected, view: __treasure.view, frames: __treasure.frames, players: __treasure.players, treasures: __treasure.treasures, leaderboard: __treasure.leaderboard, claims: __treasure.claims, map: __treasure.map})`))
-				t.Fatalf("the page never showed %s (%s); its state: %s", what, expr, state)
-			}
-		}
-	}
+	return tb
+}
 
-	if err := chromedp.Do(ctx, chromedp.Navigate(pushHTTP+"/?token="+token(t, "live-spectator", push.RoleSpectator))); err != nil {
+func (tb *tab) navigate(url string) {
+	tb.t.Helper()
+	if err := chromedp.Do(tb.ctx, chromedp.Navigate(url)); err != nil {
+		tb.t.Fatal(err)
+	}
+}
+
+// checkConsole fails the test when the page logged a problem.
+func (tb *tab) checkConsole() {
+	tb.t.Helper()
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	if len(tb.problems) > 0 {
+		tb.t.Fatalf("the page logged:\n%s", strings.Join(tb.problems, "\n"))
+	}
+}
+
+// truth evaluates a JavaScript expression in the page, as a boolean.
+func (tb *tab) truth(expr string) bool {
+	tb.t.Helper()
+	ok, err := chromedp.Run(tb.ctx, chromedp.Evaluate[bool]("!!("+expr+")"))
+	if err != nil {
+		tb.t.Fatalf("%s: %v", expr, err)
+	}
+	return ok
+}
+
+// until polls a boolean expression until it holds, failing on the way as
+// soon as the page logs a problem.
+func (tb *tab) until(what, expr string) {
+	tb.t.Helper()
+	defer func() { tb.t.Logf("%v: %s", time.Since(tb.t0).Round(time.Millisecond), what) }()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(25 * time.Millisecond) {
+		if tb.truth(expr) {
+			return
+		}
+		tb.checkConsole()
+		if time.Now().After(deadline) {
+			state, _ := chromedp.Run(tb.ctx, chromedp.Evaluate[string](`JSON.stringify({connected: __treasure.connected, view: __treasure.view, frames: __treasure.frames, players: __treasure.players, treasures: __treasure.treasures, leaderboard: __treasure.leaderboard, claims: __treasure.claims, map: __treasure.map})`))
+			tb.t.Fatalf("the page never showed %s (%s); its state: %s", what, expr, state)
+		}
+	}
+}
+
+// TestLivePageInChromium opens the live page in headless Chromium against
+// the four services on the real servers, with a spectator token, and
+// checks: no console error or exception, the feed connects, a player who
+// moves is shown moving (at its nodes' coordinates), a dropped treasure
+// appears, and the claim that takes it changes the leaderboard and the
+// claims list. It saves a screenshot to $TREASURE_ARTIFACTS (else the
+// test's temporary folder). A second tab, without a token and with the
+// map of a graph without coordinates, gets the public view (no active
+// treasure) and says there is no map, and still shows the leaderboard.
+func TestLivePageInChromium(t *testing.T) {
+	exe := chromium(t)
+	g := liveGraph(t)
+	p := stacktest.Start(t, stacktest.Options{Graph: g, Secret: liveSecret})
+	pushHTTP, ingestHTTP := httpURL(p.PushURL), httpURL(p.IngestURL)
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.WindowSize(1280, 800), chromedp.DisableGPU)
+	if os.Geteuid() == 0 {
+		opts = append(opts, chromedp.NoSandbox) // Chromium refuses to run as root with its sandbox
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	defer cancelBrowser()
+	bctx, cancel := context.WithTimeout(bctx, 60*time.Second)
+	defer cancel()
+	if err := chromedp.Do(bctx); err != nil { // starts the browser
 		t.Fatal(err)
 	}
-	until("a connected treasure view", `window.__treasure && __treasure.connected && __treasure.view === "treasures" && __treasure.snapshots > 0`)
-	until("the map", `__treasure.map.loaded && __treasure.map.coords && __treasure.map.segments > 100`)
+
+	page := openTab(t, bctx, nil)
+	page.navigate(pushHTTP + "/?token=" + token(t, "live-spectator", push.RoleSpectator))
+	page.until("a connected treasure view", `window.__treasure && __treasure.connected && __treasure.view === "treasures" && __treasure.snapshots > 0`)
+	page.until("the map", `__treasure.map.loaded && __treasure.map.coords && __treasure.map.segments > 100`)
 
 	const player = "live-walker"
 	a, b, c := walk(g, 100)
@@ -240,23 +285,23 @@ func TestLivePageInChromium(t *testing.T) {
 		return fmt.Sprintf(`(p => p && p.node === %d && p.x === %d && p.y === %d)(__treasure.players[%q])`, graph.ID(v), g.X[v], g.Y[v], player)
 	}
 	m.move(a)
-	until("the player at its spawn", at(a))
-	if truth(fmt.Sprintf(`__treasure.leaderboard.some(e => e.player === %q)`, player)) {
+	page.until("the player at its spawn", at(a))
+	if page.truth(fmt.Sprintf(`__treasure.leaderboard.some(e => e.player === %q)`, player)) {
 		t.Fatal("the player is on the leaderboard before any claim")
 	}
 	m.move(a, b)
-	until("the player moving to its next node", at(b))
+	page.until("the player moving to its next node", at(b))
 
 	drop(t, ingestHTTP, "live-gold", c, 25)
-	until("the dropped treasure", fmt.Sprintf(`(t => t && t.node === %d && t.points === 25)(__treasure.treasures["live-gold"])`, graph.ID(c)))
+	page.until("the dropped treasure", fmt.Sprintf(`(t => t && t.node === %d && t.points === 25)(__treasure.treasures["live-gold"])`, graph.ID(c)))
 	m.move(b, c) // onto the treasure: the claim
-	until("the claim", fmt.Sprintf(`__treasure.claims.some(c => c.player === %q && c.treasure === "live-gold" && c.points === 25) && !__treasure.treasures["live-gold"]`, player))
-	until("the leaderboard with the claim", fmt.Sprintf(`__treasure.leaderboard.some(e => e.player === %q && e.score === 25 && e.rank === 1)`, player))
-	until("the leaderboard drawn", fmt.Sprintf(`document.querySelector('#board li[data-player=%q][data-score="25"]') !== null`, player))
-	until("the stats", `__treasure.stats.players >= 1 && __treasure.stats.backlog >= 0 && __treasure.stats.moves_per_s >= 0 &&
+	page.until("the claim", fmt.Sprintf(`__treasure.claims.some(c => c.player === %q && c.treasure === "live-gold" && c.points === 25) && !__treasure.treasures["live-gold"]`, player))
+	page.until("the leaderboard with the claim", fmt.Sprintf(`__treasure.leaderboard.some(e => e.player === %q && e.score === 25 && e.rank === 1)`, player))
+	page.until("the leaderboard drawn", fmt.Sprintf(`document.querySelector('#board li[data-player=%q][data-score="25"]') !== null`, player))
+	page.until("the stats", `__treasure.stats.players >= 1 && __treasure.stats.backlog >= 0 && __treasure.stats.moves_per_s >= 0 &&
 		document.getElementById("s-players").textContent !== "–" && document.getElementById("s-backlog").textContent !== "–"`)
 
-	shot, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	shot, err := chromedp.Run(page.ctx, chromedp.CaptureScreenshot())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,5 +316,24 @@ func TestLivePageInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s (%d bytes)", path, len(shot))
-	checkConsole()
+	page.checkConsole()
+
+	// The public view, on a graph without coordinates: another treasure is
+	// active, and this tab never learns of it.
+	drop(t, ingestHTTP, "live-hidden", a, 5)
+	m.move(c, b) // its proximity answer names live-hidden (one step away)
+	page.until("the hidden treasure, in the treasure view", `!!__treasure.treasures["live-hidden"]`)
+	public := openTab(t, bctx, []byte(`{"coords":false,"nodes":2500,"message":"this graph has no node coordinates (a DIMACS .gr without its .co): no map to draw"}`))
+	public.navigate(pushHTTP + "/")
+	public.until("a connected public view", `window.__treasure && __treasure.connected && __treasure.view === "public" && __treasure.snapshots > 0`)
+	public.until("the no-map message", `__treasure.map.loaded && !__treasure.map.coords && !document.getElementById("mapmsg").hidden &&
+		document.getElementById("mapmsg").textContent.includes("no node coordinates")`)
+	public.until("the leaderboard", fmt.Sprintf(`document.querySelector('#board li[data-player=%q][data-score="25"]') !== null`, player))
+	m.move(b, a) // claims live-hidden: the public view sees the claim
+	public.until("the claim of the hidden treasure", `__treasure.claims.some(c => c.treasure === "live-hidden")`)
+	if public.truth(`Object.keys(__treasure.treasures).length > 0 || document.getElementById("s-treasures").textContent !== "hidden"`) {
+		t.Fatal("the public view shows active treasures")
+	}
+	public.checkConsole()
+	page.checkConsole()
 }

@@ -413,3 +413,26 @@ func TestPageIsServedFromTheBinary(t *testing.T) {
 		}
 	}
 }
+
+// TestSpectatorsClosedAtShutdown: stopping the server closes spectator
+// sockets with 1001 and leaves no goroutine (TestMain checks), and a
+// spectator beyond MaxSpectators is refused with 503.
+func TestSpectatorsClosedAtShutdown(t *testing.T) {
+	e := newEnv(t)
+	r := e.start(t, Options{SpectateInterval: 20 * time.Millisecond, MaxSpectators: 1})
+	c, _ := r.spectate(t, "")
+	c.next() // hello
+	if _, code := r.spectate(t, ""); code != http.StatusServiceUnavailable {
+		t.Fatalf("second spectator with MaxSpectators 1: %d, want 503", code)
+	}
+	r.stop()
+	for {
+		_ = c.ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if _, _, err := c.ws.ReadMessage(); err != nil {
+			if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+				t.Fatalf("closed with %v, want 1001", err)
+			}
+			return
+		}
+	}
+}

@@ -256,7 +256,10 @@ func (tb *tab) until(what, expr string) {
 func TestLivePageInChromium(t *testing.T) {
 	exe := chromium(t)
 	g := liveGraph(t)
+	t0 := time.Now()
 	p := stacktest.Start(t, stacktest.Options{Graph: g, Secret: liveSecret})
+	t.Logf("%v: the services are ready", time.Since(t0).Round(time.Millisecond))
+	t.Cleanup(func() { t.Logf("%v: stopping the services", time.Since(t0).Round(time.Millisecond)) })
 	pushHTTP, ingestHTTP := httpURL(p.PushURL), httpURL(p.IngestURL)
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.WindowSize(1280, 800), chromedp.DisableGPU)
@@ -272,6 +275,7 @@ func TestLivePageInChromium(t *testing.T) {
 	if err := chromedp.Do(bctx); err != nil { // starts the browser
 		t.Fatal(err)
 	}
+	t.Logf("%v: the browser is up", time.Since(t0).Round(time.Millisecond))
 
 	page := openTab(t, bctx, nil)
 	page.navigate(pushHTTP + "/?token=" + token(t, "live-spectator", push.RoleSpectator))
@@ -336,4 +340,5 @@ func TestLivePageInChromium(t *testing.T) {
 	}
 	public.checkConsole()
 	page.checkConsole()
+	t.Logf("%v: done", time.Since(t0).Round(time.Millisecond))
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"treasure/internal/event"
 	"treasure/internal/event/eventpb"
@@ -114,6 +115,7 @@ type specInput struct {
 }
 
 type specPlayer struct {
+	id    string
 	node  uint32 // wire id
 	seen  time.Time
 	dirty bool
@@ -313,20 +315,27 @@ func (t *spectate) apply(in specInput) {
 			if !in.in && kind != event.KindProximity && kind != event.KindClaim {
 				continue // scores and leaderboards: the hub has the latest
 			}
+			if kind == event.KindProximity {
+				// The hot case, read in place (no allocation for a
+				// player or treasure already known).
+				player, node, tid, tnode, ok := proximityFields(t.rd.Raw())
+				if !ok {
+					continue
+				}
+				t.moves++
+				t.move(player, node, now)
+				if tid != nil {
+					t.see(tid, tnode, 0)
+				}
+				continue
+			}
 			if t.rd.Event(&t.ev) != nil {
 				continue
 			}
 			switch kind {
-			case event.KindProximity:
-				p := t.ev.GetProximity()
-				t.moves++
-				t.move(p.GetPlayer(), p.GetNode(), now)
-				if tr := p.GetTreasure(); tr != nil {
-					t.see(tr.GetId(), tr.GetNode(), 0)
-				}
 			case event.KindDrop:
 				d := t.ev.GetDrop()
-				t.see(d.GetId(), d.GetNode(), d.GetPoints())
+				t.see([]byte(d.GetId()), d.GetNode(), d.GetPoints())
 			case event.KindClaim:
 				c := t.ev.GetClaim()
 				t.claim(specClaim{player: c.GetPlayer(), treasure: c.GetTreasure(), points: c.GetPoints(), node: c.GetNode()}, !in.in)
@@ -336,36 +345,107 @@ func (t *spectate) apply(in specInput) {
 }
 
 // move records that player stands on node now.
-func (t *spectate) move(player string, node uint32, now time.Time) {
-	p := t.players[player]
+func (t *spectate) move(player []byte, node uint32, now time.Time) {
+	p := t.players[string(player)]
 	if p == nil {
 		if len(t.players) >= t.maxPlay {
 			return // a sample: the players followed first
 		}
-		p = &specPlayer{}
-		t.players[player] = p
+		p = &specPlayer{id: string(player)}
+		t.players[p.id] = p
 	}
 	p.node, p.seen = node, now
 	if !p.dirty {
 		p.dirty = true
-		t.dirty = append(t.dirty, player)
+		t.dirty = append(t.dirty, p.id)
 	}
 }
 
 // see records an active treasure; points 0 keeps points already known.
-func (t *spectate) see(id string, node uint32, points uint64) {
-	if _, done := t.claimed[id]; done {
+func (t *spectate) see(id []byte, node uint32, points uint64) {
+	if _, done := t.claimed[string(id)]; done {
 		return
 	}
-	old, known := t.treasures[id]
+	old, known := t.treasures[string(id)]
 	if known && (points == 0 || old.points == points) {
 		return
 	}
 	if points == 0 {
 		points = old.points
 	}
-	t.treasures[id] = specTreasure{node: node, points: points}
-	t.appeared = append(t.appeared, id)
+	sid := string(id)
+	t.treasures[sid] = specTreasure{node: node, points: points}
+	t.appeared = append(t.appeared, sid)
+}
+
+// proximityFields reads, in place, the fields of an encoded Event holding
+// a ProximityResult (schemas/proto/treasure/v1/events.proto) that the
+// spectators need: the player, the node, and the nearest treasure's id
+// (nil when none) and node. ok is false for bytes that do not parse.
+func proximityFields(ev []byte) (player []byte, node uint32, tid []byte, tnode uint32, ok bool) {
+	var res []byte
+	for len(ev) > 0 {
+		num, typ, n := protowire.ConsumeTag(ev)
+		if n < 0 {
+			return nil, 0, nil, 0, false
+		}
+		ev = ev[n:]
+		if num == 4 && typ == protowire.BytesType { // Event.proximity
+			if res, n = protowire.ConsumeBytes(ev); n < 0 {
+				return nil, 0, nil, 0, false
+			}
+		} else if n = protowire.ConsumeFieldValue(num, typ, ev); n < 0 {
+			return nil, 0, nil, 0, false
+		}
+		ev = ev[n:]
+	}
+	for len(res) > 0 {
+		num, typ, n := protowire.ConsumeTag(res)
+		if n < 0 {
+			return nil, 0, nil, 0, false
+		}
+		res = res[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType: // player
+			player, n = protowire.ConsumeBytes(res)
+		case num == 3 && typ == protowire.VarintType: // node
+			var v uint64
+			v, n = protowire.ConsumeVarint(res)
+			node = uint32(v)
+		case num == 4 && typ == protowire.BytesType: // treasure
+			var tr []byte
+			if tr, n = protowire.ConsumeBytes(res); n >= 0 {
+				for len(tr) > 0 {
+					tnum, ttyp, m := protowire.ConsumeTag(tr)
+					if m < 0 {
+						return nil, 0, nil, 0, false
+					}
+					tr = tr[m:]
+					switch {
+					case tnum == 1 && ttyp == protowire.BytesType:
+						tid, m = protowire.ConsumeBytes(tr)
+					case tnum == 2 && ttyp == protowire.VarintType:
+						var v uint64
+						v, m = protowire.ConsumeVarint(tr)
+						tnode = uint32(v)
+					default:
+						m = protowire.ConsumeFieldValue(tnum, ttyp, tr)
+					}
+					if m < 0 {
+						return nil, 0, nil, 0, false
+					}
+					tr = tr[m:]
+				}
+			}
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, res)
+		}
+		if n < 0 {
+			return nil, 0, nil, 0, false
+		}
+		res = res[n:]
+	}
+	return player, node, tid, tnode, true
 }
 
 // claim records a claim; out says it is the OUT stream's (sent to the

@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"treasure/internal/auth"
+	"treasure/internal/event"
 	"treasure/internal/event/eventpb"
 	"treasure/internal/graph"
 	"treasure/internal/natsjs"
@@ -277,7 +278,7 @@ func TestSpectatorSlowGetsSnapshotNotBacklog(t *testing.T) {
 	ctx := ctxFor(t, 30*time.Second)
 	now := time.Now()
 	for i := range 3 * spectateQueue {
-		sp.move("p"+string(rune('a'+i)), uint32(i+1), now)
+		sp.move([]byte("p"+string(rune('a'+i))), uint32(i+1), now)
 		sp.tick(ctx, now)
 	}
 	if len(slow.q) != spectateQueue || !slow.resync.Load() {
@@ -434,5 +435,62 @@ func TestSpectatorsClosedAtShutdown(t *testing.T) {
 			}
 			return
 		}
+	}
+}
+
+// BenchmarkSpectateApply is the tracker's cost per proximity result while
+// someone watches (on its own goroutine, not the feed's): decoding the
+// event and recording the position.
+func BenchmarkSpectateApply(b *testing.B) {
+	s := &Server{hub: newHub(4, 4)}
+	sp := newSpectate(s, Options{SpectateInterval: time.Second, SpectatePositions: 500, SpectatePlayers: 5000, MaxSpectators: 1})
+	const perBatch = 64
+	var evs []*eventpb.Event
+	for i := range perBatch {
+		evs = append(evs, prox("bench-"+string(rune('a'+i%26))+string(rune('a'+i/26)), uint64(i+1), uint32(100+i), "t-1", 7, 30))
+	}
+	data, err := event.AppendBatch(nil, evs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := specInput{data: [][]byte{data}}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		sp.apply(in)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perBatch), "ns/event")
+}
+
+// TestProximityFieldsMatchesTheGeneratedDecoder: the tracker's in-place
+// reader of proximity results agrees with proto.Unmarshal.
+func TestProximityFieldsMatchesTheGeneratedDecoder(t *testing.T) {
+	for _, ev := range []*eventpb.Event{
+		prox("alice", 3, 17, "", 0, 0),
+		prox("bob", 1<<40, 1<<31, "t-9", 1<<30, 12345),
+		{Kind: &eventpb.Event_Proximity{Proximity: &eventpb.ProximityResult{Player: "carol", Seq: 2, Node: 5, PrevSeq: 1, IngestUnixNanos: -7,
+			Move: &eventpb.LogPosition{StreamSeq: 9, Index: 2}, Treasure: &eventpb.NearestTreasure{Id: "x", Node: 4, Distance: 1}}}},
+		{Kind: &eventpb.Event_Proximity{Proximity: &eventpb.ProximityResult{}}},
+	} {
+		data, err := event.AppendBatch(nil, []*eventpb.Event{ev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rd event.Reader
+		if err := rd.Reset(data); err != nil || !rd.Next() {
+			t.Fatal(err)
+		}
+		player, node, tid, tnode, ok := proximityFields(rd.Raw())
+		p := ev.GetProximity()
+		wantTID, wantTNode := []byte(nil), uint32(0)
+		if tr := p.GetTreasure(); tr != nil {
+			wantTID, wantTNode = []byte(tr.GetId()), tr.GetNode()
+		}
+		if !ok || string(player) != p.GetPlayer() || node != p.GetNode() || !bytes.Equal(tid, wantTID) || (tid == nil) != (wantTID == nil) || tnode != wantTNode {
+			t.Fatalf("%v: got %q %d %q %d %v", p, player, node, tid, tnode, ok)
+		}
+	}
+	if _, _, _, _, ok := proximityFields([]byte{0x22, 0x05, 0x0a}); ok {
+		t.Fatal("a truncated event parsed")
 	}
 }

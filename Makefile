@@ -8,8 +8,12 @@ GO ?= go
 # from the environment (scripts/services.sh finds or starts them).
 GRAPH ?= data/amsterdam.gr.gz
 PLAYERS ?= 2000
+# The live page (a map of the game in a browser) is push's GET /: dev
+# prints its URL, with a read-only spectator token, once the services are
+# ready ("live page: …").
 demo: build
 	bash scripts/services.sh ensure redis postgres
+	@echo "demo: the live page will be at http://$${TREASURE_PUSH_ADDR:-127.0.0.1:8082}/ (dev prints it with a spectator token on its 'live page:' line)"
 	TREASURE_GRAPH=$(GRAPH) bin/treasure dev --players $(PLAYERS)
 
 # burst replays the city-wide drop (issue 6): BURST_PLAYERS players (35,000)
@@ -26,9 +30,12 @@ burst-small:
 	GO="$(GO)" BURST_PLAYERS=$${BURST_PLAYERS:-2000} BURST_GRAPH=$${BURST_GRAPH:-data/amsterdam.gr.gz} bash scripts/burst.sh
 
 # test finds (or starts) NATS with JetStream, Redis and PostgreSQL, then runs
-# every test against them; see scripts/services.sh.
+# every test against them; see scripts/services.sh. scripts/chromium.sh
+# finds (or installs) the headless Chromium of the live page's browser test,
+# which fails rather than skips without one.
 test:
 	bash scripts/services.sh ensure
+	bash scripts/chromium.sh >/dev/null
 	$(GO) test -count=1 ./...
 
 build:

@@ -27,6 +27,7 @@ var ErrInvalidToken = errors.New("invalid token")
 type Claims struct {
 	Subject string // the player id: the token's "sub", never empty
 	Admin   bool   // the token's "role" claim is the string "admin"
+	Role    string // the token's "role" claim when it is a string ("admin", "spectator"), else ""
 }
 
 // Verifier checks HS256 tokens against one secret. It is safe for
@@ -79,7 +80,7 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 		return Claims{}, fmt.Errorf("%w: sub %q is not printable UTF-8", ErrInvalidToken, sub)
 	}
 	role, _ := mc["role"].(string)
-	return Claims{Subject: sub, Admin: role == "admin"}, nil
+	return Claims{Subject: sub, Admin: role == "admin", Role: role}, nil
 }
 
 // FromRequest returns the token r carries: from an "Authorization: Bearer

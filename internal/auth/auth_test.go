@@ -59,10 +59,11 @@ func TestVerifyAccepts(t *testing.T) {
 		want  Claims
 	}{
 		{"signed player", mustSign(t, "alice", "", time.Hour), Claims{Subject: "alice"}},
-		{"signed admin", mustSign(t, "ops", "admin", time.Hour), Claims{Subject: "ops", Admin: true}},
+		{"signed admin", mustSign(t, "ops", "admin", time.Hour), Claims{Subject: "ops", Admin: true, Role: "admin"}},
+		{"signed spectator", mustSign(t, "watcher", "spectator", time.Hour), Claims{Subject: "watcher", Role: "spectator"}},
 		{"never expires", mustSign(t, "bob", "", 0), Claims{Subject: "bob"}},
 		{"odd sub kept as is", mustSign(t, `ünï "q" \ ☃`, "", time.Minute), Claims{Subject: `ünï "q" \ ☃`}},
-		{"other role is no admin", mustSign(t, "carol", "Admin", time.Hour), Claims{Subject: "carol"}},
+		{"other role is no admin", mustSign(t, "carol", "Admin", time.Hour), Claims{Subject: "carol", Role: "Admin"}},
 		{"role not a string is no admin", forge(t, hs256, map[string]any{"sub": "dave", "role": []string{"admin"}}, sha256.New, secret), Claims{Subject: "dave"}},
 		{"no typ header, nbf past, exp future", forge(t, map[string]any{"alg": "HS256"}, map[string]any{"sub": "erin", "nbf": now - 10, "exp": now + 60}, sha256.New, secret), Claims{Subject: "erin"}},
 	}

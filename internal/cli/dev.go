@@ -216,6 +216,7 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 		return err
 	}
 	fmt.Fprintln(io.Stdout, "all four services ready")
+	printLivePage(io.Stdout, pushURL, cfg.JWTSecret)
 	if f.endpoints != "" {
 		// The four services share one process and one registry: one
 		// /metrics URL covers them (listing four would count it 4 times).

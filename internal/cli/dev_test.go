@@ -36,7 +36,7 @@ func TestDevRunsTheDemo(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
 	}
-	for _, want := range []string{"TREASURE_JWT_SECRET=", "all four services ready", "moves/s", "missing 0, unmatched 0", "gaps 0, duplicates 0", "errors    none"} {
+	for _, want := range []string{"TREASURE_JWT_SECRET=", "all four services ready", "live page: http://127.0.0.1:", "/?token=", "moves/s", "missing 0, unmatched 0", "gaps 0, duplicates 0", "errors    none"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("dev output lacks %q:\n%s\nstderr:\n%s", want, out, errs)
 		}

@@ -186,6 +186,7 @@ func runDevSeparate(ctx context.Context, f devFlags, cfg platform.Config, env En
 		strings.Join(ingestWS, ","), strings.Join(pushWS, ","), strings.Join(urls(others[1:], "http", ""), ","), urls(others[:1], "http", "")[0],
 		natsURL, cfg.StreamPrefix, platform.MaskURL(cfg.RedisURL), redisPrefix, platform.MaskURL(cfg.DatabaseURL), schemaNote(schema), cfg.Graph, g.NumNodes(), cfg.Partitions)
 	fmt.Fprintf(io.Stdout, "all %d service processes ready\n", len(sup.list))
+	printLivePage(io.Stdout, urls(pushes, "http", "")[0], cfg.JWTSecret)
 	if f.endpoints != "" {
 		e := devEndpoints{
 			Ingest: ingestWS, Push: pushWS, Metrics: urls(sup.list, "http", "/metrics"),

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"treasure/internal/auth"
+	"treasure/internal/graph"
 	"treasure/internal/pgstore"
 	"treasure/internal/platform"
 	"treasure/services/push"
@@ -21,8 +22,11 @@ updates (proximity, claim, score, with per-player ids; leaderboard
 snapshots to everyone) over GET /v1/updates/ws?token=…[&after=I], and
 serves GET /v1/leaderboard?limit=N and GET /v1/players/{id} from Redis
 (TREASURE_REDIS_URL, keys under "<TREASURE_STREAM_PREFIX>:"), or from
-PostgreSQL (TREASURE_DATABASE_URL) when Redis is down. Everything,
-/healthz, /readyz and /metrics included, listens on TREASURE_PUSH_ADDR.`
+PostgreSQL (TREASURE_DATABASE_URL) when Redis is down. GET / is the live
+page (a map of the game fed by the spectator WebSocket GET /v1/spectate;
+docs/protocol.md): it draws TREASURE_GRAPH when that is set (push loads
+the graph for it; --map=false skips that). Everything, /healthz, /readyz
+and /metrics included, listens on TREASURE_PUSH_ADDR.`
 
 // runPush runs the push service until ctx ends.
 func runPush(ctx context.Context, args []string, env Env, io IO) error {
@@ -30,6 +34,7 @@ func runPush(ctx context.Context, args []string, env Env, io IO) error {
 	ring := fs.Int("ring", push.DefaultRingSize, "recent updates kept per player for ?after= resume")
 	queue := fs.Int("queue", push.DefaultQueueSize, "messages queued per socket before it is closed as slow")
 	delay := fs.Duration("write-delay", 0, "how long a socket's writer waits to gather updates into one frame")
+	withMap := fs.Bool("map", true, "load TREASURE_GRAPH (when set) for the live page's map")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -76,9 +81,18 @@ func runPush(ctx context.Context, args []string, env Env, io IO) error {
 	}
 	cancel()
 
+	var g *graph.Graph
+	if *withMap && cfg.Graph != "" {
+		t0 := time.Now()
+		if g, err = graph.Open(cfg.Graph); err != nil {
+			return fmt.Errorf("push: live page map: %w", err)
+		}
+		log.Info("graph loaded for the live page", "graph", cfg.Graph, "nodes", g.NumNodes(), "coordinates", g.HasCoords(), "took", time.Since(t0).Round(time.Millisecond))
+	}
+
 	reg := platform.NewRegistry()
 	srv, err := push.New(push.Options{
-		Topology: topo, NC: nc, JS: js,
+		Graph: g, Topology: topo, NC: nc, JS: js,
 		Redis: rdb, RedisPrefix: cfg.StreamPrefix + ":",
 		Postgres: pool, Verifier: verifier,
 		RingSize: *ring, QueueSize: *queue, WriteDelay: *delay, CheckpointEvery: cfg.CheckpointEvery,
@@ -89,7 +103,7 @@ func runPush(ctx context.Context, args []string, env Env, io IO) error {
 	}
 	reg.MustRegister(platform.ReadyGauge("push", srv.Ready))
 	mux := platform.OpsMux(reg, srv.Ready)
-	mux.Handle("/v1/", srv.Handler())
+	mux.Handle("/", srv.Handler()) // the API under /v1/, the live page at /
 	hs := &platform.HTTPServer{
 		Name: "push", Addr: cfg.PushAddr, Handler: mux,
 		// Warnings only: the start-up line below says where it listens.
@@ -99,7 +113,7 @@ func runPush(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
-	log.Info("push starting", "url", "http://"+bound.String(), "updates", "ws://"+bound.String()+"/v1/updates/ws",
+	log.Info("push starting", "url", "http://"+bound.String(), "live_page", "http://"+bound.String()+"/", "updates", "ws://"+bound.String()+"/v1/updates/ws",
 		"nats", platform.MaskURL(cfg.NATSURL), "stream", topo.OutStream(),
 		"redis", platform.MaskURL(cfg.RedisURL), "redis_prefix", cfg.StreamPrefix+":", "postgres", platform.MaskURL(cfg.DatabaseURL),
 		"ring", *ring, "queue", *queue)

@@ -110,7 +110,7 @@ func New(o Options) (*Stack, error) {
 		return nil, err
 	}
 	s.Push, err = push.New(push.Options{
-		Topology: o.Topology, NC: o.NC, JS: o.JS, Redis: o.Redis, RedisPrefix: o.RedisPrefix, Postgres: o.Postgres,
+		Graph: o.Graph, Topology: o.Topology, NC: o.NC, JS: o.JS, Redis: o.Redis, RedisPrefix: o.RedisPrefix, Postgres: o.Postgres,
 		Verifier: verifier, Log: o.Log.With("service", "push"), Registerer: o.Registry,
 	})
 	if err != nil {
@@ -121,9 +121,12 @@ func New(o Options) (*Stack, error) {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		mux := platform.OpsMux(o.Registry, ready)
-		if api != nil {
+		switch {
+		case api != nil && name == "push":
+			mux.Handle("/", api) // the live page at / (push.Handler)
+		case api != nil:
 			mux.Handle("/v1/", api)
-		} else {
+		default:
 			platform.RegisterPprof(mux) // internal ports only
 		}
 		srv := &platform.HTTPServer{Name: name, Addr: addr, Handler: mux, Log: o.Log}

@@ -26,7 +26,11 @@ const (
 //	GET /v1/updates/ws?token=…[&after=I][&leaderboard=off]  the player's update socket
 //	GET /v1/leaderboard?limit=N           {"top":[…],"players":M}
 //	GET /v1/players/{id}                  {"player","score","rank"}
+//	GET /                                 the live page (page.go), its files under /live/
+//	GET /v1/spectate[?token=…]            the live page's spectator feed (spectate.go)
+//	GET /v1/map                           the page's map geometry (livemap.go)
 //
+// Mount it at "/" for the page; under "/v1/" it serves the API alone.
 // Errors are JSON {"code":C,"message":M} with the HTTP status: 400
 // bad_request, 401 unauthorized, 404 not_found, 503 unavailable.
 func (s *Server) Handler() http.Handler {
@@ -34,6 +38,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/updates/ws", s.serveUpdates)
 	mux.HandleFunc("GET /v1/leaderboard", s.serveLeaderboard)
 	mux.HandleFunc("GET /v1/players/{id}", s.servePlayer)
+	mux.HandleFunc("GET /v1/spectate", s.serveSpectate)
+	mux.HandleFunc("GET /v1/map", s.serveMap)
+	mux.HandleFunc("GET /{$}", servePage)
+	mux.Handle("GET /live/", serveAssets())
 	return mux
 }
 

@@ -104,6 +104,7 @@ import (
 	"treasure/internal/auth"
 	"treasure/internal/event"
 	"treasure/internal/event/eventpb"
+	"treasure/internal/graph"
 	"treasure/internal/natsjs"
 	"treasure/internal/pgstore"
 	"treasure/internal/redisstore"
@@ -174,6 +175,18 @@ type Options struct {
 	Checkpoints     Checkpoints
 	CheckpointEvery time.Duration
 	CheckpointKeep  int
+	// Graph, when set, is the road graph the live page draws (GET /v1/map)
+	// and places the spectator feed's players and treasures on; nil
+	// leaves the page without a map.
+	Graph *graph.Graph
+	// The spectator feed (GET /v1/spectate, docs/protocol.md): a frame at
+	// most every SpectateInterval (DefaultSpectateInterval) with at most
+	// SpectatePositions player positions (DefaultSpectatePositions), out
+	// of at most SpectatePlayers players followed
+	// (DefaultSpectatePlayers), to at most MaxSpectators sockets
+	// (DefaultMaxSpectators).
+	SpectateInterval                                  time.Duration
+	SpectatePositions, SpectatePlayers, MaxSpectators int
 	// Log receives start, failure and fallback lines; nil discards them.
 	Log *slog.Logger
 	// Registerer receives the metrics; nil registers nowhere.
@@ -212,6 +225,9 @@ type Server struct {
 	ckptSeq   uint64
 	ckptAt    time.Time
 	uploading chan struct{}
+
+	spec    *spectate // the spectator feed (spectate.go)
+	liveMap liveMap   // GET /v1/map, built once (livemap.go)
 }
 
 type metrics struct {
@@ -305,6 +321,18 @@ func New(o Options) (*Server, error) {
 	if o.CheckpointEvery < 0 {
 		o.Checkpoints = nil
 	}
+	if o.SpectateInterval <= 0 {
+		o.SpectateInterval = DefaultSpectateInterval
+	}
+	if o.SpectatePositions <= 0 {
+		o.SpectatePositions = DefaultSpectatePositions
+	}
+	if o.SpectatePlayers <= 0 {
+		o.SpectatePlayers = DefaultSpectatePlayers
+	}
+	if o.MaxSpectators <= 0 {
+		o.MaxSpectators = DefaultMaxSpectators
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -313,6 +341,7 @@ func New(o Options) (*Server, error) {
 	s.m = newMetrics(o.Registerer, func() *hub { return s.hub })
 	s.hop = newFeedHops(o.Registerer)
 	s.hub = newHub(o.RingSize, o.MaxSocketsPerPlayer)
+	s.spec = newSpectate(s, o)
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(s.hub.order.held, s.hub.order.forced)
 	}
@@ -358,6 +387,12 @@ func (s *Server) Run(ctx context.Context) error {
 		s.hub.runBoards(bctx)
 	}()
 	defer func() { stopBoards(); <-boardsDone }()
+	specDone := make(chan struct{})
+	go func() {
+		defer close(specDone)
+		s.spec.run(bctx)
+	}()
+	defer func() { stopBoards(); <-specDone }()
 	stream := s.o.Topology.OutStream()
 	st, err := s.o.JS.Stream(ctx, stream)
 	if err != nil {
@@ -436,6 +471,7 @@ func (s *Server) handle(_ context.Context, msgs []natsjs.Msg) error {
 		s.applyStored(m.Data, m.Time)
 		s.applied.Store(m.Seq)
 	}
+	s.spec.tap(msgs)
 	last := msgs[len(msgs)-1]
 	s.m.lag.Set(float64(last.Pending))
 	if !s.ready.Load() && (last.Pending == 0 || last.Seq >= s.target.Load()) {

@@ -47,6 +47,7 @@ func commandTable() map[string]command {
 		"replay":      {"read the log from the start and print its results and claims, or --check them against the live run", runReplay},
 		"status":      {"streams, consumers and backlog of the pipeline's log", runStatus},
 		"edge-ref":    {"the bare socket edge: an ack and a null proximity update per move, nothing behind (the floor)", runEdgeRef},
+		"archive":     {"archive the log (IN, OUT) as Parquet files for replays and analysts; records how far for retention", runArchive},
 	}
 }
 

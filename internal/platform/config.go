@@ -53,6 +53,10 @@ const (
 	// EnvCheckpointEvery is how often each proximity partition, and push,
 	// writes a checkpoint of its state (a Go duration of at least 1s, or "off").
 	EnvCheckpointEvery = "TREASURE_CHECKPOINT_EVERY"
+	// EnvArchiveDir is where `treasure archive` writes the log's Parquet
+	// archive and where replays read it; EnvArchiveAddr its ops port.
+	EnvArchiveDir  = "TREASURE_ARCHIVE_DIR"
+	EnvArchiveAddr = "TREASURE_ARCHIVE_ADDR"
 )
 
 // The defaults SPEC.md gives.
@@ -72,6 +76,10 @@ const (
 	DefaultCheckpointEvery = 10 * time.Second
 	// MinCheckpointEvery is the shortest checkpoint interval accepted.
 	MinCheckpointEvery = time.Second
+	// DefaultArchiveDir and DefaultArchiveAddr: TREASURE_ARCHIVE_DIR's and
+	// TREASURE_ARCHIVE_ADDR's defaults.
+	DefaultArchiveDir  = "./archive"
+	DefaultArchiveAddr = "127.0.0.1:8085"
 )
 
 // Config is the configuration every treasure process reads from the
@@ -117,6 +125,9 @@ type Config struct {
 	// negative ("off") disables checkpoints, 0 in a literal means the
 	// default.
 	CheckpointEvery time.Duration
+	// ArchiveDir is the archive's directory (TREASURE_ARCHIVE_DIR) and
+	// ArchiveAddr the archiver's ops address (TREASURE_ARCHIVE_ADDR).
+	ArchiveDir, ArchiveAddr string
 	// Log selects the log format and level.
 	Log LogConfig
 }
@@ -148,6 +159,8 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		StreamPrefix:  get(EnvStreamPrefix, DefaultStreamPrefix),
 
 		CheckpointEvery: DefaultCheckpointEvery,
+		ArchiveDir:      get(EnvArchiveDir, DefaultArchiveDir),
+		ArchiveAddr:     get(EnvArchiveAddr, DefaultArchiveAddr),
 	}
 	var errs []error
 	if s := get(EnvCheckpointEvery, ""); s != "" {
@@ -244,6 +257,7 @@ func (c Config) Validate() error {
 		{EnvProximityAddr, c.ProximityAddr},
 		{EnvRankerAddr, c.RankerAddr},
 		{EnvDevNATSAddr, c.DevNATSAddr},
+		{EnvArchiveAddr, c.ArchiveAddr},
 	} {
 		if err := validAddr(a.addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", a.env, err))
@@ -289,6 +303,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Int64("stream_max_msgs", c.StreamMaxMsgs),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Duration("checkpoint_every", c.CheckpointEvery),
+		slog.String("archive_dir", c.ArchiveDir),
+		slog.String("archive_addr", c.ArchiveAddr),
 		slog.String("log_format", c.Log.Format),
 		slog.String("log_level", c.Log.Level.String()),
 	)

@@ -33,6 +33,8 @@ func TestFromEnvDefaultsMatchSpec(t *testing.T) {
 		Log:           LogConfig{Format: "text", Level: slog.LevelInfo},
 
 		CheckpointEvery: 10 * time.Second,
+		ArchiveDir:      "./archive",
+		ArchiveAddr:     "127.0.0.1:8085",
 	}
 	if c != want {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -65,6 +67,8 @@ func TestFromEnvOverridesEveryVariable(t *testing.T) {
 		EnvStreamMaxMsgs:   "200000",
 		EnvStreamReplicas:  "3",
 		EnvCheckpointEvery: "1m30s",
+		EnvArchiveDir:      "/var/lib/treasure/archive",
+		EnvArchiveAddr:     "127.0.0.1:9085",
 		EnvLogFormat:       "JSON",
 		EnvLogLevel:        "debug",
 	}
@@ -93,6 +97,8 @@ func TestFromEnvOverridesEveryVariable(t *testing.T) {
 		Log:            LogConfig{Format: "json", Level: slog.LevelDebug},
 
 		CheckpointEvery: 90 * time.Second,
+		ArchiveDir:      "/var/lib/treasure/archive",
+		ArchiveAddr:     "127.0.0.1:9085",
 	}
 	if c != want {
 		t.Errorf("overrides:\n got %+v\nwant %+v", c, want)

@@ -139,6 +139,7 @@ type Archiver struct {
 	o       Options
 	log     *slog.Logger
 	m       metrics
+	codec   *zstdCodec
 	streams []*streamArchiver
 }
 
@@ -168,7 +169,11 @@ func New(js jetstream.JetStream, o Options) (*Archiver, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	a := &Archiver{js: js, o: o, log: o.Logger, m: newMetrics(o.Registerer)}
+	codec, err := newZstdCodec()
+	if err != nil {
+		return nil, err
+	}
+	a := &Archiver{js: js, o: o, log: o.Logger, m: newMetrics(o.Registerer), codec: codec}
 	for _, s := range []string{o.Topology.InStream(), o.Topology.OutStream()} {
 		role := eventrow.StreamRole(s)
 		a.streams = append(a.streams, &streamArchiver{a: a, stream: s, role: role, dir: filepath.Join(o.Dir, s),
@@ -366,7 +371,10 @@ func (s *streamArchiver) stop() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if k := s.a.o.killed; k != nil && k.Load() {
-		s.seg = nil // a killed process leaves its files as they are
+		if s.seg != nil {
+			s.seg.closeFiles() // a killed process leaves its files as they are
+		}
+		s.seg = nil
 		return nil
 	}
 	if s.failed != nil || s.seg == nil {
@@ -483,7 +491,7 @@ func (s *streamArchiver) add(ctx context.Context, m natsjs.Msg) error {
 		}
 	}
 	if s.seg == nil {
-		s.seg = newSegment(s.dir, s.stream, first, w)
+		s.seg = newSegment(s.dir, s.stream, s.a.codec, first, w)
 		s.seg.gapBefore, s.gap = s.gap, nil
 	}
 	if err := s.seg.add(m); err != nil {

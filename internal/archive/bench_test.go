@@ -76,6 +76,10 @@ func benchLog(tb testing.TB, n, batchSize int, rate float64) (in, out []natsjs.M
 // windows, the size caps), as the Archiver does, without NATS.
 func archiveMsgs(tb testing.TB, dir, stream string, msgs []natsjs.Msg) {
 	tb.Helper()
+	codec, err := newZstdCodec()
+	if err != nil {
+		tb.Fatal(err)
+	}
 	var seg *segment
 	for _, m := range msgs {
 		win := windowOf(m.Time, DefaultSegment)
@@ -86,7 +90,7 @@ func archiveMsgs(tb testing.TB, dir, stream string, msgs []natsjs.Msg) {
 			seg = nil
 		}
 		if seg == nil {
-			seg = newSegment(filepath.Join(dir, stream), stream, m.Seq, win)
+			seg = newSegment(filepath.Join(dir, stream), stream, codec, m.Seq, win)
 		}
 		if err := seg.add(m); err != nil {
 			tb.Fatal(err)

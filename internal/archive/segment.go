@@ -28,6 +28,7 @@ const rowsPerGroup = 64 << 10
 type segment struct {
 	streamDir string
 	stream    string
+	codec     *zstdCodec
 	first     uint64 // nominal first sequence
 	last      uint64 // last message's sequence
 	window    time.Time
@@ -61,8 +62,8 @@ func (f *segFile) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func newSegment(streamDir, stream string, first uint64, window time.Time) *segment {
-	return &segment{streamDir: streamDir, stream: stream, first: first, window: window,
+func newSegment(streamDir, stream string, codec *zstdCodec, first uint64, window time.Time) *segment {
+	return &segment{streamDir: streamDir, stream: stream, codec: codec, first: first, window: window,
 		files: map[string]*segFile{}, parts: map[string]string{}}
 }
 
@@ -124,7 +125,7 @@ func (s *segment) file(subject string) (*segFile, error) {
 	}
 	f := &segFile{tmp: tmp, f: fh, buf: bufio.NewWriterSize(fh, 256<<10), crc: crc32.New(castagnoli)}
 	f.w = parquet.NewGenericWriter[eventrow.Row](f,
-		parquet.Compression(&parquet.Zstd),
+		parquet.Compression(s.codec),
 		parquet.MaxRowsPerRowGroup(rowsPerGroup),
 		parquet.CreatedBy("treasure archive", "1", ""),
 	)
@@ -218,6 +219,17 @@ func (f *segFile) finish() error {
 	}
 	f.f = nil
 	return err
+}
+
+// closeFiles closes the segment's open files and leaves them where they
+// are (a simulated kill).
+func (s *segment) closeFiles() {
+	for _, f := range s.files {
+		if f.f != nil {
+			_ = f.f.Close()
+			f.f = nil
+		}
+	}
 }
 
 // abort closes and removes the segment's temporary files (a failure that

@@ -118,8 +118,8 @@ type logSource struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	topo natsjs.Topology
-	// replay reads the streams: nil is natsjs.Replay (the streams alone);
-	// the archive's ReplayAll goes here once merged.
+	// replay reads the streams, and the archive (TREASURE_ARCHIVE_DIR)
+	// for what they no longer hold: archive.ReplayAll.
 	replay history.ReplayFunc
 }
 
@@ -136,16 +136,15 @@ func openLogSource(env Env, io IO, name string) (*logSource, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &logSource{cfg: cfg, log: log, g: g, part: part, nc: nc, js: js, topo: topology(cfg)}, nil
+	return &logSource{cfg: cfg, log: log, g: g, part: part, nc: nc, js: js, topo: topology(cfg), replay: replayReader(cfg.ArchiveDir)}, nil
 }
 
 func (s *logSource) close() { s.nc.Close() }
 
-// warnTruncated warns when the IN stream no longer holds its first
-// messages (limits, retention): a rebuild then starts from an empty game
-// in the middle of the log, and its answers are not the live run's.
-// (Reading the archive for the part the stream dropped is the archive's
-// ReplayAll, once merged.)
+// warnTruncated says when a stream no longer holds its first messages
+// (limits, retention): the read takes them from the archive
+// (TREASURE_ARCHIVE_DIR), and fails naming the gap when the archive does
+// not hold them either.
 func (s *logSource) warnTruncated(ctx context.Context) {
 	for _, name := range []string{s.topo.InStream(), s.topo.OutStream()} {
 		st, err := s.js.Stream(ctx, name)
@@ -153,7 +152,7 @@ func (s *logSource) warnTruncated(ctx context.Context) {
 			continue // the read reports it
 		}
 		if first := st.CachedInfo().State.FirstSeq; first > 1 {
-			s.log.Warn("the stream no longer holds the start of the log: everything before its first message is missing from the rebuild", "stream", name, "first_seq", first)
+			s.log.Info("the stream no longer holds the start of the log: what comes before its first message is read from the archive", "stream", name, "first_seq", first, "archive", s.cfg.ArchiveDir)
 		}
 	}
 }

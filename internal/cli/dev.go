@@ -33,6 +33,7 @@ import (
 
 const devSynopsis = `dev [--players N] [--rate R] [--treasures T] [--data DIR] [--duration D]
     [--separate] [--ingest N] [--push M] [--proximity P] [--endpoints FILE]
+    [--archive-dir DIR|off]
 
 Runs the whole pipeline in one process: the four services (ingest, proximity,
 ranker, push) against Redis and PostgreSQL from the environment, and — with
@@ -57,6 +58,11 @@ process group after 20 s). --endpoints FILE writes the run's addresses,
 secret and stream prefix as JSON once every service is ready (removed on
 exit).
 
+The archiver (treasure archive) runs too, in the process or as a child with
+--separate, writing the log's Parquet archive to --archive-dir (default:
+DIR/archive with --data DIR, else a temporary folder removed on exit; "off"
+runs no archiver).
+
 TREASURE_GRAPH defaults to data/amsterdam.gr.gz (© OpenStreetMap
 contributors). Without TREASURE_JWT_SECRET a secret is generated and printed.
 Without --data, the run keeps its scores in a fresh PostgreSQL schema and
@@ -73,6 +79,7 @@ type devFlags struct {
 	dataDir, endpoints           string
 	separate                     bool
 	ingests, pushes, proximities int
+	archiveDir                   string
 }
 
 func runDev(ctx context.Context, args []string, env Env, io IO) error {
@@ -89,6 +96,7 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 	fs.IntVar(&f.pushes, "push", 1, "push processes (more than 1 implies --separate)")
 	fs.IntVar(&f.proximities, "proximity", 1, "proximity processes, partitions dealt round-robin (more than 1 implies --separate)")
 	fs.StringVar(&f.endpoints, "endpoints", "", "write the run's addresses as JSON to this file once every service is ready")
+	fs.StringVar(&f.archiveDir, "archive-dir", "", `archive the log here ("off": no archiver; default DIR/archive with --data DIR, else a temporary folder)`)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -214,6 +222,35 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 		stopStack(err)
 		<-done
 		return err
+	}
+	archiveDefault := "" // a temporary folder, or DIR/archive with --data
+	if cfg.NATSURLSet && *dataDir == "" {
+		archiveDefault = cfg.ArchiveDir // the log outlives the run
+	}
+	archiveDir, removeArchive, err := devArchiveDir(f.archiveDir, *dataDir, archiveDefault, !cfg.NATSURLSet && *dataDir == "")
+	if err != nil {
+		stopStack(err)
+		<-done
+		return err
+	}
+	defer removeArchive()
+	archiveReady, archiveDone, err := startArchiver(stackCtx, js, topo, archiveDir, log, st.Registry)
+	if err != nil {
+		stopStack(err)
+		<-done
+		return err
+	}
+	defer func() { // the archiver stops with the stack, committing its open segments
+		stopStack(nil)
+		_ = archiveDone()
+	}()
+	if err := waitReady(ctx, archiveReady, 60*time.Second); err != nil {
+		stopStack(err)
+		<-done
+		return err
+	}
+	if archiveDir != "" {
+		fmt.Fprintf(io.Stdout, "archive: %s\n", absPath(archiveDir))
 	}
 	fmt.Fprintln(io.Stdout, "all four services ready")
 	printLivePage(io.Stdout, pushURL, cfg.JWTSecret)

@@ -89,6 +89,7 @@ func startDevSeparate(t *testing.T, args ...string) *devProc {
 		"TREASURE_PUSH_ADDR=127.0.0.1:0",
 		"TREASURE_PROXIMITY_ADDR=127.0.0.1:0",
 		"TREASURE_RANKER_ADDR=127.0.0.1:0",
+		"TREASURE_ARCHIVE_ADDR=127.0.0.1:0",
 		"TREASURE_STREAM_PREFIX="+testenv.Prefix(t),
 		"TREASURE_STREAM_MAX_BYTES=67108864",
 		"TREASURE_STREAM_MAX_MSGS=200000",
@@ -227,8 +228,8 @@ func TestDevSeparateProcesses(t *testing.T) {
 	}
 	d := startDevSeparate(t, "--ingest", "2", "--push", "2", "--proximity", "2")
 	ep := d.ep
-	if len(ep.Ingest) != 2 || len(ep.Push) != 2 || len(ep.Processes) != 7 || len(ep.Metrics) != 7 {
-		t.Fatalf("endpoints: want 2 ingest, 2 push, 7 processes with 7 /metrics: %+v", ep)
+	if len(ep.Ingest) != 2 || len(ep.Push) != 2 || len(ep.Processes) != 8 || len(ep.Metrics) != 8 {
+		t.Fatalf("endpoints: want 2 ingest, 2 push, 8 processes (the archiver's too) with 8 /metrics: %+v", ep)
 	}
 	if ep.Secret != devTestSecret || !strings.HasSuffix(ep.RedisPrefix, ":") || !strings.HasPrefix(ep.RedisPrefix, ep.StreamPrefix) {
 		t.Fatalf("endpoints: secret %q, stream prefix %q, redis prefix %q", ep.Secret, ep.StreamPrefix, ep.RedisPrefix)
@@ -287,8 +288,8 @@ func TestDevSeparateProcesses(t *testing.T) {
 func TestDevSeparateChildDies(t *testing.T) {
 	t.Parallel()
 	d := startDevSeparate(t, "--separate")
-	if len(d.ep.Processes) != 4 {
-		t.Fatalf("--separate alone: want 4 processes, got %+v", d.ep.Processes)
+	if len(d.ep.Processes) != 5 {
+		t.Fatalf("--separate alone: want 5 processes (ingest, push, proximity, ranker, archive), got %+v", d.ep.Processes)
 	}
 	var victim devProcess
 	for _, p := range d.ep.Processes {

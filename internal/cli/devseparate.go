@@ -100,7 +100,17 @@ func runDevSeparate(ctx context.Context, f devFlags, cfg platform.Config, env En
 		platform.EnvPartitions:   strconv.Itoa(cfg.Partitions),
 		platform.EnvRadius:       strconv.FormatUint(uint64(cfg.Radius), 10),
 	})
-	total := 2 + f.proximities + f.pushes + f.ingests
+	// The archive: temporary when the run's log is.
+	archiveDefault := cfg.ArchiveDir
+	if f.dataDir != "" {
+		archiveDefault = ""
+	}
+	archiveDir, removeArchive, err := devArchiveDir(f.archiveDir, f.dataDir, archiveDefault, temporary)
+	if err != nil {
+		return err
+	}
+	defer removeArchive() // after stopAll (deferred below)
+	total := 3 + f.proximities + f.pushes + f.ingests
 	sup := newDevChildren(exe, childEnv, io.Stderr, total)
 	stopped := false
 	stopAll := func() {
@@ -137,6 +147,14 @@ func runDevSeparate(ctx context.Context, f devFlags, cfg platform.Config, env En
 		return []string{"--partitions", proximityParts(i-1, f.proximities, cfg.Partitions)}
 	}); err != nil {
 		return err
+	}
+	var archivers []*devChild
+	if archiveDir != "" {
+		if err := start(&archivers, "archive", platform.EnvArchiveAddr, cfg.ArchiveAddr, 1, func(int) []string {
+			return []string{"--dir", absPath(archiveDir)}
+		}); err != nil {
+			return err
+		}
 	}
 	if err := start(&pushes, "push", platform.EnvPushAddr, cfg.PushAddr, f.pushes, none); err != nil {
 		return err
@@ -207,7 +225,8 @@ func runDevSeparate(ctx context.Context, f devFlags, cfg platform.Config, env En
 		return err
 	}
 	drops := startDrops(runCtx, "http://"+ingests[0].Addr, admin, g, f.treasures, f.dropEvery, log)
-	defer startRetention(runCtx, cfg, js, topo, log, nil)()
+	// Retention runs in the archive child (treasure archive), beside the
+	// archiver that is one of its holders.
 	backlog := func() int64 { return pipelineBacklog(runCtx, topo, js) }
 
 	var runErr error

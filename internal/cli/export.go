@@ -82,6 +82,7 @@ func runExport(ctx context.Context, args []string, env Env, io IO) error {
 		return &UsageError{Msg: err.Error()}
 	}
 	o.Topology = topology(cfg)
+	o.Replay = replayReader(cfg.ArchiveDir)
 
 	// Rows go to a temporary file renamed into place at the end, so a
 	// failed export leaves no half file under the name asked for.

@@ -132,7 +132,7 @@ func runReplay(ctx context.Context, args []string, env Env, io IO) error {
 	}
 	defer nc.Close()
 	topo := topology(cfg)
-	ro := proximity.ReplayOptions{Graph: g, Part: part, Partitions: parts, Radius: cfg.Radius, Topology: topo, JS: js}
+	ro := proximity.ReplayOptions{Graph: g, Part: part, Partitions: parts, Radius: cfg.Radius, Topology: topo, JS: js, Read: replayReader(cfg.ArchiveDir)}
 
 	if !*check {
 		w := bufio.NewWriterSize(io.Stdout, 64<<10)
@@ -158,7 +158,7 @@ func runReplay(ctx context.Context, args []string, env Env, io IO) error {
 	}
 	var b eventpb.Batch
 	for _, k := range parts {
-		err := natsjs.Replay(ctx, js, natsjs.ReplayOptions{Stream: topo.OutStream(), Subjects: []string{topo.OutSubject(k)}}, func(ctx context.Context, msgs []natsjs.Msg) error {
+		err := ro.Read(ctx, js, natsjs.ReplayOptions{Stream: topo.OutStream(), Subjects: []string{topo.OutSubject(k)}}, func(ctx context.Context, msgs []natsjs.Msg) error {
 			for _, m := range msgs {
 				if err := event.Decode(m.Data, &b); err != nil {
 					return fmt.Errorf("%s seq %d: %w", m.Subject, m.Seq, err)

@@ -230,16 +230,23 @@ func nonZero(v int64) *int64 {
 
 func ptr[T any](v T) *T { return &v }
 
+// moveVals holds a move row's values in one allocation (moves are most of
+// the log; a pointer per column would cost an allocation each).
+type moveVals struct {
+	player     string
+	seq, prev  uint64
+	ingest     int64
+	node, part uint32
+}
+
 func flattenMove(row *Row, m *event.Move) {
-	row.Player = ptr(string(m.Player))
-	row.Seq = ptr(m.Seq)
-	row.PrevSeq = ptr(m.PrevSeq)
+	v := &moveVals{player: string(m.Player), seq: m.Seq, prev: m.PrevSeq, ingest: m.IngestUnixNanos, part: m.Partition}
+	row.Player, row.Seq, row.PrevSeq, row.Ingest, row.MovePartition = &v.player, &v.seq, &v.prev, &v.ingest, &v.part
 	row.Path = append(make([]uint32, 0, len(m.Path)), m.Path...)
 	if len(m.Path) > 0 {
-		row.Node = ptr(m.Path[len(m.Path)-1])
+		v.node = m.Path[len(m.Path)-1]
+		row.Node = &v.node
 	}
-	row.MovePartition = ptr(m.Partition)
-	row.Ingest = ptr(m.IngestUnixNanos)
 }
 
 func flattenPos(row *Row, p *eventpb.LogPosition) {

@@ -57,6 +57,10 @@ const (
 	// and OUT once every holder is past them (a Go duration of at least
 	// 1m, or "off": no retention, the streams fill to their caps).
 	EnvRetention = "TREASURE_RETENTION"
+	// EnvArchiveDir is where `treasure archive` writes the log's Parquet
+	// archive and where replays read it; EnvArchiveAddr its ops port.
+	EnvArchiveDir  = "TREASURE_ARCHIVE_DIR"
+	EnvArchiveAddr = "TREASURE_ARCHIVE_ADDR"
 )
 
 // The defaults SPEC.md gives.
@@ -80,6 +84,10 @@ const (
 	// shortest accepted.
 	DefaultRetention = 24 * time.Hour
 	MinRetention     = time.Minute
+	// DefaultArchiveDir and DefaultArchiveAddr: TREASURE_ARCHIVE_DIR's and
+	// TREASURE_ARCHIVE_ADDR's defaults.
+	DefaultArchiveDir  = "./archive"
+	DefaultArchiveAddr = "127.0.0.1:8085"
 )
 
 // Config is the configuration every treasure process reads from the
@@ -129,6 +137,9 @@ type Config struct {
 	// internal/retention); negative ("off") runs no retention, 0 in a
 	// literal means the default.
 	Retention time.Duration
+	// ArchiveDir is the archive's directory (TREASURE_ARCHIVE_DIR) and
+	// ArchiveAddr the archiver's ops address (TREASURE_ARCHIVE_ADDR).
+	ArchiveDir, ArchiveAddr string
 	// Log selects the log format and level.
 	Log LogConfig
 }
@@ -161,6 +172,8 @@ func FromEnv(getenv func(string) string) (Config, error) {
 
 		CheckpointEvery: DefaultCheckpointEvery,
 		Retention:       DefaultRetention,
+		ArchiveDir:      get(EnvArchiveDir, DefaultArchiveDir),
+		ArchiveAddr:     get(EnvArchiveAddr, DefaultArchiveAddr),
 	}
 	var errs []error
 	if s := get(EnvCheckpointEvery, ""); s != "" {
@@ -266,6 +279,7 @@ func (c Config) Validate() error {
 		{EnvProximityAddr, c.ProximityAddr},
 		{EnvRankerAddr, c.RankerAddr},
 		{EnvDevNATSAddr, c.DevNATSAddr},
+		{EnvArchiveAddr, c.ArchiveAddr},
 	} {
 		if err := validAddr(a.addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", a.env, err))
@@ -312,6 +326,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Duration("checkpoint_every", c.CheckpointEvery),
 		slog.Duration("retention", c.Retention),
+		slog.String("archive_dir", c.ArchiveDir),
+		slog.String("archive_addr", c.ArchiveAddr),
 		slog.String("log_format", c.Log.Format),
 		slog.String("log_level", c.Log.Level.String()),
 	)

@@ -34,6 +34,8 @@ func TestFromEnvDefaultsMatchSpec(t *testing.T) {
 
 		CheckpointEvery: 10 * time.Second,
 		Retention:       24 * time.Hour,
+		ArchiveDir:      "./archive",
+		ArchiveAddr:     "127.0.0.1:8085",
 	}
 	if c != want {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -67,6 +69,8 @@ func TestFromEnvOverridesEveryVariable(t *testing.T) {
 		EnvStreamReplicas:  "3",
 		EnvCheckpointEvery: "1m30s",
 		EnvRetention:       "6h",
+		EnvArchiveDir:      "/var/lib/treasure/archive",
+		EnvArchiveAddr:     "127.0.0.1:9085",
 		EnvLogFormat:       "JSON",
 		EnvLogLevel:        "debug",
 	}
@@ -96,6 +100,8 @@ func TestFromEnvOverridesEveryVariable(t *testing.T) {
 
 		CheckpointEvery: 90 * time.Second,
 		Retention:       6 * time.Hour,
+		ArchiveDir:      "/var/lib/treasure/archive",
+		ArchiveAddr:     "127.0.0.1:9085",
 	}
 	if c != want {
 		t.Errorf("overrides:\n got %+v\nwant %+v", c, want)

@@ -29,6 +29,10 @@ type ReplayOptions struct {
 	Radius   uint32
 	Topology natsjs.Topology
 	JS       jetstream.JetStream
+	// Read reads a partition's log subject; nil means natsjs.Replay.
+	// archive.ReplayAll (through a closure naming the archive) reads what
+	// retention trimmed from the archive.
+	Read func(ctx context.Context, js jetstream.JetStream, o natsjs.ReplayOptions, h natsjs.Handler) error
 }
 
 // Replay reads each partition's log subject P.in.<k> from the start into
@@ -67,6 +71,10 @@ func Replay(ctx context.Context, o ReplayOptions, emit func(part int, ev *eventp
 	// replay mode apply neither publishes nor counts.
 	w := &Worker{o: Options{Graph: o.Graph, Part: o.Part, Partitions: parts, Radius: o.Radius, Topology: o.Topology, JS: o.JS, Log: slog.New(slog.DiscardHandler)}}
 	t := o.Topology
+	read := o.Read
+	if read == nil {
+		read = natsjs.Replay
+	}
 	for _, k := range parts {
 		sub, err := graph.Subgraph(o.Graph, o.Part, uint32(k), o.Radius)
 		if err != nil {
@@ -74,7 +82,7 @@ func Replay(ctx context.Context, o ReplayOptions, emit func(part int, ev *eventp
 		}
 		p := &partition{w: w, k: k, sub: sub, e: game.NewEngine(sub, o.Radius), lastSeq: make(map[string]uint64)}
 		p.emit = func(ev *eventpb.Event) error { return emit(k, ev) }
-		err = natsjs.Replay(ctx, o.JS, natsjs.ReplayOptions{Stream: t.InStream(), Subjects: []string{t.InSubject(k)}}, func(ctx context.Context, msgs []natsjs.Msg) error {
+		err = read(ctx, o.JS, natsjs.ReplayOptions{Stream: t.InStream(), Subjects: []string{t.InSubject(k)}}, func(ctx context.Context, msgs []natsjs.Msg) error {
 			for _, m := range msgs {
 				if err := p.apply(m, modeReplay); err != nil {
 					return err

@@ -592,12 +592,24 @@ func (c *Consumer) backoff(n uint64) time.Duration {
 	return c.o.Backoff[i]
 }
 
-// deadLetter publishes m to the dead-letter subject, with its payload and
-// headers and the reason, and waits for JetStream to store it. Its
-// Nats-Msg-Id names the stream, consumer and sequence, so a dead letter
-// published again after a crash is stored once.
+// deadLetter publishes msg to the consumer's dead-letter subject (see
+// DeadLetter).
 func (c *Consumer) deadLetter(ctx context.Context, msg Msg, reason error) error {
-	out := nats.NewMsg(c.o.DeadLetter)
+	return DeadLetter(ctx, c.js, c.o.DeadLetter, c.o.Stream, c.o.Durable, msg, reason)
+}
+
+// DeadLetterTimeout bounds the wait for JetStream to store a dead letter.
+const DeadLetterTimeout = 5 * time.Second
+
+// DeadLetter publishes msg, delivered from stream to consumer durable, to
+// subject with its payload, its own headers (other than the Nats-* ones)
+// and the HeaderDLQ* headers naming the reason, and waits at most
+// DeadLetterTimeout for JetStream to store it. Its Nats-Msg-Id names the
+// stream, consumer and sequence, so a dead letter published again after a
+// crash is stored once. A Consumer dead-letters with it; a handler that
+// skips a poison message itself (and returns nil) calls it too.
+func DeadLetter(ctx context.Context, js jetstream.JetStream, subject, stream, durable string, msg Msg, reason error) error {
+	out := nats.NewMsg(subject)
 	out.Data = msg.Data
 	for k, v := range msg.Header {
 		if !strings.HasPrefix(k, "Nats-") {
@@ -605,17 +617,17 @@ func (c *Consumer) deadLetter(ctx context.Context, msg Msg, reason error) error 
 		}
 	}
 	out.Header.Set(HeaderDLQReason, headerValue(reason.Error()))
-	out.Header.Set(HeaderDLQStream, c.o.Stream)
-	out.Header.Set(HeaderDLQConsumer, c.o.Durable)
+	out.Header.Set(HeaderDLQStream, stream)
+	out.Header.Set(HeaderDLQConsumer, durable)
 	out.Header.Set(HeaderDLQSubject, msg.Subject)
 	out.Header.Set(HeaderDLQSeq, strconv.FormatUint(msg.Seq, 10))
 	out.Header.Set(HeaderDLQDelivered, strconv.FormatUint(msg.Delivered, 10))
 	out.Header.Set(HeaderDLQTime, msg.Time.UTC().Format(time.RFC3339Nano))
-	out.Header.Set(jetstream.MsgIDHeader, "dlq."+c.o.Stream+"."+c.o.Durable+"."+strconv.FormatUint(msg.Seq, 10))
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	out.Header.Set(jetstream.MsgIDHeader, "dlq."+stream+"."+durable+"."+strconv.FormatUint(msg.Seq, 10))
+	pctx, cancel := context.WithTimeout(ctx, DeadLetterTimeout)
 	defer cancel()
-	if _, err := c.js.PublishMsg(pctx, out); err != nil {
-		return fmt.Errorf("dead letter seq %d to %s: %w", msg.Seq, c.o.DeadLetter, err)
+	if _, err := js.PublishMsg(pctx, out); err != nil {
+		return fmt.Errorf("dead letter seq %d to %s: %w", msg.Seq, subject, err)
 	}
 	return nil
 }

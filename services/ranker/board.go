@@ -8,6 +8,7 @@ import (
 
 	"treasure/internal/event"
 	"treasure/internal/event/eventpb"
+	"treasure/internal/game"
 	"treasure/internal/pgstore"
 	"treasure/internal/redisstore"
 )
@@ -105,15 +106,11 @@ func (r *Ranker) rebuild(ctx context.Context, quiet bool) {
 
 // leaderboard reads the top and the number of scoring players: Redis when
 // it is in step, else PostgreSQL (mu held).
-func (r *Ranker) leaderboard(ctx context.Context) ([]pgstore.Entry, int64, error) {
+func (r *Ranker) leaderboard(ctx context.Context) ([]game.Entry, int64, error) {
 	if r.redisOK {
 		top, n, err := r.rs.Leaderboard(ctx, r.o.TopN)
 		if err == nil {
-			out := make([]pgstore.Entry, len(top))
-			for i, e := range top {
-				out[i] = pgstore.Entry(e)
-			}
-			return out, n, nil
+			return top, n, nil
 		}
 		if !errors.Is(err, context.Canceled) {
 			r.redisDown(ctx, err)

@@ -22,6 +22,7 @@ import (
 
 	"treasure/internal/event"
 	"treasure/internal/event/eventpb"
+	"treasure/internal/game"
 	"treasure/internal/natsjs"
 	"treasure/internal/pgstore"
 	"treasure/internal/redisstore"
@@ -301,20 +302,20 @@ func (m *model) feed(ins ...input) {
 
 // board lists the players with a score: score descending, then who
 // reached it first.
-func (m *model) board() []pgstore.Entry {
-	var top []pgstore.Entry
+func (m *model) board() []game.Entry {
+	var top []game.Entry
 	for p, s := range m.score {
 		if s > 0 {
-			top = append(top, pgstore.Entry{Player: p, Score: s})
+			top = append(top, game.Entry{Player: p, Score: s})
 		}
 	}
-	slices.SortFunc(top, func(a, b pgstore.Entry) int {
+	slices.SortFunc(top, func(a, b game.Entry) int {
 		if a.Score != b.Score {
 			return int(b.Score - a.Score)
 		}
 		return m.reached[a.Player] - m.reached[b.Player]
 	})
-	pgstore.RankTop(top)
+	game.RankTop(top)
 	return top
 }
 
@@ -335,10 +336,7 @@ func checkBoards(tb testing.TB, e env, m *model) {
 	if err != nil {
 		tb.Fatalf("Redis board: %v", err)
 	}
-	got := make([]pgstore.Entry, len(rTop))
-	for i, x := range rTop {
-		got[i] = pgstore.Entry(x)
-	}
+	got := rTop
 	if !slices.Equal(got, want) || rN != int64(len(want)) {
 		tb.Fatalf("Redis board %v (%d players), want %v", got, rN, want)
 	}
@@ -349,13 +347,13 @@ func checkBoards(tb testing.TB, e env, m *model) {
 				above++
 			}
 		}
-		wantE := pgstore.Entry{Player: p, Score: s, Rank: 1 + above}
+		wantE := game.Entry{Player: p, Score: s, Rank: 1 + above}
 		pe, found, err := e.pg.Player(ctx, p)
 		if err != nil || !found || pe != wantE {
 			tb.Fatalf("PostgreSQL player %s: %v found=%v err=%v, want %v", p, pe, found, err, wantE)
 		}
 		re, found, err := e.rs.Player(ctx, p)
-		if err != nil || !found || pgstore.Entry(re) != wantE {
+		if err != nil || !found || re != wantE {
 			tb.Fatalf("Redis player %s: %v found=%v err=%v, want %v", p, re, found, err, wantE)
 		}
 	}
@@ -438,6 +436,25 @@ func TestRankerScoresRanksAndPublishes(t *testing.T) {
 		info, err := dlqInfo(t, e)
 		return err == nil && info.State.Msgs == 1
 	})
+	// natsjs's dead letter: its headers name the ranker's consumer and
+	// the input, and the reason is one line.
+	dlq, err := e.js.Stream(t.Context(), e.topo.DLQStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl, err := dlq.GetLastMsgForSubject(t.Context(), e.topo.DLQSubject())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dl.Header.Get(natsjs.HeaderDLQConsumer); got != e.topo.Prefix+"-ranker" {
+		t.Fatalf("dead letter consumer header %q", got)
+	}
+	if got := dl.Header.Get(natsjs.HeaderDLQSubject); got != e.topo.OutSubject(0) {
+		t.Fatalf("dead letter subject header %q", got)
+	}
+	if reason := dl.Header.Get(natsjs.HeaderDLQReason); reason == "" || strings.ContainsAny(reason, "\r\n") {
+		t.Fatalf("dead letter reason %q", reason)
+	}
 	if n := metric(reg, "treasure_ranker_invalid_events_total"); n != 1 {
 		t.Fatalf("invalid events metric %v, want 1", n)
 	}
@@ -706,7 +723,7 @@ func TestRankerCarriesOnWithoutRedis(t *testing.T) {
 			return false
 		}
 		for i, x := range top {
-			if pgstore.Entry(x) != m.board()[i] {
+			if x != m.board()[i] {
 				return false
 			}
 		}

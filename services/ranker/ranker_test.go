@@ -863,3 +863,92 @@ func testLog() *slog.Logger {
 	}
 	return slog.New(slog.DiscardHandler)
 }
+
+// TestRankerRestartsAfterRankSubjectPurged purges every message of
+// P.out.rank (as retention does once push and the archive are past them)
+// and starts the ranker again: it goes on from its ack floor, not from 0.
+// No score is counted twice, no ScoreChanged is published again for the
+// inputs already handled, and no snapshot version goes back or repeats.
+func TestRankerRestartsAfterRankSubjectPurged(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	o := e.options()
+	log := randomLog(29, 30, 6)
+	m := newModel()
+	m.feed(log[:20]...)
+	publish(t, e, log[:20]...)
+	_, stopA := start(t, o, nil)
+	before := waitScores(t, e, len(m.events))
+	// The final top of the first part is out as a snapshot, and stays the
+	// last message.
+	want := m.board()[:min(o.TopN, len(m.board()))]
+	var lastV uint64
+	waitFor(t, func() string { return "no snapshot of the first part's final top" }, func() bool {
+		out := readOutput(t, e)
+		if len(out.snapshots) == 0 {
+			return false
+		}
+		s := out.snapshots[len(out.snapshots)-1].s
+		lastV = s.Version
+		return sameTop(s, want)
+	})
+	stopA()
+	before = readOutput(t, e)
+	for _, s := range before.snapshots {
+		lastV = max(lastV, s.s.Version)
+	}
+
+	st, err := e.js.Stream(t.Context(), e.topo.OutStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(t.Context(), jetstream.WithPurgeSubject(e.topo.RankSubject())); err != nil {
+		t.Fatal(err)
+	}
+	if out := readOutput(t, e); len(out.scores)+len(out.snapshots) != 0 {
+		t.Fatalf("purge left %d scores and %d snapshots", len(out.scores), len(out.snapshots))
+	}
+
+	// B starts on the purged subject. Its first snapshot (the board is
+	// dirty after a start) must take a version above A's.
+	start(t, o, nil)
+	waitFor(t, func() string { return "no snapshot from the restarted ranker" }, func() bool {
+		return len(readOutput(t, e).snapshots) > 0
+	})
+	if out := readOutput(t, e); len(out.scores) != 0 {
+		t.Fatalf("restarted ranker published %d score events again: %v", len(out.scores), scoreLines(out.scores))
+	}
+	m.feed(log[20:]...)
+	publish(t, e, log[20:]...)
+	newEvents := m.events[len(before.scores):]
+	out := waitScores(t, e, len(newEvents))
+	if got := scoreLines(out.scores); !slices.Equal(got, newEvents) {
+		t.Fatalf("score events after the purge\n got %v\nwant %v", got, newEvents)
+	}
+	checkBoards(t, e, m)
+	want = m.board()[:min(o.TopN, len(m.board()))]
+	waitFor(t, func() string { return "no snapshot of the final top" }, func() bool {
+		out = readOutput(t, e)
+		return len(out.snapshots) > 0 && sameTop(out.snapshots[len(out.snapshots)-1].s, want)
+	})
+	prev := lastV
+	for i, s := range out.snapshots {
+		if s.s.Version <= prev {
+			t.Fatalf("snapshot %d after the purge has version %d, not above %d (the last before the purge was %d)", i, s.s.Version, prev, lastV)
+		}
+		prev = s.s.Version
+	}
+}
+
+// sameTop reports whether snapshot s lists want.
+func sameTop(s *eventpb.LeaderboardSnapshot, want []game.Entry) bool {
+	if len(s.Top) != len(want) {
+		return false
+	}
+	for i, x := range s.Top {
+		if x.Player != want[i].Player || int64(x.Score) != want[i].Score || int64(x.Rank) != want[i].Rank {
+			return false
+		}
+	}
+	return true
+}

@@ -14,14 +14,38 @@ import (
 
 // recover loads what lies beyond the consumer's ack floor: the claims a
 // predecessor stored without getting its batch acked, and how far its
-// published events reach (the last message on P.out.rank).
+// published events reach.
+//
+// The ack floor is where that starts: the consumer acks an input only once
+// its events are stored, so every input up to floor is published, and
+// every snapshot taken so far was taken with at most floor inputs covered
+// (one taken later would sit on P.out.rank after the floor). The last
+// message on P.out.rank, when retention has left it, may say more (inputs
+// beyond the floor published by a predecessor killed before its ack) and
+// raises both. Retention must not purge P.out.rank beyond the ranker's ack
+// floor (the ranker consumes P.out.*, so its durable holds the subject
+// back); without its messages a restart goes on from the floor, never from
+// 0: no event published again for acked inputs, no snapshot version reused
+// or going back.
 func (r *Ranker) recover(ctx context.Context, floor uint64) error {
 	if err := r.reloadAhead(ctx, floor+1); err != nil {
 		return err
 	}
-
-	r.published, r.lastVersion, r.haveTop, r.dirty = 0, 0, false, true
+	r.published, r.lastVersion = floorPoint(floor)
+	r.haveTop, r.dirty = false, true
 	return r.readPublished(ctx)
+}
+
+// floorPoint is resumePoint for a floor: every input up to floor has its
+// events stored, and every snapshot so far a version below floor's.
+func floorPoint(floor uint64) (published, lastVersion uint64) {
+	if floor == 0 {
+		return 0, 0
+	}
+	if floor >= 1<<(64-versionShift) {
+		return floor, ^uint64(0) // no version is free: no snapshot
+	}
+	return floor, floor<<versionShift - 1
 }
 
 // readPublished reads the last message on P.out.rank and raises

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"treasure/internal/backoff"
 	"treasure/internal/graph"
 )
 
@@ -135,7 +136,7 @@ func (c *conn) close(polite bool) {
 // closed when ctx ends.
 func (p *player) dial(ctx context.Context, stop <-chan struct{}, u string, gauge *atomic.Int64) *conn {
 	r := p.r
-	backoff := 50 * time.Millisecond
+	retry := backoff.Backoff{Base: 50 * time.Millisecond, Max: 2 * time.Second, Jitter: true}
 	for {
 		select {
 		case r.dialSem <- struct{}{}:
@@ -172,10 +173,9 @@ func (p *player) dial(ctx context.Context, stop <-chan struct{}, u string, gauge
 		r.mu.Unlock()
 		r.c.countErr(iDial)
 		r.o.Logger.Debug("dial failed", "url", redact(u), "err", err)
-		if !sleep(ctx, stop, backoff/2+rand.N(backoff/2+1)) {
+		if !sleep(ctx, stop, retry.Next()) {
 			return nil
 		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"treasure/internal/backoff"
 )
 
 // Consumer defaults.
@@ -354,7 +356,7 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 		default:
 			fails++
 			c.log.Warn("consume failed", "err", err, "attempt", fails)
-			if !sleep(ctx, c.backoff(uint64(fails))) {
+			if !backoff.Sleep(ctx, c.backoff(uint64(fails))) {
 				return nil
 			}
 		}
@@ -569,7 +571,7 @@ func (s *runState) step(ctx context.Context) error {
 			break
 		}
 	}
-	if !sleep(ctx, c.backoff(attempt)) {
+	if !backoff.Sleep(ctx, c.backoff(attempt)) {
 		return ctx.Err()
 	}
 	return nil
@@ -657,16 +659,4 @@ func toMsg(m jetstream.Msg) (Msg, error) {
 		Header:    m.Headers(),
 		Data:      m.Data(),
 	}, nil
-}
-
-// sleep waits d or until ctx is done, and reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

@@ -79,6 +79,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"treasure/internal/backoff"
 	"treasure/internal/event"
 	"treasure/internal/event/eventpb"
 	"treasure/internal/game"
@@ -307,7 +308,7 @@ func (r *Ranker) Run(ctx context.Context) error {
 	}
 	defer r.pub.Close()
 	var cons *natsjs.Consumer
-	backoff := 100 * time.Millisecond
+	var retry backoff.Backoff
 	for {
 		var err error
 		if cons, err = r.start(ctx); err == nil {
@@ -317,13 +318,11 @@ func (r *Ranker) Run(ctx context.Context) error {
 			return nil
 		}
 		r.setStarting(err)
-		r.log.Error("ranker start failed; retrying", "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
+		d := retry.Next()
+		r.log.Error("ranker start failed; retrying", "err", err, "retry_in", d)
+		if !backoff.Sleep(ctx, d) {
 			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 	r.ready.Store(true)
 	g, gctx := errgroup.WithContext(ctx)

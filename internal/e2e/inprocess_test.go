@@ -107,7 +107,7 @@ func startInProcessConf(t *testing.T, partitions int, before func(topo natsjs.To
 			t.Errorf("stack did not stop within 30 s")
 		}
 	})
-	waitFor(t, 30*time.Second, "stack ready", func() bool { return st.Ready() == nil })
+	testenv.WaitUntil(t, 30*time.Second, "stack ready", func() bool { return st.Ready() == nil })
 	d := deployment{
 		ingest: "http://" + st.IngestAddr().String(), push: "http://" + st.PushAddr().String(),
 		secret: secret, g: g, radius: 2000,

@@ -38,6 +38,9 @@ func TestMain(m *testing.M) {
 
 var small = natsjs.Limits{MaxBytes: 16 << 20, MaxMsgs: 100_000}
 
+// wait bounds every wait for the ranker (testenv.WaitFor).
+const wait = 30 * time.Second
+
 // env is one test's servers: its own streams, schema and Redis prefix.
 type env struct {
 	js      jetstream.JetStream
@@ -183,24 +186,22 @@ func readOutput(tb testing.TB, e env) output {
 // included).
 func waitScores(tb testing.TB, e env, n int) output {
 	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.WaitFor(tb, wait, func() string {
 		out := readOutput(tb, e)
 		if len(out.scores) > n {
 			tb.Fatalf("%d score events, want %d: %v", len(out.scores), n, scoreLines(out.scores))
 		}
-		if len(out.scores) == n {
-			waitAcked(tb, e)
-			if out = readOutput(tb, e); len(out.scores) != n {
-				tb.Fatalf("%d score events once all was acked, want %d: %v", len(out.scores), n, scoreLines(out.scores))
-			}
-			return out
+		if len(out.scores) < n {
+			return fmt.Sprintf("%d of %d score events", len(out.scores), n)
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%d of %d score events after 30 s", len(out.scores), n)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return ""
+	})
+	waitAcked(tb, e)
+	out := readOutput(tb, e)
+	if len(out.scores) != n {
+		tb.Fatalf("%d score events once all was acked, want %d: %v", len(out.scores), n, scoreLines(out.scores))
 	}
+	return out
 }
 
 // waitAcked polls until the ranker's consumer has acked every input
@@ -208,39 +209,28 @@ func waitScores(tb testing.TB, e env, n int) output {
 func waitAcked(tb testing.TB, e env) {
 	tb.Helper()
 	ctx := tb.Context()
-	var floor, last uint64
-	waitFor(tb, func() string { return fmt.Sprintf("ack floor %d, last message %d", floor, last) }, func() bool {
+	testenv.WaitFor(tb, wait, func() string {
 		st, err := e.js.Stream(ctx, e.topo.OutStream())
 		if err != nil {
-			return false
+			return err.Error()
 		}
 		si, err := st.Info(ctx)
 		if err != nil {
-			return false
+			return err.Error()
 		}
 		cons, err := e.js.Consumer(ctx, e.topo.OutStream(), e.topo.Prefix+"-ranker")
 		if err != nil {
-			return false
+			return err.Error()
 		}
 		ci, err := cons.Info(ctx)
 		if err != nil {
-			return false
+			return err.Error()
 		}
-		floor, last = ci.AckFloor.Stream, si.State.LastSeq
-		return floor == last
+		if floor, last := ci.AckFloor.Stream, si.State.LastSeq; floor != last {
+			return fmt.Sprintf("ack floor %d, last message %d", floor, last)
+		}
+		return ""
 	})
-}
-
-// waitFor polls cond until it holds, failing after 30 s with what().
-func waitFor(tb testing.TB, what func() string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("after 30 s: %s", what())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func scoreLines(scores []*eventpb.ScoreChanged) []string {
@@ -432,7 +422,7 @@ func TestRankerScoresRanksAndPublishes(t *testing.T) {
 	if _, found, _ := e.pg.Player(t.Context(), "nobody"); found {
 		t.Fatal("a player never seen was found")
 	}
-	waitFor(t, func() string { return "no dead letter" }, func() bool {
+	testenv.WaitUntil(t, wait, "no dead letter", func() bool {
 		info, err := dlqInfo(t, e)
 		return err == nil && info.State.Msgs == 1
 	})
@@ -551,7 +541,7 @@ func testKilled(t *testing.T, tweak func(*Ranker)) {
 	o := e.options()
 	o.Batch = 5
 	_, stopA := start(t, o, kill("applied"), tweak)
-	waitFor(t, func() string { return "A stored nothing" }, func() bool {
+	testenv.WaitUntil(t, wait, "A stored nothing", func() bool {
 		_, n, err := e.pg.Leaderboard(t.Context(), 0)
 		return err == nil && n > 0
 	})
@@ -562,7 +552,7 @@ func testKilled(t *testing.T, tweak func(*Ranker)) {
 	// B: stores and publishes a (differently cut) batch, dies before the ack.
 	o.Batch = 9
 	_, stopB := start(t, o, kill("published"), tweak)
-	waitFor(t, func() string { return "B published nothing" }, func() bool { return len(readOutput(t, e).scores) > 0 })
+	testenv.WaitUntil(t, wait, "B published nothing", func() bool { return len(readOutput(t, e).scores) > 0 })
 	stopB()
 	// C: one message at a time, to the end.
 	o.Batch = 1
@@ -633,7 +623,7 @@ func TestRankerRetriesAfterAFailureMidBatch(t *testing.T) {
 					r.out.MaxBytes = c.outMax
 				}
 			})
-			waitFor(t, func() string { return "the failure was never injected" }, injected.Load)
+			testenv.WaitUntil(t, wait, "the failure was never injected", injected.Load)
 			out := waitScores(t, e, len(m.events))
 			if got := scoreLines(out.scores); !slices.Equal(got, m.events) {
 				t.Fatalf("score events\n got %v\nwant %v", got, m.events)
@@ -664,7 +654,7 @@ func TestRankerRebuildsFlushedRedis(t *testing.T) {
 	if _, err := testenv.DeleteKeys(t.Context(), e.rdb, e.rprefix); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() string { return "Redis never rebuilt" }, func() bool {
+	testenv.WaitUntil(t, wait, "Redis never rebuilt", func() bool {
 		_, _, err := e.rs.Leaderboard(t.Context(), 1)
 		return err == nil && metric(reg, "treasure_ranker_redis_rebuilds_total") > rebuilds
 	})
@@ -717,7 +707,7 @@ func TestRankerCarriesOnWithoutRedis(t *testing.T) {
 	}
 
 	px.up()
-	waitFor(t, func() string { return "Redis never caught up" }, func() bool {
+	testenv.WaitUntil(t, wait, "Redis never caught up", func() bool {
 		top, _, err := e.rs.Leaderboard(t.Context(), 1000)
 		if err != nil || len(top) != len(m.board()) {
 			return false
@@ -758,23 +748,16 @@ func TestRankerSnapshotsThrottledAndVersioned(t *testing.T) {
 	want := m.board()
 	wantTop := want[:min(3, len(want))]
 	var out output
-	waitFor(t, func() string {
-		return fmt.Sprintf("last snapshot %v, want top %v of %d", out.snapshots[len(out.snapshots)-1].s, wantTop, len(want))
-	}, func() bool {
+	testenv.WaitFor(t, wait, func() string {
 		out = readOutput(t, e)
 		if len(out.snapshots) == 0 {
-			return false
+			return "no snapshot"
 		}
 		last := out.snapshots[len(out.snapshots)-1].s
-		if int(last.Players) != len(want) || len(last.Top) != len(wantTop) {
-			return false
+		if int(last.Players) != len(want) || !sameTop(last, wantTop) {
+			return fmt.Sprintf("last snapshot %v, want top %v of %d", last, wantTop, len(want))
 		}
-		for i, x := range last.Top {
-			if x.Player != wantTop[i].Player || int64(x.Score) != wantTop[i].Score || int64(x.Rank) != wantTop[i].Rank {
-				return false
-			}
-		}
-		return true
+		return ""
 	})
 	stop()
 	if len(out.snapshots) < 2 {
@@ -794,7 +777,7 @@ func TestRankerSnapshotsThrottledAndVersioned(t *testing.T) {
 	start(t, o, nil)
 	m.feed(input{0, []*eventpb.Event{claimEv("p00", "late", 50)}})
 	publish(t, e, input{0, []*eventpb.Event{claimEv("p00", "late", 50)}})
-	waitFor(t, func() string { return "no snapshot from the successor" }, func() bool {
+	testenv.WaitUntil(t, wait, "no snapshot from the successor", func() bool {
 		out = readOutput(t, e)
 		s := out.snapshots[len(out.snapshots)-1].s
 		return len(s.Top) > 0 && s.Top[0].Player == "p00"
@@ -883,7 +866,7 @@ func TestRankerRestartsAfterRankSubjectPurged(t *testing.T) {
 	// last message.
 	want := m.board()[:min(o.TopN, len(m.board()))]
 	var lastV uint64
-	waitFor(t, func() string { return "no snapshot of the first part's final top" }, func() bool {
+	testenv.WaitUntil(t, wait, "no snapshot of the first part's final top", func() bool {
 		out := readOutput(t, e)
 		if len(out.snapshots) == 0 {
 			return false
@@ -912,7 +895,7 @@ func TestRankerRestartsAfterRankSubjectPurged(t *testing.T) {
 	// B starts on the purged subject. Its first snapshot (the board is
 	// dirty after a start) must take a version above A's.
 	start(t, o, nil)
-	waitFor(t, func() string { return "no snapshot from the restarted ranker" }, func() bool {
+	testenv.WaitUntil(t, wait, "no snapshot from the restarted ranker", func() bool {
 		return len(readOutput(t, e).snapshots) > 0
 	})
 	if out := readOutput(t, e); len(out.scores) != 0 {
@@ -927,7 +910,7 @@ func TestRankerRestartsAfterRankSubjectPurged(t *testing.T) {
 	}
 	checkBoards(t, e, m)
 	want = m.board()[:min(o.TopN, len(m.board()))]
-	waitFor(t, func() string { return "no snapshot of the final top" }, func() bool {
+	testenv.WaitUntil(t, wait, "no snapshot of the final top", func() bool {
 		out = readOutput(t, e)
 		return len(out.snapshots) > 0 && sameTop(out.snapshots[len(out.snapshots)-1].s, want)
 	})

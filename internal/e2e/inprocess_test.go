@@ -17,8 +17,8 @@ import (
 	"treasure/internal/graph"
 	"treasure/internal/natsjs"
 	"treasure/internal/stack"
-	"treasure/internal/testdata"
 	"treasure/internal/testenv"
+	"treasure/internal/testgraph"
 )
 
 const secret = "e2e-secret"
@@ -31,7 +31,7 @@ var (
 
 func amsterdam(tb testing.TB) *graph.Graph {
 	tb.Helper()
-	p := testdata.Path(tb, "amsterdam.gr.gz")
+	p := testgraph.Path(tb, "amsterdam.gr.gz")
 	amsOnce.Do(func() { ams, amsErr = graph.LoadDIMACS(p) })
 	if amsErr != nil {
 		tb.Fatal(amsErr)

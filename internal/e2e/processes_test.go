@@ -23,8 +23,8 @@ import (
 	"treasure/internal/graph"
 	"treasure/internal/loadgen"
 	"treasure/internal/natsjs"
-	"treasure/internal/testdata"
 	"treasure/internal/testenv"
+	"treasure/internal/testgraph"
 	"treasure/services/proximity"
 )
 
@@ -189,7 +189,7 @@ func startCluster(t *testing.T) *cluster {
 			"TREASURE_STREAM_PREFIX=" + prefix,
 			"TREASURE_REDIS_URL=" + testenv.RedisURL(),
 			"TREASURE_DATABASE_URL=" + dbURL,
-			"TREASURE_GRAPH=" + testdata.Path(t, "amsterdam.gr.gz"),
+			"TREASURE_GRAPH=" + testgraph.Path(t, "amsterdam.gr.gz"),
 			"TREASURE_PARTITIONS=2",
 			"TREASURE_RADIUS=2000",
 			"TREASURE_JWT_SECRET=" + secret,

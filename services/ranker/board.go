@@ -126,7 +126,11 @@ func (r *Ranker) leaderboard(ctx context.Context) ([]game.Entry, int64, error) {
 func (r *Ranker) snapshot(ctx context.Context) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.dirty || time.Since(r.lastSnap) < r.o.SnapshotEvery {
+	if !r.dirty {
+		return
+	}
+	if r.clock().Sub(r.lastSnap) < r.o.SnapshotEvery {
+		_ = r.callHook("snapshot-throttled")
 		return
 	}
 	if r.pubUnsure {
@@ -143,6 +147,7 @@ func (r *Ranker) snapshot(ctx context.Context) {
 	}
 	if r.haveTop && players == r.lastPlayers && slices.Equal(top, r.lastTop) {
 		r.dirty = false
+		_ = r.callHook("snapshot-same")
 		return
 	}
 	v, ok := nextVersion(r.published, r.lastVersion)
@@ -172,6 +177,7 @@ func (r *Ranker) snapshot(ctx context.Context) {
 		return
 	}
 	r.lastVersion, r.lastTop, r.lastPlayers, r.haveTop, r.dirty = v, top, players, true, false
-	r.lastSnap = time.Now()
+	r.lastSnap = r.clock()
 	r.m.snapshots.Inc()
+	_ = r.callHook("snapshot-published")
 }

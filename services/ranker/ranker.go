@@ -193,9 +193,12 @@ type Ranker struct {
 	ev  eventpb.Event
 	out event.Builder
 
-	// hook, when set (tests), is called at named points of a batch; an
-	// error fails the batch there.
+	// hook, when set (tests), is called at named points of a batch (an
+	// error fails the batch there) and of a snapshot ("snapshot-throttled",
+	// "snapshot-same", "snapshot-published"; its error is ignored).
 	hook func(stage string) error
+	// clock is the snapshots' time: time.Now, or a test's.
+	clock func() time.Time
 }
 
 type metrics struct {
@@ -271,6 +274,7 @@ func New(o Options) (*Ranker, error) {
 		seen:        map[string]struct{}{},
 		out:         event.Builder{MaxBytes: outMaxBytes, MaxEvents: outMaxEvents},
 		readyEr:     errors.New("starting"),
+		clock:       time.Now,
 	}
 	return r, nil
 }

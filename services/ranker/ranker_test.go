@@ -728,48 +728,80 @@ func TestRankerCarriesOnWithoutRedis(t *testing.T) {
 	checkBoards(t, e, m)
 }
 
-// TestRankerSnapshotsThrottledAndVersioned feeds claims in waves: the
-// snapshots have strictly increasing versions, are stored at least
-// SnapshotEvery apart, and the last one is the final top.
+// TestRankerSnapshotsThrottledAndVersioned feeds claims in waves under a
+// clock of the test's own, which moves only when the test moves it: while
+// it stands still the ranker holds back every snapshot however often it
+// looks (the throttle), once it has moved SnapshotEvery the ranker
+// publishes one if the top changed. The snapshots have strictly increasing
+// versions and the last one is the final top. Nothing here depends on how
+// fast the ranker runs or on the time between two stored snapshots.
 func TestRankerSnapshotsThrottledAndVersioned(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	o := e.options()
 	o.TopN = 3
-	o.SnapshotEvery = 150 * time.Millisecond
-	_, stop := start(t, o, nil)
+	o.SnapshotEvery = 100 * time.Millisecond // the real ticker looks every 25 ms
+	var (
+		now    atomic.Int64 // the test's clock, in ns after base
+		base   = time.Now()
+		stages sync.Map // stage -> *atomic.Int64
+	)
+	count := func(stage string) *atomic.Int64 {
+		v, _ := stages.LoadOrStore(stage, new(atomic.Int64))
+		return v.(*atomic.Int64)
+	}
+	_, stop := start(t, o, func(stage string, _ func()) error {
+		count(stage).Add(1)
+		return nil
+	}, func(r *Ranker) {
+		r.clock = func() time.Time { return base.Add(time.Duration(now.Load())) }
+	})
+	snapshots := func() int { return len(readOutput(t, e).snapshots) }
 	log := randomLog(17, 40, 8)
 	m := newModel()
+	published, same := count("snapshot-published"), count("snapshot-same")
 	for w := 0; w < 40; w += 4 {
 		m.feed(log[w : w+4]...)
 		publish(t, e, log[w:w+4]...)
 		waitScores(t, e, len(m.events))
+		if w == 0 {
+			// The first snapshot after a start is not held back.
+			testenv.WaitUntil(t, wait, "no first snapshot", func() bool { return published.Load() == 1 })
+			continue
+		}
+		// The clock stands still: the ranker sees claims to show and
+		// holds them back, again and again.
+		n, throttled := snapshots(), count("snapshot-throttled")
+		t0, p0, s0 := throttled.Load(), published.Load(), same.Load()
+		testenv.WaitUntil(t, wait, "the ranker never looked at the board", func() bool {
+			if published.Load() != p0 {
+				t.Fatalf("wave %d: a snapshot was published while the clock stood still", w/4)
+			}
+			return throttled.Load() >= t0+3
+		})
+		if got := snapshots(); got != n {
+			t.Fatalf("wave %d: %d snapshots while the clock stood still, %d before", w/4, got, n)
+		}
+		// SnapshotEvery later it shows them, or finds the top unchanged.
+		now.Add(int64(o.SnapshotEvery))
+		testenv.WaitUntil(t, wait, "no snapshot once the clock moved", func() bool {
+			return published.Load() > p0 || same.Load() > s0
+		})
 	}
 	want := m.board()
 	wantTop := want[:min(3, len(want))]
-	var out output
-	testenv.WaitFor(t, wait, func() string {
-		out = readOutput(t, e)
-		if len(out.snapshots) == 0 {
-			return "no snapshot"
-		}
-		last := out.snapshots[len(out.snapshots)-1].s
-		if int(last.Players) != len(want) || !sameTop(last, wantTop) {
-			return fmt.Sprintf("last snapshot %v, want top %v of %d", last, wantTop, len(want))
-		}
-		return ""
-	})
+	out := readOutput(t, e)
 	stop()
-	if len(out.snapshots) < 2 {
-		t.Fatalf("%d snapshots over 10 waves of claims", len(out.snapshots))
+	if len(out.snapshots) < 2 || int64(len(out.snapshots)) != published.Load() {
+		t.Fatalf("%d snapshots stored over 10 waves of claims, %d published", len(out.snapshots), published.Load())
+	}
+	if last := out.snapshots[len(out.snapshots)-1].s; int(last.Players) != len(want) || !sameTop(last, wantTop) {
+		t.Fatalf("last snapshot %v, want top %v of %d", last, wantTop, len(want))
 	}
 	for i := 1; i < len(out.snapshots); i++ {
 		a, b := out.snapshots[i-1], out.snapshots[i]
 		if b.s.Version <= a.s.Version {
 			t.Fatalf("snapshot %d has version %d after %d", i, b.s.Version, a.s.Version)
-		}
-		if gap := b.time.Sub(a.time); gap < o.SnapshotEvery {
-			t.Fatalf("snapshots %d and %d stored %v apart, less than %v", i-1, i, gap, o.SnapshotEvery)
 		}
 	}
 	// A successor goes on above the last version.

@@ -62,13 +62,19 @@ func (b *Backoff) Reset() { b.next = 0 }
 func (b *Backoff) Wait(ctx context.Context) bool { return Sleep(ctx, b.Next()) }
 
 // Sleep waits d or until ctx is done, and reports whether d passed.
-func Sleep(ctx context.Context, d time.Duration) bool {
+func Sleep(ctx context.Context, d time.Duration) bool { return SleepOr(ctx, nil, d) }
+
+// SleepOr waits d, or until ctx is done or stop is closed (a nil stop
+// never is), and reports whether d passed.
+func SleepOr(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
 	case <-ctx.Done():
+		return false
+	case <-stop:
 		return false
 	}
 }

@@ -65,4 +65,12 @@ func TestSleepEndsWithItsContext(t *testing.T) {
 	if b.Wait(ctx) {
 		t.Fatal("Wait on a cancelled context reported true")
 	}
+	stop := make(chan struct{})
+	close(stop)
+	if SleepOr(t.Context(), stop, time.Hour) {
+		t.Fatal("SleepOr with a closed stop reported true")
+	}
+	if !SleepOr(t.Context(), make(chan struct{}), time.Microsecond) {
+		t.Fatal("SleepOr of 1 µs with an open stop reported false")
+	}
 }

@@ -387,16 +387,7 @@ func waitUntil(ctx context.Context, t time.Time, stop <-chan struct{}) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-		return true
-	case <-ctx.Done():
-		return false
-	case <-stop:
-		return false
-	}
+	return backoff.SleepOr(ctx, stop, d)
 }
 
 // next returns the time of player p's move k after prev, noMore past the

@@ -173,7 +173,7 @@ func (p *player) dial(ctx context.Context, stop <-chan struct{}, u string, gauge
 		r.mu.Unlock()
 		r.c.countErr(iDial)
 		r.o.Logger.Debug("dial failed", "url", redact(u), "err", err)
-		if !sleep(ctx, stop, retry.Next()) {
+		if !backoff.SleepOr(ctx, stop, retry.Next()) {
 			return nil
 		}
 	}
@@ -187,20 +187,6 @@ func redact(u string) string {
 		}
 	}
 	return u
-}
-
-// sleep waits d; it reports false when ctx ends or stop closes first.
-func sleep(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	case <-stop:
-		return false
-	}
 }
 
 // readFrame reads the next text frame of c into buf[:0].
@@ -354,7 +340,7 @@ func (p *player) moves(ctx context.Context) {
 	// Spread the players' first moves over one interval.
 	next := time.Now().Add(time.Duration(rand.Int64N(int64(r.interval) + 1)))
 	for {
-		if !sleep(ctx, r.stop, time.Until(next)) {
+		if !backoff.SleepOr(ctx, r.stop, time.Until(next)) {
 			return
 		}
 		if !m.deliver(ctx) {
@@ -440,7 +426,7 @@ func (m *mover) deliver(ctx context.Context) bool {
 			m.accepted()
 			return true
 		case answerRetry:
-			if !sleep(ctx, r.stop, retry) {
+			if !backoff.SleepOr(ctx, r.stop, retry) {
 				p.forget(m.seq)
 				return false
 			}

@@ -756,7 +756,6 @@ func TestRankerSnapshotsThrottledAndVersioned(t *testing.T) {
 	}, func(r *Ranker) {
 		r.clock = func() time.Time { return base.Add(time.Duration(now.Load())) }
 	})
-	snapshots := func() int { return len(readOutput(t, e).snapshots) }
 	log := randomLog(17, 40, 8)
 	m := newModel()
 	published, same := count("snapshot-published"), count("snapshot-same")
@@ -771,7 +770,7 @@ func TestRankerSnapshotsThrottledAndVersioned(t *testing.T) {
 		}
 		// The clock stands still: the ranker sees claims to show and
 		// holds them back, again and again.
-		n, throttled := snapshots(), count("snapshot-throttled")
+		throttled := count("snapshot-throttled")
 		t0, p0, s0 := throttled.Load(), published.Load(), same.Load()
 		testenv.WaitUntil(t, wait, "the ranker never looked at the board", func() bool {
 			if published.Load() != p0 {
@@ -779,9 +778,6 @@ func TestRankerSnapshotsThrottledAndVersioned(t *testing.T) {
 			}
 			return throttled.Load() >= t0+3
 		})
-		if got := snapshots(); got != n {
-			t.Fatalf("wave %d: %d snapshots while the clock stood still, %d before", w/4, got, n)
-		}
 		// SnapshotEvery later it shows them, or finds the top unchanged.
 		now.Add(int64(o.SnapshotEvery))
 		testenv.WaitUntil(t, wait, "no snapshot once the clock moved", func() bool {

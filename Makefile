@@ -30,13 +30,25 @@ burst-small:
 	GO="$(GO)" BURST_PLAYERS=$${BURST_PLAYERS:-2000} BURST_GRAPH=$${BURST_GRAPH:-data/amsterdam.gr.gz} bash scripts/burst.sh
 
 # test finds (or starts) NATS with JetStream, Redis and PostgreSQL, then runs
-# every test against them; see scripts/services.sh. scripts/chromium.sh
+# every test against them; see scripts/services.sh. The packages with
+# concurrency (RACE_PKGS: the services, the adapters, the load generator,
+# the lifecycle and the test environment) run under the race detector,
+# the others (pure domain code, whole-process and deploy tests) without
+# it: RACE_PKGS=./... races everything (about twice the time; see
+# docs/operations.md, "Tests and the race detector"). scripts/chromium.sh
 # finds (or installs) the headless Chromium of the live page's browser test,
 # which fails rather than skips without one.
+RACE_PKGS ?= ./services/... ./internal/natsjs/... ./internal/pgstore/... ./internal/redisstore/... \
+	./internal/loadgen/... ./internal/stack/... ./internal/platform/... ./internal/ratelimit/... \
+	./internal/edgeref/... ./internal/cpustat/... ./internal/testenv/... ./internal/backoff/... \
+	./internal/archive/... ./internal/retention/...
 test:
 	bash scripts/services.sh ensure
 	bash scripts/chromium.sh >/dev/null
-	$(GO) test -count=1 ./...
+	race="$$($(GO) list $(RACE_PKGS))" && \
+	rest="$$($(GO) list ./... | grep -vxF "$$race" || true)" && \
+	if [ -n "$$rest" ]; then $(GO) test -count=1 $$rest; fi && \
+	$(GO) test -race -count=1 $$race
 
 build:
 	$(GO) build -o bin/treasure ./cmd/treasure

@@ -32,8 +32,8 @@ import (
 	"treasure/internal/history"
 	"treasure/internal/natsjs"
 	"treasure/internal/stack/stacktest"
-	"treasure/internal/testdata"
 	"treasure/internal/testenv"
+	"treasure/internal/testgraph"
 )
 
 const analystSecret = "analyst-secret"
@@ -62,7 +62,7 @@ type smallGame struct {
 
 func playSmallGame(t *testing.T) *smallGame {
 	t.Helper()
-	grPath := testdata.Path(t, "amsterdam.gr.gz")
+	grPath := testgraph.Path(t, "amsterdam.gr.gz")
 	g, err := graph.LoadDIMACS(grPath)
 	if err != nil {
 		t.Fatal(err)

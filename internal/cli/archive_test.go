@@ -17,8 +17,8 @@ import (
 	"treasure/internal/event/eventpb"
 	"treasure/internal/graph"
 	"treasure/internal/natsjs"
-	"treasure/internal/testdata"
 	"treasure/internal/testenv"
+	"treasure/internal/testgraph"
 )
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader.
@@ -46,7 +46,7 @@ func (s *syncBuffer) String() string {
 // archive the replay fails naming the missing sequences.
 func TestArchiveCommandThenReplayAfterPurge(t *testing.T) {
 	t.Parallel()
-	grPath := testdata.Path(t, "amsterdam.gr.gz")
+	grPath := testgraph.Path(t, "amsterdam.gr.gz")
 	g, err := graph.LoadDIMACS(grPath)
 	if err != nil {
 		t.Fatal(err)

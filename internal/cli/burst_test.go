@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"treasure/internal/testdata"
 	"treasure/internal/testenv"
+	"treasure/internal/testgraph"
 )
 
 // repoRoot is the module's root folder.
@@ -53,7 +53,7 @@ func TestBurstScriptSmall(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "scripts", "burst.sh"))
 	cmd.Env = append(os.Environ(),
-		"BURST_PLAYERS=200", "BURST_GRAPH="+testdata.Path(t, "amsterdam.gr.gz"), "BURST_DIR="+dir,
+		"BURST_PLAYERS=200", "BURST_GRAPH="+testgraph.Path(t, "amsterdam.gr.gz"), "BURST_DIR="+dir,
 		"BURST_BIN="+filepath.Join(dir, "treasure"),
 		"TREASURE_REDIS_URL="+testenv.RedisURL(), "TREASURE_DATABASE_URL="+testenv.DatabaseURL(),
 		"TREASURE_DEV_NATS_ADDR=127.0.0.1:0", "TREASURE_INGEST_ADDR=127.0.0.1:0", "TREASURE_PUSH_ADDR=127.0.0.1:0",

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"treasure/internal/testdata"
 	"treasure/internal/testenv"
+	"treasure/internal/testgraph"
 )
 
 // TestDevRunsTheDemo runs `treasure dev` as the demo does — embedded
@@ -22,7 +22,7 @@ import (
 // flowed, every move got its update, no ids skipped, and it cleaned up.
 func TestDevRunsTheDemo(t *testing.T) {
 	env := map[string]string{
-		"TREASURE_GRAPH":          testdata.Path(t, "amsterdam.gr.gz"),
+		"TREASURE_GRAPH":          testgraph.Path(t, "amsterdam.gr.gz"),
 		"TREASURE_REDIS_URL":      testenv.RedisURL(),
 		"TREASURE_DATABASE_URL":   testenv.DatabaseURL(),
 		"TREASURE_DEV_NATS_ADDR":  "127.0.0.1:0",
@@ -52,7 +52,7 @@ func TestDevRunsTheDemo(t *testing.T) {
 func TestDevInProcessEndpoints(t *testing.T) {
 	ep := filepath.Join(t.TempDir(), "ep.json")
 	env := map[string]string{
-		"TREASURE_GRAPH":          testdata.Path(t, "amsterdam.gr.gz"),
+		"TREASURE_GRAPH":          testgraph.Path(t, "amsterdam.gr.gz"),
 		"TREASURE_REDIS_URL":      testenv.RedisURL(),
 		"TREASURE_DATABASE_URL":   testenv.DatabaseURL(),
 		"TREASURE_DEV_NATS_ADDR":  "127.0.0.1:0",

@@ -24,8 +24,8 @@ import (
 	"treasure/internal/auth"
 	"treasure/internal/graph"
 	"treasure/internal/platform"
-	"treasure/internal/testdata"
 	"treasure/internal/testenv"
+	"treasure/internal/testgraph"
 )
 
 func TestMain(m *testing.M) {
@@ -81,7 +81,7 @@ func startDevSeparate(t *testing.T, args ...string) *devProc {
 		}
 	}
 	env = append(env,
-		"TREASURE_GRAPH="+testdata.Path(t, "amsterdam.gr.gz"),
+		"TREASURE_GRAPH="+testgraph.Path(t, "amsterdam.gr.gz"),
 		"TREASURE_REDIS_URL="+testenv.RedisURL(),
 		"TREASURE_DATABASE_URL="+testenv.DatabaseURL(),
 		"TREASURE_DEV_NATS_ADDR=127.0.0.1:0",
@@ -222,7 +222,7 @@ func dialWS(t *testing.T, base, path, token string, query url.Values) *websocket
 // service process behind, nor any of the run's Redis keys.
 func TestDevSeparateProcesses(t *testing.T) {
 	t.Parallel()
-	g, err := graph.Open(testdata.Path(t, "amsterdam.gr.gz"))
+	g, err := graph.Open(testgraph.Path(t, "amsterdam.gr.gz"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +414,7 @@ func TestLineWriterPrefixesWholeLines(t *testing.T) {
 }
 
 func TestDevSeparateRefusesATestBinary(t *testing.T) {
-	code, _, errs := runCLI(t, "", map[string]string{"TREASURE_GRAPH": testdata.Path(t, "amsterdam.gr.gz"), "TREASURE_JWT_SECRET": "x"}, "dev", "--separate")
+	code, _, errs := runCLI(t, "", map[string]string{"TREASURE_GRAPH": testgraph.Path(t, "amsterdam.gr.gz"), "TREASURE_JWT_SECRET": "x"}, "dev", "--separate")
 	if code != 2 || !strings.Contains(errs, "test binary") {
 		t.Fatalf("exit %d, stderr %q; want 2 and a word about the test binary", code, errs)
 	}

@@ -6,12 +6,12 @@ import (
 	"testing"
 
 	"treasure/internal/graph"
-	"treasure/internal/testdata"
+	"treasure/internal/testgraph"
 )
 
 // A compiled snapshot answers nearest exactly as the DIMACS file does.
 func TestGraphCompileThenNearest(t *testing.T) {
-	gr := testdata.Path(t, "amsterdam.gr.gz")
+	gr := testgraph.Path(t, "amsterdam.gr.gz")
 	snap := filepath.Join(t.TempDir(), "a.snap")
 	if code, out, errs := runCLI(t, "", nil, "graph", "compile", "--in", gr, "--out", snap); code != 0 || !strings.Contains(out, "68213 nodes") {
 		t.Fatalf("compile: exit %d %q %q", code, out, errs)

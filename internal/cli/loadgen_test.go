@@ -13,7 +13,7 @@ import (
 
 	"treasure/internal/graph"
 	"treasure/internal/stack/stacktest"
-	"treasure/internal/testdata"
+	"treasure/internal/testgraph"
 )
 
 const loadgenSecret = "loadgen-test-secret"
@@ -34,7 +34,7 @@ type lgPipeline struct {
 
 func startLoadgenPipeline(t *testing.T) lgPipeline {
 	t.Helper()
-	path := testdata.Path(t, "amsterdam.gr.gz")
+	path := testgraph.Path(t, "amsterdam.gr.gz")
 	lgGraphOnce.Do(func() { lgGraph, lgGraphErr = graph.LoadDIMACS(path) })
 	if lgGraphErr != nil {
 		t.Fatal(lgGraphErr)

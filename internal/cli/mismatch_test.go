@@ -12,8 +12,8 @@ import (
 
 	"treasure/internal/graph"
 	"treasure/internal/natsjs"
-	"treasure/internal/testdata"
 	"treasure/internal/testenv"
+	"treasure/internal/testgraph"
 )
 
 // TestServicesRefuseAnotherConfiguration: a pipeline is recorded with the
@@ -25,7 +25,7 @@ func TestServicesRefuseAnotherConfiguration(t *testing.T) {
 	t.Parallel()
 	nc, js, prefix := testenv.JetStream(t)
 	_ = nc
-	amsterdam := testdata.Path(t, "amsterdam.gr.gz")
+	amsterdam := testgraph.Path(t, "amsterdam.gr.gz")
 	g, err := graph.LoadDIMACS(amsterdam)
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"treasure/internal/graph"
-	"treasure/internal/testdata"
+	"treasure/internal/testgraph"
 )
 
 type nearestLine struct {
@@ -44,7 +44,7 @@ func writeFile(t *testing.T, name, content string) string {
 // TestNearestRealGraph answers random nodes of a real city and checks every
 // answer against the reference Dijkstra.
 func TestNearestRealGraph(t *testing.T) {
-	grPath := testdata.Path(t, "amsterdam.gr.gz")
+	grPath := testgraph.Path(t, "amsterdam.gr.gz")
 	g, err := graph.LoadDIMACS(grPath)
 	if err != nil {
 		t.Fatal(err)

@@ -10,8 +10,8 @@ import (
 	"treasure/internal/event/eventpb"
 	"treasure/internal/graph"
 	"treasure/internal/natsjs"
-	"treasure/internal/testdata"
 	"treasure/internal/testenv"
+	"treasure/internal/testgraph"
 )
 
 // TestReplayCommand writes a tiny log by hand — a drop, then a walk onto
@@ -20,7 +20,7 @@ import (
 // filled reports the difference and fails.
 func TestReplayCommand(t *testing.T) {
 	t.Parallel()
-	grPath := testdata.Path(t, "amsterdam.gr.gz")
+	grPath := testgraph.Path(t, "amsterdam.gr.gz")
 	g, err := graph.LoadDIMACS(grPath)
 	if err != nil {
 		t.Fatal(err)

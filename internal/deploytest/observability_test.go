@@ -31,7 +31,7 @@ import (
 	"treasure/internal/graph"
 	"treasure/internal/loadgen"
 	"treasure/internal/stack/stacktest"
-	"treasure/internal/testdata"
+	"treasure/internal/testgraph"
 )
 
 const (
@@ -366,7 +366,7 @@ func TestObservabilityMetricsExistAndPanelsHaveData(t *testing.T) {
 	dashQs := loadDashboard(t, "2s")
 	rec := recorded(groups)
 
-	g, err := graph.LoadDIMACS(testdata.Path(t, "amsterdam.gr.gz"))
+	g, err := graph.LoadDIMACS(testgraph.Path(t, "amsterdam.gr.gz"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -89,7 +89,7 @@ func TestBurstPolicy(t *testing.T) {
 			t.Errorf("stack did not stop within 30 s")
 		}
 	})
-	waitFor(t, 30*time.Second, "stack ready", func() bool { return st.Ready() == nil })
+	testenv.WaitUntil(t, 30*time.Second, "stack ready", func() bool { return st.Ready() == nil })
 	d := deployment{ingest: "http://" + st.IngestAddr().String(), push: "http://" + st.PushAddr().String(), secret: secret, g: g}
 
 	// The workers stop taking moves: the pipeline's rate is now 0.
@@ -223,7 +223,7 @@ func TestBurstPolicy(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, 30*time.Second, "backlog drained", func() bool { n, m := backlog(); return n == 0 && m == 0 })
+	testenv.WaitUntil(t, 30*time.Second, "backlog drained", func() bool { n, m := backlog(); return n == 0 && m == 0 })
 
 	// Draining frees no room in the log: the refused move, sent again after
 	// its retry_after_ms, is refused again until an operator raises the cap.

@@ -13,6 +13,7 @@ import (
 	"treasure/internal/event/eventpb"
 	"treasure/internal/graph"
 	"treasure/internal/natsjs"
+	"treasure/internal/testenv"
 )
 
 // hopHistograms are the per-hop latency histograms (docs/operations.md);
@@ -82,7 +83,7 @@ func TestHopTimestamps(t *testing.T) {
 	// trail the updates the clients read (push observes after its write
 	// returns, proximity after its publish is acked): poll.
 	counts := map[string]uint64{}
-	waitFor(t, 20*time.Second, "every hop histogram counting every move", func() bool {
+	testenv.WaitUntil(t, 20*time.Second, "every hop histogram counting every move", func() bool {
 		mfs, err := p.st.Registry.Gather()
 		if err != nil {
 			t.Fatal(err)

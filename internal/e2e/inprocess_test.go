@@ -17,8 +17,8 @@ import (
 	"treasure/internal/graph"
 	"treasure/internal/natsjs"
 	"treasure/internal/stack"
-	"treasure/internal/testdata"
 	"treasure/internal/testenv"
+	"treasure/internal/testgraph"
 )
 
 const secret = "e2e-secret"
@@ -31,7 +31,7 @@ var (
 
 func amsterdam(tb testing.TB) *graph.Graph {
 	tb.Helper()
-	p := testdata.Path(tb, "amsterdam.gr.gz")
+	p := testgraph.Path(tb, "amsterdam.gr.gz")
 	amsOnce.Do(func() { ams, amsErr = graph.LoadDIMACS(p) })
 	if amsErr != nil {
 		tb.Fatal(amsErr)
@@ -107,7 +107,7 @@ func startInProcessConf(t *testing.T, partitions int, before func(topo natsjs.To
 			t.Errorf("stack did not stop within 30 s")
 		}
 	})
-	waitFor(t, 30*time.Second, "stack ready", func() bool { return st.Ready() == nil })
+	testenv.WaitUntil(t, 30*time.Second, "stack ready", func() bool { return st.Ready() == nil })
 	d := deployment{
 		ingest: "http://" + st.IngestAddr().String(), push: "http://" + st.PushAddr().String(),
 		secret: secret, g: g, radius: 2000,

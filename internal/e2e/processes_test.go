@@ -23,8 +23,8 @@ import (
 	"treasure/internal/graph"
 	"treasure/internal/loadgen"
 	"treasure/internal/natsjs"
-	"treasure/internal/testdata"
 	"treasure/internal/testenv"
+	"treasure/internal/testgraph"
 	"treasure/services/proximity"
 )
 
@@ -189,7 +189,7 @@ func startCluster(t *testing.T) *cluster {
 			"TREASURE_STREAM_PREFIX=" + prefix,
 			"TREASURE_REDIS_URL=" + testenv.RedisURL(),
 			"TREASURE_DATABASE_URL=" + dbURL,
-			"TREASURE_GRAPH=" + testdata.Path(t, "amsterdam.gr.gz"),
+			"TREASURE_GRAPH=" + testgraph.Path(t, "amsterdam.gr.gz"),
 			"TREASURE_PARTITIONS=2",
 			"TREASURE_RADIUS=2000",
 			"TREASURE_JWT_SECRET=" + secret,
@@ -336,7 +336,7 @@ func TestEndToEndFourProcesses(t *testing.T) {
 	// Observations may trail the updates the client read: poll.
 	const moves = 7
 	count := func(p *proc, name string) float64 { return metric(t, p, name+"_count") }
-	waitFor(t, 20*time.Second, "every hop histogram of every process counting the moves", func() bool {
+	testenv.WaitUntil(t, 20*time.Second, "every hop histogram of every process counting the moves", func() bool {
 		for _, name := range hopHistograms {
 			var n float64
 			switch {
@@ -408,7 +408,7 @@ func TestEndToEndProcessKill(t *testing.T) {
 			}
 		})
 	}()
-	waitFor(t, 30*time.Second, "walkers under way", func() bool {
+	testenv.WaitUntil(t, 30*time.Second, "walkers under way", func() bool {
 		select {
 		case <-finished:
 			t.Fatalf("loadgen ended early: %v", runErr)
@@ -508,7 +508,7 @@ func TestEndToEndProcessKill(t *testing.T) {
 		want += points[id]
 	}
 	var got int64
-	waitFor(t, 30*time.Second, fmt.Sprintf("PostgreSQL scores adding up to the %d points claimed", want), func() bool {
+	testenv.WaitUntil(t, 30*time.Second, fmt.Sprintf("PostgreSQL scores adding up to the %d points claimed", want), func() bool {
 		err := c.pool.QueryRow(context.Background(), "SELECT coalesce(sum(score), 0) FROM players").Scan(&got)
 		return err == nil && got == want
 	})

@@ -16,6 +16,7 @@ import (
 	"treasure/internal/loadgen"
 	"treasure/internal/natsjs"
 	"treasure/internal/pgstore"
+	"treasure/internal/testenv"
 )
 
 // outLog is what a run published on OUT: proximity results by player/seq,
@@ -63,7 +64,7 @@ func readOut(t *testing.T, js jetstream.JetStream, topo natsjs.Topology) outLog 
 func quiet(t *testing.T, p inproc, want int) outLog {
 	t.Helper()
 	var o outLog
-	waitFor(t, 60*time.Second, fmt.Sprintf("%d proximity results and an idle ranker", want), func() bool {
+	testenv.WaitUntil(t, 60*time.Second, fmt.Sprintf("%d proximity results and an idle ranker", want), func() bool {
 		o = readOut(t, p.js, p.topo)
 		if len(o.prox) < want {
 			return false

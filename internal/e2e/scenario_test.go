@@ -8,6 +8,7 @@ import (
 
 	"treasure/internal/auth"
 	"treasure/internal/graph"
+	"treasure/internal/testenv"
 )
 
 // deployment is what the scenario needs of a running pipeline.
@@ -173,7 +174,7 @@ func scenario(t *testing.T, d deployment, player string) {
 		} `json:"top"`
 		Players int64 `json:"players"`
 	}
-	waitFor(t, 10*time.Second, "leaderboard shows the claim", func() bool {
+	testenv.WaitUntil(t, 10*time.Second, "leaderboard shows the claim", func() bool {
 		getJSON(t, d.push+"/v1/leaderboard?limit=1000", &board)
 		for _, e := range board.Top {
 			if e.Player == player {

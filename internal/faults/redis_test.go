@@ -25,8 +25,8 @@ import (
 	"treasure/internal/ratelimit"
 	"treasure/internal/redisstore"
 	"treasure/internal/stack/stacktest"
-	"treasure/internal/testdata"
 	"treasure/internal/testenv"
+	"treasure/internal/testgraph"
 )
 
 const secret = "faults-secret"
@@ -53,7 +53,7 @@ const guard = 60 * time.Second
 // PostgreSQL and in the rebuilt Redis board are the sums of the claims.
 func TestRedisFaultsUnderLoad(t *testing.T) {
 	t.Parallel()
-	g, err := graph.LoadDIMACS(testdata.Path(t, "amsterdam.gr.gz"))
+	g, err := graph.LoadDIMACS(testgraph.Path(t, "amsterdam.gr.gz"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"treasure/internal/graph"
-	"treasure/internal/testdata"
+	"treasure/internal/testgraph"
 )
 
 // ckptFixture is an engine over one partition of amsterdam after drops,
@@ -40,7 +40,7 @@ var (
 func newCkptFixture(tb testing.TB, seed uint64, treasures int) *ckptFixture {
 	tb.Helper()
 	amsOnce.Do(func() {
-		amsG, amsErr = graph.LoadDIMACS(testdata.Path(tb, "amsterdam.gr.gz"))
+		amsG, amsErr = graph.LoadDIMACS(testgraph.Path(tb, "amsterdam.gr.gz"))
 		if amsErr == nil {
 			amsPart, amsErr = graph.Partition(amsG, 3)
 		}

@@ -7,12 +7,12 @@ import (
 	"testing"
 
 	"treasure/internal/graph"
-	"treasure/internal/testdata"
+	"treasure/internal/testgraph"
 )
 
 func loadReal(tb testing.TB, name string) *graph.Graph {
 	tb.Helper()
-	g, err := graph.LoadDIMACS(testdata.Path(tb, name))
+	g, err := graph.LoadDIMACS(testgraph.Path(tb, name))
 	if err != nil {
 		tb.Fatal(err)
 	}

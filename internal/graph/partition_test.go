@@ -9,7 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	"treasure/internal/testdata"
+	"treasure/internal/testgraph"
 )
 
 // partRandomGraph returns a small random graph of n nodes: random
@@ -463,16 +463,16 @@ var (
 )
 
 func loadShared(name string) (*Graph, error) {
-	dir, ok := testdata.Find()
+	dir, ok := testgraph.Find()
 	if !ok {
-		return nil, fmt.Errorf("real road networks not found (set %s)", testdata.Env)
+		return nil, fmt.Errorf("real road networks not found (set %s)", testgraph.Env)
 	}
 	return LoadDIMACS(dir + "/" + name)
 }
 
 func sharedGraph(tb testing.TB, load func() (*Graph, error)) *Graph {
 	tb.Helper()
-	testdata.Dir(tb) // fail with the clear message when the folder is absent
+	testgraph.Dir(tb) // fail with the clear message when the folder is absent
 	g, err := load()
 	if err != nil {
 		tb.Fatal(err)
@@ -587,7 +587,7 @@ func BenchmarkHalo(b *testing.B) {
 			if tc.file == "" {
 				g, err = Generate(GenOptions{Nodes: fullNodes, Edges: fullEdges, Seed: 1})
 			} else {
-				g, err = LoadDIMACS(testdata.Path(b, tc.file))
+				g, err = LoadDIMACS(testgraph.Path(b, tc.file))
 			}
 			if err != nil {
 				b.Fatal(err)

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"treasure/internal/testdata"
+	"treasure/internal/testgraph"
 )
 
 // ioRealGraphs lists the road networks of ../shared/data with the figures of
@@ -43,7 +43,7 @@ func TestLoadRealGraphs(t *testing.T) {
 			if testing.Short() && tt.nodes > 1_000_000 {
 				t.Skip("big topology graph skipped in -short mode")
 			}
-			g, err := Open(testdata.Path(t, tt.name+".gr.gz"))
+			g, err := Open(testgraph.Path(t, tt.name+".gr.gz"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -72,7 +72,7 @@ func TestLoadRealGraphs(t *testing.T) {
 }
 
 func TestRealGraphSnapshotRoundTrip(t *testing.T) {
-	g, err := LoadDIMACS(testdata.Path(t, "luxembourg.gr.gz"))
+	g, err := LoadDIMACS(testgraph.Path(t, "luxembourg.gr.gz"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestRealGraphSnapshotRoundTrip(t *testing.T) {
 func BenchmarkLoadDIMACS(b *testing.B) {
 	for _, name := range []string{"luxembourg", "ne-topology"} {
 		b.Run(name, func(b *testing.B) {
-			path := testdata.Path(b, name+".gr.gz")
+			path := testgraph.Path(b, name+".gr.gz")
 			b.SetBytes(ioFileSize(b, path) + ioFileSize(b, filepath.Join(filepath.Dir(path), name+".co.gz")))
 			for b.Loop() {
 				if _, err := LoadDIMACS(path); err != nil {
@@ -117,7 +117,7 @@ func BenchmarkLoadSnapshot(b *testing.B) {
 		load func(testing.TB) *Graph
 	}{
 		{"ne-topology", func(tb testing.TB) *Graph {
-			g, err := LoadDIMACS(testdata.Path(tb, "ne-topology.gr.gz"))
+			g, err := LoadDIMACS(testgraph.Path(tb, "ne-topology.gr.gz"))
 			if err != nil {
 				tb.Fatal(err)
 			}
@@ -162,7 +162,7 @@ func BenchmarkLoadSnapshot(b *testing.B) {
 
 // BenchmarkWriteSnapshot measures WriteSnapshot of ne-topology to memory.
 func BenchmarkWriteSnapshot(b *testing.B) {
-	g, err := LoadDIMACS(testdata.Path(b, "ne-topology.gr.gz"))
+	g, err := LoadDIMACS(testgraph.Path(b, "ne-topology.gr.gz"))
 	if err != nil {
 		b.Fatal(err)
 	}

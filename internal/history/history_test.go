@@ -16,8 +16,8 @@ import (
 	"treasure/internal/graph"
 	"treasure/internal/history"
 	"treasure/internal/natsjs"
-	"treasure/internal/testdata"
 	"treasure/internal/testenv"
+	"treasure/internal/testgraph"
 	"treasure/services/proximity"
 )
 
@@ -29,7 +29,7 @@ var (
 
 func amsterdam(tb testing.TB) *graph.Graph {
 	tb.Helper()
-	p := testdata.Path(tb, "amsterdam.gr.gz")
+	p := testgraph.Path(tb, "amsterdam.gr.gz")
 	amsOnce.Do(func() { ams, amsErr = graph.LoadDIMACS(p) })
 	if amsErr != nil {
 		tb.Fatal(amsErr)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 
+	"treasure/internal/game"
 	"treasure/internal/pgstore"
 	"treasure/internal/redisstore"
 )
@@ -239,11 +240,7 @@ func Verify(ctx context.Context, r *Rebuild, out *Out, st Stores) (*Report, erro
 				if scoring != board.Scoring {
 					diff("redis", "scoring", "board", strconv.FormatInt(board.Scoring, 10), strconv.FormatInt(scoring, 10))
 				}
-				conv := make([]pgstore.Entry, len(top))
-				for i, e := range top {
-					conv[i] = pgstore.Entry(e)
-				}
-				diffTop(diff, "redis", board.Top, conv)
+				diffTop(diff, "redis", board.Top, top)
 			}
 		}
 	}
@@ -265,7 +262,7 @@ func storeOrder(s string) int {
 
 // diffTop compares a store's leaderboard listing with the rebuilt one,
 // line by line.
-func diffTop(diff func(store, what, key, log, live string), store string, want []Standing, got []pgstore.Entry) {
+func diffTop(diff func(store, what, key, log, live string), store string, want []Standing, got []game.Entry) {
 	line := func(player string, score, rank int64) string {
 		return fmt.Sprintf("%s score %d rank %d", player, score, rank)
 	}

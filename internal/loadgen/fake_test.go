@@ -107,7 +107,7 @@ func newFake(tb testing.TB, g *graph.Graph, o fakeOptions) *fake {
 		f.boardQuery = r.URL.RawQuery
 		f.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
-		w.Write(wire.AppendTop(nil, []wire.Entry{{Player: "alice", Score: 50, Rank: 1}, {Player: "bob", Score: 40, Rank: 2}}, 2))
+		w.Write(wire.AppendTop(nil, []game.Entry{{Player: "alice", Score: 50, Rank: 1}, {Player: "bob", Score: 40, Rank: 2}}, 2))
 	})
 	f.srv = httptest.NewServer(f.gate(mux))
 	tb.Cleanup(f.close)
@@ -326,7 +326,7 @@ func (f *fake) publish(p *fakePlayer, seq, node uint64) {
 		f.claims++
 		add(wire.AppendClaim(nil, next(), seq, "t"+strconv.Itoa(f.claims), 10))
 		add(wire.AppendScore(nil, next(), int64(10*p.moves/n), 1))
-		frame = append(frame, wire.AppendLeaderboard(nil, []wire.Entry{{Player: "alice", Score: 50, Rank: 1}}))
+		frame = append(frame, wire.AppendLeaderboard(nil, []game.Entry{{Player: "alice", Score: 50, Rank: 1}}))
 	}
 	if p.push != nil {
 		p.push.SetWriteDeadline(time.Now().Add(5 * time.Second))

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"treasure/internal/game"
 )
 
 func TestLine(t *testing.T) {
@@ -16,11 +18,11 @@ func TestLine(t *testing.T) {
 		{"busy second", Stats{
 			MovesPerSecond: 1234.4,
 			Latency:        Latency{Count: 1234, P50: 3100 * time.Microsecond, P99: 9800 * time.Microsecond},
-			Top:            []Entry{{"alice", 50, 1}, {"bob", 40, 2}},
+			Top:            []game.Entry{{Player: "alice", Score: 50, Rank: 1}, {Player: "bob", Score: 40, Rank: 2}},
 			Ranked:         7,
 		}, "moves/s 1234 | p50 3.1 ms p99 9.8 ms | errors 0 | top: alice 50, bob 40, …"},
 		{"quiet second, everyone listed", Stats{
-			Top: []Entry{{"alice", 50, 1}}, Ranked: 1, ErrorCount: 3,
+			Top: []game.Entry{{Player: "alice", Score: 50, Rank: 1}}, Ranked: 1, ErrorCount: 3,
 		}, "moves/s 0 | p50 - p99 - | errors 3 | top: alice 50"},
 		{"trouble", Stats{
 			MovesPerSecond: 10, Latency: Latency{Count: 10, P50: time.Millisecond, P99: 2 * time.Millisecond},
@@ -43,7 +45,7 @@ func TestSummary(t *testing.T) {
 		Final: true, Elapsed: 10 * time.Second, TotalMoves: 9870, Sent: 9900,
 		TotalLatency: Latency{Count: 9870, P50: 3 * time.Millisecond, P99: 9 * time.Millisecond, P999: 12 * time.Millisecond, Max: 20 * time.Millisecond},
 		Errors:       map[string]uint64{"rate_limited": 30, "closed": 2}, ErrorCount: 32, Reconnects: 2,
-		Top: []Entry{{"alice", 50, 1}}, Ranked: 1,
+		Top: []game.Entry{{Player: "alice", Score: 50, Rank: 1}}, Ranked: 1,
 	}
 	got := s.Summary()
 	for _, want := range []string{

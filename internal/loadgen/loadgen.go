@@ -91,6 +91,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"treasure/internal/auth"
+	"treasure/internal/game"
 	"treasure/internal/graph"
 )
 
@@ -419,7 +420,7 @@ func (r *run) lastDialError() string {
 type leaderboard struct {
 	client *http.Client
 	url    string
-	last   []Entry
+	last   []game.Entry
 	ranked uint64
 }
 
@@ -430,7 +431,7 @@ func (l *leaderboard) fill(ctx context.Context, st *Stats) {
 	}
 	st.Top, st.Ranked = l.last, l.ranked
 	if st.Top == nil {
-		st.Top = []Entry{}
+		st.Top = []game.Entry{}
 	}
 }
 
@@ -449,8 +450,8 @@ func (l *leaderboard) fetch(ctx context.Context) error {
 		return fmt.Errorf("leaderboard: %s", resp.Status)
 	}
 	var body struct {
-		Top     []Entry `json:"top"`
-		Players uint64  `json:"players"`
+		Top     []game.Entry `json:"top"`
+		Players uint64       `json:"players"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&body); err != nil {
 		return fmt.Errorf("leaderboard: %w", err)

@@ -144,7 +144,7 @@ func TestRunAgainstFakeServices(t *testing.T) {
 	if s.Sent <= s.TotalMoves {
 		t.Errorf("sent %d frames for %d moves, want more (rate-limited and lost-ack resends)", s.Sent, s.TotalMoves)
 	}
-	if len(s.Top) != 2 || s.Top[0] != (Entry{"alice", 50, 1}) || s.Ranked != 2 || s.TopError != "" {
+	if len(s.Top) != 2 || s.Top[0] != (game.Entry{Player: "alice", Score: 50, Rank: 1}) || s.Ranked != 2 || s.TopError != "" {
 		t.Errorf("top %+v ranked %d (%q), want alice and bob", s.Top, s.Ranked, s.TopError)
 	}
 	if ft.boardQuery != "limit=5" {

@@ -56,7 +56,7 @@ func TestParseMsgReadsTheServersMessages(t *testing.T) {
 			msg{kind: kindProximity, hasID: true, id: 4, hasSeq: true, seq: 9, node: 12}},
 		{"claim", wire.AppendClaim(nil, 5, 9, "gold", 30), msg{kind: kindClaim, hasID: true, id: 5, hasSeq: true, seq: 9}},
 		{"score", wire.AppendScore(nil, 6, 30, 2), msg{kind: kindScore, hasID: true, id: 6}},
-		{"leaderboard", wire.AppendLeaderboard(nil, []wire.Entry{{Player: "a]}", Score: 3, Rank: 1}, {Player: "b", Score: 1, Rank: 2}}), msg{kind: kindLeaderboard}},
+		{"leaderboard", wire.AppendLeaderboard(nil, []game.Entry{{Player: "a]}", Score: 3, Rank: 1}, {Player: "b", Score: 1, Rank: 2}}), msg{kind: kindLeaderboard}},
 		{"unknown type", []byte(`{"type":"hello","extra":[1,{"id":"x"}]}`), msg{}},
 		{"keys in another order, spaces", []byte(" { \"seq\" : 4 , \"type\" : \"ack\" } "), msg{kind: kindAck, hasSeq: true, seq: 4}},
 		{"escaped type", []byte(`{"type":"\u0061ck","seq":2}`), msg{kind: kindAck, hasSeq: true, seq: 2}},

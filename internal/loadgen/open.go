@@ -102,6 +102,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"treasure/internal/auth"
+	"treasure/internal/backoff"
 	"treasure/internal/graph"
 )
 
@@ -386,16 +387,7 @@ func waitUntil(ctx context.Context, t time.Time, stop <-chan struct{}) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-		return true
-	case <-ctx.Done():
-		return false
-	case <-stop:
-		return false
-	}
+	return backoff.SleepOr(ctx, stop, d)
 }
 
 // next returns the time of player p's move k after prev, noMore past the
@@ -654,7 +646,7 @@ func (e *engine) totals(r *Result) {
 // dial opens one socket, retrying failures other than a 4xx answer with
 // backoff until ctx ends.
 func (e *engine) dial(ctx context.Context, d *websocket.Dialer, u string) (*websocket.Conn, error) {
-	backoff := 50 * time.Millisecond
+	retry := backoff.Backoff{Base: 50 * time.Millisecond, Max: 2 * time.Second}
 	for {
 		ws, resp, err := d.DialContext(ctx, u, nil)
 		if err == nil {
@@ -669,14 +661,9 @@ func (e *engine) dial(ctx context.Context, d *websocket.Dialer, u string) (*webs
 			return nil, fmt.Errorf("%s: %w", redact(u), err)
 		}
 		e.o.Logger.Debug("dial failed", "url", redact(u), "err", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !retry.Wait(ctx) {
 			return nil, fmt.Errorf("%s: %w", redact(u), err)
 		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"treasure/internal/backoff"
 	"treasure/internal/graph"
 )
 
@@ -135,7 +136,7 @@ func (c *conn) close(polite bool) {
 // closed when ctx ends.
 func (p *player) dial(ctx context.Context, stop <-chan struct{}, u string, gauge *atomic.Int64) *conn {
 	r := p.r
-	backoff := 50 * time.Millisecond
+	retry := backoff.Backoff{Base: 50 * time.Millisecond, Max: 2 * time.Second, Jitter: true}
 	for {
 		select {
 		case r.dialSem <- struct{}{}:
@@ -172,10 +173,9 @@ func (p *player) dial(ctx context.Context, stop <-chan struct{}, u string, gauge
 		r.mu.Unlock()
 		r.c.countErr(iDial)
 		r.o.Logger.Debug("dial failed", "url", redact(u), "err", err)
-		if !sleep(ctx, stop, backoff/2+rand.N(backoff/2+1)) {
+		if !backoff.SleepOr(ctx, stop, retry.Next()) {
 			return nil
 		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 
@@ -187,20 +187,6 @@ func redact(u string) string {
 		}
 	}
 	return u
-}
-
-// sleep waits d; it reports false when ctx ends or stop closes first.
-func sleep(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	case <-stop:
-		return false
-	}
 }
 
 // readFrame reads the next text frame of c into buf[:0].
@@ -354,7 +340,7 @@ func (p *player) moves(ctx context.Context) {
 	// Spread the players' first moves over one interval.
 	next := time.Now().Add(time.Duration(rand.Int64N(int64(r.interval) + 1)))
 	for {
-		if !sleep(ctx, r.stop, time.Until(next)) {
+		if !backoff.SleepOr(ctx, r.stop, time.Until(next)) {
 			return
 		}
 		if !m.deliver(ctx) {
@@ -440,7 +426,7 @@ func (m *mover) deliver(ctx context.Context) bool {
 			m.accepted()
 			return true
 		case answerRetry:
-			if !sleep(ctx, r.stop, retry) {
+			if !backoff.SleepOr(ctx, r.stop, retry) {
 				p.forget(m.seq)
 				return false
 			}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"treasure/internal/game"
 	"treasure/internal/graph"
 	"treasure/internal/natsjs"
 )
@@ -130,7 +131,7 @@ func pollLeaderboard(ctx context.Context, client *http.Client, base string, time
 		return fmt.Errorf("GET /v1/leaderboard: %s", resp.Status)
 	}
 	var lb struct {
-		Top *[]Entry `json:"top"`
+		Top *[]game.Entry `json:"top"`
 	}
 	if err := json.Unmarshal(body, &lb); err != nil || lb.Top == nil {
 		return fmt.Errorf("GET /v1/leaderboard: not a leaderboard: %.80q", body)

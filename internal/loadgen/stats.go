@@ -7,6 +7,8 @@ import (
 	"time"
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
+
+	"treasure/internal/game"
 )
 
 // Latency summarises move→update latencies: from writing a move (its
@@ -33,13 +35,6 @@ func (l Latency) MarshalJSON() ([]byte, error) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// Entry is one leaderboard row as GET /v1/leaderboard returns it.
-type Entry struct {
-	Player string `json:"player"`
-	Score  int64  `json:"score"`
-	Rank   uint64 `json:"rank"`
-}
 
 // Stats is one report: figures over the last interval (about a second)
 // and cumulative ones since the run started. Final marks the last report,
@@ -94,9 +89,9 @@ type Stats struct {
 	// Top is GET /v1/leaderboard?limit=5 on the push service, fetched for
 	// this report; on failure it holds the last good answer and TopError
 	// says why.
-	Top      []Entry `json:"top"`
-	Ranked   uint64  `json:"ranked"` // the leaderboard's "players"
-	TopError string  `json:"top_error,omitempty"`
+	Top      []game.Entry `json:"top"`
+	Ranked   uint64       `json:"ranked"` // the leaderboard's "players"
+	TopError string       `json:"top_error,omitempty"`
 }
 
 // MarshalJSON adds elapsed_s and interval_s to the tagged fields.

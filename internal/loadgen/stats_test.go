@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"testing"
 	"time"
+
+	"treasure/internal/game"
 )
 
 // within reports whether got is v to HdrHistogram's 3 significant digits.
@@ -85,7 +87,7 @@ func TestStatsJSON(t *testing.T) {
 	s := Stats{
 		Final: true, Elapsed: 1500 * time.Millisecond, Interval: time.Second, Moves: 7,
 		Latency: Latency{Count: 7, P50: 3100 * time.Microsecond, P99: 9800 * time.Microsecond, Max: 12 * time.Millisecond},
-		Errors:  map[string]uint64{"rate_limited": 2}, Top: []Entry{{Player: "alice", Score: 50, Rank: 1}},
+		Errors:  map[string]uint64{"rate_limited": 2}, Top: []game.Entry{{Player: "alice", Score: 50, Rank: 1}},
 	}
 	b, err := json.Marshal(s)
 	if err != nil {

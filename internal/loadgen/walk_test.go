@@ -7,7 +7,7 @@ import (
 
 	"treasure/internal/game"
 	"treasure/internal/graph"
-	"treasure/internal/testdata"
+	"treasure/internal/testgraph"
 )
 
 var (
@@ -19,7 +19,7 @@ var (
 // amsterdam loads the real amsterdam road graph once per test binary.
 func amsterdam(tb testing.TB) *graph.Graph {
 	tb.Helper()
-	path := testdata.Path(tb, "amsterdam.gr.gz")
+	path := testgraph.Path(tb, "amsterdam.gr.gz")
 	amsOnce.Do(func() { ams, amsErr = graph.LoadDIMACS(path) })
 	if amsErr != nil {
 		tb.Fatal(amsErr)

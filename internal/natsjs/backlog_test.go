@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"treasure/internal/testenv"
 )
 
 // backlogValues gathers reg and returns metric name → partition label →
@@ -76,7 +78,7 @@ func TestBacklogCollectorReadsPendingAndAckPending(t *testing.T) {
 	if n := <-held; n != 5 {
 		t.Fatalf("first batch held %d messages, want 5", n)
 	}
-	waitFor(t, 20*time.Second, func() string {
+	testenv.WaitFor(t, 20*time.Second, func() string {
 		if v = backlogValues(t, reg); v["test_ack_pending_messages"]["0"] != 5 {
 			return fmt.Sprintf("ack pending %v, want 5 on partition 0", v["test_ack_pending_messages"])
 		}
@@ -86,7 +88,7 @@ func TestBacklogCollectorReadsPendingAndAckPending(t *testing.T) {
 		t.Fatalf("backlog while 5 are held unacknowledged = %v, want 5", b)
 	}
 	close(release)
-	waitFor(t, 20*time.Second, func() string {
+	testenv.WaitFor(t, 20*time.Second, func() string {
 		if v = backlogValues(t, reg); v["test_backlog_messages"]["0"] != 0 || v["test_ack_pending_messages"]["0"] != 0 {
 			return fmt.Sprintf("after the ack: backlog %v, ack pending %v, want 0 on partition 0", v["test_backlog_messages"], v["test_ack_pending_messages"])
 		}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"treasure/internal/backoff"
 )
 
 // CheckpointBucket names the object-store bucket of the proximity
@@ -45,7 +47,7 @@ func OpenCheckpoints(ctx context.Context, js jetstream.JetStream, t Topology) (*
 	// Workers starting together race to create the bucket; the loser gets
 	// an error ("subjects overlap with an existing stream" on 2.9) and
 	// binds to the winner's bucket instead.
-	wait := 20 * time.Millisecond
+	retry := backoff.Backoff{Base: 20 * time.Millisecond, Factor: 4}
 	for attempt := 1; ; attempt++ {
 		store, err := js.CreateOrUpdateObjectStore(ctx, cfg)
 		if err == nil {
@@ -54,10 +56,9 @@ func OpenCheckpoints(ctx context.Context, js jetstream.JetStream, t Topology) (*
 		if bound, berr := js.ObjectStore(ctx, bucket); berr == nil {
 			return &Checkpoints{store: bound, bucket: bucket}, nil
 		}
-		if attempt == 4 || !sleep(ctx, wait) {
+		if attempt == 4 || !retry.Wait(ctx) {
 			return nil, fmt.Errorf("checkpoint bucket %s: %w", bucket, err)
 		}
-		wait *= 4
 	}
 }
 

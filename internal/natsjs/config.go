@@ -1,6 +1,8 @@
 package natsjs
 
 import (
+	"treasure/internal/backoff"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -207,7 +209,7 @@ func openConfigBucket(ctx context.Context, js jetstream.JetStream, t Topology) (
 		if err == nil {
 			return kv, nil
 		}
-		if attempt == 4 || !sleep(ctx, wait) {
+		if attempt == 4 || !backoff.Sleep(ctx, wait) {
 			return nil, fmt.Errorf("config bucket %s: %w", bucket, err)
 		}
 		wait *= 4

@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"treasure/internal/backoff"
 )
 
 // Consumer defaults.
@@ -354,7 +356,7 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 		default:
 			fails++
 			c.log.Warn("consume failed", "err", err, "attempt", fails)
-			if !sleep(ctx, c.backoff(uint64(fails))) {
+			if !backoff.Sleep(ctx, c.backoff(uint64(fails))) {
 				return nil
 			}
 		}
@@ -569,7 +571,7 @@ func (s *runState) step(ctx context.Context) error {
 			break
 		}
 	}
-	if !sleep(ctx, c.backoff(attempt)) {
+	if !backoff.Sleep(ctx, c.backoff(attempt)) {
 		return ctx.Err()
 	}
 	return nil
@@ -592,12 +594,24 @@ func (c *Consumer) backoff(n uint64) time.Duration {
 	return c.o.Backoff[i]
 }
 
-// deadLetter publishes m to the dead-letter subject, with its payload and
-// headers and the reason, and waits for JetStream to store it. Its
-// Nats-Msg-Id names the stream, consumer and sequence, so a dead letter
-// published again after a crash is stored once.
+// deadLetter publishes msg to the consumer's dead-letter subject (see
+// DeadLetter).
 func (c *Consumer) deadLetter(ctx context.Context, msg Msg, reason error) error {
-	out := nats.NewMsg(c.o.DeadLetter)
+	return DeadLetter(ctx, c.js, c.o.DeadLetter, c.o.Stream, c.o.Durable, msg, reason)
+}
+
+// DeadLetterTimeout bounds the wait for JetStream to store a dead letter.
+const DeadLetterTimeout = 5 * time.Second
+
+// DeadLetter publishes msg, delivered from stream to consumer durable, to
+// subject with its payload, its own headers (other than the Nats-* ones)
+// and the HeaderDLQ* headers naming the reason, and waits at most
+// DeadLetterTimeout for JetStream to store it. Its Nats-Msg-Id names the
+// stream, consumer and sequence, so a dead letter published again after a
+// crash is stored once. A Consumer dead-letters with it; a handler that
+// skips a poison message itself (and returns nil) calls it too.
+func DeadLetter(ctx context.Context, js jetstream.JetStream, subject, stream, durable string, msg Msg, reason error) error {
+	out := nats.NewMsg(subject)
 	out.Data = msg.Data
 	for k, v := range msg.Header {
 		if !strings.HasPrefix(k, "Nats-") {
@@ -605,17 +619,17 @@ func (c *Consumer) deadLetter(ctx context.Context, msg Msg, reason error) error 
 		}
 	}
 	out.Header.Set(HeaderDLQReason, headerValue(reason.Error()))
-	out.Header.Set(HeaderDLQStream, c.o.Stream)
-	out.Header.Set(HeaderDLQConsumer, c.o.Durable)
+	out.Header.Set(HeaderDLQStream, stream)
+	out.Header.Set(HeaderDLQConsumer, durable)
 	out.Header.Set(HeaderDLQSubject, msg.Subject)
 	out.Header.Set(HeaderDLQSeq, strconv.FormatUint(msg.Seq, 10))
 	out.Header.Set(HeaderDLQDelivered, strconv.FormatUint(msg.Delivered, 10))
 	out.Header.Set(HeaderDLQTime, msg.Time.UTC().Format(time.RFC3339Nano))
-	out.Header.Set(jetstream.MsgIDHeader, "dlq."+c.o.Stream+"."+c.o.Durable+"."+strconv.FormatUint(msg.Seq, 10))
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	out.Header.Set(jetstream.MsgIDHeader, "dlq."+stream+"."+durable+"."+strconv.FormatUint(msg.Seq, 10))
+	pctx, cancel := context.WithTimeout(ctx, DeadLetterTimeout)
 	defer cancel()
-	if _, err := c.js.PublishMsg(pctx, out); err != nil {
-		return fmt.Errorf("dead letter seq %d to %s: %w", msg.Seq, c.o.DeadLetter, err)
+	if _, err := js.PublishMsg(pctx, out); err != nil {
+		return fmt.Errorf("dead letter seq %d to %s: %w", msg.Seq, subject, err)
 	}
 	return nil
 }
@@ -645,16 +659,4 @@ func toMsg(m jetstream.Msg) (Msg, error) {
 		Header:    m.Headers(),
 		Data:      m.Data(),
 	}, nil
-}
-
-// sleep waits d or until ctx is done, and reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

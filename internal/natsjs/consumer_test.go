@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"treasure/internal/testenv"
 )
 
 // recorder is a Handler that records, in order, the messages of every call
@@ -49,7 +51,7 @@ func (r *recorder) seqs() []uint64 {
 // waitSeqs polls until r has accepted exactly want, in order.
 func (r *recorder) waitSeqs(tb testing.TB, want []uint64) {
 	tb.Helper()
-	waitFor(tb, 20*time.Second, func() string {
+	testenv.WaitFor(tb, 20*time.Second, func() string {
 		got := r.seqs()
 		if len(got) < len(want) && slices.Equal(got, want[:len(got)]) {
 			return fmt.Sprintf("handled %d of %d messages", len(got), len(want))
@@ -92,7 +94,7 @@ func (e env) newConsumer(tb testing.TB, o ConsumerOptions) *Consumer {
 func waitSettled(tb testing.TB, c *Consumer, wantFloor uint64) *jetstream.ConsumerInfo {
 	tb.Helper()
 	var info *jetstream.ConsumerInfo
-	waitFor(tb, 20*time.Second, func() string {
+	testenv.WaitFor(tb, 20*time.Second, func() string {
 		var err error
 		info, err = c.Info(ctxFor(tb, 5*time.Second))
 		if err != nil {
@@ -265,7 +267,7 @@ func TestConsumerDeadLetterNeedsAStream(t *testing.T) {
 	c := e.newConsumer(t, ConsumerOptions{MaxDeliver: 2, Backoff: []time.Duration{5 * time.Millisecond},
 		DeadLetter: e.topo.Prefix + ".nowhere"})
 	stop := runConsumer(t, c, h)
-	waitFor(t, 20*time.Second, func() string {
+	testenv.WaitFor(t, 20*time.Second, func() string {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(deliveries) < 4 {

@@ -127,23 +127,6 @@ func (e env) publishSync(tb testing.TB, subject string, n int) []uint64 {
 	return seqs
 }
 
-// waitFor polls cond every few milliseconds until it returns "" (done) or
-// the deadline passes, then fails with cond's last complaint.
-func waitFor(tb testing.TB, d time.Duration, cond func() string) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("after %v: %s", d, msg)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // runConsumer runs c.Run(h) in a goroutine until the returned stop is
 // called (or the test ends); stop cancels Run, waits for it and fails the
 // test if it returned an error.

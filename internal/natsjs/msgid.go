@@ -45,13 +45,14 @@ func FindMsgID(ctx context.Context, js jetstream.JetStream, stream, subject stri
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	var last uint64 // the stream sequence of the last message read
 	for {
 		m, err := it.Next(jetstream.NextMaxWait(200 * time.Millisecond))
 		switch {
 		case ctx.Err() != nil:
 			return false, ctx.Err()
 		case errors.Is(err, nats.ErrTimeout):
-			done, err := caughtUp(ctx, oc)
+			done, err := caughtUp(ctx, oc, last)
 			if err != nil {
 				return false, fmt.Errorf("find msg id %s in %s: %w", id, stream, err)
 			}
@@ -66,8 +67,11 @@ func FindMsgID(ctx context.Context, js jetstream.JetStream, stream, subject stri
 			return true, nil
 		}
 		md, err := m.Metadata()
-		if err == nil && md.NumPending == 0 {
-			return false, nil
+		if err == nil {
+			last = md.Sequence.Stream
+			if md.NumPending == 0 {
+				return false, nil
+			}
 		}
 	}
 }

@@ -83,6 +83,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, h Hand
 	defer stop()
 
 	msgs := make([]Msg, 0, o.Batch)
+	var last uint64 // stream sequence of the last message received
 	for {
 		m, err := it.Next(jetstream.NextMaxWait(o.MaxWait))
 		switch {
@@ -92,7 +93,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, h Hand
 			if o.Follow {
 				continue
 			}
-			done, err := caughtUp(ctx, oc)
+			done, err := caughtUp(ctx, oc, last)
 			if err != nil {
 				return fmt.Errorf("replay %s: %w", o.Stream, err)
 			}
@@ -108,6 +109,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, h Hand
 			return fmt.Errorf("replay %s: %w", o.Stream, err)
 		}
 		msgs = append(msgs[:0], msg)
+		last = msg.Seq
 		// Gather what the server says is right behind: it is in the
 		// buffer or on its way.
 		for msg.Pending > 0 && len(msgs) < o.Batch {
@@ -125,6 +127,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, h Hand
 				return fmt.Errorf("replay %s: %w", o.Stream, err)
 			}
 			msgs = append(msgs, msg)
+			last = msg.Seq
 		}
 		if err := h(ctx, msgs); err != nil {
 			return err
@@ -137,8 +140,10 @@ func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, h Hand
 
 // caughtUp asks the server whether the ordered consumer has nothing left to
 // deliver. Call it only when the client's buffer is empty (a Next timed
-// out).
-func caughtUp(ctx context.Context, oc jetstream.Consumer) (bool, error) {
+// out). last is the stream sequence of the last message received: a message
+// the server has delivered but that is still on its way (a loaded box) is
+// not caught up with.
+func caughtUp(ctx context.Context, oc jetstream.Consumer, last uint64) (bool, error) {
 	info, err := oc.Info(ctx)
 	if errors.Is(err, jetstream.ErrOrderedConsumerNotCreated) || errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return false, nil // being (re)created: ask again later
@@ -146,5 +151,6 @@ func caughtUp(ctx context.Context, oc jetstream.Consumer) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return info.NumPending == 0 && info.NumAckPending == 0, nil
+	inFlight := info.Delivered.Consumer > 0 && info.Delivered.Stream > last
+	return info.NumPending == 0 && info.NumAckPending == 0 && !inFlight, nil
 }

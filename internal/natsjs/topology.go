@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"treasure/internal/backoff"
 )
 
 // Default limits of the streams. IN and OUT are sized for several minutes of
@@ -249,17 +251,16 @@ const codeStreamCreate jetstream.ErrorCode = 10049
 // while another client deletes the account's last stream (the store
 // directory vanishes under it).
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
-	wait := 20 * time.Millisecond
+	retry := backoff.Backoff{Base: 20 * time.Millisecond, Factor: 4}
 	for attempt := 1; ; attempt++ {
 		_, err := js.CreateOrUpdateStream(ctx, cfg)
 		var api *jetstream.APIError
 		if err == nil || attempt == 4 || !errors.As(err, &api) || api.ErrorCode != codeStreamCreate {
 			return err
 		}
-		if !sleep(ctx, wait) {
+		if !retry.Wait(ctx) {
 			return err
 		}
-		wait *= 4
 	}
 }
 

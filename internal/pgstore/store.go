@@ -20,6 +20,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"treasure/internal/game"
 )
 
 // ErrInvalid is wrapped by the errors returned for input that can never be
@@ -52,13 +54,6 @@ type ScoreChange struct {
 	Player     string
 	Score      int64
 	ReachedPos uint64 // the Pos of the claim that brought the player to Score; 0 without claims
-}
-
-// Entry is one line of the leaderboard, or one player's standing.
-type Entry struct {
-	Player string
-	Score  int64
-	Rank   int64 // 1 + the number of players with a strictly higher score
 }
 
 // Store reads and writes scores in the PostgreSQL schema the pool's
@@ -226,7 +221,7 @@ ORDER BY t.score DESC, t.reached_pos ASC, t.player ASC`
 // with their ranks, and the number of players with a score. It reads the
 // players_board index: the cost grows with limit, not with the number of
 // players. limit must be >= 0.
-func (s *Store) Leaderboard(ctx context.Context, limit int) ([]Entry, int64, error) {
+func (s *Store) Leaderboard(ctx context.Context, limit int) ([]game.Entry, int64, error) {
 	if limit < 0 {
 		return nil, 0, fmt.Errorf("leaderboard: %w: limit %d < 0", ErrInvalid, limit)
 	}
@@ -235,36 +230,22 @@ func (s *Store) Leaderboard(ctx context.Context, limit int) ([]Entry, int64, err
 		return nil, 0, fmt.Errorf("leaderboard: %w", err)
 	}
 	var (
-		top     = make([]Entry, 0, min(limit, 1024))
+		top     = make([]game.Entry, 0, min(limit, 1024))
 		scoring int64
 		player  *string
 		score   *int64
 	)
 	_, err = pgx.ForEachRow(rows, []any{&scoring, &player, &score}, func() error {
 		if player != nil {
-			top = append(top, Entry{Player: *player, Score: *score})
+			top = append(top, game.Entry{Player: *player, Score: *score})
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("leaderboard: %w", err)
 	}
-	RankTop(top)
+	game.RankTop(top)
 	return top, scoring, nil
-}
-
-// RankTop sets the ranks of a leaderboard prefix: entries sorted by score
-// descending, starting at the top. An entry's rank is 1 + the number of
-// entries above it with a higher score, which for a prefix of the whole
-// board is 1 + the number of players with a higher score.
-func RankTop(top []Entry) {
-	for i := range top {
-		if i > 0 && top[i].Score == top[i-1].Score {
-			top[i].Rank = top[i-1].Rank
-		} else {
-			top[i].Rank = int64(i) + 1
-		}
-	}
 }
 
 // playerSQL reads one player's score and the number of players with a
@@ -280,14 +261,14 @@ FROM players p WHERE p.player = $1`
 // Player returns a player's score and rank. found is false for a player
 // never seen (neither SeePlayers nor a claim). The rank costs an index scan
 // over the players ranked above, so it is fastest near the top.
-func (s *Store) Player(ctx context.Context, id string) (e Entry, found bool, err error) {
+func (s *Store) Player(ctx context.Context, id string) (e game.Entry, found bool, err error) {
 	var above int64
 	err = s.pool.QueryRow(ctx, playerSQL, id).Scan(&e.Score, &above)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Entry{}, false, nil
+		return game.Entry{}, false, nil
 	}
 	if err != nil {
-		return Entry{}, false, fmt.Errorf("player: %w", err)
+		return game.Entry{}, false, fmt.Errorf("player: %w", err)
 	}
 	e.Player, e.Rank = id, above+1
 	return e, true, nil
@@ -360,4 +341,79 @@ func (s *Store) AllScores(ctx context.Context, fn func(ScoreChange) error) error
 		return fmt.Errorf("all scores: %w", err)
 	}
 	return nil
+}
+
+// HeldClaim is a stored claim — the one that counts for its treasure —
+// with its player's current score, as the ranker needs it to rank the
+// claims it has just stored.
+type HeldClaim struct {
+	Treasure   string
+	Player     string
+	Points     int64
+	Pos        uint64
+	Score      int64  // the player's current score
+	ReachedPos uint64 // the position that brought the player to Score
+}
+
+// heldClaimsSQL returns the stored claim of each treasure asked for, with
+// its player's current score: primary-key lookups, one round trip.
+const heldClaimsSQL = `
+SELECT c.treasure_id, c.player, c.points, c.pos, p.score, p.reached_pos
+FROM claims c JOIN players p ON p.player = c.player
+WHERE c.treasure_id = ANY($1::text[])`
+
+// HeldClaims returns the stored claim of each of treasures that has one,
+// in no order: which claim counts for it (the first stored) and its
+// player's current score.
+func (s *Store) HeldClaims(ctx context.Context, treasures []string) ([]HeldClaim, error) {
+	rows, err := s.pool.Query(ctx, heldClaimsSQL, treasures)
+	if err != nil {
+		return nil, fmt.Errorf("held claims: %w", err)
+	}
+	out, err := collectHeld(rows, make([]HeldClaim, 0, len(treasures)))
+	if err != nil {
+		return nil, fmt.Errorf("held claims: %w", err)
+	}
+	return out, nil
+}
+
+// claimsFromSQL returns every stored claim at a log position at or after
+// $1 with its player's current score. It scans the claims table (there is
+// no index on pos).
+const claimsFromSQL = `
+SELECT c.treasure_id, c.player, c.points, c.pos, p.score, p.reached_pos
+FROM claims c JOIN players p ON p.player = c.player
+WHERE c.pos >= $1`
+
+// ClaimsFrom returns the stored claims at log positions >= from, in no
+// order, each with its player's current score. It scans the claims table:
+// the ranker calls it at start and after a failed batch only.
+func (s *Store) ClaimsFrom(ctx context.Context, from uint64) ([]HeldClaim, error) {
+	if from > math.MaxInt64 {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, claimsFromSQL, int64(from))
+	if err != nil {
+		return nil, fmt.Errorf("claims from %d: %w", from, err)
+	}
+	out, err := collectHeld(rows, nil)
+	if err != nil {
+		return nil, fmt.Errorf("claims from %d: %w", from, err)
+	}
+	return out, nil
+}
+
+// collectHeld reads (treasure, player, points, pos, score, reached_pos)
+// rows, appending to dst.
+func collectHeld(rows pgx.Rows, dst []HeldClaim) ([]HeldClaim, error) {
+	var (
+		c             HeldClaim
+		pos, reachedP int64
+	)
+	_, err := pgx.ForEachRow(rows, []any{&c.Treasure, &c.Player, &c.Points, &pos, &c.Score, &reachedP}, func() error {
+		c.Pos, c.ReachedPos = uint64(pos), uint64(reachedP)
+		dst = append(dst, c)
+		return nil
+	})
+	return dst, err
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"treasure/internal/game"
 	"treasure/internal/pgstore"
 	"treasure/internal/redisstore"
 	"treasure/internal/testenv"
@@ -32,6 +33,9 @@ type scoreboard interface {
 	see(tb testing.TB, players ...string)
 	top(tb testing.TB, limit int) ([]entry, int64)
 	player(tb testing.TB, id string) (entry, bool)
+	// above returns, for each score, the number of players with a
+	// strictly higher score (what the ranker ranks its claims with).
+	above(tb testing.TB, scores []int64) []int64
 }
 
 func newPG(tb testing.TB) *pgstore.Store {
@@ -86,6 +90,18 @@ func (b pgBoard) player(tb testing.TB, id string) (entry, bool) {
 		tb.Fatal(err)
 	}
 	return entry(e), ok
+}
+
+func (b pgBoard) above(tb testing.TB, scores []int64) []int64 {
+	tb.Helper()
+	ranks, err := b.pg.Ranks(tb.Context(), scores)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i := range ranks {
+		ranks[i]--
+	}
+	return ranks
 }
 
 // redisBoard writes PostgreSQL, applies the returned changes to Redis (each
@@ -149,6 +165,15 @@ func (b redisBoard) player(tb testing.TB, id string) (entry, bool) {
 	return entry(e), ok
 }
 
+func (b redisBoard) above(tb testing.TB, scores []int64) []int64 {
+	tb.Helper()
+	n, err := b.rs.CountAbove(tb.Context(), scores)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
 // rebuiltBoard writes PostgreSQL only and rebuilds Redis from it before
 // every read.
 type rebuiltBoard struct{ redisBoard }
@@ -166,6 +191,12 @@ func (b rebuiltBoard) player(tb testing.TB, id string) (entry, bool) {
 	tb.Helper()
 	rebuild(tb, b.rs, b.pg)
 	return b.redisBoard.player(tb, id)
+}
+
+func (b rebuiltBoard) above(tb testing.TB, scores []int64) []int64 {
+	tb.Helper()
+	rebuild(tb, b.rs, b.pg)
+	return b.redisBoard.above(tb, scores)
 }
 
 func rebuild(tb testing.TB, rs *redisstore.Store, pg *pgstore.Store) {
@@ -391,6 +422,20 @@ func testRandom(t *testing.T, b scoreboard) {
 		}
 		wantPlayer(t, b, p, s, rank)
 	}
+	// Counts above any score, held or not, repeated, unsorted.
+	scores := []int64{want[0].Score + 1, 0, want[len(want)-1].Score, 3, want[0].Score, 3, 1, 2, 1000}
+	got := b.above(t, scores)
+	for i, s := range scores {
+		n := int64(0)
+		for _, e := range want {
+			if e.Score > s {
+				n++
+			}
+		}
+		if got[i] != n {
+			t.Fatalf("above(%d) = %d, want %d (asked %v, got %v)", s, got[i], n, scores, got)
+		}
+	}
 }
 
 func TestRebuildAfterFlushAnswersAsBefore(t *testing.T) {
@@ -480,8 +525,8 @@ func TestRebuildSwapsAtomically(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	wantOld := []redisstore.Entry{rentry("old1", 5, 1), rentry("old2", 3, 2)}
-	check := func(when string, want []redisstore.Entry, wantN int64) {
+	wantOld := []game.Entry{rentry("old1", 5, 1), rentry("old2", 3, 2)}
+	check := func(when string, want []game.Entry, wantN int64) {
 		t.Helper()
 		top, n, err := rs.Leaderboard(ctx, 10)
 		if err != nil || !slices.Equal(top, want) || n != wantN {
@@ -529,7 +574,7 @@ func TestRebuildSwapsAtomically(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check("after rebuild", []redisstore.Entry{rentry("new", 1, 1)}, 1)
+	check("after rebuild", []game.Entry{rentry("new", 1, 1)}, 1)
 	if _, found, err := rs.Player(ctx, "old1"); err != nil || found {
 		t.Fatalf("old1 after rebuild: found=%v err=%v, want gone", found, err)
 	}
@@ -537,7 +582,7 @@ func TestRebuildSwapsAtomically(t *testing.T) {
 	if err := rs.Rebuild(ctx, func(func(redisstore.ScoreChange) error) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	check("after an empty rebuild", []redisstore.Entry{}, 0)
+	check("after an empty rebuild", []game.Entry{}, 0)
 }
 
 func TestApplyIsMonotonic(t *testing.T) {
@@ -561,21 +606,21 @@ func TestApplyIsMonotonic(t *testing.T) {
 		t.Fatal(err)
 	}
 	top, n, err := rs.Leaderboard(ctx, 10)
-	want := []redisstore.Entry{rentry("ann", 5, 1), rentry("bob", 5, 1)}
+	want := []game.Entry{rentry("ann", 5, 1), rentry("bob", 5, 1)}
 	if err != nil || !slices.Equal(top, want) || n != 2 {
 		t.Fatalf("top %v players %d err %v, want %v players 2", top, n, err, want)
 	}
 	// Positions beyond 2^53 still order exactly (compared as hex halves).
 	apply(sc("ann", 7, 1<<60+1), sc("bob", 7, 1<<60), sc("ann", 7, 1<<60))
 	top, _, err = rs.Leaderboard(ctx, 10)
-	want = []redisstore.Entry{rentry("bob", 7, 1), rentry("ann", 7, 1)}
+	want = []game.Entry{rentry("bob", 7, 1), rentry("ann", 7, 1)}
 	if err != nil || !slices.Equal(top, want) {
 		t.Fatalf("top %v err %v, want %v", top, err, want)
 	}
 	// The same score at a later position wins, as pgstore's greatest() does.
 	apply(sc("ann", 8, 1<<60+3), sc("bob", 8, 1<<60+5), sc("ann", 8, 1<<60+9))
 	top, _, err = rs.Leaderboard(ctx, 10)
-	want = []redisstore.Entry{rentry("bob", 8, 1), rentry("ann", 8, 1)}
+	want = []game.Entry{rentry("bob", 8, 1), rentry("ann", 8, 1)}
 	if err != nil || !slices.Equal(top, want) {
 		t.Fatalf("top %v err %v, want %v", top, err, want)
 	}
@@ -590,6 +635,6 @@ func sc(player string, score int64, pos uint64) redisstore.ScoreChange {
 	return redisstore.ScoreChange{Player: player, Score: score, ReachedPos: pos}
 }
 
-func rentry(player string, score, rank int64) redisstore.Entry {
-	return redisstore.Entry{Player: player, Score: score, Rank: rank}
+func rentry(player string, score, rank int64) game.Entry {
+	return game.Entry{Player: player, Score: score, Rank: rank}
 }

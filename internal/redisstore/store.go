@@ -57,6 +57,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"treasure/internal/game"
 )
 
 var (
@@ -85,13 +87,6 @@ type ScoreChange struct {
 	Player     string
 	Score      int64
 	ReachedPos uint64 // the log position of the claim that brought the player to Score
-}
-
-// Entry is one line of the leaderboard, or one player's standing.
-type Entry struct {
-	Player string
-	Score  int64
-	Rank   int64 // 1 + the number of players with a strictly higher score
 }
 
 // Store is the live leaderboard under one key prefix. It is safe for
@@ -263,7 +258,7 @@ func (s *Store) Seen(ctx context.Context, players []string) error {
 // leaderboard order with their ranks, and the number of players with a
 // score, read atomically (MULTI) in one round trip: O(log n + limit).
 // It returns ErrNotBuilt when the board has not been built. limit must be >= 0.
-func (s *Store) Leaderboard(ctx context.Context, limit int) ([]Entry, int64, error) {
+func (s *Store) Leaderboard(ctx context.Context, limit int) ([]game.Entry, int64, error) {
 	if limit < 0 {
 		return nil, 0, fmt.Errorf("leaderboard: %w: limit %d < 0", ErrInvalid, limit)
 	}
@@ -286,23 +281,18 @@ func (s *Store) Leaderboard(ctx context.Context, limit int) ([]Entry, int64, err
 	if built.Val() == 0 {
 		return nil, 0, ErrNotBuilt
 	}
-	var entries []Entry
+	var entries []game.Entry
 	if top != nil {
 		zs := top.Val()
-		entries = make([]Entry, 0, len(zs))
-		for i, z := range zs {
+		entries = make([]game.Entry, 0, len(zs))
+		for _, z := range zs {
 			m, _ := z.Member.(string)
 			if len(m) < 16 {
 				return nil, 0, fmt.Errorf("leaderboard: malformed board member %q", m)
 			}
-			e := Entry{Player: m[16:], Score: -int64(z.Score)}
-			if i > 0 && e.Score == entries[i-1].Score {
-				e.Rank = entries[i-1].Rank
-			} else {
-				e.Rank = int64(i) + 1
-			}
-			entries = append(entries, e)
+			entries = append(entries, game.Entry{Player: m[16:], Score: -int64(z.Score)})
 		}
+		game.RankTop(entries)
 	}
 	return entries, count.Val(), nil
 }
@@ -310,27 +300,27 @@ func (s *Store) Leaderboard(ctx context.Context, limit int) ([]Entry, int64, err
 // Player returns a player's score and rank in one round trip (a read-only
 // script: ZSCORE then ZCOUNT, O(log n)). found is false for a player never
 // seen. It returns ErrNotBuilt when the board has not been built.
-func (s *Store) Player(ctx context.Context, id string) (e Entry, found bool, err error) {
+func (s *Store) Player(ctx context.Context, id string) (e game.Entry, found bool, err error) {
 	v, err := playerScript.Run(ctx, s.c, []string{s.scores, s.marker}, id).Slice()
 	if err != nil {
-		return Entry{}, false, fmt.Errorf("player: %w", err)
+		return game.Entry{}, false, fmt.Errorf("player: %w", err)
 	}
 	code, _ := v[0].(int64)
 	switch {
 	case code == 0:
-		return Entry{}, false, ErrNotBuilt
+		return game.Entry{}, false, ErrNotBuilt
 	case code == 1:
-		return Entry{}, false, nil
+		return game.Entry{}, false, nil
 	case len(v) != 3:
-		return Entry{}, false, fmt.Errorf("player: unexpected reply %v", v)
+		return game.Entry{}, false, fmt.Errorf("player: unexpected reply %v", v)
 	}
 	str, _ := v[1].(string)
 	score, err := strconv.ParseFloat(str, 64)
 	if err != nil {
-		return Entry{}, false, fmt.Errorf("player: score %q: %w", str, err)
+		return game.Entry{}, false, fmt.Errorf("player: score %q: %w", str, err)
 	}
 	above, _ := v[2].(int64)
-	return Entry{Player: id, Score: int64(score), Rank: above + 1}, true, nil
+	return game.Entry{Player: id, Score: int64(score), Rank: above + 1}, true, nil
 }
 
 // Empty reports whether the board needs a Rebuild: this Redis was never
@@ -460,4 +450,33 @@ func (s *Store) Rebuild(ctx context.Context, src func(yield func(ScoreChange) er
 		return fmt.Errorf("rebuild: swap: %w", err)
 	}
 	return nil
+}
+
+// CountAbove returns, for each score, the number of players with a
+// strictly higher score (rank - 1), with one ZCOUNT per distinct score in
+// one pipelined round trip, O(log n) each. It returns ErrNotBuilt when the
+// board has not been built.
+func (s *Store) CountAbove(ctx context.Context, scores []int64) ([]int64, error) {
+	if len(scores) == 0 {
+		return nil, nil
+	}
+	pipe := s.c.Pipeline()
+	built := pipe.Exists(ctx, s.marker)
+	cmds := make(map[int64]*redis.IntCmd, len(scores))
+	for _, v := range scores {
+		if cmds[v] == nil {
+			cmds[v] = pipe.ZCount(ctx, s.scores, "("+strconv.FormatInt(v, 10), "+inf")
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("count above: %w", err)
+	}
+	if built.Val() == 0 {
+		return nil, ErrNotBuilt
+	}
+	out := make([]int64, len(scores))
+	for i, v := range scores {
+		out[i] = cmds[v].Val()
+	}
+	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -112,4 +113,52 @@ func TestAbsentServersFailClearly(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWaitForPollsUntilDoneAndFailsWithTheLastComplaint: WaitFor returns
+// once cond is satisfied, and fails a test whose cond never is with cond's
+// last complaint (run in a fake TB, whose Fatalf ends the goroutine).
+func TestWaitForPollsUntilDoneAndFailsWithTheLastComplaint(t *testing.T) {
+	t.Parallel()
+	n := 0
+	WaitFor(t, time.Minute, func() string {
+		if n++; n < 3 {
+			return "not yet"
+		}
+		return ""
+	})
+	if n != 3 {
+		t.Fatalf("cond called %d times, want 3", n)
+	}
+	m := 0
+	WaitUntil(t, time.Minute, "never", func() bool { m++; return m == 2 })
+	if m != 2 {
+		t.Fatalf("WaitUntil's cond called %d times, want 2", m)
+	}
+
+	ft := &fatalTB{TB: t}
+	done := make(chan struct{})
+	calls := 0
+	go func() {
+		defer close(done)
+		WaitFor(ft, time.Millisecond, func() string { calls++; return fmt.Sprintf("complaint %d", calls) })
+	}()
+	<-done
+	if !ft.failed || !strings.Contains(ft.msg, fmt.Sprintf("complaint %d", calls)) || calls < 1 {
+		t.Fatalf("failed=%v msg=%q after %d calls, want a failure with the last complaint", ft.failed, ft.msg, calls)
+	}
+}
+
+// fatalTB records Fatalf and ends the calling goroutine, as testing does.
+type fatalTB struct {
+	testing.TB
+	failed bool
+	msg    string
+}
+
+func (f *fatalTB) Helper() {}
+
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.failed, f.msg = true, fmt.Sprintf(format, args...)
+	runtime.Goexit()
 }

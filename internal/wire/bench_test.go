@@ -100,9 +100,9 @@ func BenchmarkAppendProximity(b *testing.B) {
 }
 
 func BenchmarkAppendLeaderboard100(b *testing.B) {
-	top := make([]Entry, 100)
+	top := make([]game.Entry, 100)
 	for i := range top {
-		top[i] = Entry{Player: "player-" + string(rune('a'+i%26)) + "-0123456789", Score: int64(100000 - i*17), Rank: uint64(i + 1)}
+		top[i] = game.Entry{Player: "player-" + string(rune('a'+i%26)) + "-0123456789", Score: int64(100000 - i*17), Rank: int64(i + 1)}
 	}
 	buf := make([]byte, 0, 8192)
 	b.ReportAllocs()

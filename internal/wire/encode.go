@@ -111,15 +111,8 @@ func AppendScore(dst []byte, id uint64, score int64, rank uint64) []byte {
 	return append(dst, '}')
 }
 
-// Entry is one leaderboard row. Player is the player's JWT sub.
-type Entry struct {
-	Player string
-	Score  int64
-	Rank   uint64
-}
-
 // AppendLeaderboard appends {"type":"leaderboard","top":[{"player":P,"score":X,"rank":R},…]}.
-func AppendLeaderboard(dst []byte, top []Entry) []byte {
+func AppendLeaderboard(dst []byte, top []game.Entry) []byte {
 	dst = append(dst, `{"type":"leaderboard","top":`...)
 	dst = appendEntries(dst, top)
 	return append(dst, '}')
@@ -127,7 +120,7 @@ func AppendLeaderboard(dst []byte, top []Entry) []byte {
 
 // AppendTop appends the body of GET /v1/leaderboard:
 // {"top":[{"player":P,"score":X,"rank":R},…],"players":M}.
-func AppendTop(dst []byte, top []Entry, players uint64) []byte {
+func AppendTop(dst []byte, top []game.Entry, players uint64) []byte {
 	dst = append(dst, `{"top":`...)
 	dst = appendEntries(dst, top)
 	dst = append(dst, `,"players":`...)
@@ -137,13 +130,13 @@ func AppendTop(dst []byte, top []Entry, players uint64) []byte {
 
 // AppendPlayer appends the body of GET /v1/players/{id}:
 // {"player":P,"score":X,"rank":R}.
-func AppendPlayer(dst []byte, e Entry) []byte {
+func AppendPlayer(dst []byte, e game.Entry) []byte {
 	dst = append(dst, `{"player":`...)
 	dst = AppendString(dst, e.Player)
 	dst = append(dst, `,"score":`...)
 	dst = strconv.AppendInt(dst, e.Score, 10)
 	dst = append(dst, `,"rank":`...)
-	dst = strconv.AppendUint(dst, e.Rank, 10)
+	dst = strconv.AppendInt(dst, e.Rank, 10)
 	return append(dst, '}')
 }
 
@@ -154,7 +147,7 @@ func AppendAccepted(dst []byte, n uint64) []byte {
 	return append(dst, '}')
 }
 
-func appendEntries(dst []byte, top []Entry) []byte {
+func appendEntries(dst []byte, top []game.Entry) []byte {
 	dst = append(dst, '[')
 	for i, e := range top {
 		if i > 0 {

@@ -78,7 +78,7 @@ func TestAppendStringMatchesEncodingJSON(t *testing.T) {
 func TestEncodersRoundTrip(t *testing.T) {
 	for _, s := range tricky {
 		v := valid(t, s)
-		entries := []Entry{{Player: s, Score: 1500, Rank: 1}, {Player: "bob", Score: -2, Rank: 2}}
+		entries := []game.Entry{{Player: s, Score: 1500, Rank: 1}, {Player: "bob", Score: -2, Rank: 2}}
 		wantEntries := []any{
 			map[string]any{"player": v, "score": num("1500"), "rank": num("1")},
 			map[string]any{"player": "bob", "score": num("-2"), "rank": num("2")},
@@ -156,7 +156,7 @@ func TestRetryAfterMs(t *testing.T) {
 
 func TestEncodersDoNotAllocate(t *testing.T) {
 	buf := make([]byte, 0, 4096)
-	top := []Entry{{"alice", 10, 1}, {"bob \"b\"", 5, 2}}
+	top := []game.Entry{{Player: "alice", Score: 10, Rank: 1}, {Player: "bob \"b\"", Score: 5, Rank: 2}}
 	allocs := testing.AllocsPerRun(100, func() {
 		b := AppendAck(buf[:0], 12345)
 		b = AppendError(b, 1, game.CodeRateLimited, "too fast: at most 20 moves/s", 37*time.Millisecond)

@@ -240,8 +240,8 @@ func FuzzAppendString(f *testing.F) {
 		}
 		for _, b := range [][]byte{
 			AppendError(nil, 1, game.CodeRateLimited, s, 1),
-			AppendLeaderboard(nil, []Entry{{Player: s}, {Player: s}}),
-			AppendPlayer(nil, Entry{Player: s, Score: -1, Rank: 1}),
+			AppendLeaderboard(nil, []game.Entry{{Player: s}, {Player: s}}),
+			AppendPlayer(nil, game.Entry{Player: s, Score: -1, Rank: 1}),
 		} {
 			if !json.Valid(b) {
 				t.Fatalf("invalid JSON %q", b)

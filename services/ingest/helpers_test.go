@@ -24,8 +24,8 @@ import (
 	"treasure/internal/graph"
 	"treasure/internal/natsjs"
 	"treasure/internal/ratelimit"
-	"treasure/internal/testdata"
 	"treasure/internal/testenv"
+	"treasure/internal/testgraph"
 )
 
 const (
@@ -53,7 +53,7 @@ var (
 // once per test binary.
 func amsterdam(tb testing.TB) (*graph.Graph, []uint32) {
 	tb.Helper()
-	path := testdata.Path(tb, "amsterdam.gr.gz")
+	path := testgraph.Path(tb, "amsterdam.gr.gz")
 	graphOnce.Do(func() {
 		tg, tgErr = graph.LoadDIMACS(path)
 		if tgErr == nil {

@@ -18,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"treasure/internal/graph"
+	"treasure/internal/testenv"
 )
 
 // TestAcksOfOneBatchComeInOneFrame: eight moves of one frame, all ending
@@ -103,17 +104,6 @@ func serverConn(in *Ingest, player string) *wsConn {
 	return nil
 }
 
-// waitUntil polls cond until it holds, failing after waitFor.
-func waitUntil(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	for deadline := time.Now().Add(waitFor); !cond(); {
-		if time.Now().After(deadline) {
-			tb.Fatalf("still not %s after %v", what, waitFor)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // TestClientThatDoesNotReadDelaysNoOne: one client floods its socket and
 // never reads, until the kernel's buffers are full and the server keeps
 // its replies (acks written by the completer among them) for a drain;
@@ -125,7 +115,7 @@ func TestClientThatDoesNotReadDelaysNoOne(t *testing.T) {
 	s := e.start(t, func(o *Options) { o.WriteTimeout = time.Hour })
 	defer flood(t, s, e, "sleeper")()
 	var sc *sendConn
-	waitUntil(t, "stalled", func() bool {
+	testenv.WaitUntil(t, waitFor, "stalled", func() bool {
 		if c := serverConn(s.in, "sleeper"); c != nil && c.sc.stalled() {
 			sc = c.sc
 			return true
@@ -155,8 +145,8 @@ func TestClientThatDoesNotReadIsClosed(t *testing.T) {
 	e := newEnv(t, small)
 	s := e.start(t, func(o *Options) { o.WriteTimeout = 50 * time.Millisecond })
 	defer flood(t, s, e, "sleeper")()
-	waitUntil(t, "counted as slow", func() bool { return counterValue(t, s.in.m.slow) == 1 })
-	waitUntil(t, "closed", func() bool { return serverConn(s.in, "sleeper") == nil })
+	testenv.WaitUntil(t, waitFor, "counted as slow", func() bool { return counterValue(t, s.in.m.slow) == 1 })
+	testenv.WaitUntil(t, waitFor, "closed", func() bool { return serverConn(s.in, "sleeper") == nil })
 	c := s.dial(t, "reader")
 	w := newWalker(e.g, 3)
 	seq, p := w.step(3)
@@ -227,7 +217,7 @@ func TestSendConnNeverWaitsAndKeepsOrder(t *testing.T) {
 			t.Fatalf("chunk %d arrived as chunk %d", v, i)
 		}
 	}
-	waitUntil(t, "drained", func() bool { return !s.stalled() })
+	testenv.WaitUntil(t, waitFor, "drained", func() bool { return !s.stalled() })
 	s.wait()
 	if resumed.Load() == 0 {
 		t.Fatal("drained without resume")
@@ -301,7 +291,7 @@ func TestPingsReachAReadingClientAndASilentSocketIsClosed(t *testing.T) {
 	e := newEnv(t, small)
 	s := e.start(t, func(o *Options) { o.PingInterval = 50 * time.Millisecond })
 	s.dial(t, "silent")
-	waitUntil(t, "silent socket closed", func() bool { return serverConn(s.in, "silent") == nil })
+	testenv.WaitUntil(t, waitFor, "silent socket closed", func() bool { return serverConn(s.in, "silent") == nil })
 	for attempt, deadline := 0, time.Now().Add(waitFor); ; attempt++ {
 		if time.Now().After(deadline) {
 			t.Fatalf("no client got two pings in %d attempts", attempt)

@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"treasure/internal/backoff"
 	"treasure/internal/event"
 	"treasure/internal/event/eventpb"
 	"treasure/internal/game"
@@ -347,19 +348,17 @@ func Durable(t natsjs.Topology, k int) string { return t.Prefix + "-proximity-" 
 // run rebuilds and consumes, again after every failure, until ctx ends.
 func (p *partition) run(ctx context.Context) error {
 	log := p.w.o.Log.With("partition", p.k)
-	backoff := 100 * time.Millisecond
+	var retry backoff.Backoff
 	for {
 		err := p.once(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		log.Error("partition failed; rebuilding from the log", "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
+		d := retry.Next()
+		log.Error("partition failed; rebuilding from the log", "err", err, "retry_in", d)
+		if !backoff.Sleep(ctx, d) {
 			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

@@ -16,8 +16,8 @@ import (
 	"treasure/internal/game"
 	"treasure/internal/graph"
 	"treasure/internal/natsjs"
-	"treasure/internal/testdata"
 	"treasure/internal/testenv"
+	"treasure/internal/testgraph"
 )
 
 var small = natsjs.Limits{MaxBytes: 32 << 20, MaxMsgs: 100_000}
@@ -42,7 +42,7 @@ var (
 // happen (and some moves end where a treasure was already claimed).
 func amsterdamFixture(tb testing.TB) fixture {
 	tb.Helper()
-	path := testdata.Path(tb, "amsterdam.gr.gz")
+	path := testgraph.Path(tb, "amsterdam.gr.gz")
 	fixOnce.Do(func() {
 		g, err := graph.LoadDIMACS(path)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"treasure/internal/natsjs"
+	"treasure/internal/testenv"
 )
 
 // ckptStore binds to e's checkpoint bucket (made by the first Run).
@@ -58,7 +59,7 @@ func (e env) purgeBelow(tb testing.TB, seq uint64) {
 // waitNext waits until r's next id for player is n.
 func waitNext(tb testing.TB, r *running, player string, n uint64) {
 	tb.Helper()
-	waitFor(tb, 20*time.Second, func() string {
+	testenv.WaitFor(tb, 20*time.Second, func() string {
 		if got := r.s.hub.nextID(player); got != n {
 			return fmt.Sprintf("%s: next id %d, want %d", player, got, n)
 		}
@@ -174,7 +175,7 @@ func TestCheckpointsWhileRunning(t *testing.T) {
 	e := newEnv(t)
 	a := e.start(t, Options{CheckpointEvery: time.Millisecond, CheckpointKeep: 2})
 	seq := uint64(1)
-	waitFor(t, 30*time.Second, func() string {
+	testenv.WaitFor(t, 30*time.Second, func() string {
 		e.publish(t, e.topo.OutSubject(0), prox("dee", seq, 1, "", 0, 0))
 		seq++
 		if n := counter(t, a.s.ckpt.written); n < 4 {
@@ -184,7 +185,7 @@ func TestCheckpointsWhileRunning(t *testing.T) {
 	})
 	waitNext(t, a, "dee", seq)
 	c := e.ckptStore(t)
-	waitFor(t, 20*time.Second, func() string {
+	testenv.WaitFor(t, 20*time.Second, func() string {
 		if seqs := pushSeqs(t, c); len(seqs) != 2 {
 			return fmt.Sprintf("checkpoints at %v, want the newest 2", seqs)
 		}
@@ -219,7 +220,7 @@ func TestInstancesWriteIdenticalCheckpoints(t *testing.T) {
 	}
 	b := e.start(t, Options{CheckpointEvery: -1})
 	b.dial(t, "ann", "after=0")
-	waitFor(t, 20*time.Second, func() string {
+	testenv.WaitFor(t, 20*time.Second, func() string {
 		if x, y := a.s.applied.Load(), b.s.applied.Load(); x != y {
 			return fmt.Sprintf("instances at %d and %d", x, y)
 		}

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"treasure/internal/event"
+	"treasure/internal/game"
 	"treasure/internal/wire"
 )
 
@@ -147,9 +148,9 @@ func (s *Server) applyStored(data []byte, stored time.Time) {
 				continue // older than, or the same as, the one sent
 			}
 			s.lbSeen, s.lbVersion = true, lb.GetVersion()
-			top := make([]wire.Entry, len(lb.GetTop()))
+			top := make([]game.Entry, len(lb.GetTop()))
 			for i, e := range lb.GetTop() {
-				top[i] = wire.Entry{Player: e.GetPlayer(), Score: int64(e.GetScore()), Rank: e.GetRank()}
+				top[i] = game.Entry{Player: e.GetPlayer(), Score: int64(e.GetScore()), Rank: int64(e.GetRank())}
 			}
 			s.hub.broadcast(wire.AppendLeaderboard(nil, top))
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"treasure/internal/auth"
+	"treasure/internal/game"
 	"treasure/internal/pgstore"
 	"treasure/internal/redisstore"
 	"treasure/internal/wire"
@@ -141,7 +142,7 @@ func (s *Server) servePlayer(w http.ResponseWriter, r *http.Request) {
 
 // Leaderboard returns the first limit players and the number of players
 // with a score: from Redis, else from PostgreSQL (see the package doc).
-func (s *Server) Leaderboard(ctx context.Context, limit int) ([]wire.Entry, int64, error) {
+func (s *Server) Leaderboard(ctx context.Context, limit int) ([]game.Entry, int64, error) {
 	if s.useRedis() {
 		rctx, cancel := context.WithTimeout(ctx, s.o.RedisTimeout)
 		top, n, err := s.rs.Leaderboard(rctx, limit)
@@ -149,11 +150,7 @@ func (s *Server) Leaderboard(ctx context.Context, limit int) ([]wire.Entry, int6
 		if err == nil {
 			s.redisUp()
 			s.m.boardReads.WithLabelValues("redis").Inc()
-			out := make([]wire.Entry, len(top))
-			for i, e := range top {
-				out[i] = fromRedis(e)
-			}
-			return out, n, nil
+			return top, n, nil
 		}
 		s.redisFailed(ctx, err)
 	}
@@ -164,18 +161,14 @@ func (s *Server) Leaderboard(ctx context.Context, limit int) ([]wire.Entry, int6
 		return nil, 0, err
 	}
 	s.m.boardReads.WithLabelValues("postgres").Inc()
-	out := make([]wire.Entry, len(top))
-	for i, e := range top {
-		out[i] = fromPG(e)
-	}
-	return out, n, nil
+	return top, n, nil
 }
 
 // Player returns a player's score and rank, found false for a player
 // never seen: from Redis, else from PostgreSQL.
-func (s *Server) Player(ctx context.Context, id string) (wire.Entry, bool, error) {
+func (s *Server) Player(ctx context.Context, id string) (game.Entry, bool, error) {
 	if id == "" || len(id) > pgstore.MaxID {
-		return wire.Entry{}, false, nil // no such player can exist
+		return game.Entry{}, false, nil // no such player can exist
 	}
 	if s.useRedis() {
 		rctx, cancel := context.WithTimeout(ctx, s.o.RedisTimeout)
@@ -184,7 +177,7 @@ func (s *Server) Player(ctx context.Context, id string) (wire.Entry, bool, error
 		if err == nil {
 			s.redisUp()
 			s.m.boardReads.WithLabelValues("redis").Inc()
-			return fromRedis(e), found, nil
+			return e, found, nil
 		}
 		s.redisFailed(ctx, err)
 	}
@@ -192,18 +185,10 @@ func (s *Server) Player(ctx context.Context, id string) (wire.Entry, bool, error
 	if err != nil {
 		s.m.boardReads.WithLabelValues("none").Inc()
 		s.o.Log.Warn("player read failed", "err", err)
-		return wire.Entry{}, false, err
+		return game.Entry{}, false, err
 	}
 	s.m.boardReads.WithLabelValues("postgres").Inc()
-	return fromPG(e), found, nil
-}
-
-func fromRedis(e redisstore.Entry) wire.Entry {
-	return wire.Entry{Player: e.Player, Score: e.Score, Rank: uint64(max(e.Rank, 0))}
-}
-
-func fromPG(e pgstore.Entry) wire.Entry {
-	return wire.Entry{Player: e.Player, Score: e.Score, Rank: uint64(max(e.Rank, 0))}
+	return e, found, nil
 }
 
 // useRedis reports whether to ask Redis: there is one, and it has not

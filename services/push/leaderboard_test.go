@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"treasure/internal/testenv"
 )
 
 // readFrame reads one frame of c and returns its messages. The read
@@ -32,7 +34,7 @@ func isBoard(tb testing.TB, msg string) bool {
 // waitRegistered waits until the hub holds n sockets.
 func waitRegistered(tb testing.TB, r *running, n int) {
 	tb.Helper()
-	waitFor(tb, 10*time.Second, func() string {
+	testenv.WaitFor(tb, 10*time.Second, func() string {
 		if _, got := r.s.hub.stats(); got != n {
 			return fmt.Sprintf("%d sockets registered, want %d", got, n)
 		}
@@ -44,7 +46,7 @@ func waitRegistered(tb testing.TB, r *running, n int) {
 // again: its last one went out at least a second ago.
 func waitDue(tb testing.TB, r *running, player string) {
 	tb.Helper()
-	waitFor(tb, 10*time.Second, func() string {
+	testenv.WaitFor(tb, 10*time.Second, func() string {
 		sh := r.s.hub.shard(player)
 		sh.mu.Lock()
 		defer sh.mu.Unlock()
@@ -73,7 +75,7 @@ func TestLeaderboardAtMostOncePerSecondPerSocket(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(t, Options{})
 	e.publish(t, e.topo.RankSubject(), board(1, row("p0", 1, 1)))
-	waitFor(t, 10*time.Second, func() string {
+	testenv.WaitFor(t, 10*time.Second, func() string {
 		if r.s.hub.latest.Load() == nil {
 			return "first snapshot not applied"
 		}
@@ -191,7 +193,7 @@ func TestLeaderboardOffGetsNone(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(t, Options{})
 	e.publish(t, e.topo.RankSubject(), board(1, row("a", 5, 1)))
-	waitFor(t, 10*time.Second, func() string {
+	testenv.WaitFor(t, 10*time.Second, func() string {
 		if r.s.hub.latest.Load() == nil {
 			return "first snapshot not applied"
 		}

@@ -8,6 +8,7 @@ import (
 
 	"treasure/internal/event"
 	"treasure/internal/event/eventpb"
+	"treasure/internal/testenv"
 )
 
 // Events as proximity writes them since schema revision 4: with prev_seq.
@@ -178,7 +179,7 @@ func TestResumeAcrossAHeldUpdate(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(t, Options{})
 	c := r.dial(t, "erin", "")
-	waitFor(t, 10*time.Second, func() string {
+	testenv.WaitFor(t, 10*time.Second, func() string {
 		if _, n := r.s.hub.stats(); n != 1 {
 			return "socket not registered"
 		}
@@ -188,7 +189,7 @@ func TestResumeAcrossAHeldUpdate(t *testing.T) {
 	want(t, c.nextUpdate(), `{"type":"proximity","id":1,"seq":1,"node":1,"treasure":null}`)
 	e.publish(t, e.topo.OutSubject(1), proxPrev("erin", 3, 2)) // held: 2 is missing
 	c.ws.Close()
-	waitFor(t, 10*time.Second, func() string {
+	testenv.WaitFor(t, 10*time.Second, func() string {
 		if n := counter(t, r.s.hub.order.held); n != 1 {
 			return fmt.Sprintf("%v held, want 1", n)
 		}

@@ -102,6 +102,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"treasure/internal/auth"
+	"treasure/internal/backoff"
 	"treasure/internal/event"
 	"treasure/internal/event/eventpb"
 	"treasure/internal/graph"
@@ -437,7 +438,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	defer s.finalCheckpoint()
 	s.o.Log.Info("push feed starting", "stream", stream, "checkpoint_seq", from, "catch_up_to", info.State.LastSeq)
-	backoff := defaultFeedRetryBase
+	retry := backoff.Backoff{Base: defaultFeedRetryBase}
 	for {
 		err := natsjs.Replay(ctx, s.o.JS, natsjs.ReplayOptions{
 			Stream:   stream,
@@ -448,13 +449,11 @@ func (s *Server) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.o.Log.Error("push feed failed; resuming", "err", err, "at_seq", s.applied.Load(), "retry_in", backoff)
-		select {
-		case <-ctx.Done():
+		d := retry.Next()
+		s.o.Log.Error("push feed failed; resuming", "err", err, "at_seq", s.applied.Load(), "retry_in", d)
+		if !backoff.Sleep(ctx, d) {
 			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

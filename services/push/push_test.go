@@ -127,30 +127,13 @@ func (e env) start(tb testing.TB, o Options) *running {
 		})
 	}
 	tb.Cleanup(r.stop)
-	waitFor(tb, 30*time.Second, func() string {
+	testenv.WaitFor(tb, 30*time.Second, func() string {
 		if err := s.Ready(); err != nil {
 			return err.Error()
 		}
 		return ""
 	})
 	return r
-}
-
-// waitFor polls cond until it returns "" or d passes, then fails with its
-// last complaint.
-func waitFor(tb testing.TB, d time.Duration, cond func() string) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("after %v: %s", d, msg)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func testLog() *slog.Logger {
@@ -332,7 +315,7 @@ func TestUpdatesAreNumberedPerPlayerInOutOrder(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(t, Options{})
 	alice, bob := r.dial(t, "alice", ""), r.dial(t, "bob", "")
-	waitFor(t, 10*time.Second, func() string {
+	testenv.WaitFor(t, 10*time.Second, func() string {
 		if _, n := r.s.hub.stats(); n != 2 {
 			return fmt.Sprintf("%d sockets registered, want 2", n)
 		}
@@ -370,7 +353,7 @@ func TestResumeDeliversEveryMissedUpdateOnce(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(t, Options{RingSize: 1024})
 	c := r.dial(t, "carol", "")
-	waitFor(t, 10*time.Second, func() string {
+	testenv.WaitFor(t, 10*time.Second, func() string {
 		if _, n := r.s.hub.stats(); n != 1 {
 			return "socket not registered"
 		}
@@ -442,7 +425,7 @@ func TestResumeFromZeroAndPastTheRing(t *testing.T) {
 	want(t, m, `{"type":"proximity","id":20,"seq":20,"node":119,"treasure":null}`)
 	want(t, tail.nextUpdate(), `{"type":"claim","id":21,"seq":20,"treasure":"gold","points":7}`)
 	live := r.dial(t, "dave", "")
-	waitFor(t, 10*time.Second, func() string {
+	testenv.WaitFor(t, 10*time.Second, func() string {
 		if _, n := r.s.hub.stats(); n != 4 {
 			return fmt.Sprintf("%d sockets registered, want 4", n)
 		}
@@ -496,7 +479,7 @@ func TestInstanceStartedLaterGivesSameIds(t *testing.T) {
 		if n < 10 {
 			t.Fatalf("%s: %d updates, want at least 10", p, n)
 		}
-		waitFor(t, 10*time.Second, func() string {
+		testenv.WaitFor(t, 10*time.Second, func() string {
 			if got := a.s.hub.nextID(p) - 1; got != n {
 				return fmt.Sprintf("%s: first instance at %d updates, second at %d", p, got, n)
 			}
@@ -527,7 +510,7 @@ func TestSlowClientIsClosedOthersKeepReceiving(t *testing.T) {
 	}
 	defer slowWS.Close()
 	fast := r.dial(t, "fast", "")
-	waitFor(t, 10*time.Second, func() string {
+	testenv.WaitFor(t, 10*time.Second, func() string {
 		if _, n := r.s.hub.stats(); n != 2 {
 			return "sockets not registered"
 		}
@@ -577,7 +560,7 @@ func TestLeaderboardGoesToEverySocketNewestOnly(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(t, Options{})
 	c1, c2 := r.dial(t, "u1", ""), r.dial(t, "u2", "")
-	waitFor(t, 10*time.Second, func() string {
+	testenv.WaitFor(t, 10*time.Second, func() string {
 		if _, n := r.s.hub.stats(); n != 2 {
 			return "sockets not registered"
 		}
@@ -639,7 +622,7 @@ func TestShutdownClosesSockets(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(t, Options{})
 	c := r.dial(t, "zed", "")
-	waitFor(t, 10*time.Second, func() string {
+	testenv.WaitFor(t, 10*time.Second, func() string {
 		if _, n := r.s.hub.stats(); n != 1 {
 			return "socket not registered"
 		}
@@ -686,7 +669,7 @@ func TestNotReadyUntilCaughtUp(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	waitFor(t, 30*time.Second, func() string {
+	testenv.WaitFor(t, 30*time.Second, func() string {
 		if err := s.Ready(); err != nil {
 			return err.Error()
 		}
@@ -752,7 +735,7 @@ func TestSilentClientIsDropped(t *testing.T) {
 		}
 	}()
 	r.dial(t, "silent", "") // never reads
-	waitFor(t, 20*time.Second, func() string {
+	testenv.WaitFor(t, 20*time.Second, func() string {
 		if _, n := r.s.hub.stats(); n != 1 {
 			return fmt.Sprintf("%d sockets, want only the one that answers pings", n)
 		}
@@ -760,7 +743,7 @@ func TestSilentClientIsDropped(t *testing.T) {
 	})
 	// The answering client has outlived several pong waits.
 	n0 := pings.Load()
-	waitFor(t, 20*time.Second, func() string {
+	testenv.WaitFor(t, 20*time.Second, func() string {
 		if p := pings.Load(); p < n0+30 {
 			return fmt.Sprintf("%d pings answered since the silent client left, want 30 (600 ms, three pong waits)", p-n0)
 		}

@@ -2,9 +2,9 @@ package push
 
 import (
 	"fmt"
-	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/gorilla/websocket"
 )
@@ -80,9 +80,12 @@ func TestRingKeepsTheNewestAndAnswersSince(t *testing.T) {
 	}
 }
 
-// TestRingMemory measures what push holds per player with full rings of
-// proximity answers naming a treasure (the largest common update) and
-// bounds it. With -v it prints the figure.
+// TestRingMemory fills every player's ring with proximity answers naming
+// a treasure (the largest common update) and bounds what push holds per
+// player, counted from the hub's own structures (the player, its ring's
+// buffer, its id and map slot) rather than from the process's heap, which
+// other goroutines and the collector's timing move. With -v it prints the
+// figure.
 func TestRingMemory(t *testing.T) {
 	const players = 1000
 	names := make([]string, players)
@@ -90,19 +93,31 @@ func TestRingMemory(t *testing.T) {
 		names[p] = fmt.Sprintf("player-%08d", p)
 	}
 	h := newHub(DefaultRingSize, DefaultMaxSockets)
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
 	for i := 0; i < DefaultRingSize+50; i++ {
 		for p := 0; p < players; p++ {
 			u := update{kind: recProximityFound, seq: uint64(i + 1), node: 1_000_000 + uint64(p), tnode: 2_000_000, dist: 1500, treasure: "T0042"}
 			h.deliver(names[p], &u)
 		}
 	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	per := float64(after.HeapAlloc-before.HeapAlloc) / players
-	runtime.KeepAlive(h)
+	const mapSlot = 2 * (unsafe.Sizeof("") + unsafe.Sizeof((*player)(nil))) // key and value, at a load factor of about one half
+	var held, seen uintptr
+	for i := range h.shards {
+		for id, p := range h.shards[i].players {
+			seen++
+			r := &p.ring
+			if r.count != DefaultRingSize {
+				t.Fatalf("%s's ring holds %d records, want %d", id, r.count, DefaultRingSize)
+			}
+			if live := len(r.buf) - r.off; cap(r.buf) > live+live/4+64 {
+				t.Fatalf("%s's ring: %d bytes of buffer for %d live", id, cap(r.buf), live)
+			}
+			held += unsafe.Sizeof(*p) + uintptr(cap(r.buf)) + uintptr(len(id)) + mapSlot
+		}
+	}
+	if seen != players {
+		t.Fatalf("%d players in the hub, want %d", seen, players)
+	}
+	per := float64(held) / players
 	t.Logf("ring of %d proximity answers with a treasure: %.0f bytes per player (%.1f MiB for 35,000 players)", DefaultRingSize, per, per*35000/(1<<20))
 	if per > 8<<10 {
 		t.Fatalf("%.0f bytes per player, want under 8 KiB", per)

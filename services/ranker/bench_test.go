@@ -11,6 +11,7 @@ import (
 	"treasure/internal/event"
 	"treasure/internal/event/eventpb"
 	"treasure/internal/natsjs"
+	"treasure/internal/testenv"
 )
 
 // BenchmarkRankerClaims measures claims per second through the ranker: a
@@ -37,7 +38,12 @@ func BenchmarkRankerClaims(b *testing.B) {
 			o.Logger = nil
 			// Create the durable consumer, then stop: the backlog waits.
 			r, stop := start(b, o, nil)
-			waitFor(b, func() string { return fmt.Sprint(r.Ready()) }, func() bool { return r.Ready() == nil })
+			testenv.WaitFor(b, wait, func() string {
+				if err := r.Ready(); err != nil {
+					return err.Error()
+				}
+				return ""
+			})
 			stop()
 			last := publishBacklog(b, e, b.N, c.claims, c.moves, 10_000)
 

@@ -8,6 +8,7 @@ import (
 
 	"treasure/internal/event"
 	"treasure/internal/event/eventpb"
+	"treasure/internal/game"
 	"treasure/internal/pgstore"
 	"treasure/internal/redisstore"
 )
@@ -105,15 +106,11 @@ func (r *Ranker) rebuild(ctx context.Context, quiet bool) {
 
 // leaderboard reads the top and the number of scoring players: Redis when
 // it is in step, else PostgreSQL (mu held).
-func (r *Ranker) leaderboard(ctx context.Context) ([]pgstore.Entry, int64, error) {
+func (r *Ranker) leaderboard(ctx context.Context) ([]game.Entry, int64, error) {
 	if r.redisOK {
 		top, n, err := r.rs.Leaderboard(ctx, r.o.TopN)
 		if err == nil {
-			out := make([]pgstore.Entry, len(top))
-			for i, e := range top {
-				out[i] = pgstore.Entry(e)
-			}
-			return out, n, nil
+			return top, n, nil
 		}
 		if !errors.Is(err, context.Canceled) {
 			r.redisDown(ctx, err)
@@ -129,7 +126,11 @@ func (r *Ranker) leaderboard(ctx context.Context) ([]pgstore.Entry, int64, error
 func (r *Ranker) snapshot(ctx context.Context) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.dirty || time.Since(r.lastSnap) < r.o.SnapshotEvery {
+	if !r.dirty {
+		return
+	}
+	if r.clock().Sub(r.lastSnap) < r.o.SnapshotEvery {
+		_ = r.callHook("snapshot-throttled")
 		return
 	}
 	if r.pubUnsure {
@@ -146,6 +147,7 @@ func (r *Ranker) snapshot(ctx context.Context) {
 	}
 	if r.haveTop && players == r.lastPlayers && slices.Equal(top, r.lastTop) {
 		r.dirty = false
+		_ = r.callHook("snapshot-same")
 		return
 	}
 	v, ok := nextVersion(r.published, r.lastVersion)
@@ -175,6 +177,7 @@ func (r *Ranker) snapshot(ctx context.Context) {
 		return
 	}
 	r.lastVersion, r.lastTop, r.lastPlayers, r.haveTop, r.dirty = v, top, players, true, false
-	r.lastSnap = time.Now()
+	r.lastSnap = r.clock()
 	r.m.snapshots.Inc()
+	_ = r.callHook("snapshot-published")
 }

@@ -22,6 +22,7 @@ import (
 
 	"treasure/internal/event"
 	"treasure/internal/event/eventpb"
+	"treasure/internal/game"
 	"treasure/internal/natsjs"
 	"treasure/internal/pgstore"
 	"treasure/internal/redisstore"
@@ -36,6 +37,9 @@ func TestMain(m *testing.M) {
 }
 
 var small = natsjs.Limits{MaxBytes: 16 << 20, MaxMsgs: 100_000}
+
+// wait bounds every wait for the ranker (testenv.WaitFor).
+const wait = 30 * time.Second
 
 // env is one test's servers: its own streams, schema and Redis prefix.
 type env struct {
@@ -182,24 +186,22 @@ func readOutput(tb testing.TB, e env) output {
 // included).
 func waitScores(tb testing.TB, e env, n int) output {
 	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.WaitFor(tb, wait, func() string {
 		out := readOutput(tb, e)
 		if len(out.scores) > n {
 			tb.Fatalf("%d score events, want %d: %v", len(out.scores), n, scoreLines(out.scores))
 		}
-		if len(out.scores) == n {
-			waitAcked(tb, e)
-			if out = readOutput(tb, e); len(out.scores) != n {
-				tb.Fatalf("%d score events once all was acked, want %d: %v", len(out.scores), n, scoreLines(out.scores))
-			}
-			return out
+		if len(out.scores) < n {
+			return fmt.Sprintf("%d of %d score events", len(out.scores), n)
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%d of %d score events after 30 s", len(out.scores), n)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return ""
+	})
+	waitAcked(tb, e)
+	out := readOutput(tb, e)
+	if len(out.scores) != n {
+		tb.Fatalf("%d score events once all was acked, want %d: %v", len(out.scores), n, scoreLines(out.scores))
 	}
+	return out
 }
 
 // waitAcked polls until the ranker's consumer has acked every input
@@ -207,39 +209,28 @@ func waitScores(tb testing.TB, e env, n int) output {
 func waitAcked(tb testing.TB, e env) {
 	tb.Helper()
 	ctx := tb.Context()
-	var floor, last uint64
-	waitFor(tb, func() string { return fmt.Sprintf("ack floor %d, last message %d", floor, last) }, func() bool {
+	testenv.WaitFor(tb, wait, func() string {
 		st, err := e.js.Stream(ctx, e.topo.OutStream())
 		if err != nil {
-			return false
+			return err.Error()
 		}
 		si, err := st.Info(ctx)
 		if err != nil {
-			return false
+			return err.Error()
 		}
 		cons, err := e.js.Consumer(ctx, e.topo.OutStream(), e.topo.Prefix+"-ranker")
 		if err != nil {
-			return false
+			return err.Error()
 		}
 		ci, err := cons.Info(ctx)
 		if err != nil {
-			return false
+			return err.Error()
 		}
-		floor, last = ci.AckFloor.Stream, si.State.LastSeq
-		return floor == last
+		if floor, last := ci.AckFloor.Stream, si.State.LastSeq; floor != last {
+			return fmt.Sprintf("ack floor %d, last message %d", floor, last)
+		}
+		return ""
 	})
-}
-
-// waitFor polls cond until it holds, failing after 30 s with what().
-func waitFor(tb testing.TB, what func() string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("after 30 s: %s", what())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func scoreLines(scores []*eventpb.ScoreChanged) []string {
@@ -301,20 +292,20 @@ func (m *model) feed(ins ...input) {
 
 // board lists the players with a score: score descending, then who
 // reached it first.
-func (m *model) board() []pgstore.Entry {
-	var top []pgstore.Entry
+func (m *model) board() []game.Entry {
+	var top []game.Entry
 	for p, s := range m.score {
 		if s > 0 {
-			top = append(top, pgstore.Entry{Player: p, Score: s})
+			top = append(top, game.Entry{Player: p, Score: s})
 		}
 	}
-	slices.SortFunc(top, func(a, b pgstore.Entry) int {
+	slices.SortFunc(top, func(a, b game.Entry) int {
 		if a.Score != b.Score {
 			return int(b.Score - a.Score)
 		}
 		return m.reached[a.Player] - m.reached[b.Player]
 	})
-	pgstore.RankTop(top)
+	game.RankTop(top)
 	return top
 }
 
@@ -335,10 +326,7 @@ func checkBoards(tb testing.TB, e env, m *model) {
 	if err != nil {
 		tb.Fatalf("Redis board: %v", err)
 	}
-	got := make([]pgstore.Entry, len(rTop))
-	for i, x := range rTop {
-		got[i] = pgstore.Entry(x)
-	}
+	got := rTop
 	if !slices.Equal(got, want) || rN != int64(len(want)) {
 		tb.Fatalf("Redis board %v (%d players), want %v", got, rN, want)
 	}
@@ -349,13 +337,13 @@ func checkBoards(tb testing.TB, e env, m *model) {
 				above++
 			}
 		}
-		wantE := pgstore.Entry{Player: p, Score: s, Rank: 1 + above}
+		wantE := game.Entry{Player: p, Score: s, Rank: 1 + above}
 		pe, found, err := e.pg.Player(ctx, p)
 		if err != nil || !found || pe != wantE {
 			tb.Fatalf("PostgreSQL player %s: %v found=%v err=%v, want %v", p, pe, found, err, wantE)
 		}
 		re, found, err := e.rs.Player(ctx, p)
-		if err != nil || !found || pgstore.Entry(re) != wantE {
+		if err != nil || !found || re != wantE {
 			tb.Fatalf("Redis player %s: %v found=%v err=%v, want %v", p, re, found, err, wantE)
 		}
 	}
@@ -434,10 +422,29 @@ func TestRankerScoresRanksAndPublishes(t *testing.T) {
 	if _, found, _ := e.pg.Player(t.Context(), "nobody"); found {
 		t.Fatal("a player never seen was found")
 	}
-	waitFor(t, func() string { return "no dead letter" }, func() bool {
+	testenv.WaitUntil(t, wait, "no dead letter", func() bool {
 		info, err := dlqInfo(t, e)
 		return err == nil && info.State.Msgs == 1
 	})
+	// natsjs's dead letter: its headers name the ranker's consumer and
+	// the input, and the reason is one line.
+	dlq, err := e.js.Stream(t.Context(), e.topo.DLQStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl, err := dlq.GetLastMsgForSubject(t.Context(), e.topo.DLQSubject())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dl.Header.Get(natsjs.HeaderDLQConsumer); got != e.topo.Prefix+"-ranker" {
+		t.Fatalf("dead letter consumer header %q", got)
+	}
+	if got := dl.Header.Get(natsjs.HeaderDLQSubject); got != e.topo.OutSubject(0) {
+		t.Fatalf("dead letter subject header %q", got)
+	}
+	if reason := dl.Header.Get(natsjs.HeaderDLQReason); reason == "" || strings.ContainsAny(reason, "\r\n") {
+		t.Fatalf("dead letter reason %q", reason)
+	}
 	if n := metric(reg, "treasure_ranker_invalid_events_total"); n != 1 {
 		t.Fatalf("invalid events metric %v, want 1", n)
 	}
@@ -534,7 +541,7 @@ func testKilled(t *testing.T, tweak func(*Ranker)) {
 	o := e.options()
 	o.Batch = 5
 	_, stopA := start(t, o, kill("applied"), tweak)
-	waitFor(t, func() string { return "A stored nothing" }, func() bool {
+	testenv.WaitUntil(t, wait, "A stored nothing", func() bool {
 		_, n, err := e.pg.Leaderboard(t.Context(), 0)
 		return err == nil && n > 0
 	})
@@ -545,7 +552,7 @@ func testKilled(t *testing.T, tweak func(*Ranker)) {
 	// B: stores and publishes a (differently cut) batch, dies before the ack.
 	o.Batch = 9
 	_, stopB := start(t, o, kill("published"), tweak)
-	waitFor(t, func() string { return "B published nothing" }, func() bool { return len(readOutput(t, e).scores) > 0 })
+	testenv.WaitUntil(t, wait, "B published nothing", func() bool { return len(readOutput(t, e).scores) > 0 })
 	stopB()
 	// C: one message at a time, to the end.
 	o.Batch = 1
@@ -616,7 +623,7 @@ func TestRankerRetriesAfterAFailureMidBatch(t *testing.T) {
 					r.out.MaxBytes = c.outMax
 				}
 			})
-			waitFor(t, func() string { return "the failure was never injected" }, injected.Load)
+			testenv.WaitUntil(t, wait, "the failure was never injected", injected.Load)
 			out := waitScores(t, e, len(m.events))
 			if got := scoreLines(out.scores); !slices.Equal(got, m.events) {
 				t.Fatalf("score events\n got %v\nwant %v", got, m.events)
@@ -647,7 +654,7 @@ func TestRankerRebuildsFlushedRedis(t *testing.T) {
 	if _, err := testenv.DeleteKeys(t.Context(), e.rdb, e.rprefix); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() string { return "Redis never rebuilt" }, func() bool {
+	testenv.WaitUntil(t, wait, "Redis never rebuilt", func() bool {
 		_, _, err := e.rs.Leaderboard(t.Context(), 1)
 		return err == nil && metric(reg, "treasure_ranker_redis_rebuilds_total") > rebuilds
 	})
@@ -700,13 +707,13 @@ func TestRankerCarriesOnWithoutRedis(t *testing.T) {
 	}
 
 	px.up()
-	waitFor(t, func() string { return "Redis never caught up" }, func() bool {
+	testenv.WaitUntil(t, wait, "Redis never caught up", func() bool {
 		top, _, err := e.rs.Leaderboard(t.Context(), 1000)
 		if err != nil || len(top) != len(m.board()) {
 			return false
 		}
 		for i, x := range top {
-			if pgstore.Entry(x) != m.board()[i] {
+			if x != m.board()[i] {
 				return false
 			}
 		}
@@ -721,55 +728,76 @@ func TestRankerCarriesOnWithoutRedis(t *testing.T) {
 	checkBoards(t, e, m)
 }
 
-// TestRankerSnapshotsThrottledAndVersioned feeds claims in waves: the
-// snapshots have strictly increasing versions, are stored at least
-// SnapshotEvery apart, and the last one is the final top.
+// TestRankerSnapshotsThrottledAndVersioned feeds claims in waves under a
+// clock of the test's own, which moves only when the test moves it: while
+// it stands still the ranker holds back every snapshot however often it
+// looks (the throttle), once it has moved SnapshotEvery the ranker
+// publishes one if the top changed. The snapshots have strictly increasing
+// versions and the last one is the final top. Nothing here depends on how
+// fast the ranker runs or on the time between two stored snapshots.
 func TestRankerSnapshotsThrottledAndVersioned(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	o := e.options()
 	o.TopN = 3
-	o.SnapshotEvery = 150 * time.Millisecond
-	_, stop := start(t, o, nil)
+	o.SnapshotEvery = 100 * time.Millisecond // the real ticker looks every 25 ms
+	var (
+		now    atomic.Int64 // the test's clock, in ns after base
+		base   = time.Now()
+		stages sync.Map // stage -> *atomic.Int64
+	)
+	count := func(stage string) *atomic.Int64 {
+		v, _ := stages.LoadOrStore(stage, new(atomic.Int64))
+		return v.(*atomic.Int64)
+	}
+	_, stop := start(t, o, func(stage string, _ func()) error {
+		count(stage).Add(1)
+		return nil
+	}, func(r *Ranker) {
+		r.clock = func() time.Time { return base.Add(time.Duration(now.Load())) }
+	})
 	log := randomLog(17, 40, 8)
 	m := newModel()
+	published, same := count("snapshot-published"), count("snapshot-same")
 	for w := 0; w < 40; w += 4 {
 		m.feed(log[w : w+4]...)
 		publish(t, e, log[w:w+4]...)
 		waitScores(t, e, len(m.events))
+		if w == 0 {
+			// The first snapshot after a start is not held back.
+			testenv.WaitUntil(t, wait, "no first snapshot", func() bool { return published.Load() == 1 })
+			continue
+		}
+		// The clock stands still: the ranker sees claims to show and
+		// holds them back, again and again.
+		throttled := count("snapshot-throttled")
+		t0, p0, s0 := throttled.Load(), published.Load(), same.Load()
+		testenv.WaitUntil(t, wait, "the ranker never looked at the board", func() bool {
+			if published.Load() != p0 {
+				t.Fatalf("wave %d: a snapshot was published while the clock stood still", w/4)
+			}
+			return throttled.Load() >= t0+3
+		})
+		// SnapshotEvery later it shows them, or finds the top unchanged.
+		now.Add(int64(o.SnapshotEvery))
+		testenv.WaitUntil(t, wait, "no snapshot once the clock moved", func() bool {
+			return published.Load() > p0 || same.Load() > s0
+		})
 	}
 	want := m.board()
 	wantTop := want[:min(3, len(want))]
-	var out output
-	waitFor(t, func() string {
-		return fmt.Sprintf("last snapshot %v, want top %v of %d", out.snapshots[len(out.snapshots)-1].s, wantTop, len(want))
-	}, func() bool {
-		out = readOutput(t, e)
-		if len(out.snapshots) == 0 {
-			return false
-		}
-		last := out.snapshots[len(out.snapshots)-1].s
-		if int(last.Players) != len(want) || len(last.Top) != len(wantTop) {
-			return false
-		}
-		for i, x := range last.Top {
-			if x.Player != wantTop[i].Player || int64(x.Score) != wantTop[i].Score || int64(x.Rank) != wantTop[i].Rank {
-				return false
-			}
-		}
-		return true
-	})
+	out := readOutput(t, e)
 	stop()
-	if len(out.snapshots) < 2 {
-		t.Fatalf("%d snapshots over 10 waves of claims", len(out.snapshots))
+	if len(out.snapshots) < 2 || int64(len(out.snapshots)) != published.Load() {
+		t.Fatalf("%d snapshots stored over 10 waves of claims, %d published", len(out.snapshots), published.Load())
+	}
+	if last := out.snapshots[len(out.snapshots)-1].s; int(last.Players) != len(want) || !sameTop(last, wantTop) {
+		t.Fatalf("last snapshot %v, want top %v of %d", last, wantTop, len(want))
 	}
 	for i := 1; i < len(out.snapshots); i++ {
 		a, b := out.snapshots[i-1], out.snapshots[i]
 		if b.s.Version <= a.s.Version {
 			t.Fatalf("snapshot %d has version %d after %d", i, b.s.Version, a.s.Version)
-		}
-		if gap := b.time.Sub(a.time); gap < o.SnapshotEvery {
-			t.Fatalf("snapshots %d and %d stored %v apart, less than %v", i-1, i, gap, o.SnapshotEvery)
 		}
 	}
 	// A successor goes on above the last version.
@@ -777,7 +805,7 @@ func TestRankerSnapshotsThrottledAndVersioned(t *testing.T) {
 	start(t, o, nil)
 	m.feed(input{0, []*eventpb.Event{claimEv("p00", "late", 50)}})
 	publish(t, e, input{0, []*eventpb.Event{claimEv("p00", "late", 50)}})
-	waitFor(t, func() string { return "no snapshot from the successor" }, func() bool {
+	testenv.WaitUntil(t, wait, "no snapshot from the successor", func() bool {
 		out = readOutput(t, e)
 		s := out.snapshots[len(out.snapshots)-1].s
 		return len(s.Top) > 0 && s.Top[0].Player == "p00"
@@ -845,4 +873,93 @@ func testLog() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// TestRankerRestartsAfterRankSubjectPurged purges every message of
+// P.out.rank (as retention does once push and the archive are past them)
+// and starts the ranker again: it goes on from its ack floor, not from 0.
+// No score is counted twice, no ScoreChanged is published again for the
+// inputs already handled, and no snapshot version goes back or repeats.
+func TestRankerRestartsAfterRankSubjectPurged(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	o := e.options()
+	log := randomLog(29, 30, 6)
+	m := newModel()
+	m.feed(log[:20]...)
+	publish(t, e, log[:20]...)
+	_, stopA := start(t, o, nil)
+	before := waitScores(t, e, len(m.events))
+	// The final top of the first part is out as a snapshot, and stays the
+	// last message.
+	want := m.board()[:min(o.TopN, len(m.board()))]
+	var lastV uint64
+	testenv.WaitUntil(t, wait, "no snapshot of the first part's final top", func() bool {
+		out := readOutput(t, e)
+		if len(out.snapshots) == 0 {
+			return false
+		}
+		s := out.snapshots[len(out.snapshots)-1].s
+		lastV = s.Version
+		return sameTop(s, want)
+	})
+	stopA()
+	before = readOutput(t, e)
+	for _, s := range before.snapshots {
+		lastV = max(lastV, s.s.Version)
+	}
+
+	st, err := e.js.Stream(t.Context(), e.topo.OutStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(t.Context(), jetstream.WithPurgeSubject(e.topo.RankSubject())); err != nil {
+		t.Fatal(err)
+	}
+	if out := readOutput(t, e); len(out.scores)+len(out.snapshots) != 0 {
+		t.Fatalf("purge left %d scores and %d snapshots", len(out.scores), len(out.snapshots))
+	}
+
+	// B starts on the purged subject. Its first snapshot (the board is
+	// dirty after a start) must take a version above A's.
+	start(t, o, nil)
+	testenv.WaitUntil(t, wait, "no snapshot from the restarted ranker", func() bool {
+		return len(readOutput(t, e).snapshots) > 0
+	})
+	if out := readOutput(t, e); len(out.scores) != 0 {
+		t.Fatalf("restarted ranker published %d score events again: %v", len(out.scores), scoreLines(out.scores))
+	}
+	m.feed(log[20:]...)
+	publish(t, e, log[20:]...)
+	newEvents := m.events[len(before.scores):]
+	out := waitScores(t, e, len(newEvents))
+	if got := scoreLines(out.scores); !slices.Equal(got, newEvents) {
+		t.Fatalf("score events after the purge\n got %v\nwant %v", got, newEvents)
+	}
+	checkBoards(t, e, m)
+	want = m.board()[:min(o.TopN, len(m.board()))]
+	testenv.WaitUntil(t, wait, "no snapshot of the final top", func() bool {
+		out = readOutput(t, e)
+		return len(out.snapshots) > 0 && sameTop(out.snapshots[len(out.snapshots)-1].s, want)
+	})
+	prev := lastV
+	for i, s := range out.snapshots {
+		if s.s.Version <= prev {
+			t.Fatalf("snapshot %d after the purge has version %d, not above %d (the last before the purge was %d)", i, s.s.Version, prev, lastV)
+		}
+		prev = s.s.Version
+	}
+}
+
+// sameTop reports whether snapshot s lists want.
+func sameTop(s *eventpb.LeaderboardSnapshot, want []game.Entry) bool {
+	if len(s.Top) != len(want) {
+		return false
+	}
+	for i, x := range s.Top {
+		if x.Player != want[i].Player || int64(x.Score) != want[i].Score || int64(x.Rank) != want[i].Rank {
+			return false
+		}
+	}
+	return true
 }

@@ -13,7 +13,7 @@ import (
 	"treasure/internal/graph"
 	"treasure/internal/loadgen"
 	"treasure/internal/stack/stacktest"
-	"treasure/internal/testdata"
+	"treasure/internal/testgraph"
 )
 
 const pipelineSecret = "fleet-secret"
@@ -24,7 +24,7 @@ const pipelineSecret = "fleet-secret"
 // path and the ws:// base URLs of ingest and push.
 func startPipeline(t *testing.T) (graphPath, ingest, push string) {
 	t.Helper()
-	graphPath = testdata.Path(t, "amsterdam.gr.gz")
+	graphPath = testgraph.Path(t, "amsterdam.gr.gz")
 	g, err := graph.LoadDIMACS(graphPath)
 	if err != nil {
 		t.Fatal(err)

@@ -203,8 +203,10 @@ say "running: treasure loadgen $SCENARIO ${BURST_EXTRA:-}"
 # stopped, so that it is the last line whatever happens on the way out.
 # The load generator runs in the background so that a signal reaches the
 # traps above at once.
-"$BIN" loadgen "${SCENARIO_ARGS[@]}" \
-	--ingest "$INGEST" --push "$PUSH" --graph "$GRAPH_ABS" --secret "$SECRET" \
+# The secret goes through the environment, never the command line (where
+# ps shows it to every user).
+TREASURE_JWT_SECRET="$SECRET" "$BIN" loadgen "${SCENARIO_ARGS[@]}" \
+	--ingest "$INGEST" --push "$PUSH" --graph "$GRAPH_ABS" \
 	--nats "$NATS" --stream-prefix "$PREFIX" --metrics "$METRICS" \
 	--pids "$DEV_PID" --redis "$REDIS" --procs postgres \
 	--connect-timeout "$CONNECT_TIMEOUT" --json "${EXTRA_ARGS[@]}" >"$LG_OUT" &

@@ -231,7 +231,9 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 		defer os.Remove(f.endpoints)
 	}
 
-	admin, err := auth.Sign(cfg.JWTSecret, "dev-admin", "admin", 0)
+	// The admin token of the drops is short-lived and renewed: every
+	// round asks the minter.
+	admin, err := auth.NewMinter(cfg.JWTSecret, auth.DefaultTTL)
 	if err != nil {
 		return err
 	}

@@ -90,6 +90,7 @@ import (
 	"treasure/internal/auth"
 	"treasure/internal/game"
 	"treasure/internal/graph"
+	"treasure/internal/httplimit"
 	"treasure/internal/natsjs"
 	"treasure/internal/ratelimit"
 )
@@ -181,6 +182,14 @@ type Options struct {
 	MaxQueue int
 	// ShutdownTimeout bounds Run's shutdown (default 10 s).
 	ShutdownTimeout time.Duration
+	// MaxConnsPerAddr caps the requests in progress, open move sockets
+	// included, per client address (httplimit): one more is answered 429
+	// rate_limited. 0 means httplimit.DefaultMaxPerAddr, negative no cap.
+	MaxConnsPerAddr int
+	// MaxSocketsPerPlayer caps one player's move sockets on this
+	// instance: a newer one closes the oldest (1008 "replaced").
+	// Default DefaultMaxSocketsPerPlayer.
+	MaxSocketsPerPlayer int
 	// Log receives start, shutdown and failure lines; nil discards.
 	Log *slog.Logger
 	// Registerer receives the metrics; nil registers nowhere.
@@ -229,6 +238,11 @@ type Ingest struct {
 	cancelRetry context.CancelFunc
 	// Sockets with replies ready after a completer round.
 	flushq sinkList
+
+	// Access limits (limits.go).
+	perAddr *httplimit.PerAddr
+	socks   playerSockets
+	lm      limitMetrics
 
 	// Sockets and requests being served.
 	connMu  sync.Mutex
@@ -305,6 +319,12 @@ func New(o Options) (*Ingest, error) {
 	if o.MaxQueue <= 0 {
 		o.MaxQueue = DefaultMaxQueue
 	}
+	if o.MaxConnsPerAddr == 0 {
+		o.MaxConnsPerAddr = httplimit.DefaultMaxPerAddr
+	}
+	if o.MaxSocketsPerPlayer <= 0 {
+		o.MaxSocketsPerPlayer = DefaultMaxSocketsPerPlayer
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -329,6 +349,7 @@ func New(o Options) (*Ingest, error) {
 		stateKey:    o.RedisPrefix + "players",
 		dropsKey:    o.RedisPrefix + "drops",
 		m:           newMetrics(o.Registerer),
+		lm:          newLimitMetrics(o.Registerer),
 		cwake:       make(chan struct{}, 1),
 		conns:       make(map[*wsConn]struct{}),
 		upgrader: websocket.Upgrader{
@@ -340,6 +361,7 @@ func New(o Options) (*Ingest, error) {
 		},
 	}
 	in.stateKeyArg = in.stateKey
+	in.perAddr = in.newPerAddr()
 	in.scratches.New = func() any { return new(scratch) }
 	in.bodies.New = func() any { return new([]byte) }
 	in.players.init(in)

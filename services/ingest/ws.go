@@ -76,9 +76,11 @@ func (in *Ingest) serveWS(w http.ResponseWriter, r *http.Request) {
 	in.conns[c] = struct{}{}
 	in.connMu.Unlock()
 	in.m.conns.Inc()
+	in.addSocket(claims.Subject, c)
 	c.readLoop()
 	c.close()
 	c.sc.wait()
+	in.removeSocket(claims.Subject, c)
 	in.connMu.Lock()
 	delete(in.conns, c)
 	in.connMu.Unlock()

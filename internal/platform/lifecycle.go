@@ -90,8 +90,9 @@ type HTTPServer struct {
 	// ReadHeaderTimeout bounds the reading of a request's headers,
 	// ReadTimeout that of its headers and body (defaults
 	// DefaultReadHeaderTimeout, DefaultReadTimeout). A hijacked connection
-	// (a WebSocket) leaves both behind: its deadlines are cleared at the
-	// hijack, and the socket's owner sets its own.
+	// (a WebSocket) leaves both behind: net/http clears its deadlines at
+	// the hijack (TestWebSocketOutlivesReadTimeout holds it to that), and
+	// the socket's owner sets its own.
 	ReadHeaderTimeout, ReadTimeout time.Duration
 
 	mu sync.Mutex
@@ -150,7 +151,6 @@ func (s *HTTPServer) Run(ctx context.Context) error {
 		ReadTimeout:       read,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		ConnState:         clearDeadlinesOnHijack,
 	}
 	if s.OnShutdown != nil {
 		srv.RegisterOnShutdown(s.OnShutdown)
@@ -184,17 +184,6 @@ func (s *HTTPServer) Run(ctx context.Context) error {
 	}
 	log.Debug("stopped", "server", s.name(), "addr", addr.String())
 	return nil
-}
-
-// clearDeadlinesOnHijack is an http.Server's ConnState hook: net/http
-// hands a hijacked connection over with the read deadline ReadTimeout set
-// at the request's start, which would cut a WebSocket ReadTimeout after
-// its upgrade. The hook runs inside Hijack, before the handler gets the
-// connection and sets its own deadlines.
-func clearDeadlinesOnHijack(c net.Conn, state http.ConnState) {
-	if state == http.StateHijacked {
-		_ = c.SetDeadline(time.Time{})
-	}
 }
 
 func (s *HTTPServer) name() string {

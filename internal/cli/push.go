@@ -88,7 +88,7 @@ func runPush(ctx context.Context, args []string, env Env, io IO) error {
 		RingSize: *ring, QueueSize: *queue, WriteDelay: *delay, CheckpointEvery: cfg.CheckpointEvery,
 		MaxConnsPerAddr: limits.MaxConnsPerAddr, MaxSocketsPerPlayer: limits.MaxSocketsPerPlayer,
 		LeaderboardRate: limits.LeaderboardRate,
-		Log: log, Registerer: reg,
+		Log:             log, Registerer: reg,
 	})
 	if err != nil {
 		return err

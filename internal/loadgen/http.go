@@ -85,7 +85,6 @@ import (
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
 	vegeta "github.com/tsenart/vegeta/v12/lib"
-
 )
 
 // HTTPOptions are an HTTP burst's settings. Of the embedded OpenOptions,

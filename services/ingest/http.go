@@ -227,6 +227,7 @@ func (in *Ingest) serveDrops(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !claims.Admin {
+		in.lm.notAdmin.Inc()
 		writeError(w, http.StatusForbidden, 0, game.CodeUnauthorized, "dropping treasures needs an admin token", 0)
 		return
 	}

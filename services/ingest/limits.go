@@ -25,6 +25,9 @@ const limitRetry = time.Second
 type limitMetrics struct {
 	perAddr  prometheus.Counter
 	replaced prometheus.Counter
+	// Requests and sockets refused for their token: none, invalid
+	// (forged, expired, not yet valid, wrong algorithm…), or not admin.
+	noToken, badToken, notAdmin prometheus.Counter
 }
 
 func newLimitMetrics(r prometheus.Registerer) limitMetrics {
@@ -34,8 +37,11 @@ func newLimitMetrics(r prometheus.Registerer) limitMetrics {
 		replaced: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_sockets_replaced_total",
 			Help: "Move sockets closed (1008 \"replaced\") because their player opened more than MaxSocketsPerPlayer."}),
 	}
+	auth := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "treasure_ingest_unauthorized_total",
+		Help: "Requests and sockets refused for their token (401, or 403 not_admin), by reason: no_token, invalid_token, not_admin."}, []string{"reason"})
+	m.noToken, m.badToken, m.notAdmin = auth.WithLabelValues("no_token"), auth.WithLabelValues("invalid_token"), auth.WithLabelValues("not_admin")
 	if r != nil {
-		r.MustRegister(m.perAddr, m.replaced)
+		r.MustRegister(m.perAddr, m.replaced, auth)
 	}
 	return m
 }

@@ -87,12 +87,20 @@ func TestTokensRefusedAndNeverLogged(t *testing.T) {
 			t.Fatalf("%s: drop %d", name, status)
 		}
 	}
+	// Each bad token was refused three times: socket, moves, drop.
+	if n := counterValue(t, s.in.lm.badToken); n != float64(3*len(bad)) {
+		t.Fatalf("invalid tokens counted %v, want %d", n, 3*len(bad))
+	}
 	good := token(t, "alice", "")
 	c := s.dial(t, "alice")
 	c.send(moveLine(1, []uint64{1}))
 	c.expectAck(1)
 	s.post(t, "/v1/moves", good, moveLine(2, []uint64{1}))
 	s.post(t, "/v1/admin/drops", good, `{"treasures":[]}`) // 403
+	s.post(t, "/v1/moves", "", moveLine(3, []uint64{1}))   // 401, no token
+	if a, n := counterValue(t, s.in.lm.notAdmin), counterValue(t, s.in.lm.noToken); a != 1 || n != 1 {
+		t.Fatalf("not admin counted %v, no token %v; want 1 and 1", a, n)
+	}
 	s.stop()
 	out := logs.String()
 	if !strings.Contains(out, "ingest running") {

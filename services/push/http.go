@@ -46,11 +46,13 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) serveUpdates(w http.ResponseWriter, r *http.Request) {
 	tok, ok := auth.FromRequest(r)
 	if !ok {
+		s.lm.noToken.Inc()
 		writeError(w, http.StatusUnauthorized, "unauthorized", "a token is required: Authorization: Bearer or ?token=")
 		return
 	}
 	claims, err := s.o.Verifier.Verify(tok)
 	if err != nil {
+		s.lm.badToken.Inc()
 		writeError(w, http.StatusUnauthorized, "unauthorized", "invalid token")
 		return
 	}

@@ -32,6 +32,9 @@ var errFallbackBusy = errors.New("too many leaderboard reads on PostgreSQL at on
 // limitMetrics count what the access limits refused, by limit.
 type limitMetrics struct {
 	perAddr, rate, fallback, replaced prometheus.Counter
+	// Sockets refused for their token: none, or invalid (forged,
+	// expired, not yet valid, wrong algorithm…).
+	noToken, badToken prometheus.Counter
 }
 
 func newLimitMetrics(r prometheus.Registerer) limitMetrics {
@@ -45,8 +48,11 @@ func newLimitMetrics(r prometheus.Registerer) limitMetrics {
 		replaced: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_push_sockets_replaced_total",
 			Help: "Update sockets closed (1008 \"replaced\") because their player opened more than MaxSocketsPerPlayer."}),
 	}
+	auth := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "treasure_push_unauthorized_total",
+		Help: "Update sockets refused (401) for their token, by reason: no_token, invalid_token."}, []string{"reason"})
+	m.noToken, m.badToken = auth.WithLabelValues("no_token"), auth.WithLabelValues("invalid_token")
 	if r != nil {
-		r.MustRegister(v, m.replaced)
+		r.MustRegister(v, m.replaced, auth)
 	}
 	return m
 }

@@ -83,6 +83,9 @@ func TestUpdatesSocketRefusesBadTokens(t *testing.T) {
 			t.Fatalf("%s: %v, want 401", name, resp)
 		}
 	}
+	if n := counter(t, r.s.lm.badToken); n != 5 {
+		t.Fatalf("invalid tokens counted %v, want 5", n)
+	}
 }
 
 // forgeToken signs header.payload with HMAC-SHA256 under key (none when

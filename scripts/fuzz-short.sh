@@ -43,8 +43,9 @@ while read -r pkg fn; do
 		failed+=("$pkg $fn")
 		continue
 	fi
-	last=$(grep -o 'execs: [0-9]*' <<<"$out" | tail -1)
-	printf 'fuzz-short: %-28s %-32s ok (%s)\n' "$fn" "$pkg" "${last:-no execs line}"
+	# The fuzzer's last status line: elapsed, execs, new interesting inputs.
+	last=$(grep '^fuzz: elapsed' <<<"$out" | tail -1 | sed 's/^fuzz: //')
+	printf 'fuzz-short: %-24s %-24s ok (%s)\n' "$fn" "$pkg" "${last:-no status line}"
 done < <(targets)
 printf 'fuzz-short: %d targets, %d s\n' "$n" $((SECONDS - start))
 if ((${#failed[@]})); then

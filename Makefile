@@ -49,6 +49,17 @@ test:
 	rest="$$($(GO) list ./... | grep -vxF "$$race" || true)" && \
 	if [ -n "$$rest" ]; then $(GO) test -count=1 $$rest; fi && \
 	$(GO) test -race -count=1 $$race
+	$(MAKE) fuzz-short
+
+# fuzz-short runs every fuzz target for FUZZTIME (3s) each, one after the
+# other (scripts/fuzz-short.sh); the seed corpora already ran as tests
+# above. Longer runs: FUZZTIME=5m make fuzz-short, or one target with
+# bash scripts/fuzz-short.sh FuzzVerify (figures in docs/operations.md,
+# "Limits and access").
+FUZZTIME ?= 3s
+.PHONY: fuzz-short
+fuzz-short:
+	GO="$(GO)" FUZZTIME=$(FUZZTIME) bash scripts/fuzz-short.sh
 
 build:
 	$(GO) build -o bin/treasure ./cmd/treasure

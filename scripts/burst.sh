@@ -141,6 +141,13 @@ trap stop_dev EXIT
 trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
 
+# A secret of the run's own, so that dev does not generate one and print it
+# into dev.log; it reaches dev and the load generator through the
+# environment only.
+if [[ -z ${TREASURE_JWT_SECRET:-} ]]; then
+	TREASURE_JWT_SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+	export TREASURE_JWT_SECRET
+fi
 say "starting treasure dev: $INGESTS ingest and $PUSHES push processes on $GRAPH; output in $DEV_LOG"
 # Free ports unless set: a demo or another run may hold the defaults.
 TREASURE_GRAPH=$GRAPH TREASURE_DEV_NATS_ADDR=${TREASURE_DEV_NATS_ADDR:-127.0.0.1:0} \
@@ -203,8 +210,10 @@ say "running: treasure loadgen $SCENARIO ${BURST_EXTRA:-}"
 # stopped, so that it is the last line whatever happens on the way out.
 # The load generator runs in the background so that a signal reaches the
 # traps above at once.
-"$BIN" loadgen "${SCENARIO_ARGS[@]}" \
-	--ingest "$INGEST" --push "$PUSH" --graph "$GRAPH_ABS" --secret "$SECRET" \
+# The secret goes through the environment, never the command line (where
+# ps shows it to every user).
+TREASURE_JWT_SECRET="$SECRET" "$BIN" loadgen "${SCENARIO_ARGS[@]}" \
+	--ingest "$INGEST" --push "$PUSH" --graph "$GRAPH_ABS" \
 	--nats "$NATS" --stream-prefix "$PREFIX" --metrics "$METRICS" \
 	--pids "$DEV_PID" --redis "$REDIS" --procs postgres \
 	--connect-timeout "$CONNECT_TIMEOUT" --json "${EXTRA_ARGS[@]}" >"$LG_OUT" &

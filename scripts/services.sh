@@ -3,9 +3,13 @@
 #
 #   scripts/services.sh ensure   find NATS (with JetStream), Redis and PostgreSQL,
 #                                else start private instances from installed
-#                                binaries, else say in one line what to install
-#                                (exit 1). Creates the database if missing.
-#                                Idempotent: a second run finds what the first started.
+#                                binaries; where binaries are missing, install
+#                                them when it can (root or a password-less
+#                                sudo, and apt-get or dnf), saying what it
+#                                installs, then start them; else say in one
+#                                line what to install (exit 1). Creates the
+#                                database if missing. Idempotent: a second
+#                                run finds what the first started.
 #   scripts/services.sh stop     stop the private instances this script started
 #                                (never a server it found running).
 #
@@ -15,9 +19,14 @@
 # Private instances keep their data, logs and pid files under
 # TREASURE_SERVICES_DIR (default: ${TMPDIR:-/tmp}/treasure-services-$UID).
 # A server on another host is only checked, never started.
+# TREASURE_SERVICES_INSTALL=no never installs anything (only prints the line).
 set -euo pipefail
 
-PATH="$PATH:/usr/sbin:/sbin:/usr/local/sbin"
+# TREASURE_SERVICES_SBIN and TREASURE_PG_LIB (where Debian keeps PostgreSQL's
+# versioned bin folders) exist for the script's own test, which hides the
+# machine's servers.
+PATH="$PATH:${TREASURE_SERVICES_SBIN-/usr/sbin:/sbin:/usr/local/sbin}"
+PG_LIB=${TREASURE_PG_LIB:-/usr/lib/postgresql}
 
 NATS_URL=${TREASURE_NATS_URL:-nats://127.0.0.1:4222}
 REDIS_URL=${TREASURE_REDIS_URL:-redis://127.0.0.1:6379/0}
@@ -63,7 +72,7 @@ first_bin() {
 		printf '%s\n' "$p"
 		return 0
 	fi
-	for p in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -t/ -k5 -rn); do
+	for p in $(printf '%s\n' "$PG_LIB"/*/bin | sort -t/ -k5 -rn); do
 		if [[ -x $p/$1 ]]; then
 			printf '%s\n' "$p/$1"
 			return 0
@@ -314,16 +323,96 @@ ensure_postgres() {
 
 # ---------------------------------------------------------------- commands
 
+# ---------------------------------------------------------------- installing
+
+# The packages of each missing binary, per package manager (MISSING holds
+# Debian's names).
+pkg_names() {
+	local pm=$1 p
+	shift
+	for p in "$@"; do
+		case $pm:$p in
+		dnf:redis-server) printf '%s\n' redis ;;
+		dnf:postgresql) printf '%s\n' postgresql-server postgresql ;;
+		dnf:postgresql-client) printf '%s\n' postgresql ;;
+		*) printf '%s\n' "$p" ;;
+		esac
+	done | awk '!seen[$0]++'
+}
+
+# install_line prints the one line a person runs to install MISSING.
+install_line() {
+	local pm=apt-get
+	if ! command -v apt-get >/dev/null 2>&1 && command -v dnf >/dev/null 2>&1; then
+		pm=dnf
+	fi
+	printf '%s install %s' "$pm" "$(pkg_names "$pm" "${MISSING[@]}" | tr '\n' ' ' | sed 's/ $//')"
+}
+
+# install_missing installs MISSING with apt-get or dnf, as root or through
+# a password-less sudo, after saying what it installs. It returns 1,
+# installing nothing, when it may not or cannot.
+install_missing() {
+	local pm as=() pkgs
+	case ${TREASURE_SERVICES_INSTALL:-yes} in no | 0 | false) return 1 ;; esac
+	if command -v apt-get >/dev/null 2>&1; then
+		pm=apt-get
+	elif command -v dnf >/dev/null 2>&1; then
+		pm=dnf
+	else
+		return 1
+	fi
+	if [[ $(id -u) != 0 ]]; then
+		if command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then
+			as=(sudo -n)
+		else
+			return 1
+		fi
+	fi
+	mapfile -t pkgs < <(pkg_names "$pm" "${MISSING[@]}")
+	say "installing ${pkgs[*]} with $pm${as:+ (through sudo)}"
+	case $pm in
+	apt-get)
+		if ! "${as[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}"; then
+			# A fresh machine's package lists may be empty or stale.
+			"${as[@]}" apt-get update -q &&
+				"${as[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" ||
+				return 1
+		fi
+		;;
+	dnf)
+		"${as[@]}" dnf install -y -q "${pkgs[@]}" || return 1
+		;;
+	esac
+	hash -r
+}
+
 # ensure [nats] [redis] [postgres]: the named servers, all three by default
 # (the demo embeds its own JetStream and asks for redis and postgres only).
 ensure() {
 	local rc=0 want=" ${*:-nats redis postgres} "
 	mkdir -p "$STATE_DIR"
-	if [[ $want == *" nats "* ]]; then ensure_nats || rc=1; fi
-	if [[ $want == *" redis "* ]]; then ensure_redis || rc=1; fi
-	if [[ $want == *" postgres "* ]]; then ensure_postgres || rc=1; fi
+	ensure_each() {
+		if [[ $want == *" nats "* ]]; then ensure_nats || rc=1; fi
+		if [[ $want == *" redis "* ]]; then ensure_redis || rc=1; fi
+		if [[ $want == *" postgres "* ]]; then ensure_postgres || rc=1; fi
+	}
+	ensure_each
 	if ((${#MISSING[@]})); then
-		say "missing ${MISSING[*]}: install with 'apt-get install ${MISSING[*]}' (Debian/Ubuntu) and run again"
+		local line
+		line=$(install_line)
+		if install_missing; then
+			# What was found or started before is found again.
+			MISSING=()
+			rc=0
+			ensure_each
+			if ((${#MISSING[@]} == 0)); then
+				return "$rc"
+			fi
+			line=$(install_line)
+			say "still missing ${MISSING[*]} after installing"
+		fi
+		say "missing ${MISSING[*]}: install with '$line' and run again"
 		return 1
 	fi
 	return "$rc"

@@ -44,15 +44,17 @@ func NewVerifier(secret string) (*Verifier, error) {
 	}
 	return &Verifier{
 		secret: []byte(secret),
-		parser: jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()})),
+		parser: jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithExpirationRequired()),
 	}, nil
 }
 
 // Verify checks token and returns its claims. It requires the header's
-// alg to be exactly HS256 (none, HS384, RS256 and the rest are refused),
-// a valid signature with the Verifier's secret, a non-empty string "sub",
-// and, when they are present, "exp" in the future and "nbf" in the past
-// (no leeway). Every error wraps ErrInvalidToken.
+// alg to be exactly HS256 (none, HS384, HS512, RS256 and the rest are
+// refused, whatever key signed them), a valid signature with the
+// Verifier's secret, a non-empty string "sub", a numeric "exp" in the
+// future (a token without one is refused: every token expires), and, when
+// present, "nbf" in the past (no leeway). Every error wraps
+// ErrInvalidToken. The error text never holds the token.
 func (v *Verifier) Verify(token string) (Claims, error) {
 	var mc jwt.MapClaims
 	_, err := v.parser.ParseWithClaims(token, &mc, func(t *jwt.Token) (any, error) {
@@ -103,29 +105,34 @@ func FromRequest(r *http.Request) (string, bool) {
 
 // Sign returns an HS256 token for sub signed with secret, for the demo,
 // tests and the load generator. role, when not empty, becomes the "role"
-// claim ("admin" for admin calls). A positive ttl sets "exp" that far
-// from now, rounded up to the second; ttl <= 0 makes a token that never
-// expires. "iat" is always set.
+// claim ("admin" for admin calls). "exp" is ttl from now, rounded up to
+// the second; ttl must be positive (Verify refuses a token without exp).
+// "iat" is always set. For tokens that must outlive one ttl, see Minter.
 func Sign(secret, sub, role string, ttl time.Duration) (string, error) {
 	if secret == "" {
 		return "", errors.New("sign token: empty secret")
 	}
+	if ttl <= 0 {
+		return "", fmt.Errorf("sign token: ttl %v: every token needs an expiry", ttl)
+	}
+	return signAt(secret, sub, role, ttl, time.Now())
+}
+
+// signAt is Sign as of now.
+func signAt(secret, sub, role string, ttl time.Duration, now time.Time) (string, error) {
 	if sub == "" || len(sub) > MaxSubject || !validSubject(sub) {
 		return "", fmt.Errorf("sign token: sub must be 1 to %d bytes of printable UTF-8", MaxSubject)
 	}
-	now := time.Now()
 	claims := jwt.MapClaims{"sub": sub, "iat": now.Unix()}
 	if role != "" {
 		claims["role"] = role
 	}
-	if ttl > 0 {
-		exp := now.Add(ttl)
-		secs := exp.Unix()
-		if exp.Nanosecond() > 0 {
-			secs++
-		}
-		claims["exp"] = secs
+	exp := now.Add(ttl)
+	secs := exp.Unix()
+	if exp.Nanosecond() > 0 {
+		secs++
 	}
+	claims["exp"] = secs
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(secret))
 	if err != nil {
 		return "", fmt.Errorf("sign token: %w", err)

@@ -194,11 +194,15 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 	defer dropSchema()
 	defer cleanRedis(rdb, redisPrefix, schema != "")
 
+	limits, err := platform.LimitsFromEnv(env)
+	if err != nil {
+		return &UsageError{Msg: err.Error()}
+	}
 	st, err := stack.New(stack.Options{
 		Graph: g, Part: part, Radius: cfg.Radius, Topology: topo, NC: nc, JS: js,
 		Redis: rdb, RedisPrefix: redisPrefix, Postgres: pool, JWTSecret: cfg.JWTSecret,
 		IngestAddr: cfg.IngestAddr, PushAddr: cfg.PushAddr, ProximityAddr: cfg.ProximityAddr, RankerAddr: cfg.RankerAddr,
-		Log: log,
+		Limits: limits, Log: log,
 	})
 	if err != nil {
 		return err
@@ -270,7 +274,9 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 		defer os.Remove(f.endpoints)
 	}
 
-	admin, err := auth.Sign(cfg.JWTSecret, "dev-admin", "admin", 0)
+	// The admin token of the drops is short-lived and renewed: every
+	// round asks the minter.
+	admin, err := auth.NewMinter(cfg.JWTSecret, auth.DefaultTTL)
 	if err != nil {
 		return err
 	}

@@ -132,7 +132,10 @@ func devChildEnv(env Env, set map[string]string) []string {
 	}
 	// Passed as given to dev (its Env: os.Getenv, or a map in tests).
 	for _, k := range []string{platform.EnvRadius, platform.EnvPartitions, platform.EnvStreamMaxBytes, platform.EnvStreamMaxMsgs,
-		platform.EnvStreamReplicas, platform.EnvLogFormat, platform.EnvLogLevel, platform.EnvCheckpointEvery, envIngestFlush} {
+		platform.EnvStreamReplicas, platform.EnvLogFormat, platform.EnvLogLevel, platform.EnvCheckpointEvery, envIngestFlush,
+		// The access limits (docs/operations.md "Limits and access").
+		platform.EnvMaxConnsPerAddr, platform.EnvMaxSocketsPerPlayer, platform.EnvLeaderboardRate,
+		platform.EnvHTTPReadHeaderTimeout, platform.EnvHTTPReadTimeout} {
 		if _, ok := set[k]; !ok {
 			if v := env(k); v != "" {
 				out = append(out, k+"="+v)

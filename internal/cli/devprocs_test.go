@@ -246,7 +246,7 @@ func TestDevSeparateProcesses(t *testing.T) {
 	for i, in := range ep.Ingest {
 		for j, push := range ep.Push {
 			player := fmt.Sprintf("p%d%d", i, j)
-			token, err := auth.Sign(devTestSecret, player, "", 0)
+			token, err := auth.Sign(devTestSecret, player, "", time.Hour)
 			if err != nil {
 				t.Fatal(err)
 			}

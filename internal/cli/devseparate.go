@@ -220,7 +220,9 @@ func runDevSeparate(ctx context.Context, f devFlags, cfg platform.Config, env En
 		defer os.Remove(f.endpoints)
 	}
 
-	admin, err := auth.Sign(cfg.JWTSecret, "dev-admin", "admin", 0)
+	// The admin token of the drops is short-lived and renewed: every
+	// round asks the minter.
+	admin, err := auth.NewMinter(cfg.JWTSecret, auth.DefaultTTL)
 	if err != nil {
 		return err
 	}
@@ -291,10 +293,14 @@ func devStatus(ctx context.Context, io IO, ingestMetrics []string, backlog func(
 
 // startDrops drops n treasures through ingestURL now and again every
 // every (0: once), until ctx ends; the count of those accepted is returned.
-func startDrops(ctx context.Context, ingestURL, admin string, g *graph.Graph, n int, every time.Duration, log *slog.Logger) *atomic.Int64 {
+func startDrops(ctx context.Context, ingestURL string, admin *auth.Minter, g *graph.Graph, n int, every time.Duration, log *slog.Logger) *atomic.Int64 {
 	var drops atomic.Int64
 	round := func(r int) {
-		k, err := dropTreasures(ctx, ingestURL, admin, g, n, r)
+		tok, err := admin.Token("dev-admin", "admin")
+		k := 0
+		if err == nil {
+			k, err = dropTreasures(ctx, ingestURL, tok, g, n, r)
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("treasure drop failed", "err", err)

@@ -10,7 +10,7 @@ import (
 	"treasure/internal/platform"
 )
 
-const edgeRefSynopsis = `edge-ref [--ingest ADDR] [--push ADDR] [--secret S]
+const edgeRefSynopsis = `edge-ref [--ingest ADDR] [--push ADDR] [--secret-file FILE]
 
 Runs the bare socket edge (internal/edgeref): SPEC's two player sockets
 with nothing behind them, the floor of what one move costs at the edge.
@@ -21,14 +21,15 @@ ids from 1 per player. POST /v1/admin/drops (202, nothing stored) and
 GET /v1/leaderboard ({"top":[],"players":0}) answer so that the load
 generator's scenarios run unchanged. /healthz, /readyz and /metrics are
 on both addresses and describe the same process: give the load generator
-one of them. Tokens are checked with TREASURE_JWT_SECRET or --secret.`
+one of them. Tokens are checked with TREASURE_JWT_SECRET or the first line of
+--secret-file.`
 
 // runEdgeRef runs the bare edge until ctx ends.
 func runEdgeRef(ctx context.Context, args []string, env Env, io IO) error {
 	fs := newFlagSet("edge-ref", edgeRefSynopsis, io.Stderr)
 	ingestAddr := fs.String("ingest", "127.0.0.1:9081", "listen address of the move socket and the drop endpoint")
 	pushAddr := fs.String("push", "127.0.0.1:9082", "listen address of the update socket and the leaderboard")
-	secret := fs.String("secret", "", "HS256 secret of the players' tokens (default $TREASURE_JWT_SECRET)")
+	secretF := addSecretFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -39,13 +40,16 @@ func runEdgeRef(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
-	if *secret == "" {
-		*secret = cfg.JWTSecret
+	secret, err := secretF.value(func(k string) string {
+		if k == platform.EnvJWTSecret {
+			return cfg.JWTSecret
+		}
+		return env(k)
+	})
+	if err != nil {
+		return err
 	}
-	if *secret == "" {
-		return &UsageError{Msg: "edge-ref: set TREASURE_JWT_SECRET or --secret"}
-	}
-	verifier, err := auth.NewVerifier(*secret)
+	verifier, err := auth.NewVerifier(secret)
 	if err != nil {
 		return err
 	}

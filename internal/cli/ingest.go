@@ -72,6 +72,10 @@ func runIngest(ctx context.Context, args []string, env Env, io IO) error {
 	if err := cfg.RequireJWTSecret(); err != nil {
 		return &UsageError{Msg: err.Error()}
 	}
+	limits, err := platform.LimitsFromEnv(env)
+	if err != nil {
+		return &UsageError{Msg: err.Error()}
+	}
 	g, part, err := loadPartitioned(cfg, log)
 	if err != nil {
 		return err
@@ -92,6 +96,7 @@ func runIngest(ctx context.Context, args []string, env Env, io IO) error {
 		Graph: g, Part: part, Topology: topo, NC: nc, JS: js,
 		Redis: rdb, RedisPrefix: cfg.StreamPrefix + ":",
 		JWTSecret: cfg.JWTSecret, RateLimit: limit, Instance: "ingest@" + hostname(), FlushInterval: *flush,
+		MaxConnsPerAddr: limits.MaxConnsPerAddr, MaxSocketsPerPlayer: limits.MaxSocketsPerPlayer,
 		Log: log, Registerer: reg,
 	})
 	if err != nil {
@@ -105,6 +110,7 @@ func runIngest(ctx context.Context, args []string, env Env, io IO) error {
 		// Warnings only: the start-up line below says where it listens.
 		Log: platform.NewLogger(io.Stderr, platform.LogConfig{Format: cfg.Log.Format, Level: max(cfg.Log.Level, slog.LevelWarn)}),
 	}
+	limits.Apply(hs)
 	bound, err := hs.Listen()
 	if err != nil {
 		return err

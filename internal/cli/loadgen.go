@@ -20,7 +20,7 @@ import (
 )
 
 const loadgenClosedSynopsis = `loadgen closed [--ingest URL] [--push URL] [--graph FILE] [--players N] [--rate R]
-                [--duration D] [--secret S] [--prefix P] [--seed N] [--json]
+                [--duration D] [--secret-file FILE] [--prefix P] [--seed N] [--json]
 
 The closed-loop load generator (not for figures: a player waits for each
 answer, so slow answers lower the offered load and hide queueing; use
@@ -34,7 +34,9 @@ as one JSON object per line instead. Exits with status 1 when a push
 socket skipped an update id.
 
 FILE must be the graph the services serve (TREASURE_GRAPH). The secret is
-the services' TREASURE_JWT_SECRET. One process simulates at most 9,900
+the services' TREASURE_JWT_SECRET, read from that variable or from
+--secret-file (never from the command line). Tokens live 15 minutes and
+are renewed at half-life; every reconnect uses a fresh one. One process simulates at most 9,900
 players (two sockets each, under the open-files limit of 20,000): for more,
 run several processes, each with its own --prefix.`
 
@@ -46,18 +48,22 @@ func runLoadgenClosed(ctx context.Context, args []string, env Env, io IO) error 
 	players := fs.Int("players", 100, "simulated players, at most "+strconv.Itoa(loadgen.MaxPlayers)+" per process")
 	rate := fs.Float64("rate", 1, "moves per second per player")
 	duration := fs.Duration("duration", 30*time.Second, "how long to run; 0 runs until interrupted")
-	secret := fs.String("secret", env("TREASURE_JWT_SECRET"), "JWT secret of the services (env TREASURE_JWT_SECRET)")
+	secretF := addSecretFlags(fs)
 	prefix := fs.String("prefix", "", "player id prefix (default lg-<run id>-, new players every run)")
 	seed := fs.Uint64("seed", 1, "seed of spawns and walks")
 	asJSON := fs.Bool("json", false, "print one JSON object per second and one for the summary (\"final\":true)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	switch {
-	case *graphPath == "":
+	if *graphPath == "" {
 		return &UsageError{Msg: "--graph (or TREASURE_GRAPH) is required: the graph the services serve"}
-	case *secret == "":
-		return &UsageError{Msg: "--secret (or TREASURE_JWT_SECRET) is required: the services' JWT secret"}
+	}
+	secretV, err := secretF.value(env)
+	if err != nil {
+		return err
+	}
+	secret := &secretV
+	switch {
 	case *players < 1 || *players > loadgen.MaxPlayers:
 		return &UsageError{Msg: fmt.Sprintf("--players %d: one process simulates 1 to %d players (two sockets each, under the open-files limit of 20,000); for more, run several loadgen processes, each with its own --prefix", *players, loadgen.MaxPlayers)}
 	case !(*rate >= loadgen.MinRate && *rate <= loadgen.MaxRate):
@@ -198,6 +204,8 @@ func runLoadgen(ctx context.Context, args []string, env Env, io IO) error {
 type openFlags struct {
 	ingest, push, metrics       *string
 	graph, secret, prefix       *string
+	secretF                     *secretFlags
+	env                         Env
 	nats, streamPrefix, local   *string
 	players, workers            *int
 	seed                        *uint64
@@ -214,7 +222,8 @@ func addOpenFlags(fs *flag.FlagSet, env Env, players int, drain time.Duration) *
 		push:            fs.String("push", wsFromAddr(envOr(env, platform.EnvPushAddr, platform.DefaultPushAddr)), "push WebSocket base URLs, comma-separated; player i uses the (i mod m)th (env TREASURE_PUSH_ADDR)"),
 		metrics:         fs.String("metrics", "", "every server process's /metrics URL, comma-separated (server CPU per move, RSS, GC)"),
 		graph:           fs.String("graph", env("TREASURE_GRAPH"), "road graph the services serve: .gr, .gr.gz or .snap (env TREASURE_GRAPH)"),
-		secret:          fs.String("secret", env("TREASURE_JWT_SECRET"), "JWT secret of the services (env TREASURE_JWT_SECRET)"),
+		secretF:         addSecretFlags(fs),
+		env:             env,
 		prefix:          fs.String("prefix", "", "player id prefix (default ol-<run id>-: new players every run)"),
 		nats:            fs.String("nats", "", "NATS URL of the pipeline's JetStream, to read its backlog (optional)"),
 		streamPrefix:    fs.String("stream-prefix", envOr(env, "TREASURE_STREAM_PREFIX", "treasure"), "stream prefix of the pipeline (with --nats)"),
@@ -247,8 +256,6 @@ func (f *openFlags) check() error {
 	switch {
 	case *f.graph == "":
 		return &UsageError{Msg: "--graph (or TREASURE_GRAPH) is required: the graph the services serve"}
-	case *f.secret == "":
-		return &UsageError{Msg: "--secret (or TREASURE_JWT_SECRET) is required: the services' JWT secret"}
 	case *f.players < 1:
 		return &UsageError{Msg: fmt.Sprintf("--players %d: at least 1", *f.players)}
 	case *f.workers < 0:
@@ -260,6 +267,11 @@ func (f *openFlags) check() error {
 	case *f.connectTimeout < 0:
 		return &UsageError{Msg: "--connect-timeout must not be negative"}
 	}
+	secret, err := f.secretF.value(f.env)
+	if err != nil {
+		return err
+	}
+	f.secret = &secret
 	if *f.prefix == "" {
 		*f.prefix = "ol-" + strconv.FormatInt(time.Now().UnixMilli(), 36) + "-"
 	}
@@ -599,7 +611,7 @@ func runLoadgenDrop(ctx context.Context, args []string, env Env, io IO) error {
 			connectS = time.Since(start).Seconds()
 			fmt.Fprintf(io.Stdout, "all %d players connected in %.1f s\n", *f.players, connectS)
 			if *treasures > 0 {
-				admin, err := auth.Sign(*f.secret, "loadgen-admin", "admin", 0)
+				admin, err := auth.Sign(*f.secret, "loadgen-admin", "admin", time.Minute)
 				if err != nil {
 					return time.Time{}, err
 				}

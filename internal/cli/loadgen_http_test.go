@@ -9,7 +9,7 @@ func TestLoadgenHTTPOnThePipeline(t *testing.T) {
 	t.Parallel()
 	p := startLoadgenPipeline(t)
 	code, out, errs := runCLI(t, "", nil, "loadgen", "http", "--ingest", p.ingest+","+p.ingest, "--push", p.push,
-		"--graph", p.graphPath, "--secret", loadgenSecret, "--players", "30", "--rate", "60", "--duration", "2s",
+		"--graph", p.graphPath, "--secret-file", loadgenSecretFile(t), "--players", "30", "--rate", "60", "--duration", "2s",
 		"--nats", p.nats, "--stream-prefix", p.prefix, "--json", "--broker-ref", "0")
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
@@ -35,7 +35,7 @@ func TestLoadgenHTTPFailsOnALostUpdate(t *testing.T) {
 	t.Parallel()
 	p := startLoadgenPipeline(t)
 	code, out, errs := runCLI(t, "", nil, "loadgen", "http", "--ingest", p.ingest, "--push", brokenPush(t, p.push, false),
-		"--graph", p.graphPath, "--secret", loadgenSecret, "--players", "20", "--rate", "40", "--duration", "1s", "--drain", "3s", "--json")
+		"--graph", p.graphPath, "--secret-file", loadgenSecretFile(t), "--players", "20", "--rate", "40", "--duration", "1s", "--drain", "3s", "--json")
 	if code != 1 {
 		t.Fatalf("exit %d, want 1 for a lost update\nstdout:\n%s\nstderr:\n%s", code, out, errs)
 	}
@@ -50,8 +50,8 @@ func TestLoadgenHTTPFailsOnALostUpdate(t *testing.T) {
 
 func TestLoadgenHTTPRunsInOneProcess(t *testing.T) {
 	for _, args := range [][]string{{"--workers", "2"}, {"--players", "20000"}} {
-		args = append([]string{"loadgen", "http", "--graph", "g.gr", "--secret", "s"}, args...)
-		if code, _, errs := runCLI(t, "", nil, args...); code != 2 || !strings.Contains(errs, "this process") {
+		args = append([]string{"loadgen", "http", "--graph", "g.gr"}, args...)
+		if code, _, errs := runCLI(t, "", secretEnv, args...); code != 2 || !strings.Contains(errs, "this process") {
 			t.Fatalf("%v: exit %d, stderr %q", args, code, errs)
 		}
 	}

@@ -60,7 +60,7 @@ func TestLoadgenMeasuresServerCPUBrokerAndCharts(t *testing.T) {
 	p := startLoadgenPipeline(t)
 	dir := filepath.Join(t.TempDir(), "charts")
 	code, out, errs := runCLI(t, "", nil, "loadgen", "steady", "--ingest", p.ingest, "--push", p.push,
-		"--graph", p.graphPath, "--secret", loadgenSecret, "--players", "40", "--rate", "4", "--duration", "2s",
+		"--graph", p.graphPath, "--secret-file", loadgenSecretFile(t), "--players", "40", "--rate", "4", "--duration", "2s",
 		"--nats", p.nats, "--stream-prefix", p.prefix, "--json",
 		"--metrics", p.metricsURLs(), "--redis", testenv.RedisURL(), "--cpu-every", "500ms",
 		"--charts", dir, "--broker-ref", "1s")
@@ -116,7 +116,7 @@ func TestLoadgenReferenceRunsTheFloorFirst(t *testing.T) {
 	p := startLoadgenPipeline(t)
 	dir := filepath.Join(t.TempDir(), "charts")
 	code, out, errs := runCLI(t, "", nil, "loadgen", "steady", "--ingest", p.ingest, "--push", p.push,
-		"--graph", p.graphPath, "--secret", loadgenSecret, "--players", "40", "--rate", "4", "--duration", "2s",
+		"--graph", p.graphPath, "--secret-file", loadgenSecretFile(t), "--players", "40", "--rate", "4", "--duration", "2s",
 		"--metrics", p.metricsURLs(), "--json", "--charts", dir, "--reference", "--reference-bin", bin)
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)

@@ -90,7 +90,7 @@ func TestLoadgenSteadyOnThePipeline(t *testing.T) {
 	t.Parallel()
 	p := startLoadgenPipeline(t)
 	code, out, errs := runCLI(t, "", nil, "loadgen", "steady", "--ingest", p.ingest+","+p.ingest, "--push", p.push+", "+p.push,
-		"--graph", p.graphPath, "--secret", loadgenSecret, "--players", "60", "--rate", "4", "--duration", "2s",
+		"--graph", p.graphPath, "--secret-file", loadgenSecretFile(t), "--players", "60", "--rate", "4", "--duration", "2s",
 		"--nats", p.nats, "--stream-prefix", p.prefix, "--json", "--broker-ref", "0")
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
@@ -114,7 +114,7 @@ func TestLoadgenDropOnThePipeline(t *testing.T) {
 	t.Parallel()
 	p := startLoadgenPipeline(t)
 	code, out, errs := runCLI(t, "", nil, "loadgen", "drop", "--ingest", p.ingest, "--push", p.push,
-		"--graph", p.graphPath, "--secret", loadgenSecret, "--players", "200", "--within", "1s", "--waves", "2",
+		"--graph", p.graphPath, "--secret-file", loadgenSecretFile(t), "--players", "200", "--within", "1s", "--waves", "2",
 		"--treasures", "50", "--nats", p.nats, "--stream-prefix", p.prefix, "--json", "--broker-ref", "0")
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
@@ -195,7 +195,7 @@ func TestLoadgenFailsOnALostUpdate(t *testing.T) {
 	t.Parallel()
 	p := startLoadgenPipeline(t)
 	code, out, errs := runCLI(t, "", nil, "loadgen", "steady", "--ingest", p.ingest, "--push", brokenPush(t, p.push, false),
-		"--graph", p.graphPath, "--secret", loadgenSecret, "--players", "20", "--rate", "4", "--duration", "1s", "--drain", "3s", "--json")
+		"--graph", p.graphPath, "--secret-file", loadgenSecretFile(t), "--players", "20", "--rate", "4", "--duration", "1s", "--drain", "3s", "--json")
 	if code != 1 {
 		t.Fatalf("exit %d, want 1 for a lost update\nstdout:\n%s\nstderr:\n%s", code, out, errs)
 	}
@@ -215,7 +215,7 @@ func TestLoadgenFailsOnADuplicatedUpdate(t *testing.T) {
 	t.Parallel()
 	p := startLoadgenPipeline(t)
 	code, out, errs := runCLI(t, "", nil, "loadgen", "steady", "--ingest", p.ingest, "--push", brokenPush(t, p.push, true),
-		"--graph", p.graphPath, "--secret", loadgenSecret, "--players", "20", "--rate", "4", "--duration", "1s", "--json")
+		"--graph", p.graphPath, "--secret-file", loadgenSecretFile(t), "--players", "20", "--rate", "4", "--duration", "1s", "--json")
 	if code != 1 {
 		t.Fatalf("exit %d, want 1 for a duplicated update\nstdout:\n%s\nstderr:\n%s", code, out, errs)
 	}
@@ -236,16 +236,16 @@ func TestLoadgenNeedsAScenario(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"loadgen", "closed", "--graph", "x", "--secret", "s", "--players", "0"}, "--players 0"},
-		{[]string{"loadgen", "steady", "--graph", "x", "--secret", "s", "--rate", "0"}, "--rate 0"},
-		{[]string{"loadgen", "ramp", "--graph", "x", "--secret", "s", "--every", "1500ms"}, "--every"},
-		{[]string{"loadgen", "ramp", "--graph", "x", "--secret", "s", "--warmup", "500ms"}, "--warmup"},
-		{[]string{"loadgen", "drop", "--graph", "x", "--secret", "s", "--waves", "0"}, "--waves"},
-		{[]string{"loadgen", "drop", "--secret", "s", "--players", "10"}, "--graph"},
-		{[]string{"loadgen", "drop", "--graph", "x", "--secret", "s", "--players", "35000", "--workers", "-1"}, "--workers -1"},
-		{[]string{"loadgen", "steady", "--graph", "x", "--secret", "s", "--connect-timeout", "-1s"}, "--connect-timeout"},
+		{[]string{"loadgen", "closed", "--graph", "x", "--players", "0"}, "--players 0"},
+		{[]string{"loadgen", "steady", "--graph", "x", "--rate", "0"}, "--rate 0"},
+		{[]string{"loadgen", "ramp", "--graph", "x", "--every", "1500ms"}, "--every"},
+		{[]string{"loadgen", "ramp", "--graph", "x", "--warmup", "500ms"}, "--warmup"},
+		{[]string{"loadgen", "drop", "--graph", "x", "--waves", "0"}, "--waves"},
+		{[]string{"loadgen", "drop", "--players", "10"}, "--graph"},
+		{[]string{"loadgen", "drop", "--graph", "x", "--players", "35000", "--workers", "-1"}, "--workers -1"},
+		{[]string{"loadgen", "steady", "--graph", "x", "--connect-timeout", "-1s"}, "--connect-timeout"},
 	} {
-		if code, _, errs := runCLI(t, "", nil, c.args...); code != 2 || !strings.Contains(errs, c.want) {
+		if code, _, errs := runCLI(t, "", secretEnv, c.args...); code != 2 || !strings.Contains(errs, c.want) {
 			t.Fatalf("%v: exit %d, stderr %q", c.args, code, errs)
 		}
 	}
@@ -260,7 +260,7 @@ func TestLoadgenRampOnThePipeline(t *testing.T) {
 	t.Parallel()
 	p := startLoadgenPipeline(t)
 	code, out, errs := runCLI(t, "", nil, "loadgen", "ramp", "--ingest", p.ingest, "--push", p.push,
-		"--graph", p.graphPath, "--secret", loadgenSecret, "--players", "50", "--from", "50", "--step", "50",
+		"--graph", p.graphPath, "--secret-file", loadgenSecretFile(t), "--players", "50", "--from", "50", "--step", "50",
 		"--every", "1s", "--max", "150", "--p99", "5s", "--warmup", "1s", "--json")
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)

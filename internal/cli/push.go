@@ -56,6 +56,10 @@ func runPush(ctx context.Context, args []string, env Env, io IO) error {
 	if err != nil {
 		return err
 	}
+	limits, err := platform.LimitsFromEnv(env)
+	if err != nil {
+		return &UsageError{Msg: err.Error()}
+	}
 	nc, js, topo, err := connectLog(ctx, cfg, cfg.NATSURL, "treasure-push@"+hostname(), nil)
 	if err != nil {
 		return err
@@ -96,7 +100,9 @@ func runPush(ctx context.Context, args []string, env Env, io IO) error {
 		Redis: rdb, RedisPrefix: cfg.StreamPrefix + ":",
 		Postgres: pool, Verifier: verifier,
 		RingSize: *ring, QueueSize: *queue, WriteDelay: *delay, CheckpointEvery: cfg.CheckpointEvery,
-		Log: log, Registerer: reg,
+		MaxConnsPerAddr: limits.MaxConnsPerAddr, MaxSocketsPerPlayer: limits.MaxSocketsPerPlayer,
+		LeaderboardRate: limits.LeaderboardRate,
+		Log:             log, Registerer: reg,
 	})
 	if err != nil {
 		return err
@@ -109,6 +115,7 @@ func runPush(ctx context.Context, args []string, env Env, io IO) error {
 		// Warnings only: the start-up line below says where it listens.
 		Log: platform.NewLogger(io.Stderr, platform.LogConfig{Format: cfg.Log.Format, Level: max(cfg.Log.Level, slog.LevelWarn)}),
 	}
+	limits.Apply(hs)
 	bound, err := hs.Listen()
 	if err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 
 	"treasure/internal/graph"
 	"treasure/internal/natsjs"
+	"treasure/internal/platform"
 	"treasure/internal/stack"
 	"treasure/internal/testenv"
 	"treasure/internal/testgraph"
@@ -85,7 +86,10 @@ func startInProcessConf(t *testing.T, partitions int, before func(topo natsjs.To
 		before(topo, js)
 	}
 	so := stack.Options{Graph: g, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
-		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: secret}
+		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: secret,
+		// The tests poll the leaderboard every 20 ms: no per-address rate
+		// limit (services/push tests it).
+		Limits: platform.Limits{LeaderboardRate: platform.Off}}
 	if conf != nil {
 		conf(&so)
 	}

@@ -193,6 +193,7 @@ func startCluster(t *testing.T) *cluster {
 			"TREASURE_PARTITIONS=2",
 			"TREASURE_RADIUS=2000",
 			"TREASURE_JWT_SECRET=" + secret,
+			"TREASURE_LEADERBOARD_RATE=0", // the tests poll every 20 ms
 			"TREASURE_STREAM_MAX_BYTES=" + strconv.Itoa(procStreamMaxBytes),
 			"TREASURE_STREAM_MAX_MSGS=" + strconv.Itoa(procStreamMaxMsgs),
 		},

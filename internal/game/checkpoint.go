@@ -501,6 +501,12 @@ func (r *reader) uvarint() uint64 {
 		r.fail("bad varint")
 		return 0
 	}
+	if n > 1 && r.b[r.off+n-1] == 0 {
+		// An overlong encoding (a last byte of zero): AppendUvarint never
+		// writes one, and accepting it would give a state two encodings.
+		r.fail("overlong varint")
+		return 0
+	}
 	r.off += n
 	return v
 }

@@ -85,8 +85,6 @@ import (
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
 	vegeta "github.com/tsenart/vegeta/v12/lib"
-
-	"treasure/internal/auth"
 )
 
 // HTTPOptions are an HTTP burst's settings. Of the embedded OpenOptions,
@@ -160,7 +158,7 @@ type httpRun struct {
 	o        HTTPOptions
 	interval int64 // ns between ticks
 	moveURL  []string
-	header   []http.Header // per player
+	header   []atomic.Pointer[authHeader] // per player: headerFor
 
 	ticks   atomic.Uint64
 	unsent  atomic.Uint64
@@ -229,13 +227,11 @@ func RunHTTP(ctx context.Context, o HTTPOptions, report func(Second)) (*HTTPResu
 		x.Scheme = strings.Replace(x.Scheme, "ws", "http", 1)
 		h.moveURL = append(h.moveURL, x.String())
 	}
-	h.header = make([]http.Header, oo.Players)
-	for i, p := range e.players {
-		tok, err := auth.Sign(oo.Secret, oo.PlayerPrefix+strconv.Itoa(p.idx), "", 0)
-		if err != nil {
+	h.header = make([]atomic.Pointer[authHeader], oo.Players)
+	for i := range e.players {
+		if _, err := h.headerFor(i); err != nil {
 			return nil, fmt.Errorf("loadgen: http: %w", err)
 		}
-		h.header[i] = http.Header{"Authorization": {"Bearer " + tok}, "Content-Type": {"application/json"}}
 	}
 	h.alive.Store(int64(oo.Players))
 	defer e.closeAll()
@@ -430,7 +426,7 @@ func (h *httpRun) target(t *vegeta.Target) error {
 		h.mu.Unlock()
 		t.Method = http.MethodPost
 		t.URL = h.moveURL[p.idx%len(h.moveURL)] + "#" + strconv.Itoa(p.local) + "." + strconv.FormatUint(seq, 10)
-		t.Header = h.header[local]
+		t.Header, _ = h.headerFor(int(local)) // signed once at the start: no error
 		t.Body = body
 		return nil
 	}
@@ -519,7 +515,8 @@ func (h *httpRun) resend(client *http.Client, local int) {
 	res := vegeta.Result{URL: u, Method: http.MethodPost, Timestamp: time.Now()}
 	req, err := http.NewRequest(http.MethodPost, u, bytes.NewReader(body))
 	if err == nil {
-		req.Header = h.header[local].Clone()
+		hd, _ := h.headerFor(local)
+		req.Header = hd.Clone()
 		var resp *http.Response
 		if resp, err = client.Do(req); err == nil {
 			res.Code = uint16(resp.StatusCode)
@@ -670,11 +667,35 @@ func (h *httpRun) readPush(p *oplayer) {
 	h.e.readSocket(p.push, false, func() { h.kill(p, errClosed) }, p.update)
 }
 
+// authHeader is a player's request header and the token it carries.
+type authHeader struct {
+	tok string
+	h   http.Header
+}
+
+// headerFor returns the request header of player local, with a token
+// valid for at least half the token ttl: a new header once the engine's
+// Minter renews the token, the same one (shared, read-only) until then.
+func (h *httpRun) headerFor(local int) (http.Header, error) {
+	o := h.e.o
+	tok, err := h.e.minter.Token(o.PlayerPrefix+strconv.Itoa(h.e.players[local].idx), "")
+	if err != nil {
+		return nil, err
+	}
+	if a := h.header[local].Load(); a != nil && a.tok == tok {
+		return a.h, nil
+	}
+	a := &authHeader{tok: tok, h: http.Header{"Authorization": {"Bearer " + tok}, "Content-Type": {"application/json"}}}
+	h.header[local].Store(a)
+	return a.h, nil
+}
+
 // connect opens every player's push socket, 64 at a time (engine.connect
 // without the ingest sockets), with the token of its Authorization header.
 func (h *httpRun) connect(ctx context.Context) error {
 	token := func(i int, _ *oplayer) (string, error) {
-		return strings.TrimPrefix(h.header[i].Get("Authorization"), "Bearer "), nil
+		hd, err := h.headerFor(i)
+		return strings.TrimPrefix(hd.Get("Authorization"), "Bearer "), err
 	}
 	return h.e.connectWith(ctx, h.dialer(), false, token, nil)
 }

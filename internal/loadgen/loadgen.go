@@ -125,6 +125,10 @@ type Options struct {
 	MovesPerSecond float64
 	// Secret is the services' JWT secret (TREASURE_JWT_SECRET).
 	Secret string
+	// TokenTTL is the life of the players' tokens (auth.Minter renews
+	// them at half-life; every reconnect uses a fresh one); default
+	// auth.DefaultTTL, at least 2 s.
+	TokenTTL time.Duration
 	// PlayerPrefix starts every player id; default "loadgen-". Give every
 	// run and every process its own (see the package doc).
 	PlayerPrefix string
@@ -188,6 +192,8 @@ func (o Options) check() error {
 		return fmt.Errorf("moves per second per player must be from %v to %v, got %v", MinRate, MaxRate, o.MovesPerSecond)
 	case o.Secret == "":
 		return errors.New("no JWT secret (the services' TREASURE_JWT_SECRET)")
+	case o.TokenTTL != 0 && o.TokenTTL < 2*time.Second:
+		return fmt.Errorf("token ttl %v is shorter than 2s", o.TokenTTL)
 	case o.Duration < 0:
 		return fmt.Errorf("negative duration %v", o.Duration)
 	}
@@ -256,14 +262,18 @@ func Run(ctx context.Context, o Options, report func(Stats)) error {
 		fatal:   make(chan error, 1),
 		stop:    make(chan struct{}),
 	}
+	minter, merr := auth.NewMinter(o.Secret, o.TokenTTL)
+	if merr != nil {
+		return fmt.Errorf("loadgen: %w", merr)
+	}
+	r.minter = minter
 	players := make([]*player, o.Players)
 	for i := range players {
 		id := o.PlayerPrefix + strconv.Itoa(i)
-		tok, err := auth.Sign(o.Secret, id, "", 0)
-		if err != nil {
+		if _, err := minter.Token(id, ""); err != nil {
 			return fmt.Errorf("loadgen: %w", err)
 		}
-		players[i] = &player{r: r, idx: i, token: url.QueryEscape(tok), pushUp: make(chan struct{})}
+		players[i] = &player{r: r, idx: i, id: id, pushUp: make(chan struct{})}
 	}
 	o.Logger.Info("loadgen starting", "players", o.Players, "moves_per_s_each", o.MovesPerSecond,
 		"ingest", r.ingest, "push", r.push, "duration", o.Duration, "prefix", o.PlayerPrefix)
@@ -364,6 +374,7 @@ wait:
 // run is what a Run's players share.
 type run struct {
 	o        Options
+	minter   *auth.Minter
 	c        *collector
 	ingest   string // full URLs without query
 	push     string

@@ -114,6 +114,11 @@ type OpenOptions struct {
 	Ingest, Push []string
 	Graph        *graph.Graph
 	Secret       string
+	// TokenTTL is the life of the players' tokens; default
+	// auth.DefaultTTL, at least 2 s. A token is checked when its socket
+	// opens; the HTTP scenario's requests take a fresh one once the last
+	// is half-way to its expiry (auth.Minter).
+	TokenTTL time.Duration
 	// PlayerPrefix starts every player id (default "open-"); ids are
 	// PlayerPrefix+strconv.Itoa(FirstPlayer+i), i in [0, Players). Use new
 	// ids every run: a player id's seqs and position persist in the
@@ -167,6 +172,8 @@ func (o *OpenOptions) check() error {
 		return fmt.Errorf("negative first player %d", o.FirstPlayer)
 	case o.Secret == "":
 		return errors.New("no JWT secret (the services' TREASURE_JWT_SECRET)")
+	case o.TokenTTL != 0 && o.TokenTTL < 2*time.Second:
+		return fmt.Errorf("token ttl %v is shorter than 2s", o.TokenTTL)
 	}
 	if o.LocalAddr != "" && net.ParseIP(o.LocalAddr) == nil {
 		return fmt.Errorf("local address %q is not an IP", o.LocalAddr)
@@ -216,6 +223,8 @@ type engine struct {
 	readers           sync.WaitGroup
 	started, aborted  chan struct{}
 	startOnce, noMore sync.Once
+
+	minter *auth.Minter // the players' tokens
 }
 
 func (e *engine) now() int64 { return int64(time.Since(e.t0)) }
@@ -357,6 +366,8 @@ func newEngine(o OpenOptions) *engine {
 	e := &engine{o: o, windowEnd: int64(o.Schedule.End()), endCh: make(chan struct{}),
 		started: make(chan struct{}), aborted: make(chan struct{})}
 	e.endAt.Store(int64(o.Schedule.End()))
+	// check has vetted the secret and the ttl.
+	e.minter, _ = auth.NewMinter(o.Secret, o.TokenTTL)
 	for i := range e.hs {
 		e.hs[i].ack, e.hs[i].update = newSecondHist(), newSecondHist()
 	}
@@ -524,7 +535,7 @@ func (e *engine) connect(ctx context.Context) error {
 		nd.Control = bindNoPort
 	}
 	token := func(_ int, p *oplayer) (string, error) {
-		return auth.Sign(o.Secret, o.PlayerPrefix+strconv.Itoa(p.idx), "", 0)
+		return e.minter.Token(o.PlayerPrefix+strconv.Itoa(p.idx), "")
 	}
 	return e.connectWith(ctx, nd, true, token, e.startReaders)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -35,7 +36,7 @@ const maxFrame = 1 << 20
 type player struct {
 	r      *run
 	idx    int
-	token  string        // query-escaped
+	id     string        // the player id, the tokens' sub
 	pushUp chan struct{} // closed once the push socket first opened
 
 	mu   sync.Mutex
@@ -179,6 +180,17 @@ func (p *player) dial(ctx context.Context, stop <-chan struct{}, u string, gauge
 	}
 }
 
+// token returns a query-escaped token of p valid for at least half the
+// token ttl (auth.Minter): every dial, first or reconnect, takes a fresh
+// one when the last is half-way to its expiry.
+func (p *player) token() string {
+	tok, err := p.r.minter.Token(p.id, "")
+	if err != nil {
+		return "" // not reached: Run signed p.id once before starting; the dial answers 401
+	}
+	return url.QueryEscape(tok)
+}
+
 // redact cuts the query (the token) off a URL for messages.
 func redact(u string) string {
 	for i := 0; i < len(u); i++ {
@@ -227,7 +239,7 @@ func (p *player) updates(ctx context.Context) {
 		first = true
 	)
 	for {
-		ws := p.dial(ctx, nil, r.push+"?token="+p.token+"&after="+strconv.FormatUint(last, 10), &c.pushUp)
+		ws := p.dial(ctx, nil, r.push+"?token="+p.token()+"&after="+strconv.FormatUint(last, 10), &c.pushUp)
 		if ws == nil {
 			return
 		}
@@ -334,7 +346,7 @@ func (p *player) moves(ctx context.Context) {
 	}()
 	// Open the ingest socket before the pace starts, so that a slow
 	// connect does not make the first moves catch up.
-	if m.ws = p.dial(ctx, r.stop, r.ingest+"?token="+p.token, &r.c.ingestUp); m.ws == nil {
+	if m.ws = p.dial(ctx, r.stop, r.ingest+"?token="+p.token(), &r.c.ingestUp); m.ws == nil {
 		return
 	}
 	// Spread the players' first moves over one interval.
@@ -384,7 +396,7 @@ func (m *mover) deliver(ctx context.Context) bool {
 	}
 	for {
 		if m.ws == nil {
-			if m.ws = p.dial(ctx, r.stop, r.ingest+"?token="+p.token, &c.ingestUp); m.ws == nil {
+			if m.ws = p.dial(ctx, r.stop, r.ingest+"?token="+p.token(), &c.ingestUp); m.ws == nil {
 				p.forget(m.seq)
 				return false
 			}

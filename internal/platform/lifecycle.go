@@ -53,6 +53,14 @@ func RunGroup(ctx context.Context, runners ...Runner) error {
 // when its ShutdownTimeout is zero.
 const DefaultShutdownTimeout = 10 * time.Second
 
+// Defaults of HTTPServer's read timeouts (TREASURE_HTTP_READ_HEADER_TIMEOUT,
+// TREASURE_HTTP_READ_TIMEOUT): a client has that long to send a request's
+// headers, and its headers and body.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
+)
+
 // HTTPServer runs an http.Server as a Runner: it listens, logs the address
 // once, serves until ctx is cancelled, then shuts down gracefully: it stops
 // accepting, waits up to ShutdownTimeout for in-flight requests, and after
@@ -79,6 +87,13 @@ type HTTPServer struct {
 	// OnShutdown, when set, is called in its own goroutine as soon as the
 	// shutdown starts: the place to close hijacked connections.
 	OnShutdown func()
+	// ReadHeaderTimeout bounds the reading of a request's headers,
+	// ReadTimeout that of its headers and body (defaults
+	// DefaultReadHeaderTimeout, DefaultReadTimeout). A hijacked connection
+	// (a WebSocket) leaves both behind: net/http clears its deadlines at
+	// the hijack (TestWebSocketOutlivesReadTimeout holds it to that), and
+	// the socket's owner sets its own.
+	ReadHeaderTimeout, ReadTimeout time.Duration
 
 	mu sync.Mutex
 	ln net.Listener
@@ -123,9 +138,17 @@ func (s *HTTPServer) Run(ctx context.Context) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	readHeader, read := s.ReadHeaderTimeout, s.ReadTimeout
+	if readHeader <= 0 {
+		readHeader = DefaultReadHeaderTimeout
+	}
+	if read <= 0 {
+		read = DefaultReadTimeout
+	}
 	srv := &http.Server{
 		Handler:           s.Handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: readHeader,
+		ReadTimeout:       read,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

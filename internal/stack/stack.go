@@ -46,6 +46,9 @@ type Options struct {
 	Postgres    *pgxpool.Pool
 	JWTSecret   string
 	RateLimit   ratelimit.Limit // zero: SPEC's default
+	// Limits are the access limits (platform.LimitsFromEnv); zero
+	// fields keep the services' defaults.
+	Limits platform.Limits
 	// Listen addresses; "127.0.0.1:0" picks free ports (the default).
 	IngestAddr, PushAddr, ProximityAddr, RankerAddr string
 	Log                                             *slog.Logger
@@ -98,6 +101,7 @@ func New(o Options) (*Stack, error) {
 		Graph: o.Graph, Part: o.Part, Topology: o.Topology, NC: o.NC, JS: o.JS,
 		Redis: o.Redis, RedisPrefix: o.RedisPrefix, Verifier: verifier, JWTSecret: o.JWTSecret,
 		RateLimit: o.RateLimit, Log: o.Log.With("service", "ingest"), Registerer: o.Registry,
+		MaxConnsPerAddr: o.Limits.MaxConnsPerAddr, MaxSocketsPerPlayer: o.Limits.MaxSocketsPerPlayer,
 	})
 	if err != nil {
 		return nil, err
@@ -112,6 +116,8 @@ func New(o Options) (*Stack, error) {
 	s.Push, err = push.New(push.Options{
 		Graph: o.Graph, Topology: o.Topology, NC: o.NC, JS: o.JS, Redis: o.Redis, RedisPrefix: o.RedisPrefix, Postgres: o.Postgres,
 		Verifier: verifier, Log: o.Log.With("service", "push"), Registerer: o.Registry,
+		MaxConnsPerAddr: o.Limits.MaxConnsPerAddr, MaxSocketsPerPlayer: o.Limits.MaxSocketsPerPlayer,
+		LeaderboardRate: o.Limits.LeaderboardRate,
 	})
 	if err != nil {
 		return nil, err
@@ -130,6 +136,7 @@ func New(o Options) (*Stack, error) {
 			platform.RegisterPprof(mux) // internal ports only
 		}
 		srv := &platform.HTTPServer{Name: name, Addr: addr, Handler: mux, Log: o.Log}
+		o.Limits.Apply(srv)
 		if _, err := srv.Listen(); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}

@@ -27,13 +27,14 @@ import (
 // Every error body is the WebSocket error object
 // {"type":"error","seq":S,"code":C,"message":M[,"retry_after_ms":R]}
 // (seq 0 when no move is concerned); 429 and 503 also carry Retry-After
-// (whole seconds, rounded up).
+// (whole seconds, rounded up). A client address with MaxConnsPerAddr
+// requests or sockets in progress gets 429 rate_limited for one more.
 func (in *Ingest) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/moves/ws", in.serveWS)
 	mux.HandleFunc("POST /v1/moves", in.serveMoves)
 	mux.HandleFunc("POST /v1/admin/drops", in.serveDrops)
-	return mux
+	return in.perAddr.Wrap(mux)
 }
 
 // statusOf maps a reply's code to an HTTP status.
@@ -233,6 +234,7 @@ func (in *Ingest) serveDrops(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !claims.Admin {
+		in.lm.notAdmin.Inc()
 		writeError(w, http.StatusForbidden, 0, game.CodeUnauthorized, "dropping treasures needs an admin token", 0)
 		return
 	}

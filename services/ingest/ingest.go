@@ -96,6 +96,7 @@ import (
 	"treasure/internal/auth"
 	"treasure/internal/game"
 	"treasure/internal/graph"
+	"treasure/internal/httplimit"
 	"treasure/internal/natsjs"
 	"treasure/internal/ratelimit"
 )
@@ -190,6 +191,14 @@ type Options struct {
 	// Redis is checked and failed writes are written back (default 1 s).
 	RememberPlayers    int
 	RedisCheckInterval time.Duration
+	// MaxConnsPerAddr caps the requests in progress, open move sockets
+	// included, per client address (httplimit): one more is answered 429
+	// rate_limited. 0 means httplimit.DefaultMaxPerAddr, negative no cap.
+	MaxConnsPerAddr int
+	// MaxSocketsPerPlayer caps one player's move sockets on this
+	// instance: a newer one closes the oldest (1008 "replaced").
+	// Default DefaultMaxSocketsPerPlayer.
+	MaxSocketsPerPlayer int
 	// Log receives start, shutdown and failure lines; nil discards.
 	Log *slog.Logger
 	// Registerer receives the metrics; nil registers nowhere.
@@ -244,6 +253,11 @@ type Ingest struct {
 	cancelRetry context.CancelFunc
 	// Sockets with replies ready after a completer round.
 	flushq sinkList
+
+	// Access limits (limits.go).
+	perAddr *httplimit.PerAddr
+	socks   playerSockets
+	lm      limitMetrics
 
 	// Sockets and requests being served.
 	connMu  sync.Mutex
@@ -320,6 +334,12 @@ func New(o Options) (*Ingest, error) {
 		o.RememberPlayers = DefaultRememberPlayers
 	}
 	def(&o.RedisCheckInterval, time.Second)
+	if o.MaxConnsPerAddr == 0 {
+		o.MaxConnsPerAddr = httplimit.DefaultMaxPerAddr
+	}
+	if o.MaxSocketsPerPlayer <= 0 {
+		o.MaxSocketsPerPlayer = DefaultMaxSocketsPerPlayer
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -344,6 +364,7 @@ func New(o Options) (*Ingest, error) {
 		stateKey:      o.RedisPrefix + "players",
 		dropsKey:      o.RedisPrefix + "drops",
 		m:             newMetrics(o.Registerer),
+		lm:            newLimitMetrics(o.Registerer),
 		cwake:         make(chan struct{}, 1),
 		dirty:         make(map[string]state),
 		knownPerShard: max(1, o.RememberPlayers/numShards),
@@ -357,6 +378,7 @@ func New(o Options) (*Ingest, error) {
 		},
 	}
 	in.stateKeyArg = in.stateKey
+	in.perAddr = in.newPerAddr()
 	in.scratches.New = func() any { return new(scratch) }
 	in.bodies.New = func() any { return new([]byte) }
 	in.players.init(in)

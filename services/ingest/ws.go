@@ -76,9 +76,11 @@ func (in *Ingest) serveWS(w http.ResponseWriter, r *http.Request) {
 	in.conns[c] = struct{}{}
 	in.connMu.Unlock()
 	in.m.conns.Inc()
+	in.addSocket(claims.Subject, c)
 	c.readLoop()
 	c.close()
 	c.sc.wait()
+	in.removeSocket(claims.Subject, c)
 	in.connMu.Lock()
 	delete(in.conns, c)
 	in.connMu.Unlock()
@@ -97,12 +99,14 @@ func (in *Ingest) sockets() int {
 func (in *Ingest) authenticate(w http.ResponseWriter, r *http.Request) (auth.Claims, bool) {
 	tok, ok := auth.FromRequest(r)
 	if !ok {
+		in.lm.noToken.Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="treasure"`)
 		writeError(w, http.StatusUnauthorized, 0, game.CodeUnauthorized, "a token is required: Authorization: Bearer <token> or ?token=<token>", 0)
 		return auth.Claims{}, false
 	}
 	claims, err := in.verifier.Verify(tok)
 	if err != nil {
+		in.lm.badToken.Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="treasure", error="invalid_token"`)
 		writeError(w, http.StatusUnauthorized, 0, game.CodeUnauthorized, "invalid token", 0)
 		return auth.Claims{}, false

@@ -333,6 +333,12 @@ func (d *decoder) uvarint() uint64 {
 		d.fail("number overflows 64 bits")
 		return 0
 	}
+	if n > 1 && d.b[n-1] == 0 {
+		// An overlong encoding: the writer never makes one, and a state
+		// has one encoding (the package doc).
+		d.fail("overlong number")
+		return 0
+	}
 	d.b = d.b[n:]
 	return v
 }

@@ -33,7 +33,11 @@ const (
 //
 // Mount it at "/" for the page; under "/v1/" it serves the API alone.
 // Errors are JSON {"code":C,"message":M} with the HTTP status: 400
-// bad_request, 401 unauthorized, 404 not_found, 503 unavailable.
+// bad_request, 401 unauthorized, 404 not_found, 429 rate_limited (with
+// "retry_after_ms" and Retry-After), 503 unavailable. The access limits
+// (limits.go): MaxConnsPerAddr requests or sockets in progress per client
+// address, LeaderboardRate requests a second per address on the two
+// public endpoints, FallbackReads PostgreSQL reads at once.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/updates/ws", s.serveUpdates)
@@ -43,7 +47,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/map", s.serveMap)
 	mux.HandleFunc("GET /{$}", servePage)
 	mux.Handle("GET /live/", serveAssets())
-	return mux
+	return s.perAddr.Wrap(mux)
 }
 
 // serveUpdates authenticates the player, upgrades, and runs the socket
@@ -51,11 +55,13 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) serveUpdates(w http.ResponseWriter, r *http.Request) {
 	tok, ok := auth.FromRequest(r)
 	if !ok {
+		s.lm.noToken.Inc()
 		writeError(w, http.StatusUnauthorized, "unauthorized", "a token is required: Authorization: Bearer or ?token=")
 		return
 	}
 	claims, err := s.o.Verifier.Verify(tok)
 	if err != nil {
+		s.lm.badToken.Inc()
 		writeError(w, http.StatusUnauthorized, "unauthorized", "invalid token")
 		return
 	}
@@ -107,6 +113,9 @@ func (s *Server) serveUpdates(w http.ResponseWriter, r *http.Request) {
 // serveLeaderboard answers GET /v1/leaderboard?limit=N. A limit above
 // MaxLimit is cut to it; one that is not a non-negative integer is a 400.
 func (s *Server) serveLeaderboard(w http.ResponseWriter, r *http.Request) {
+	if !s.allowBoard(w, r) {
+		return
+	}
 	limit := DefaultLimit
 	if v := r.URL.Query().Get("limit"); v != "" || r.URL.Query().Has("limit") {
 		n, err := strconv.Atoi(v)
@@ -117,6 +126,10 @@ func (s *Server) serveLeaderboard(w http.ResponseWriter, r *http.Request) {
 		limit = min(n, MaxLimit)
 	}
 	top, players, err := s.Leaderboard(r.Context(), limit)
+	if errors.Is(err, errFallbackBusy) {
+		writeLimited(w, http.StatusServiceUnavailable, "unavailable", "leaderboard unavailable: Redis is down and PostgreSQL is answering as many reads as it may", time.Second)
+		return
+	}
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "leaderboard unavailable: Redis and PostgreSQL both failed")
@@ -127,9 +140,14 @@ func (s *Server) serveLeaderboard(w http.ResponseWriter, r *http.Request) {
 
 // servePlayer answers GET /v1/players/{id}.
 func (s *Server) servePlayer(w http.ResponseWriter, r *http.Request) {
+	if !s.allowBoard(w, r) {
+		return
+	}
 	id := r.PathValue("id")
 	e, found, err := s.Player(r.Context(), id)
 	switch {
+	case errors.Is(err, errFallbackBusy):
+		writeLimited(w, http.StatusServiceUnavailable, "unavailable", "player standing unavailable: Redis is down and PostgreSQL is answering as many reads as it may", time.Second)
 	case err != nil:
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "player standing unavailable: Redis and PostgreSQL both failed")
@@ -154,7 +172,12 @@ func (s *Server) Leaderboard(ctx context.Context, limit int) ([]game.Entry, int6
 		}
 		s.redisFailed(ctx, err)
 	}
+	release, err := s.fallbackSlot()
+	if err != nil {
+		return nil, 0, err
+	}
 	top, n, err := s.pg.Leaderboard(ctx, limit)
+	release()
 	if err != nil {
 		s.m.boardReads.WithLabelValues("none").Inc()
 		s.o.Log.Warn("leaderboard read failed", "err", err)
@@ -181,7 +204,12 @@ func (s *Server) Player(ctx context.Context, id string) (game.Entry, bool, error
 		}
 		s.redisFailed(ctx, err)
 	}
+	release, err := s.fallbackSlot()
+	if err != nil {
+		return game.Entry{}, false, err
+	}
 	e, found, err := s.pg.Player(ctx, id)
+	release()
 	if err != nil {
 		s.m.boardReads.WithLabelValues("none").Inc()
 		s.o.Log.Warn("player read failed", "err", err)

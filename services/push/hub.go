@@ -43,6 +43,9 @@ type hub struct {
 	shards   [nShards]shard
 	ringSize int
 	maxConns int // sockets per player
+	// onReplace, when set, is called when a socket is closed as
+	// "replaced" (under the shard lock: it must not block).
+	onReplace func()
 
 	scratch []byte // the feed's record and JSON buffer
 	frame   []byte // the feed's direct-write frame buffer
@@ -203,6 +206,9 @@ func (h *hub) register(c *conn, after uint64, resume bool) (backlog []byte, ok b
 		old := p.conns[0]
 		sh.remove(p, old)
 		old.kick(websocket.ClosePolicyViolation, "replaced")
+		if h.onReplace != nil {
+			h.onReplace()
+		}
 	}
 	p.conns = append(p.conns, c)
 	c.idx = len(sh.conns)

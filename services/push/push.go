@@ -106,8 +106,10 @@ import (
 	"treasure/internal/event"
 	"treasure/internal/event/eventpb"
 	"treasure/internal/graph"
+	"treasure/internal/httplimit"
 	"treasure/internal/natsjs"
 	"treasure/internal/pgstore"
+	"treasure/internal/ratelimit"
 	"treasure/internal/redisstore"
 )
 
@@ -149,6 +151,19 @@ type Options struct {
 	QueueSize int
 	// MaxSocketsPerPlayer bounds one player's sockets (DefaultMaxSockets).
 	MaxSocketsPerPlayer int
+	// MaxConnsPerAddr caps the requests in progress, open update sockets
+	// included, per client address (httplimit): one more is answered 429
+	// rate_limited. 0 means httplimit.DefaultMaxPerAddr, negative no cap.
+	MaxConnsPerAddr int
+	// LeaderboardRate is the requests per second (bursts of twice as
+	// many) one client address may make to the leaderboard endpoints: one
+	// more is answered 429 rate_limited with retry_after_ms. 0 means
+	// DefaultLeaderboardRate, negative no limit.
+	LeaderboardRate float64
+	// FallbackReads bounds the PostgreSQL reads those endpoints run at
+	// once while Redis is down (DefaultFallbackReads); one more is
+	// answered 503 unavailable.
+	FallbackReads int
 	// WriteTimeout bounds every write to a socket (DefaultWriteTimeout).
 	WriteTimeout time.Duration
 	// WriteDelay, when positive, has a socket's writer wait that long
@@ -211,6 +226,11 @@ type Server struct {
 	applied, target atomic.Uint64
 	redisSkip       atomic.Int64 // unix nanos until which Redis is skipped
 	redisDown       atomic.Bool
+	// Access limits (limits.go).
+	perAddr    *httplimit.PerAddr
+	boardLimit *ratelimit.Keyed // nil: no leaderboard rate limit
+	fallback   chan struct{}    // PostgreSQL fallback reads in progress
+	lm         limitMetrics
 
 	// The feed's reusable decoding state (the feed goroutine's own).
 	rd        event.Reader
@@ -295,6 +315,15 @@ func New(o Options) (*Server, error) {
 	if o.MaxSocketsPerPlayer <= 0 {
 		o.MaxSocketsPerPlayer = DefaultMaxSockets
 	}
+	if o.MaxConnsPerAddr == 0 {
+		o.MaxConnsPerAddr = httplimit.DefaultMaxPerAddr
+	}
+	if o.LeaderboardRate == 0 {
+		o.LeaderboardRate = DefaultLeaderboardRate
+	}
+	if o.FallbackReads <= 0 {
+		o.FallbackReads = DefaultFallbackReads
+	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
 	}
@@ -345,6 +374,9 @@ func New(o Options) (*Server, error) {
 	s.spec = newSpectate(s, o)
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(s.hub.order.held, s.hub.order.forced)
+	}
+	if err := s.initLimits(); err != nil {
+		return nil, fmt.Errorf("push: %w", err)
 	}
 	if o.Redis != nil {
 		s.rs = redisstore.New(o.Redis, o.RedisPrefix)

@@ -95,7 +95,7 @@ func refClaims(header, payload []byte, now time.Time) (accept, sure bool, c Clai
 		return false, sure, Claims{}
 	}
 	role, _ := p["role"].(string)
-	return true, sure, Claims{Subject: sub, Admin: role == "admin"}
+	return true, sure, Claims{Subject: sub, Admin: role == "admin", Role: role}
 }
 
 // FuzzVerify feeds arbitrary strings as tokens: Verify never panics, an

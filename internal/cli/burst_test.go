@@ -94,8 +94,8 @@ func TestBurstScriptSmall(t *testing.T) {
 	}
 	// Every process dev started ("started <name> pid <pid>") is gone, and dev too.
 	pids := regexp.MustCompile(`started \S+ +pid (\d+)`).FindAllStringSubmatch(string(devLog), -1)
-	if len(pids) != 6 {
-		t.Fatalf("dev.log names %d started processes, want 6 (2 ingest, 2 push, proximity, ranker)", len(pids))
+	if len(pids) != 7 {
+		t.Fatalf("dev.log names %d started processes, want 7 (2 ingest, 2 push, proximity, ranker, archive)", len(pids))
 	}
 	for _, m := range pids {
 		pid, _ := strconv.Atoi(m[1])

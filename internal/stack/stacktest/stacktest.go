@@ -15,6 +15,7 @@ import (
 
 	"treasure/internal/graph"
 	"treasure/internal/natsjs"
+	"treasure/internal/platform"
 	"treasure/internal/ratelimit"
 	"treasure/internal/stack"
 	"treasure/internal/testenv"
@@ -30,6 +31,10 @@ type Options struct {
 	// one a fault test kills), with RedisPrefix (default "t:").
 	Redis       *redis.Client
 	RedisPrefix string
+	// Limits are the access limits; the zero value turns the leaderboard
+	// endpoints' rate limit off (tests poll them far above 20/s) and keeps
+	// the other defaults.
+	Limits platform.Limits
 }
 
 // Pipeline is a running stack and where to reach it.
@@ -71,8 +76,12 @@ func Start(tb testing.TB, o Options) Pipeline {
 	if err := topo.Ensure(context.Background(), js); err != nil {
 		tb.Fatal(err)
 	}
+	limits := o.Limits
+	if limits == (platform.Limits{}) {
+		limits.LeaderboardRate = platform.Off
+	}
 	st, err := stack.New(stack.Options{Graph: o.Graph, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
-		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: o.Secret, RateLimit: o.RateLimit})
+		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: o.Secret, RateLimit: o.RateLimit, Limits: limits})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -245,6 +245,31 @@ func (c *Cluster) StreamCurrent(stream string) bool {
 	return true
 }
 
+// LocalConsumers returns the names of stream's consumers that node i holds
+// a replica of (for a consumer of one replica, such as an ordered
+// consumer: the node it lives on); nil when node i is stopped.
+func (c *Cluster) LocalConsumers(i int, stream string) []string {
+	s := c.Server(i)
+	if s == nil {
+		return nil
+	}
+	jsz, err := s.Jsz(&server.JSzOptions{Account: server.DEFAULT_GLOBAL_ACCOUNT, Streams: true, Consumer: true})
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, ad := range jsz.AccountDetails {
+		for _, sd := range ad.Streams {
+			if sd.Name == stream {
+				for _, ci := range sd.Consumer {
+					names = append(names, ci.Name)
+				}
+			}
+		}
+	}
+	return names
+}
+
 // LocalStream returns the state of node i's own replica of stream (not
 // the leader's, as a client's stream info would), and false when node i
 // is stopped or holds no replica.

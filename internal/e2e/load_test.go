@@ -17,11 +17,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"treasure/internal/event"
+	"treasure/internal/event/eventpb"
 	"treasure/internal/graph"
 	"treasure/internal/loadgen"
 	"treasure/internal/natsjs"
 	"treasure/internal/stack"
 	"treasure/internal/testenv"
+	"treasure/services/proximity"
 )
 
 // The helpers of the scale-out tests (cluster_test.go, scale_test.go): a
@@ -226,6 +229,11 @@ func checkExactlyOnce(t *testing.T, p inproc, r *loadgen.Result, points map[stri
 			t.Errorf("%d answers %q: only unavailable and rate_limited may come while the log fails over", n, code)
 		}
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			diagnose(t, p)
+		}
+	})
 	// The ranker may trail the players: poll until it has consumed OUT.
 	out := quiet(t, p, int(r.Acked))
 	if uint64(len(out.prox)) != r.Acked {
@@ -301,4 +309,64 @@ func logFigures(t *testing.T, l *load, r *loadgen.Result) {
 		t.Logf("%-44s %s", strings.TrimSpace(prev.what+" → "+m.what), window(r, prev.at, m.at))
 		prev = m
 	}
+}
+
+// diagnose logs, for a failed run, where moves went missing: each
+// partition's proximity consumer, and the moves in IN without a result in
+// OUT (or several times in IN).
+func diagnose(t *testing.T, p inproc) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for k := range p.topo.Partitions {
+		c, err := p.js.Consumer(ctx, p.topo.InStream(), proximity.Durable(p.topo, k))
+		if err != nil {
+			t.Logf("diagnosis: partition %d consumer: %v", k, err)
+			continue
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			t.Logf("diagnosis: partition %d consumer info: %v", k, err)
+			continue
+		}
+		t.Logf("diagnosis: partition %d consumer: delivered %d (stream %d), ack floor %d (stream %d), pending %d, ack pending %d, config start %v %d",
+			k, info.Delivered.Consumer, info.Delivered.Stream, info.AckFloor.Consumer, info.AckFloor.Stream, info.NumPending, info.NumAckPending,
+			info.Config.DeliverPolicy, info.Config.OptStartSeq)
+	}
+	in := map[string][]uint64{}        // player/seq → IN sequences
+	byPlayer := map[string][]string{} // player → "seq@IN seq/subject", in IN order
+	var b eventpb.Batch
+	err := natsjs.Replay(ctx, p.js, natsjs.ReplayOptions{Stream: p.topo.InStream(), MaxWait: 200 * time.Millisecond}, func(_ context.Context, msgs []natsjs.Msg) error {
+		for _, m := range msgs {
+			if err := event.Decode(m.Data, &b); err != nil {
+				return err
+			}
+			for _, ev := range b.Events {
+				if mv := ev.GetMove(); mv != nil {
+					key := fmt.Sprintf("%s/%d", mv.Player, mv.Seq)
+					in[key] = append(in[key], m.Seq)
+					byPlayer[mv.Player] = append(byPlayer[mv.Player], fmt.Sprintf("%d@%d/%s", mv.Seq, m.Seq, m.Subject))
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Logf("diagnosis: reading IN: %v", err)
+		return
+	}
+	out := readOut(t, p.js, p.topo)
+	var missing, twice []string
+	for key, seqs := range in {
+		if _, ok := out.prox[key]; !ok {
+			missing = append(missing, fmt.Sprintf("%s at IN %v", key, seqs))
+			player, _, _ := strings.Cut(key, "/")
+			t.Logf("diagnosis: %s has no result; the player's moves in IN order (seq@IN seq/subject): %v", key, byPlayer[player])
+		}
+		if len(seqs) > 1 {
+			twice = append(twice, fmt.Sprintf("%s at IN %v", key, seqs))
+		}
+	}
+	slices.Sort(missing)
+	t.Logf("diagnosis: IN holds %d moves, OUT %d results; %d moves of IN have no result: %.40v; %d are in IN more than once: %.10v",
+		len(in), len(out.prox), len(missing), missing, len(twice), twice)
 }

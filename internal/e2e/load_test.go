@@ -332,7 +332,7 @@ func diagnose(t *testing.T, p inproc) {
 			k, info.Delivered.Consumer, info.Delivered.Stream, info.AckFloor.Consumer, info.AckFloor.Stream, info.NumPending, info.NumAckPending,
 			info.Config.DeliverPolicy, info.Config.OptStartSeq)
 	}
-	in := map[string][]uint64{}        // player/seq → IN sequences
+	in := map[string][]uint64{}       // player/seq → IN sequences
 	byPlayer := map[string][]string{} // player → "seq@IN seq/subject", in IN order
 	var b eventpb.Batch
 	err := natsjs.Replay(ctx, p.js, natsjs.ReplayOptions{Stream: p.topo.InStream(), MaxWait: 200 * time.Millisecond}, func(_ context.Context, msgs []natsjs.Msg) error {

@@ -254,7 +254,7 @@ func checkExactlyOnce(t *testing.T, p inproc, r *loadgen.Result, points map[stri
 	return out
 }
 
-// windowFigures sums the seconds of r whose end falls in [from, to]: moves
+// windowFigures sums the seconds of r whose end falls in (from, to]: moves
 // acked and answered there, error answers, and the latencies of the acks
 // and updates that arrived then (each from its move's scheduled send).
 type windowFigures struct {
@@ -268,7 +268,7 @@ func window(r *loadgen.Result, from, to time.Time) windowFigures {
 	ack, upd := hdr.New(1, int64(10*time.Minute/time.Microsecond), 2), hdr.New(1, int64(10*time.Minute/time.Microsecond), 2)
 	for _, s := range r.Seconds {
 		end := r.Start.Add(time.Duration(s.Index+1) * time.Second)
-		if end.Before(from) || end.After(to.Add(time.Second)) {
+		if !end.After(from) || end.After(to) {
 			continue
 		}
 		w.seconds++
@@ -293,7 +293,8 @@ func (w windowFigures) String() string {
 		w.seconds, w.acked, w.answered, w.errs, w.ackP99, w.ackMax, w.updP99, w.updMax)
 }
 
-// logFigures logs the whole run and every stretch between two marks.
+// logFigures logs the whole run and every stretch between two marks, each
+// second in the stretch its end falls in.
 func logFigures(t *testing.T, l *load, r *loadgen.Result) {
 	t.Helper()
 	t.Logf("run: %d players, %.0f s, %d moves sent, %d acked, %d rejected, %d retries; errors %v",
@@ -305,7 +306,8 @@ func logFigures(t *testing.T, l *load, r *loadgen.Result) {
 	marks := slices.Clone(l.marks)
 	l.mu.Unlock()
 	prev := mark{"start", r.Start}
-	for _, m := range append(marks, mark{"end", r.Start.Add(time.Duration(r.ElapsedS * float64(time.Second)))}) {
+	// The last stretch takes every second left (the partial last one too).
+	for _, m := range append(marks, mark{"end", r.Start.Add(time.Duration(len(r.Seconds)+1) * time.Second)}) {
 		t.Logf("%-44s %s", strings.TrimSpace(prev.what+" → "+m.what), window(r, prev.at, m.at))
 		prev = m
 	}

@@ -251,7 +251,7 @@ func TestProximityWorkersScaleByPartitionsUnderLoad(t *testing.T) {
 			moves += wk.counter(t, "treasure_proximity_moves_total")
 		}
 		workers = workers[:0]
-		l.mark("→ " + s.name)
+		l.mark("handover to " + s.name)
 		start(s.layout)
 		l.mark(s.name + " ready")
 		for _, wk := range workers {

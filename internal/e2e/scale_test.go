@@ -246,6 +246,7 @@ func TestProximityWorkersScaleByPartitionsUnderLoad(t *testing.T) {
 	l.waitMore(t, 600, "load under way")
 	var moves float64
 	for i, s := range steps[1:] {
+		t0 := time.Now()
 		for _, wk := range workers {
 			wk.stop(t)
 			moves += wk.counter(t, "treasure_proximity_moves_total")
@@ -254,6 +255,7 @@ func TestProximityWorkersScaleByPartitionsUnderLoad(t *testing.T) {
 		l.mark("handover to " + s.name)
 		start(s.layout)
 		l.mark(s.name + " ready")
+		t.Logf("handover to %s: old workers stopped and new ones ready in %v", s.name, time.Since(t0).Round(time.Millisecond))
 		for _, wk := range workers {
 			// Every partition rebuilt from the checkpoint its previous
 			// owner left (and the tail of the log after it).

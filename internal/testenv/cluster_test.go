@@ -27,7 +27,7 @@ func TestEmbeddedClusterKeepsAnR3StreamThroughALeaderRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	stream := Prefix(t)
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{stream + ".>"}, Replicas: 3}); err != nil {
@@ -40,11 +40,13 @@ func TestEmbeddedClusterKeepsAnR3StreamThroughALeaderRestart(t *testing.T) {
 			// A publish may meet the leader change: retry until stored
 			// (the id makes a retry of a stored message a duplicate).
 			for attempt := 0; ; attempt++ {
-				_, err := js.Publish(ctx, stream+".x", []byte(fmt.Sprint(i)), jetstream.WithMsgID(fmt.Sprint(i)))
+				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err := js.Publish(pctx, stream+".x", []byte(fmt.Sprint(i)), jetstream.WithMsgID(fmt.Sprint(i)))
+				cancel()
 				if err == nil {
 					break
 				}
-				if attempt == 200 {
+				if attempt == 100 {
 					t.Fatalf("publish %d: %v", i, err)
 				}
 				time.Sleep(50 * time.Millisecond)

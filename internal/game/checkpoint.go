@@ -13,7 +13,8 @@ import (
 
 // A checkpoint is an Engine's state, plus what its caller keeps beside it
 // (the last applied seq of every player, the log position covered), in a
-// versioned, checksummed little-endian binary form. Version 2 holds the
+// versioned, checksummed little-endian binary form. Version 3 adds to
+// version 2 each player's SeqWindow holes. Version 2 holds the
 // treasures and the nearest-treasure field (8 bytes per node), which
 // ReadCheckpoint restores after checking it against the treasures and the
 // graph in one pass over the arcs; version 1 (still read) holds the
@@ -34,11 +35,11 @@ import (
 //	 48    8 Seq, the log position the state covers
 //	 56    8 treasures section length
 //	 64    8 players section length
-//	 72    8 field section length (version 2; zero in version 1)
+//	 72    8 field section length (versions 2 and 3; zero in version 1)
 //	 80   16 reserved, zero
 //	 96      treasures section, its CRC-32C (4 bytes),
 //	         players section, its CRC-32C (4 bytes),
-//	         version 2: field section, its CRC-32C (4 bytes); nothing after.
+//	         versions 2 and 3: field section, its CRC-32C (4 bytes); nothing after.
 //
 // The treasures section: uvarint slot count S; uvarint id count; per id
 // (every id ever dropped here, in byte order): uvarint length, the id,
@@ -48,15 +49,17 @@ import (
 // is either active or free, exactly once.
 //
 // The players section: uvarint count; per player (byte order): uvarint
-// length, the player id, uvarint seq.
+// length, the player id, uvarint seq (SeqWindow.Last), and in version 3
+// uvarint SeqWindow.Holes (read as 0 from older versions: every seq below
+// Last counts as applied, the rule those builds had).
 //
 // The field section (version 2): N uint32 distances, then N uint32 slots,
 // one per local node (Inf and NoNode for a node without a treasure within
 // the radius): graph.Field's labels, 8N bytes.
 const (
 	// CheckpointVersion is the format version this build writes. It reads
-	// versions 1 and 2.
-	CheckpointVersion = 2
+	// versions 1, 2 and 3.
+	CheckpointVersion = 3
 
 	ckptMagic      = "TRCKPT\x00\x01"
 	ckptHeaderSize = 96
@@ -84,8 +87,8 @@ type CheckpointMeta struct {
 	// Seq is the log position the state covers: every input up to it is
 	// applied, none after.
 	Seq uint64
-	// Players holds every player's last applied move seq.
-	Players map[string]uint64
+	// Players holds, per player, which move seqs were applied.
+	Players map[string]SeqWindow
 }
 
 // CheckpointHeader is a checkpoint's header, readable without the graph.
@@ -141,8 +144,8 @@ type ckptTreasure struct {
 }
 
 type ckptPlayer struct {
-	id  string
-	seq uint64
+	id string
+	w  SeqWindow
 }
 
 // CheckpointState copies e's state and m. fingerprint is
@@ -165,8 +168,8 @@ func (e *Engine) CheckpointState(m *CheckpointMeta, fingerprint uint32) *Checkpo
 		}
 		s.treasures = append(s.treasures, t)
 	}
-	for p, seq := range m.Players {
-		s.players = append(s.players, ckptPlayer{p, seq})
+	for p, w := range m.Players {
+		s.players = append(s.players, ckptPlayer{p, w})
 	}
 	s.dist, s.slot = e.field.Labels(nil, nil)
 	return s
@@ -227,7 +230,10 @@ func (s *CheckpointState) Append(dst []byte) []byte {
 	for _, p := range s.players {
 		dst = binary.AppendUvarint(dst, uint64(len(p.id)))
 		dst = append(dst, p.id...)
-		dst = binary.AppendUvarint(dst, p.seq)
+		dst = binary.AppendUvarint(dst, p.w.Last)
+		if s.h.Version >= 3 {
+			dst = binary.AppendUvarint(dst, p.w.Holes)
+		}
 	}
 	plen := len(dst) - p0
 	dst = le.AppendUint32(dst, crc32.Checksum(dst[p0:], castagnoli))
@@ -274,8 +280,8 @@ func ReadCheckpointHeader(data []byte) (CheckpointHeader, error) {
 	}
 	le := binary.LittleEndian
 	h.Version = le.Uint32(data[8:])
-	if h.Version != 1 && h.Version != 2 {
-		return h, fmt.Errorf("%w: the checkpoint has version %d, this build reads versions 1 and 2", ErrCheckpointVersion, h.Version)
+	if h.Version < 1 || h.Version > 3 {
+		return h, fmt.Errorf("%w: the checkpoint has version %d, this build reads versions 1 to 3", ErrCheckpointVersion, h.Version)
 	}
 	var hdr [ckptHeaderSize]byte
 	copy(hdr[:], data)
@@ -441,11 +447,15 @@ func readCheckpoint(data []byte, g *graph.Graph, radius, fingerprint uint32) (*E
 	m := &CheckpointMeta{Partition: h.Partition, Partitions: h.Partitions, Seq: h.Seq}
 	r = reader{b: psec, section: "players"}
 	np := r.count(uint64(len(psec)))
-	m.Players = make(map[string]uint64, np)
+	m.Players = make(map[string]SeqWindow, np)
 	prev = ""
 	for i := uint64(0); i < np && r.err == nil; i++ {
 		p := r.str(0, len(psec))
-		seq := r.uvarint()
+		var w SeqWindow
+		w.Last = r.uvarint()
+		if h.Version >= 3 {
+			w.Holes = r.uvarint()
+		}
 		if r.err != nil {
 			break
 		}
@@ -453,7 +463,7 @@ func readCheckpoint(data []byte, g *graph.Graph, radius, fingerprint uint32) (*E
 			return nil, nil, fmt.Errorf("%w: players section: players out of order (%q after %q)", ErrCheckpointCorrupt, p, prev)
 		}
 		prev = p
-		m.Players[p] = seq
+		m.Players[p] = w
 	}
 	if r.err != nil {
 		return nil, nil, r.err

@@ -53,7 +53,7 @@ func newCkptFixture(tb testing.TB, seed uint64, treasures int) *ckptFixture {
 		tb.Fatal(err)
 	}
 	f := &ckptFixture{g: amsG, sub: sub, part: amsPart, e: NewEngine(sub, ckptRadius), rnd: rand.New(rand.NewPCG(seed, 99)),
-		meta: &CheckpointMeta{Partition: 1, Partitions: 3, Seq: 12345, Players: map[string]uint64{}}}
+		meta: &CheckpointMeta{Partition: 1, Partitions: 3, Seq: 12345, Players: map[string]SeqWindow{}}}
 	f.fp = Fingerprint(sub)
 	var ts []Treasure
 	for i := range treasures {
@@ -102,7 +102,9 @@ func (f *ckptFixture) steps(tb testing.TB, e, twin *Engine, n int, salt int) {
 				tb.Fatal(err)
 			}
 			player := fmt.Sprintf("p%d", f.rnd.IntN(50))
-			f.meta.Players[player] = uint64(i + 1)
+			w := f.meta.Players[player]
+			w.Apply(uint64(i + 1)) // with gaps: holes in the window
+			f.meta.Players[player] = w
 			if twin != nil {
 				c2, p2, _ = twin.Move(v, c2[:0])
 				if p1 != p2 || fmt.Sprint(c1) != fmt.Sprint(c2) {
@@ -155,8 +157,8 @@ func TestCheckpointV1Loads(t *testing.T) {
 	if h, _ := ReadCheckpointHeader(v1); h.Version != 1 || h.FieldLen != 0 {
 		t.Fatalf("header %+v", h)
 	}
-	if !bytes.Equal(e2.AppendCheckpoint(nil, m2, f.fp), f.e.AppendCheckpoint(nil, f.meta, f.fp)) {
-		t.Fatal("the engine loaded from version 1 writes another version 2 checkpoint than the original")
+	if !bytes.Equal(e2.AppendCheckpoint(nil, m2, f.fp), f.e.AppendCheckpoint(nil, withoutHoles(f.meta), f.fp)) {
+		t.Fatal("the engine loaded from version 1 writes another checkpoint than the original (without holes)")
 	}
 	compareEngines(t, f, f.e, e2)
 	f.steps(t, f.e, e2, 3000, 1)
@@ -191,8 +193,47 @@ func compareEngines(t *testing.T, f *ckptFixture, a, b *Engine) {
 // (header, each section, each checksum), trailing bytes and a checkpoint of
 // another graph or radius are refused with an error naming the problem.
 func TestCheckpointRefusesDamage(t *testing.T) {
-	for _, v := range []uint32{1, 2} {
+	for _, v := range []uint32{1, 2, 3} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) { testCheckpointRefusesDamage(t, v) })
+	}
+}
+
+// withoutHoles returns m with every player's SeqWindow holes cleared: what
+// a version 1 or 2 checkpoint of m reads back as.
+func withoutHoles(m *CheckpointMeta) *CheckpointMeta {
+	c := *m
+	c.Players = make(map[string]SeqWindow, len(m.Players))
+	for p, w := range m.Players {
+		c.Players[p] = SeqWindow{Last: w.Last}
+	}
+	return &c
+}
+
+// TestCheckpointKeepsSeqWindows: version 3 keeps each player's holes;
+// version 2 reads back the highest seq only (every seq below it applied).
+func TestCheckpointKeepsSeqWindows(t *testing.T) {
+	f := newCkptFixture(t, 5, 400)
+	holes := 0
+	for _, w := range f.meta.Players {
+		if w.Holes != 0 {
+			holes++
+		}
+	}
+	if holes == 0 {
+		t.Fatal("no player of the fixture has a hole: the check exercises one case only")
+	}
+	for _, v := range []uint32{2, 3} {
+		_, m2, err := ReadCheckpoint(appendVersion(f.e, f.meta, f.fp, v), f.sub, ckptRadius, f.fp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := f.meta
+		if v < 3 {
+			want = withoutHoles(f.meta)
+		}
+		if fmt.Sprint(m2.Players) != fmt.Sprint(want.Players) {
+			t.Fatalf("version %d: players %v, want %v", v, m2.Players, want.Players)
+		}
 	}
 }
 
@@ -369,7 +410,7 @@ func loadCity(b *testing.B) *city {
 			return
 		}
 		r := rand.New(rand.NewPCG(1, 2))
-		c := &city{sub: sub, e: NewEngine(sub, 2000), fp: Fingerprint(sub), meta: &CheckpointMeta{Partitions: uint32(k), Seq: 1e7, Players: map[string]uint64{}}}
+		c := &city{sub: sub, e: NewEngine(sub, 2000), fp: Fingerprint(sub), meta: &CheckpointMeta{Partitions: uint32(k), Seq: 1e7, Players: map[string]SeqWindow{}}}
 		for i := range 20000 {
 			c.ts = append(c.ts, Treasure{ID: fmt.Sprintf("treasure-%05d", i), Node: r.Uint32N(uint32(g.NumNodes())), Points: 10})
 		}
@@ -377,7 +418,7 @@ func loadCity(b *testing.B) *city {
 		c.e.DropAll(c.ts)
 		fmt.Fprintf(os.Stderr, "city partition 0: %d nodes (%d own), %d active treasures, DropAll %v\n", sub.NumNodes(), sub.Own, c.e.Active(), time.Since(t0))
 		for i := range 35000 {
-			c.meta.Players[fmt.Sprintf("player-%05d", i)] = uint64(1000 + i)
+			c.meta.Players[fmt.Sprintf("player-%05d", i)] = SeqWindow{Last: uint64(1000 + i)}
 		}
 		cityFix = c
 	})

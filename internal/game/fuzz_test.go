@@ -112,7 +112,7 @@ func newFuzzCkpt(tb testing.TB) *fuzzCkpt {
 		tb.Fatal(err)
 	}
 	e.Drop(Treasure{ID: "e", Node: 9, Points: 3}) // takes a free slot
-	m := &CheckpointMeta{Partition: 0, Partitions: 1, Seq: 99, Players: map[string]uint64{"ann": 4, "bob": 1}}
+	m := &CheckpointMeta{Partition: 0, Partitions: 1, Seq: 99, Players: map[string]SeqWindow{"ann": {Last: 4}, "bob": {Last: 1}}}
 	c.data = e.AppendCheckpoint(nil, m, c.fp)
 	if c.h, err = ReadCheckpointHeader(c.data); err != nil {
 		tb.Fatal(err)

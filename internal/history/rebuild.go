@@ -128,9 +128,9 @@ type Rebuild struct {
 }
 
 type partState struct {
-	k       int
-	e       *game.Engine
-	lastSeq map[string]uint64
+	k    int
+	e    *game.Engine
+	seqs map[string]game.SeqWindow // the live worker's rule for repeated and late moves
 }
 
 // New checks o and builds every partition's subgraph and engine (for
@@ -157,7 +157,7 @@ func New(o Options) (*Rebuild, error) {
 		if err != nil {
 			return nil, fmt.Errorf("history: partition %d: %w", k, err)
 		}
-		p := &partState{k: k, e: game.NewEngine(sub, o.Radius), lastSeq: map[string]uint64{}}
+		p := &partState{k: k, e: game.NewEngine(sub, o.Radius), seqs: map[string]game.SeqWindow{}}
 		r.parts = append(r.parts, p)
 	}
 	if o.ReplaceDrops {
@@ -215,7 +215,7 @@ func (r *Rebuild) Apply(m natsjs.Msg) error {
 			if len(mv.Path) == 0 {
 				continue
 			}
-			if last, seen := p.lastSeq[string(mv.Player)]; seen && mv.Seq <= last {
+			if p.seqs[string(mv.Player)].Applied(mv.Seq) {
 				continue
 			}
 			lastID := mv.Path[len(mv.Path)-1]
@@ -230,7 +230,9 @@ func (r *Rebuild) Apply(m natsjs.Msg) error {
 				continue // not this partition's node: the live worker skips it too
 			}
 			player := string(mv.Player)
-			p.lastSeq[player] = mv.Seq
+			w := p.seqs[player]
+			w.Apply(mv.Seq)
+			p.seqs[player] = w
 			r.Moves++
 			pos := Pos{Seq: m.Seq, Index: uint32(r.rd.Index())}
 			pl := r.players[player]

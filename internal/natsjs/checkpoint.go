@@ -115,10 +115,26 @@ type CheckpointInfo struct {
 	Time time.Time
 }
 
+// listTimeout bounds a listing asked for without a deadline. The object
+// store lists through an ordered consumer of one replica, which stops
+// delivering when its node leaves a cluster: such a listing fails (its
+// caller retries, or exits) instead of waiting for ever.
+const listTimeout = 30 * time.Second
+
+// list lists the bucket's objects within ctx's deadline, or listTimeout.
+func (c *Checkpoints) list(ctx context.Context) ([]*jetstream.ObjectInfo, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, listTimeout)
+		defer cancel()
+	}
+	return c.store.List(ctx)
+}
+
 // List returns every stored checkpoint, by partition and then newest
 // (highest sequence) first. Objects with other names are ignored.
 func (c *Checkpoints) List(ctx context.Context) ([]CheckpointInfo, error) {
-	infos, err := c.store.List(ctx)
+	infos, err := c.list(ctx)
 	if errors.Is(err, jetstream.ErrNoObjectsFound) {
 		return nil, nil
 	}

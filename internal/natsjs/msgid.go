@@ -52,7 +52,10 @@ func FindMsgID(ctx context.Context, js jetstream.JetStream, stream, subject stri
 		case ctx.Err() != nil:
 			return false, ctx.Err()
 		case errors.Is(err, nats.ErrTimeout):
-			done, err := caughtUp(ctx, oc, last)
+			done, err := caughtUp(ctx, oc, last, time.Second)
+			if errors.Is(err, jetstream.ErrOrderedConsumerNotCreated) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				continue // being (re)created: ask again
+			}
 			if err != nil {
 				return false, fmt.Errorf("find msg id %s in %s: %w", id, stream, err)
 			}

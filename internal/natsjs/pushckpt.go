@@ -33,7 +33,7 @@ func parsePushCheckpointName(name string) (uint64, bool) {
 // PushList returns the stored push checkpoints, newest (highest sequence)
 // first; Partition is -1 in each.
 func (c *Checkpoints) PushList(ctx context.Context) ([]CheckpointInfo, error) {
-	infos, err := c.store.List(ctx)
+	infos, err := c.list(ctx)
 	if err != nil {
 		if errors.Is(err, errNoObjects) {
 			return nil, nil

@@ -33,6 +33,10 @@ type ReplayOptions struct {
 	// cancelled; otherwise Replay returns once it has read every message
 	// present.
 	Follow bool
+	// StallAfter is how long without a message Replay waits before asking
+	// whether its consumer still delivers (see Replay). Default
+	// 4×MaxWait, at least DefaultStallAfter.
+	StallAfter time.Duration
 }
 
 // Replay reads a stream in order from StartSeq with an ephemeral ordered
@@ -41,6 +45,13 @@ type ReplayOptions struct {
 // It returns nil once it has handed over the last message present (unless
 // Follow), h's error as soon as h fails (nothing is retried: a replay is a
 // read), and ctx's error when cancelled first.
+//
+// On a cluster the ordered consumer lives on one server (it has one
+// replica); when that server goes away the consumer stops delivering, and
+// the client library may not notice for a long time. So when nothing has
+// come for StallAfter and the consumer's server does not answer for it,
+// or says it holds messages not delivered, Replay reads on from the next
+// sequence with a new consumer (on a server that answers).
 func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, h Handler) error {
 	if o.Stream == "" {
 		return errors.New("replay: no stream")
@@ -51,17 +62,16 @@ func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, h Hand
 	if o.MaxWait <= 0 {
 		o.MaxWait = DefaultReplayWait
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if o.StartSeq > 1 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = o.StartSeq
+	if o.StallAfter <= 0 {
+		o.StallAfter = max(4*o.MaxWait, DefaultStallAfter)
 	}
 	var one string
-	if err := setFilter(js, o.Subjects, &one, &cfg.FilterSubjects); err != nil {
+	var filters []string
+	if err := setFilter(js, o.Subjects, &one, &filters); err != nil {
 		return fmt.Errorf("replay %s: %w", o.Stream, err)
 	}
 	if one != "" {
-		cfg.FilterSubjects = []string{one} // the ordered consumer sends one as FilterSubject
+		filters = []string{one} // the ordered consumer sends one as FilterSubject
 	}
 	stream, err := js.Stream(ctx, o.Stream)
 	if err != nil {
@@ -69,6 +79,30 @@ func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, h Hand
 	}
 	if st := stream.CachedInfo().State; !o.Follow && (st.Msgs == 0 || st.LastSeq < max(o.StartSeq, 1)) {
 		return nil // nothing to read
+	}
+	next := max(o.StartSeq, 1)
+	for {
+		err := replayFrom(ctx, stream, o, filters, &next, h)
+		if !errors.Is(err, errStalled) {
+			return err
+		}
+	}
+}
+
+// DefaultStallAfter is the least time without a message after which Replay
+// asks whether its consumer still delivers.
+const DefaultStallAfter = 2 * time.Second
+
+// errStalled ends a replayFrom whose consumer no longer delivers.
+var errStalled = errors.New("ordered consumer stalled")
+
+// replayFrom reads from *next with one ordered consumer, advancing *next
+// past every message h accepts, until the end (see Replay) or errStalled.
+func replayFrom(ctx context.Context, stream jetstream.Stream, o ReplayOptions, filters []string, next *uint64, h Handler) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, FilterSubjects: filters}
+	if *next > 1 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = *next
 	}
 	oc, err := stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
@@ -84,23 +118,31 @@ func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, h Hand
 
 	msgs := make([]Msg, 0, o.Batch)
 	var last uint64 // stream sequence of the last message received
+	idleSince := time.Now()
 	for {
 		m, err := it.Next(jetstream.NextMaxWait(o.MaxWait))
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case errors.Is(err, nats.ErrTimeout):
-			if o.Follow {
+			idle := time.Since(idleSince) >= o.StallAfter
+			if o.Follow && !idle {
 				continue
 			}
-			done, err := caughtUp(ctx, oc, last)
-			if err != nil {
-				return fmt.Errorf("replay %s: %w", o.Stream, err)
-			}
-			if done {
+			done, err := caughtUp(ctx, oc, last, o.MaxWait)
+			switch {
+			case err == nil && done && !o.Follow:
 				return nil
+			case err == nil && done, !idle:
+				// Idle and caught up, or not idle for long: wait on.
+				if done {
+					idleSince = time.Now()
+				}
+				continue
 			}
-			continue
+			// Nothing came for StallAfter, and the consumer's server
+			// does not answer for it or holds messages not delivered.
+			return errStalled
 		case err != nil:
 			return fmt.Errorf("replay %s: %w", o.Stream, err)
 		}
@@ -132,22 +174,25 @@ func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, h Hand
 		if err := h(ctx, msgs); err != nil {
 			return err
 		}
+		*next = msgs[len(msgs)-1].Seq + 1
+		idleSince = time.Now()
 		if !o.Follow && msgs[len(msgs)-1].Pending == 0 {
 			return nil
 		}
 	}
 }
 
-// caughtUp asks the server whether the ordered consumer has nothing left to
-// deliver. Call it only when the client's buffer is empty (a Next timed
-// out). last is the stream sequence of the last message received: a message
-// the server has delivered but that is still on its way (a loaded box) is
-// not caught up with.
-func caughtUp(ctx context.Context, oc jetstream.Consumer, last uint64) (bool, error) {
+// caughtUp asks the server, waiting up to wait (at least a second), whether
+// the ordered consumer has nothing left to deliver. Call it only when the
+// client's buffer is empty (a Next timed out). last is the stream sequence
+// of the last message received: a message the server has delivered but
+// that is still on its way (a loaded box) is not caught up with. An error
+// says that no server answered for the consumer (it is gone, or being
+// recreated).
+func caughtUp(ctx context.Context, oc jetstream.Consumer, last uint64, wait time.Duration) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, max(wait, time.Second))
+	defer cancel()
 	info, err := oc.Info(ctx)
-	if errors.Is(err, jetstream.ErrOrderedConsumerNotCreated) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return false, nil // being (re)created: ask again later
-	}
 	if err != nil {
 		return false, err
 	}

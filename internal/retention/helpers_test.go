@@ -167,7 +167,7 @@ func proxCkptBytes(tb testing.TB, k, partitions int, seq uint64) []byte {
 	e := game.NewEngine(g, 5)
 	e.Drop(game.Treasure{ID: "t", Node: 1, Points: 3})
 	return e.AppendCheckpoint(nil, &game.CheckpointMeta{Partition: uint32(k), Partitions: uint32(partitions), Seq: seq,
-		Players: map[string]uint64{"ann": 4}}, game.Fingerprint(g))
+		Players: map[string]game.SeqWindow{"ann": {Last: 4}}}, game.Fingerprint(g))
 }
 
 // pushCkptBytes is a sound push checkpoint at seq of no players and no

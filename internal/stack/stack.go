@@ -53,6 +53,10 @@ type Options struct {
 	IngestAddr, PushAddr, ProximityAddr, RankerAddr string
 	Log                                             *slog.Logger
 	Registry                                        *prometheus.Registry // nil: a fresh one
+	// NoProximity leaves the proximity worker out (Stack.Proximity is nil
+	// and ProximityAddr unused): the partitions are served by workers run
+	// elsewhere, as a test that changes the worker count runs them.
+	NoProximity bool
 }
 
 // Stack is the four services and their HTTP servers.
@@ -90,12 +94,14 @@ func New(o Options) (*Stack, error) {
 		return nil, err
 	}
 	s := &Stack{Registry: o.Registry}
-	s.Proximity, err = proximity.New(proximity.Options{
-		Graph: o.Graph, Part: o.Part, Radius: o.Radius, Topology: o.Topology, NC: o.NC, JS: o.JS,
-		Log: o.Log.With("service", "proximity"), Registerer: o.Registry,
-	})
-	if err != nil {
-		return nil, err
+	if !o.NoProximity {
+		s.Proximity, err = proximity.New(proximity.Options{
+			Graph: o.Graph, Part: o.Part, Radius: o.Radius, Topology: o.Topology, NC: o.NC, JS: o.JS,
+			Log: o.Log.With("service", "proximity"), Registerer: o.Registry,
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	s.Ingest, err = ingest.New(ingest.Options{
 		Graph: o.Graph, Part: o.Part, Topology: o.Topology, NC: o.NC, JS: o.JS,
@@ -149,8 +155,10 @@ func New(o Options) (*Stack, error) {
 	if s.pushSrv, err = serve("push", o.PushAddr, s.Push.Handler(), s.Push.Ready); err != nil {
 		return nil, s.closeListeners(err)
 	}
-	if _, err = serve("proximity", o.ProximityAddr, nil, s.Proximity.Ready); err != nil {
-		return nil, s.closeListeners(err)
+	if s.Proximity != nil {
+		if _, err = serve("proximity", o.ProximityAddr, nil, s.Proximity.Ready); err != nil {
+			return nil, s.closeListeners(err)
+		}
 	}
 	if _, err = serve("ranker", o.RankerAddr, nil, s.Ranker.Ready); err != nil {
 		return nil, s.closeListeners(err)
@@ -171,14 +179,22 @@ func (s *Stack) closeListeners(err error) error {
 func (s *Stack) IngestAddr() net.Addr { return s.ingSrv.ListenAddr() }
 func (s *Stack) PushAddr() net.Addr   { return s.pushSrv.ListenAddr() }
 
-// Ready reports nil once all four services are ready.
+// Ready reports nil once all four services (three with NoProximity) are
+// ready.
 func (s *Stack) Ready() error {
-	return errors.Join(s.Ingest.Ready(), s.Proximity.Ready(), s.Ranker.Ready(), s.Push.Ready())
+	err := errors.Join(s.Ingest.Ready(), s.Ranker.Ready(), s.Push.Ready())
+	if s.Proximity != nil {
+		err = errors.Join(err, s.Proximity.Ready())
+	}
+	return err
 }
 
 // Run runs the services and their servers until ctx ends or one fails.
 func (s *Stack) Run(ctx context.Context) error {
-	runners := []platform.Runner{s.Ingest, s.Proximity, s.Ranker, s.Push}
+	runners := []platform.Runner{s.Ingest, s.Ranker, s.Push}
+	if s.Proximity != nil {
+		runners = append(runners, s.Proximity)
+	}
 	for _, srv := range s.servers {
 		runners = append(runners, srv)
 	}

@@ -6,7 +6,9 @@
 //     names its streams and subjects with its own Prefix, and
 //     DeleteStreamsOnCleanup removes those streams at the end. EmbeddedNATS
 //     starts a private in-process JetStream server instead, for tests that
-//     stop, restart or fill up their server.
+//     stop, restart or fill up their server; EmbeddedCluster a private
+//     cluster of three routed in-process nodes, for tests of replicated
+//     streams that lose a node.
 //   - Redis: the shared server at TREASURE_REDIS_URL; each test gets its own
 //     key prefix, and every key under it is deleted at the end.
 //   - PostgreSQL: the database at TREASURE_DATABASE_URL (created if missing);

@@ -80,7 +80,7 @@ func Replay(ctx context.Context, o ReplayOptions, emit func(part int, ev *eventp
 		if err != nil {
 			return fmt.Errorf("proximity replay: partition %d: %w", k, err)
 		}
-		p := &partition{w: w, k: k, sub: sub, e: game.NewEngine(sub, o.Radius), lastSeq: make(map[string]uint64)}
+		p := &partition{w: w, k: k, sub: sub, e: game.NewEngine(sub, o.Radius), seqs: make(map[string]game.SeqWindow)}
 		p.emit = func(ev *eventpb.Event) error { return emit(k, ev) }
 		err = read(ctx, o.JS, natsjs.ReplayOptions{Stream: t.InStream(), Subjects: []string{t.InSubject(k)}}, func(ctx context.Context, msgs []natsjs.Msg) error {
 			for _, m := range msgs {

@@ -307,11 +307,12 @@ type partition struct {
 	ev      eventpb.Event
 	hops    []inputHops // of the inputs of the batch being handled, live only
 
-	// lastSeq is the seq of the last move applied per player: a move whose
-	// seq is not above it is a duplicate (a player's retry after an ingest
-	// crash, see docs/pipeline.md) and is skipped, live and in rebuilds
-	// alike.
-	lastSeq map[string]uint64
+	// seqs says, per player, which move seqs were applied (game.SeqWindow):
+	// a move applied already (a player's retry after an ingest crash, see
+	// docs/pipeline.md) is skipped, live and in rebuilds alike; a move
+	// stored after later moves of the same player (its batch published
+	// again after a JetStream leader change) is applied.
+	seqs map[string]game.SeqWindow
 
 	// applied is the IN stream sequence of the last input applied to e:
 	// an input at or below it (redelivered after a checkpoint that covers
@@ -388,14 +389,14 @@ func (p *partition) once(ctx context.Context) error {
 	}
 	floor := info.AckFloor.Stream
 	t0 := time.Now()
-	p.e, p.lastSeq, p.applied = nil, nil, 0
+	p.e, p.seqs, p.applied = nil, nil, 0
 	if err := p.loadCheckpoint(ctx, log); err != nil {
 		return err
 	}
 	loaded := p.applied
 	if p.e == nil {
 		p.e = game.NewEngine(p.sub, o.Radius)
-		p.lastSeq = make(map[string]uint64)
+		p.seqs = make(map[string]game.SeqWindow)
 	}
 	// The partitions' checkpoints are spread over the interval (partition
 	// k of K first writes k/K of an interval early), so that a process
@@ -459,7 +460,7 @@ func (p *partition) once(ctx context.Context) error {
 	return err
 }
 
-// loadCheckpoint sets p.e, p.lastSeq and p.applied from the newest
+// loadCheckpoint sets p.e, p.seqs and p.applied from the newest
 // checkpoint of the partition that passes every check, skipping (with a
 // log line and treasure_proximity_checkpoint_invalid_total) each one that
 // does not. It leaves p.e nil when checkpoints are off or none is usable,
@@ -518,7 +519,7 @@ func (p *partition) loadCheckpoint(ctx context.Context, log *slog.Logger) error 
 			}
 			continue
 		}
-		p.e, p.lastSeq, p.applied = e, meta.Players, seq
+		p.e, p.seqs, p.applied = e, meta.Players, seq
 		p.w.m.ckptLoaded.Inc()
 		p.w.m.ckptLoad.Observe(time.Since(t0).Seconds())
 		return nil
@@ -582,7 +583,7 @@ func (p *partition) waitUpload() {
 // partition pauses for the copy only; the encoding runs in writeCheckpoint.
 func (p *partition) copyState() (uint64, *game.CheckpointState) {
 	t0 := time.Now()
-	meta := game.CheckpointMeta{Partition: uint32(p.k), Partitions: uint32(p.w.o.Topology.Partitions), Seq: p.applied, Players: p.lastSeq}
+	meta := game.CheckpointMeta{Partition: uint32(p.k), Partitions: uint32(p.w.o.Topology.Partitions), Seq: p.applied, Players: p.seqs}
 	st := p.e.CheckpointState(&meta, p.fingerprint)
 	p.w.m.ckptPause.Observe(time.Since(t0).Seconds())
 	p.ckptAt, p.ckptSeq = time.Now(), p.applied
@@ -727,7 +728,7 @@ func (p *partition) apply(m natsjs.Msg, md mode) error {
 			if len(p.mv.Path) == 0 {
 				continue
 			}
-			if last, seen := p.lastSeq[string(p.mv.Player)]; seen && p.mv.Seq <= last {
+			if p.seqs[string(p.mv.Player)].Applied(p.mv.Seq) {
 				continue
 			}
 			lastID := p.mv.Path[len(p.mv.Path)-1]
@@ -753,7 +754,9 @@ func (p *partition) apply(m natsjs.Msg, md mode) error {
 				continue
 			}
 			player := string(p.mv.Player)
-			p.lastSeq[player] = p.mv.Seq
+			w := p.seqs[player]
+			w.Apply(p.mv.Seq)
+			p.seqs[player] = w
 			if md == modeRebuild {
 				continue
 			}

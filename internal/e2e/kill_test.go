@@ -102,7 +102,7 @@ func TestProcessKillEachService(t *testing.T) {
 			return accepted.Load() >= base+n
 		})
 	}
-	progress("walkers under way", 150)
+	progress("walkers under way", 100)
 
 	type kill struct {
 		name    string
@@ -132,7 +132,7 @@ func TestProcessKillEachService(t *testing.T) {
 			*victim = c.startAt(name+" (restarted)", p.addrVar, p.addr, p.args...)
 			c.waitReady(*victim)
 			kills = append(kills, k)
-			progress(fmt.Sprintf("moves accepted after %s's restart (round %d)", name, round+1), 100)
+			progress(fmt.Sprintf("moves accepted after %s's restart (round %d)", name, round+1), 60)
 		}
 	}
 	stopRun()

@@ -149,7 +149,7 @@ func TestPostgresDownUnderLoad(t *testing.T) {
 		t.Error("the ranker never fell behind while PostgreSQL was down: the outage did not reach it")
 	}
 
-	out := checkOut(t, sp, f)
+	out := checkOut(t, sp, f, 0)
 	var want int64
 	for _, s := range out.score {
 		want += s

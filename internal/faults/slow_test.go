@@ -25,7 +25,7 @@ import (
 )
 
 // TestSlowReadersUnderLoad: players walk the city (the "others", a
-// closed-loop load) while two heavy movers send 150 moves/s each, every
+// closed-loop load) while two heavy movers send 200 moves/s each, every
 // move bringing them a proximity update on their push sockets. In phase A
 // the heavy movers read their push sockets normally; in phase B one reads
 // at 8 KiB/s through a 4 KiB receive buffer ("slow") and one never reads
@@ -46,7 +46,7 @@ func TestSlowReadersUnderLoad(t *testing.T) {
 		return startLoad(t, loadgen.Options{IngestURL: sp.IngestURL, PushURL: sp.PushURL, Graph: g,
 			Players: 20, MovesPerSecond: 5, PlayerPrefix: prefix, Seed: seed})
 	}
-	const heavyRate = 150
+	const heavyRate = 200
 
 	// Phase A: the heavy movers read.
 	ctxA, stopA := context.WithCancel(context.Background())
@@ -284,16 +284,25 @@ func reader(ctx context.Context, t *testing.T, sp stacktest.Pipeline, id string,
 	}
 }
 
-// dialPush opens player id's push socket, with a 4 KiB receive buffer
-// when small (the path to a client that does not read fills fast).
+// dialPush opens player id's push socket; small: with a 4 KiB receive
+// buffer and 1460-byte segments, so that the path to a client that does
+// not read fills in seconds.
 func dialPush(t *testing.T, sp stacktest.Pipeline, id string, small bool) *websocket.Conn {
 	tok, _ := auth.Sign(secret, id, "", time.Hour)
 	d := &websocket.Dialer{ReadBufferSize: 512, HandshakeTimeout: 10 * time.Second}
 	if small {
 		// A small receive buffer: the path to the client fills fast.
+		// And an internet path's segment size: on loopback (MTU 64 KiB)
+		// the server's kernel would start the socket with a send buffer
+		// of megabytes (ten segments' worth, twice), which a reader that
+		// stops would take minutes to fill; announced in the SYN, 1460
+		// bytes make it tens of KiB, as across a network.
 		d.NetDialContext = (&net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 			var serr error
-			err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+			err := c.Control(func(fd uintptr) {
+				serr = errors.Join(syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096),
+					syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_MAXSEG, 1460))
+			})
 			return errors.Join(err, serr)
 		}}).DialContext
 	}

@@ -46,6 +46,8 @@ type Options struct {
 	Postgres    *pgxpool.Pool
 	JWTSecret   string
 	RateLimit   ratelimit.Limit // zero: SPEC's default
+	// PushSendBuffer is push.Options.SendBuffer (0: the kernel's).
+	PushSendBuffer int
 	// Listen addresses; "127.0.0.1:0" picks free ports (the default).
 	IngestAddr, PushAddr, ProximityAddr, RankerAddr string
 	Log                                             *slog.Logger
@@ -111,7 +113,7 @@ func New(o Options) (*Stack, error) {
 	}
 	s.Push, err = push.New(push.Options{
 		Topology: o.Topology, NC: o.NC, JS: o.JS, Redis: o.Redis, RedisPrefix: o.RedisPrefix, Postgres: o.Postgres,
-		Verifier: verifier, Log: o.Log.With("service", "push"), Registerer: o.Registry,
+		Verifier: verifier, SendBuffer: o.PushSendBuffer, Log: o.Log.With("service", "push"), Registerer: o.Registry,
 	})
 	if err != nil {
 		return nil, err

@@ -43,6 +43,8 @@ type Options struct {
 	// default (64 MiB, 200,000 messages); natsjs.Limits' rules apply
 	// (negative: unlimited, no reservation on the server).
 	Limits natsjs.Limits
+	// PushSendBuffer is push.Options.SendBuffer (0: the kernel's).
+	PushSendBuffer int
 }
 
 // Pipeline is a running stack and where to reach it.
@@ -112,7 +114,8 @@ func Start(tb testing.TB, o Options) Pipeline {
 		tb.Fatal(err)
 	}
 	st, err := stack.New(stack.Options{Graph: o.Graph, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
-		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: o.Secret, RateLimit: o.RateLimit})
+		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: o.Secret, RateLimit: o.RateLimit,
+		PushSendBuffer: o.PushSendBuffer})
 	if err != nil {
 		tb.Fatal(err)
 	}

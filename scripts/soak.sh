@@ -8,7 +8,8 @@
 #
 #   1. runs scripts/burst.sh with the steady scenario (it builds
 #      bin/treasure, finds or starts Redis and PostgreSQL, starts
-#      `treasure dev --separate` with 2 ingest and 2 push processes on free
+#      `treasure dev --separate` with 2 ingest and 2 push processes (burst.sh:
+#      BURST_INGEST, BURST_PUSH) on free
 #      ports and an embedded JetStream, and runs `treasure loadgen steady`
 #      with its server CPU measurement: --metrics of every service, the dev
 #      process, Redis and PostgreSQL, one CPU/RSS sample every 10 s) and the
@@ -83,7 +84,7 @@ SAMPLER=$!
 trap 'kill "$SAMPLER" 2>/dev/null || true' EXIT
 
 status=0
-BURST_DIR=$RUN_DIR BURST_GRAPH=$GRAPH BURST_TREASURES=${SOAK_TREASURES:-1000} \
+BURST_DIR=$RUN_DIR BURST_GRAPH=$GRAPH BURST_PLAYERS=$PLAYERS BURST_TREASURES=${SOAK_TREASURES:-1000} \
 	BURST_SCENARIO="steady --players $PLAYERS --rate $PER_PLAYER --duration $DURATION" \
 	BURST_EXTRA="--charts $RUN_DIR/charts --cpu-every 10s ${SOAK_EXTRA:-}" \
 	bash scripts/burst.sh >"$RUN_DIR/burst.out" || status=$?

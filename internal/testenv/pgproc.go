@@ -208,6 +208,19 @@ func (p *PostgresProcess) signal(sig syscall.Signal) {
 	// Backends of a killed postmaster exit on their own; make sure.
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	p.cmd = nil
+	// Stopped means refusing connections.
+	deadline := time.Now().Add(setupTimeout)
+	for {
+		c, err := net.DialTimeout("tcp", p.Addr, time.Second)
+		if err != nil {
+			return
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			p.tb.Fatalf("testenv: %s still accepts connections %v after %v", p.Addr, setupTimeout, sig)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func (p *PostgresProcess) logTail() string {

@@ -28,7 +28,7 @@ import (
 // closed-loop load) while two heavy movers send 200 moves/s each, every
 // move bringing them a proximity update on their push sockets. In phase A
 // the heavy movers read their push sockets normally; in phase B one reads
-// at 8 KiB/s through a 4 KiB receive buffer ("slow", reconnecting after
+// at 4 KiB/s through a 4 KiB receive buffer ("slow", reconnecting after
 // every close) and one never reads ("stuck"). Both are closed by push
 // with code 1008 and reason "slow" (SPEC), and
 // treasure_push_slow_disconnects_total counts exactly their closes
@@ -58,6 +58,7 @@ func TestSlowReadersUnderLoad(t *testing.T) {
 	// Phase A: the heavy movers read.
 	ctxA, stopA := context.WithCancel(context.Background())
 	var wgA sync.WaitGroup
+	t.Cleanup(func() { stopA(); wgA.Wait() })
 	for i := range 2 {
 		id := fmt.Sprintf("heavy-a%d", i)
 		wgA.Add(2)
@@ -74,16 +75,28 @@ func TestSlowReadersUnderLoad(t *testing.T) {
 	// close), one never reads.
 	slowBefore := counterValue(t, sp.Stack.Registry, "treasure_push_slow_disconnects_total")
 	ctxSlow, stopSlowMover := context.WithCancel(context.Background())
+	ctxReader, stopReader := context.WithCancel(context.Background())
 	quiet := make(chan struct{}) // the slow reader's mover has stopped
+	var quietOnce sync.Once
 	var slowKicks atomic.Int64
 	slowDone := make(chan struct{})
 	var wgB sync.WaitGroup
+	ctxStuck, stopStuckMover := context.WithCancel(context.Background())
+	// On the way out, early or not: every goroutine of phase B stopped.
+	t.Cleanup(func() {
+		stopSlowMover()
+		stopStuckMover()
+		quietOnce.Do(func() { close(quiet) })
+		stopReader()
+		<-slowDone
+		wgB.Wait()
+	})
 	wgB.Add(1)
 	go func() { defer wgB.Done(); mover(ctxSlow, t, sp, g, "heavy-slow", heavyRate, 0) }()
 	go func() {
 		defer close(slowDone)
-		for {
-			err := reader(context.Background(), t, sp, "heavy-slow", readSlow, quiet)
+		for ctxReader.Err() == nil {
+			err := reader(ctxReader, t, sp, "heavy-slow", readSlow, quiet)
 			var ce *websocket.CloseError
 			switch {
 			case err == nil: // quiet, and nothing more came
@@ -96,8 +109,6 @@ func TestSlowReadersUnderLoad(t *testing.T) {
 			}
 		}
 	}()
-	ctxStuck, stopStuckMover := context.WithCancel(context.Background())
-	defer stopStuckMover()
 	stuck := dialPush(t, sp, "heavy-stuck", true)
 	defer stuck.Close()
 	wgB.Add(1)
@@ -113,7 +124,7 @@ func TestSlowReadersUnderLoad(t *testing.T) {
 	// The slow reader's mover stops; it reads what is left, to its
 	// close if it had one.
 	stopSlowMover()
-	close(quiet)
+	quietOnce.Do(func() { close(quiet) })
 	<-slowDone
 	// The stuck reader's mover goes on until push has closed it too.
 	waitFor(t, "the stuck reader closed as slow", func() bool {
@@ -152,7 +163,7 @@ type readMode string
 
 const (
 	readFast readMode = "reads"
-	readSlow readMode = "reads 8 KiB/s"
+	readSlow readMode = "reads 4 KiB/s"
 )
 
 // mover sends rate moves a second for player id, pipelined (several in
@@ -215,8 +226,8 @@ func mover(ctx context.Context, t *testing.T, sp stacktest.Pipeline, g *graph.Gr
 			return
 		case <-tick.C:
 		}
-		if sent.Load() > acked.Load()+64 {
-			continue // never more than 64 in flight
+		if sent.Load() > acked.Load()+256 {
+			continue // never more than 256 in flight
 		}
 		seq := sent.Add(1)
 		from, to := a, b
@@ -257,9 +268,11 @@ func reader(ctx context.Context, t *testing.T, sp stacktest.Pipeline, id string,
 			}
 		}
 	}
-	// readSlow: 512 bytes every 62.5 ms (8 KiB/s); once quiet, until
-	// nothing came for 3 s (then nil).
-	buf := make([]byte, 512)
+	// readSlow: 256 bytes every 62.5 ms (4 KiB/s: slower than a heavy
+	// mover's updates even under the race detector, fast enough to take
+	// a frame of a full queue within push's write timeout); once quiet,
+	// until nothing came for 3 s (then nil).
+	buf := make([]byte, 256)
 	tick := time.NewTicker(time.Second / 16)
 	defer tick.Stop()
 	var r io.Reader
@@ -287,7 +300,7 @@ func reader(ctx context.Context, t *testing.T, sp stacktest.Pipeline, id string,
 			}
 		}
 		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() || ctx.Err() != nil {
 				return nil
 			}
 			return err

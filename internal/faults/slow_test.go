@@ -35,8 +35,9 @@ import (
 // (nobody else was closed as slow); the others' move→update latency is
 // measured in both phases (logged: p50, p99 — not asserted, the box is
 // shared) and in phase B every one of their accepted moves still gets its
-// update, without an id gap. TREASURE_FAULTS_SLOW_PHASE sets the phases'
-// length (default 5s).
+// update, without an id gap; and OUT, PostgreSQL and Redis equal a
+// replay of the log. TREASURE_FAULTS_SLOW_PHASE sets the phases' length
+// (default 5s).
 func TestSlowReadersUnderLoad(t *testing.T) {
 	t.Parallel()
 	phase := envDuration(t, "TREASURE_FAULTS_SLOW_PHASE", 5*time.Second)
@@ -157,6 +158,8 @@ func TestSlowReadersUnderLoad(t *testing.T) {
 	if fb.TotalMoves == 0 {
 		t.Fatal("the others moved not at all with the bad readers")
 	}
+	rep := LogAgrees(t, live(sp, g), guard)
+	t.Logf("a replay of the log agrees with OUT, PostgreSQL and Redis: %d claims, %d players", rep.Claims, rep.Players)
 }
 
 type readMode string

@@ -48,6 +48,7 @@ func commandTable() map[string]command {
 		"status":      {"streams, consumers and backlog of the pipeline's log", runStatus},
 		"export":      {"write the log's moves, proximity results, claims and score changes as Parquet, CSV or NDJSON rows", runExport},
 		"leaderboard": {"the leaderboard as it stood at a time or log position, rebuilt from the log", runLeaderboard},
+		"sample":      {"sample the services' resident set, goroutines and open descriptors over time (a soak's record)", runSample},
 		"edge-ref":    {"the bare socket edge: an ack and a null proximity update per move, nothing behind (the floor)", runEdgeRef},
 		"archive":     {"archive the log (IN, OUT) as Parquet files for replays and analysts; records how far for retention", runArchive},
 	}

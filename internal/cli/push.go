@@ -35,14 +35,15 @@ func runPush(ctx context.Context, args []string, env Env, io IO) error {
 	queue := fs.Int("queue", push.DefaultQueueSize, "messages queued per socket before it is closed as slow")
 	delay := fs.Duration("write-delay", 0, "how long a socket's writer waits to gather updates into one frame")
 	withMap := fs.Bool("map", true, "load TREASURE_GRAPH (when set) for the live page's map")
+	sndbuf := fs.Int("send-buffer", 0, "each socket's kernel send buffer in bytes (SO_SNDBUF); 0 leaves it to the kernel's autotuning, which lets a reader that stops hold up to net.ipv4.tcp_wmem's maximum before --queue counts")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return &UsageError{Msg: fmt.Sprintf("push: unexpected argument %q", fs.Arg(0))}
 	}
-	if *ring < 1 || *queue < 1 || *delay < 0 {
-		return &UsageError{Msg: "push: --ring and --queue must be positive, --write-delay not negative"}
+	if *ring < 1 || *queue < 1 || *delay < 0 || *sndbuf < 0 {
+		return &UsageError{Msg: "push: --ring and --queue must be positive, --write-delay and --send-buffer not negative"}
 	}
 	cfg, log, err := serviceEnv(env, io)
 	if err != nil {
@@ -99,7 +100,7 @@ func runPush(ctx context.Context, args []string, env Env, io IO) error {
 		Graph: g, Topology: topo, NC: nc, JS: js,
 		Redis: rdb, RedisPrefix: cfg.StreamPrefix + ":",
 		Postgres: pool, Verifier: verifier,
-		RingSize: *ring, QueueSize: *queue, WriteDelay: *delay, CheckpointEvery: cfg.CheckpointEvery,
+		RingSize: *ring, QueueSize: *queue, WriteDelay: *delay, SendBuffer: *sndbuf, CheckpointEvery: cfg.CheckpointEvery,
 		MaxConnsPerAddr: limits.MaxConnsPerAddr, MaxSocketsPerPlayer: limits.MaxSocketsPerPlayer,
 		LeaderboardRate: limits.LeaderboardRate,
 		Log:             log, Registerer: reg,

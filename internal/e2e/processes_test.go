@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -19,13 +18,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 
-	"treasure/internal/graph"
-	"treasure/internal/loadgen"
 	"treasure/internal/natsjs"
 	"treasure/internal/testenv"
 	"treasure/internal/testgraph"
-	"treasure/services/proximity"
 )
 
 // The stream caps the processes run with (TREASURE_STREAM_MAX_BYTES,
@@ -77,14 +74,15 @@ func (s *syncBuffer) tail() string {
 
 // proc is one running process of the treasure binary.
 type proc struct {
-	name   string
-	args   []string
-	addr   string // its HTTP address: service and ops endpoints
-	cmd    *exec.Cmd
-	out    *syncBuffer
-	done   chan struct{} // closed once it has exited and been reaped
-	err    error         // Wait's, set before done closes
-	killed atomic.Bool   // SIGKILLed on purpose
+	name    string
+	args    []string
+	addrVar string // the environment variable that gives it addr
+	addr    string // its HTTP address: service and ops endpoints
+	cmd     *exec.Cmd
+	out     *syncBuffer
+	done    chan struct{} // closed once it has exited and been reaped
+	err     error         // Wait's, set before done closes
+	killed  atomic.Bool   // SIGKILLed on purpose
 }
 
 // kill sends SIGKILL (no drain, no ack, no flush) and waits until the
@@ -139,6 +137,7 @@ type cluster struct {
 	topo   natsjs.Topology
 	js     jetstream.JetStream
 	pool   *pgxpool.Pool // on the processes' schema
+	rdb    *redis.Client // the shared Redis; the processes' keys are under topo.Prefix + ":"
 	d      deployment
 	ingest *proc
 	push   *proc
@@ -182,7 +181,7 @@ func startCluster(t *testing.T) *cluster {
 	t.Cleanup(pool.Close)
 
 	c := &cluster{
-		t: t, bin: exe, js: js, pool: pool,
+		t: t, bin: exe, js: js, pool: pool, rdb: rdb,
 		topo: natsjs.Topology{Prefix: prefix, Partitions: 2},
 		env: []string{
 			"TREASURE_NATS_URL=" + testenv.NATSURL(),
@@ -231,9 +230,15 @@ func startCluster(t *testing.T) *cluster {
 // start runs `treasure args...` with the cluster's environment and a free
 // loopback port in addrVar.
 func (c *cluster) start(name, addrVar string, args ...string) *proc {
+	c.t.Helper()
+	return c.startAt(name, addrVar, freeAddr(c.t), args...)
+}
+
+// startAt is start on a given address (a restarted process takes its
+// predecessor's, so that clients reconnect to it).
+func (c *cluster) startAt(name, addrVar, addr string, args ...string) *proc {
 	t := c.t
 	t.Helper()
-	addr := freeAddr(t)
 	// The context is a backstop: the cleanup below stops the process
 	// first, gracefully.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -242,7 +247,7 @@ func (c *cluster) start(name, addrVar string, args ...string) *proc {
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = 5 * time.Second
-	p := &proc{name: name, args: args, addr: addr, cmd: cmd, out: out, done: make(chan struct{})}
+	p := &proc{name: name, args: args, addrVar: addrVar, addr: addr, cmd: cmd, out: out, done: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
 		cancel()
 		t.Fatalf("start %s: %v", name, err)
@@ -353,164 +358,5 @@ func TestEndToEndFourProcesses(t *testing.T) {
 			}
 		}
 		return true
-	})
-}
-
-// TestEndToEndProcessKill: simulated players walk a city full of
-// treasures while the proximity process of partition 0 is SIGKILLed (no
-// drain, no ack) and a new one started with the same flags. It is frozen
-// (SIGSTOP) first until JetStream has delivered it moves it has not
-// acked, so that the kill always leaves work in flight. Every accepted
-// move still gets exactly one proximity update (push ids without gaps),
-// OUT holds exactly one result per (player, seq) and at most one claim per
-// treasure, and PostgreSQL holds the points of exactly those claims.
-func TestEndToEndProcessKill(t *testing.T) {
-	t.Parallel()
-	c := startCluster(t)
-	g := c.d.g
-
-	// Treasures on every 10th node: with some 800 moves, claims are sure.
-	points := map[string]int64{}
-	var b strings.Builder
-	b.WriteString(`{"treasures":[`)
-	for v := 0; v < g.NumNodes(); v += 10 {
-		id := fmt.Sprintf("k%d", v)
-		points[id] = int64(1 + v%7)
-		if len(points) > 1 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, `{"id":%q,"node":%d,"points":%d}`, id, graph.ID(uint32(v)), points[id])
-	}
-	b.WriteString(`]}`)
-	if code, body := postJSON(t, c.d.ingest+"/v1/admin/drops", c.d.token(t, "admin", "admin"), b.String()); code != 202 || strings.TrimSpace(body) != fmt.Sprintf(`{"accepted":%d}`, len(points)) {
-		t.Fatalf("drop of %d treasures: %d %s", len(points), code, body)
-	}
-
-	const players = 20
-	var accepted atomic.Uint64
-	var final loadgen.Stats
-	var runErr error
-	finished := make(chan struct{})
-	runCtx, stopRun := context.WithCancel(context.Background())
-	t.Cleanup(func() { // on an early failure: before the processes stop
-		stopRun()
-		<-finished
-	})
-	go func() {
-		defer close(finished)
-		runErr = loadgen.Run(runCtx, loadgen.Options{
-			IngestURL: ws(c.d.ingest), PushURL: ws(c.d.push), Graph: g,
-			Players: players, MovesPerSecond: 4, Secret: secret, PlayerPrefix: "walker-", Seed: 11,
-			Duration: 10 * time.Second, Drain: 30 * time.Second, ReportEvery: 100 * time.Millisecond,
-		}, func(s loadgen.Stats) {
-			accepted.Store(s.TotalMoves)
-			if s.Final {
-				final = s // read after finished: Run reports before it returns
-			}
-		})
-	}()
-	testenv.WaitUntil(t, 30*time.Second, "walkers under way", func() bool {
-		select {
-		case <-finished:
-			t.Fatalf("loadgen ended early: %v", runErr)
-		default:
-		}
-		return accepted.Load() >= 200
-	})
-
-	// Freeze proximity-0 until moves have been delivered to it and not
-	// acked, so that the kill surely leaves some in flight; then kill it.
-	// A freeze that lands between two pull requests sees no delivery (the
-	// frozen process asks for nothing): then thaw it briefly and freeze
-	// it again.
-	cons, err := c.js.Consumer(context.Background(), c.topo.InStream(), proximity.Durable(c.topo, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var unacked int
-	for attempt := 0; unacked == 0; attempt++ {
-		if attempt == 10 {
-			t.Fatal("no move was ever delivered to a frozen proximity-0 and left unacked (10 freezes of 3 s)")
-		}
-		if err := c.prox[0].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(3 * time.Second)
-		for unacked == 0 && time.Now().Before(deadline) {
-			if info, err := cons.Info(context.Background()); err == nil {
-				unacked = info.NumAckPending
-			}
-			if unacked == 0 {
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-		if unacked == 0 {
-			if err := c.prox[0].cmd.Process.Signal(syscall.SIGCONT); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(time.Duration(50+attempt*37) * time.Millisecond)
-		}
-	}
-	c.prox[0].kill(t)
-	atKill := accepted.Load()
-	c.prox[0] = c.start("proximity-0 (restarted)", "TREASURE_PROXIMITY_ADDR", "proximity", "--partitions", "0")
-	c.waitReady(c.prox[0])
-	atRestart := accepted.Load()
-
-	select {
-	case <-finished:
-		if runErr != nil {
-			t.Fatal(runErr)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("loadgen did not finish within 60 s")
-	}
-	t.Logf("%d moves accepted: %d before the kill (%d delivered to the killed process, not acked), %d by the restart; %d updates, %d claims, %d scores",
-		final.TotalMoves, atKill, unacked, atRestart, final.Updates, final.Claims, final.Scores)
-	if final.TotalMoves <= atRestart {
-		t.Fatalf("no move accepted after the restart (%d in all, %d by the restart)", final.TotalMoves, atRestart)
-	}
-	if final.Missing != 0 || final.Gaps != 0 || final.Duplicates != 0 || final.Unmatched != 0 || final.Updates != final.TotalMoves {
-		t.Fatalf("%d moves accepted, %d proximity updates: %d missing, %d unmatched, %d id gaps, %d duplicate ids",
-			final.TotalMoves, final.Updates, final.Missing, final.Unmatched, final.Gaps, final.Duplicates)
-	}
-	if final.ErrorCount != 0 {
-		t.Fatalf("loadgen errors: %v", final.Errors)
-	}
-	if n := metric(t, c.prox[0], "treasure_proximity_moves_total"); n == 0 {
-		t.Fatal("the restarted proximity process evaluated no move")
-	}
-
-	// OUT: readOut fails on a second result for a move or a second claim
-	// of a treasure; every walker's seqs 1..n have a result, and nothing
-	// else does.
-	out := readOut(t, c.js, c.topo)
-	contiguous := 0
-	for i := 0; i < players; i++ {
-		for seq := 1; ; seq++ {
-			if _, ok := out.prox[fmt.Sprintf("walker-%d/%d", i, seq)]; !ok {
-				break
-			}
-			contiguous++
-		}
-	}
-	if uint64(len(out.prox)) != final.TotalMoves || contiguous != len(out.prox) {
-		t.Fatalf("OUT holds %d proximity results (%d in per-player runs from seq 1) for %d accepted moves",
-			len(out.prox), contiguous, final.TotalMoves)
-	}
-	if len(out.claims) == 0 {
-		t.Fatal("no treasure was claimed: the run does not exercise claims")
-	}
-	if uint64(len(out.claims)) != final.Claims {
-		t.Fatalf("OUT holds %d claims, the players received %d", len(out.claims), final.Claims)
-	}
-	var want int64
-	for id := range out.claims {
-		want += points[id]
-	}
-	var got int64
-	testenv.WaitUntil(t, 30*time.Second, fmt.Sprintf("PostgreSQL scores adding up to the %d points claimed", want), func() bool {
-		err := c.pool.QueryRow(context.Background(), "SELECT coalesce(sum(score), 0) FROM players").Scan(&got)
-		return err == nil && got == want
 	})
 }

@@ -399,6 +399,7 @@ type outputs struct {
 	prox         map[string]*eventpb.ProximityResult
 	dups         int
 	claimedTwice int
+	claims       int // treasures claimed (once)
 	score        map[string]int64
 }
 
@@ -438,6 +439,7 @@ func readOut(tb testing.TB, sp stacktest.Pipeline) outputs {
 							continue
 						}
 						claimed[c.Treasure] = true
+						o.claims++
 						o.score[c.Player] += int64(c.Points)
 					}
 				}

@@ -49,6 +49,8 @@ type Options struct {
 	// Limits are the access limits (platform.LimitsFromEnv); zero
 	// fields keep the services' defaults.
 	Limits platform.Limits
+	// PushSendBuffer is push.Options.SendBuffer (0: the kernel's).
+	PushSendBuffer int
 	// Listen addresses; "127.0.0.1:0" picks free ports (the default).
 	IngestAddr, PushAddr, ProximityAddr, RankerAddr string
 	Log                                             *slog.Logger
@@ -121,7 +123,7 @@ func New(o Options) (*Stack, error) {
 	}
 	s.Push, err = push.New(push.Options{
 		Graph: o.Graph, Topology: o.Topology, NC: o.NC, JS: o.JS, Redis: o.Redis, RedisPrefix: o.RedisPrefix, Postgres: o.Postgres,
-		Verifier: verifier, Log: o.Log.With("service", "push"), Registerer: o.Registry,
+		Verifier: verifier, SendBuffer: o.PushSendBuffer, Log: o.Log.With("service", "push"), Registerer: o.Registry,
 		MaxConnsPerAddr: o.Limits.MaxConnsPerAddr, MaxSocketsPerPlayer: o.Limits.MaxSocketsPerPlayer,
 		LeaderboardRate: o.Limits.LeaderboardRate,
 	})

@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -91,6 +92,11 @@ func (s *Server) serveUpdates(w http.ResponseWriter, r *http.Request) {
 	ws, err := s.up.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered
+	}
+	if s.o.SendBuffer > 0 {
+		if tc, ok := ws.NetConn().(*net.TCPConn); ok {
+			_ = tc.SetWriteBuffer(s.o.SendBuffer)
+		}
 	}
 	c := newConn(s, ws, claims.Subject)
 	c.noBoard = noBoard

@@ -149,6 +149,15 @@ type Options struct {
 	// QueueSize bounds the messages queued for one socket; a socket that
 	// falls that far behind is closed as slow (DefaultQueueSize).
 	QueueSize int
+	// SendBuffer, when positive, sets each socket's kernel send buffer
+	// (SO_SNDBUF, in bytes; Linux doubles it for its bookkeeping). A
+	// client that stops reading is then closed as slow once that much
+	// and QueueSize messages wait for it. 0 leaves the buffer to the
+	// kernel's autotuning, which grows it up to net.ipv4.tcp_wmem's
+	// maximum (4 MiB by default) for a reader that does not keep up —
+	// on loopback at once: minutes of updates for one player, and that
+	// much kernel memory per socket, before QueueSize counts at all.
+	SendBuffer int
 	// MaxSocketsPerPlayer bounds one player's sockets (DefaultMaxSockets).
 	MaxSocketsPerPlayer int
 	// MaxConnsPerAddr caps the requests in progress, open update sockets

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
 	"treasure/internal/graph"
@@ -35,6 +38,18 @@ type Options struct {
 	// endpoints' rate limit off (tests poll them far above 20/s) and keeps
 	// the other defaults.
 	Limits platform.Limits
+	// NATSURL, when set, is a private JetStream server (an embedded one a
+	// fault test fills up or stops) used instead of the shared one.
+	NATSURL string
+	// Postgres, when set, is used instead of a fresh schema of the shared
+	// database (a private server a fault test stops); Schema is then "".
+	Postgres *pgxpool.Pool
+	// StreamLimits, when not zero, bound every stream instead of the small
+	// default (64 MiB, 200,000 messages); natsjs.Limits' rules apply
+	// (negative: unlimited, no reservation on the server).
+	StreamLimits natsjs.Limits
+	// PushSendBuffer is push.Options.SendBuffer (0: the kernel's).
+	PushSendBuffer int
 }
 
 // Pipeline is a running stack and where to reach it.
@@ -49,6 +64,11 @@ type Pipeline struct {
 	// key prefix, PostgreSQL schema of TREASURE_DATABASE_URL's database).
 	RedisPrefix string
 	Schema      string
+	// The stack's connections and partition assignment, for checks.
+	JS       jetstream.JetStream
+	Postgres *pgxpool.Pool
+	Redis    redis.UniversalClient
+	Part     []uint32
 }
 
 // Start runs a stack until the test ends (its cleanup stops it, and
@@ -63,15 +83,37 @@ func Start(tb testing.TB, o Options) Pipeline {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	nc, js, prefix := testenv.JetStream(tb)
+	var (
+		nc      *nats.Conn
+		js      jetstream.JetStream
+		prefix  string
+		natsURL = testenv.NATSURL()
+	)
+	if o.NATSURL == "" {
+		nc, js, prefix = testenv.JetStream(tb)
+	} else {
+		natsURL = o.NATSURL
+		nc = testenv.ConnectNATS(tb, o.NATSURL)
+		var err error
+		if js, err = jetstream.New(nc); err != nil {
+			tb.Fatal(err)
+		}
+		prefix = testenv.Prefix(tb)
+	}
 	rdb, rprefix := o.Redis, o.RedisPrefix
 	if rdb == nil {
 		rdb, rprefix = testenv.Redis(tb)
 	} else if rprefix == "" {
 		rprefix = "t:"
 	}
-	pool, schema := testenv.Postgres(tb)
+	pool, schema := o.Postgres, ""
+	if pool == nil {
+		pool, schema = testenv.Postgres(tb)
+	}
 	small := natsjs.Limits{MaxBytes: 64 << 20, MaxMsgs: 200_000}
+	if o.StreamLimits != (natsjs.Limits{}) {
+		small = o.StreamLimits
+	}
 	topo := natsjs.Topology{Prefix: prefix, Partitions: o.Partitions, In: small, Out: small, Upd: small, DLQ: small}
 	if err := topo.Ensure(context.Background(), js); err != nil {
 		tb.Fatal(err)
@@ -81,7 +123,8 @@ func Start(tb testing.TB, o Options) Pipeline {
 		limits.LeaderboardRate = platform.Off
 	}
 	st, err := stack.New(stack.Options{Graph: o.Graph, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
-		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: o.Secret, RateLimit: o.RateLimit, Limits: limits})
+		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: o.Secret, RateLimit: o.RateLimit, Limits: limits,
+		PushSendBuffer: o.PushSendBuffer})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -107,5 +150,6 @@ func Start(tb testing.TB, o Options) Pipeline {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return Pipeline{Stack: st, Topology: topo, IngestURL: "ws://" + st.IngestAddr().String(), PushURL: "ws://" + st.PushAddr().String(),
-		NATSURL: testenv.NATSURL(), StreamPrefix: prefix, RedisPrefix: rprefix, Schema: schema}
+		NATSURL: natsURL, StreamPrefix: prefix, RedisPrefix: rprefix, Schema: schema,
+		JS: js, Postgres: pool, Redis: rdb, Part: part}
 }

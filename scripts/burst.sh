@@ -36,6 +36,8 @@
 #   BURST_INGEST, BURST_PUSH  the number of ingest and push processes
 #                    (default from the players, as above)
 #   BURST_EXTRA      more loadgen flags (e.g. "--reference --charts DIR")
+#   BURST_DEV_EXTRA  more `treasure dev` flags (e.g. "--archive-dir off" to
+#                    measure the pipeline without its archiver)
 #   GO               the go command (default go)
 # and the TREASURE_* variables of docs/operations.md (TREASURE_REDIS_URL,
 # TREASURE_DATABASE_URL, TREASURE_NATS_URL…), passed to treasure dev.
@@ -155,7 +157,7 @@ TREASURE_GRAPH=$GRAPH TREASURE_DEV_NATS_ADDR=${TREASURE_DEV_NATS_ADDR:-127.0.0.1
 	TREASURE_PROXIMITY_ADDR=${TREASURE_PROXIMITY_ADDR:-127.0.0.1:0} TREASURE_RANKER_ADDR=${TREASURE_RANKER_ADDR:-127.0.0.1:0} \
 	TREASURE_ARCHIVE_ADDR=${TREASURE_ARCHIVE_ADDR:-127.0.0.1:0} \
 	"$BIN" dev --separate --ingest "$INGESTS" --push "$PUSHES" \
-	--treasures "$TREASURES" --drop-every 0 --endpoints "$ENDPOINTS" >"$DEV_LOG" 2>&1 &
+	--treasures "$TREASURES" --drop-every 0 --endpoints "$ENDPOINTS" ${BURST_DEV_EXTRA:-} >"$DEV_LOG" 2>&1 &
 DEV_PID=$!
 
 start=$SECONDS

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -49,6 +50,10 @@ type Options struct {
 	// Limits are the access limits (platform.LimitsFromEnv); zero
 	// fields keep the services' defaults.
 	Limits platform.Limits
+	// CheckpointEvery is proximity's and push's checkpoint interval
+	// (TREASURE_CHECKPOINT_EVERY): 0 means their default, negative
+	// disables checkpoints.
+	CheckpointEvery time.Duration
 	// Listen addresses; "127.0.0.1:0" picks free ports (the default).
 	IngestAddr, PushAddr, ProximityAddr, RankerAddr string
 	Log                                             *slog.Logger
@@ -92,7 +97,7 @@ func New(o Options) (*Stack, error) {
 	s := &Stack{Registry: o.Registry}
 	s.Proximity, err = proximity.New(proximity.Options{
 		Graph: o.Graph, Part: o.Part, Radius: o.Radius, Topology: o.Topology, NC: o.NC, JS: o.JS,
-		Log: o.Log.With("service", "proximity"), Registerer: o.Registry,
+		Log: o.Log.With("service", "proximity"), Registerer: o.Registry, CheckpointEvery: o.CheckpointEvery,
 	})
 	if err != nil {
 		return nil, err
@@ -117,7 +122,7 @@ func New(o Options) (*Stack, error) {
 		Graph: o.Graph, Topology: o.Topology, NC: o.NC, JS: o.JS, Redis: o.Redis, RedisPrefix: o.RedisPrefix, Postgres: o.Postgres,
 		Verifier: verifier, Log: o.Log.With("service", "push"), Registerer: o.Registry,
 		MaxConnsPerAddr: o.Limits.MaxConnsPerAddr, MaxSocketsPerPlayer: o.Limits.MaxSocketsPerPlayer,
-		LeaderboardRate: o.Limits.LeaderboardRate,
+		LeaderboardRate: o.Limits.LeaderboardRate, CheckpointEvery: o.CheckpointEvery,
 	})
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ package stacktest
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -30,6 +31,14 @@ type Options struct {
 	// one a fault test kills), with RedisPrefix (default "t:").
 	Redis       *redis.Client
 	RedisPrefix string
+	// In and Out, when not zero, are the IN and OUT streams' caps
+	// (default 64 MiB / 200,000 messages each).
+	In, Out natsjs.Limits
+	// CheckpointEvery is the services' checkpoint interval (stack.Options);
+	// 0: their default.
+	CheckpointEvery time.Duration
+	// Log, when set, receives the services' logs.
+	Log *slog.Logger
 }
 
 // Pipeline is a running stack and where to reach it.
@@ -68,11 +77,18 @@ func Start(tb testing.TB, o Options) Pipeline {
 	pool, schema := testenv.Postgres(tb)
 	small := natsjs.Limits{MaxBytes: 64 << 20, MaxMsgs: 200_000}
 	topo := natsjs.Topology{Prefix: prefix, Partitions: o.Partitions, In: small, Out: small, Upd: small, DLQ: small}
+	if o.In != (natsjs.Limits{}) {
+		topo.In = o.In
+	}
+	if o.Out != (natsjs.Limits{}) {
+		topo.Out = o.Out
+	}
 	if err := topo.Ensure(context.Background(), js); err != nil {
 		tb.Fatal(err)
 	}
 	st, err := stack.New(stack.Options{Graph: o.Graph, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
-		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: o.Secret, RateLimit: o.RateLimit})
+		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: o.Secret, RateLimit: o.RateLimit,
+		CheckpointEvery: o.CheckpointEvery, Log: o.Log})
 	if err != nil {
 		tb.Fatal(err)
 	}

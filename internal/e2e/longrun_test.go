@@ -483,6 +483,23 @@ func TestArchiverStoppedHoldsRetentionThenResumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Until every partition's oldest kept checkpoint is past what was
+	// archived (a drop is an input of every partition; a partition
+	// checkpoints only after inputs), so that the archiver alone holds IN
+	// back once it fills. (A partition whose checkpoints all predate the
+	// archiver's stop holds retention there itself, and with no input
+	// while the stream is full they never move: see the report.)
+	admin := d.token(t, "admin-hold", "admin")
+	pads := 0
+	testenv.WaitFor(t, 30*time.Second, func() string {
+		time.Sleep(250 * time.Millisecond)
+		pads++
+		drop := fmt.Sprintf(`{"treasures":[{"id":"hold-pad-%d","node":%d,"points":1}]}`, pads, graph.ID(uint32(pads)))
+		if code, body := postJSON(t, d.ingest+"/v1/admin/drops", admin, drop); code != 202 {
+			t.Fatalf("drop: %d %s", code, body)
+		}
+		return heldByArchiver(ctx, js, topo, archivedIn)
+	})
 
 	type lgDone struct {
 		r   *loadgen.Result
@@ -532,18 +549,7 @@ func TestArchiverStoppedHoldsRetentionThenResumes(t *testing.T) {
 	}
 	// Retention says why: every IN subject is held by the archiver, at
 	// what it archived (the workers' consumers and checkpoints pass it).
-	testenv.WaitFor(t, 30*time.Second, func() string {
-		rep, err := retention.Inspect(ctx, js, topo)
-		if err != nil {
-			return err.Error()
-		}
-		for _, s := range rep.Streams[0].Subjects {
-			if s.HeldBy != "archiver" || s.SafeSeq != archivedIn {
-				return fmt.Sprintf("%s held by %q at %d, want the archiver at %d", s.Subject, s.HeldBy, s.SafeSeq, archivedIn)
-			}
-		}
-		return ""
-	})
+	testenv.WaitFor(t, 30*time.Second, func() string { return heldByArchiver(ctx, js, topo, archivedIn) })
 	if m := w.send(w.step()); m.Code != "unavailable" {
 		t.Fatalf("the walker's move on the full, held stream: %+v", m)
 	}
@@ -604,4 +610,22 @@ func TestArchiverStoppedHoldsRetentionThenResumes(t *testing.T) {
 		}
 	}
 	t.Logf("walker: %d moves acked, first refused with retry_after_ms %d", len(w.acked), refused.RetryAfterMS)
+}
+
+// heldByArchiver reports "" when retention holds every IN subject at the
+// archiver's archived, and that holder only.
+func heldByArchiver(ctx context.Context, js jetstream.JetStream, topo natsjs.Topology, archived uint64) string {
+	rep, err := retention.Inspect(ctx, js, topo)
+	if err != nil {
+		return err.Error()
+	}
+	if len(rep.Streams) == 0 || len(rep.Streams[0].Subjects) != topo.Partitions {
+		return fmt.Sprintf("retention report: %+v", rep.Streams)
+	}
+	for _, s := range rep.Streams[0].Subjects {
+		if s.HeldBy != "archiver" || s.SafeSeq != archived {
+			return fmt.Sprintf("%s held by %q at %d, want the archiver at %d", s.Subject, s.HeldBy, s.SafeSeq, archived)
+		}
+	}
+	return ""
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"treasure/internal/archive"
 	"treasure/internal/cli"
@@ -25,6 +26,7 @@ import (
 	"treasure/internal/stack/stacktest"
 	"treasure/internal/testenv"
 	"treasure/internal/testgraph"
+	"treasure/services/proximity"
 )
 
 // Issue 7's two end-to-end must-shows about retention and the archive, on
@@ -224,7 +226,9 @@ func startArchiver(t *testing.T, js jetstream.JetStream, topo natsjs.Topology, d
 // second, an archiver with 1 s segments, a Retainer with a 1 ms age bound
 // passed by the test every round, about a second), with players under the open-loop load
 // generator and a walker claiming a treasure dropped next to it at every
-// round. Then, on the quiet pipeline, with both streams' heads gone:
+// round; partition 1's proximity worker (run by the test, the stack's
+// serves partition 0) is stopped and started again once its subject has
+// been trimmed, so it resumes from a checkpoint. Then, on the quiet pipeline, with both streams' heads gone:
 // `treasure replay --check` (IN and OUT read through archive.ReplayAll)
 // finds the replay equal to what OUT holds, `treasure replay --verify`
 // finds no difference against P_OUT, PostgreSQL and Redis, and OUT read
@@ -232,7 +236,9 @@ func startArchiver(t *testing.T, js jetstream.JetStream, topo natsjs.Topology, d
 func TestLongRunTrimmedReplayEqualsLive(t *testing.T) {
 	t.Parallel()
 	g := amsterdam(t)
-	sp := stacktest.Start(t, stacktest.Options{Graph: g, Secret: secret, Partitions: 2, CheckpointEvery: time.Second})
+	// The stack's proximity worker serves partition 0; partition 1's
+	// worker is the test's, restarted mid-run after trims.
+	sp := stacktest.Start(t, stacktest.Options{Graph: g, Secret: secret, Partitions: 2, CheckpointEvery: time.Second, ProximityPartitions: []int{0}})
 	topo := sp.Topology
 	nc, err := nats.Connect(sp.NATSURL)
 	if err != nil {
@@ -244,6 +250,45 @@ func TestLongRunTrimmedReplayEqualsLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	live := captureOut(t, nc, topo)
+	part, err := graph.Partition(g, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	startWorker := func() (stop func()) {
+		pw, err := proximity.New(proximity.Options{Graph: g, Part: part, Partitions: []int{1}, Radius: 2000, Topology: topo,
+			NC: nc, JS: js, CheckpointEvery: time.Second, Registerer: reg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- pw.Run(ctx) }()
+		var once sync.Once
+		stop = func() {
+			once.Do(func() {
+				cancel()
+				select {
+				case err := <-done:
+					if err != nil && !errors.Is(err, context.Canceled) {
+						t.Errorf("partition 1's worker: %v", err)
+					}
+				case <-time.After(30 * time.Second):
+					t.Errorf("partition 1's worker did not stop within 30 s")
+				}
+			})
+		}
+		t.Cleanup(stop)
+		testenv.WaitFor(t, 30*time.Second, func() string {
+			if err := pw.Ready(); err != nil {
+				return err.Error()
+			}
+			return ""
+		})
+		return stop
+	}
+	stopWorker := startWorker()
+	restarted := false
 	dir := t.TempDir()
 	startArchiver(t, js, topo, dir)
 	ret, err := retention.New(js, retention.Options{Topology: topo, MaxAge: time.Millisecond, HighWater: -1})
@@ -299,6 +344,18 @@ func TestLongRunTrimmedReplayEqualsLive(t *testing.T) {
 				firsts[s.Stream] = s.FirstSeq
 			}
 		}
+		// Partition 1's worker restarts once its subject has been
+		// trimmed: from its checkpoint, the head of its log gone.
+		if !restarted && trims[topo.InStream()] >= 2 && subjectFirst(t, js, topo.InStream(), topo.InSubject(1)) > 1 {
+			stopWorker()
+			reg = prometheus.NewRegistry() // the new worker's metrics
+			stopWorker = startWorker()
+			restarted = true
+			if n := counterValue(t, reg, "treasure_proximity_checkpoint_loads_total"); n != 1 {
+				t.Fatalf("partition 1's restarted worker started from %v checkpoints, want 1", n)
+			}
+			t.Logf("partition 1's worker restarted at round %d, its subject starting at seq %d", round, subjectFirst(t, js, topo.InStream(), topo.InSubject(1)))
+		}
 		done := false
 		select {
 		case res = <-lg:
@@ -311,6 +368,9 @@ func TestLongRunTrimmedReplayEqualsLive(t *testing.T) {
 	}
 	if res.err != nil {
 		t.Fatalf("load generator: %v", res.err)
+	}
+	if !restarted {
+		t.Fatalf("partition 1's worker was never restarted: trims %v", trims)
 	}
 	r := res.r
 	t.Logf("load: sent %d acked %d answered %d lost %d duplicated %d errors %v; walker claims %d; trims %v, first seqs %v",
@@ -632,4 +692,34 @@ func heldByArchiver(ctx context.Context, js jetstream.JetStream, topo natsjs.Top
 		}
 	}
 	return ""
+}
+
+// subjectFirst returns the sequence of a subject's first message in a
+// stream.
+func subjectFirst(t *testing.T, js jetstream.JetStream, stream, subject string) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetMsg(context.Background(), 1, jetstream.WithGetMsgSubject(subject))
+	if err != nil {
+		t.Fatalf("%s's first message: %v", subject, err)
+	}
+	return m.Sequence
+}
+
+// counterValue reads a counter without labels from reg (0 when absent).
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
 }

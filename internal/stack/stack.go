@@ -54,6 +54,9 @@ type Options struct {
 	// (TREASURE_CHECKPOINT_EVERY): 0 means their default, negative
 	// disables checkpoints.
 	CheckpointEvery time.Duration
+	// ProximityPartitions are the partitions the stack's proximity worker
+	// serves; empty: all (a test runs a worker for the others itself).
+	ProximityPartitions []int
 	// Listen addresses; "127.0.0.1:0" picks free ports (the default).
 	IngestAddr, PushAddr, ProximityAddr, RankerAddr string
 	Log                                             *slog.Logger
@@ -96,7 +99,7 @@ func New(o Options) (*Stack, error) {
 	}
 	s := &Stack{Registry: o.Registry}
 	s.Proximity, err = proximity.New(proximity.Options{
-		Graph: o.Graph, Part: o.Part, Radius: o.Radius, Topology: o.Topology, NC: o.NC, JS: o.JS,
+		Graph: o.Graph, Part: o.Part, Partitions: o.ProximityPartitions, Radius: o.Radius, Topology: o.Topology, NC: o.NC, JS: o.JS,
 		Log: o.Log.With("service", "proximity"), Registerer: o.Registry, CheckpointEvery: o.CheckpointEvery,
 	})
 	if err != nil {

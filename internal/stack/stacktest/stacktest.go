@@ -37,6 +37,9 @@ type Options struct {
 	// CheckpointEvery is the services' checkpoint interval (stack.Options);
 	// 0: their default.
 	CheckpointEvery time.Duration
+	// ProximityPartitions: the partitions the stack's proximity worker
+	// serves (stack.Options); empty: all.
+	ProximityPartitions []int
 	// Log, when set, receives the services' logs.
 	Log *slog.Logger
 }
@@ -88,7 +91,7 @@ func Start(tb testing.TB, o Options) Pipeline {
 	}
 	st, err := stack.New(stack.Options{Graph: o.Graph, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
 		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: o.Secret, RateLimit: o.RateLimit,
-		CheckpointEvery: o.CheckpointEvery, Log: o.Log})
+		CheckpointEvery: o.CheckpointEvery, ProximityPartitions: o.ProximityPartitions, Log: o.Log})
 	if err != nil {
 		tb.Fatal(err)
 	}

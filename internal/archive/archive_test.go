@@ -566,6 +566,54 @@ func TestReplayAllAfterPurge(t *testing.T) {
 	}
 }
 
+// TestReplayAllAfterSubjectPurges purges subjects of IN each up to its own
+// sequence, as retention does (one far past the stream's first sequence,
+// one a little, the rest not at all): ReplayAll, by subject and over the
+// whole stream, returns exactly what the stream held before.
+func TestReplayAllAfterSubjectPurges(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	dir := t.TempDir()
+	publishSpread(t, newLogWriter(e, 3), 600)
+	a, stop := runArchiver(t, e, Options{Dir: dir})
+	waitArchived(t, e, a)
+	stop()
+	stream := e.topo.InStream()
+	type query struct {
+		o    natsjs.ReplayOptions
+		want []natsjs.Msg
+	}
+	queries := []query{{natsjs.ReplayOptions{Stream: stream}, streamMsgs(t, e.js, stream)}}
+	for k := 0; k < e.topo.Partitions; k++ {
+		sub := e.topo.InSubject(k)
+		queries = append(queries, query{natsjs.ReplayOptions{Stream: stream, Subjects: []string{sub}}, streamMsgs(t, e.js, stream, sub)})
+	}
+	s, err := e.js.Stream(ctxFor(t, 5*time.Second), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := s.CachedInfo().State.LastSeq
+	for k, upTo := range map[int]uint64{0: last * 3 / 4, 1: last / 4} {
+		if err := s.Purge(ctxFor(t, 5*time.Second), jetstream.WithPurgeSubject(e.topo.InSubject(k)), jetstream.WithPurgeSequence(upTo+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if first := streamFirst(t, e, stream); first <= 1 || first > last/4+1 {
+		t.Fatalf("%s starts at %d after the purges, want 2..%d", stream, first, last/4+1)
+	}
+	for _, q := range queries {
+		var got []natsjs.Msg
+		err := ReplayAll(ctxFor(t, 60*time.Second), e.js, dir, q.o, func(_ context.Context, ms []natsjs.Msg) error {
+			got = append(got, ms...)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%+v: %v", q.o, err)
+		}
+		sameMsgs(t, fmt.Sprintf("ReplayAll %s %v", q.o.Stream, q.o.Subjects), got, q.want)
+	}
+}
+
 func streamFirst(tb testing.TB, e env, stream string) uint64 {
 	tb.Helper()
 	s, err := e.js.Stream(ctxFor(tb, 5*time.Second), stream)

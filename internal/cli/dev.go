@@ -202,7 +202,7 @@ func runDev(ctx context.Context, args []string, env Env, io IO) error {
 		Graph: g, Part: part, Radius: cfg.Radius, Topology: topo, NC: nc, JS: js,
 		Redis: rdb, RedisPrefix: redisPrefix, Postgres: pool, JWTSecret: cfg.JWTSecret,
 		IngestAddr: cfg.IngestAddr, PushAddr: cfg.PushAddr, ProximityAddr: cfg.ProximityAddr, RankerAddr: cfg.RankerAddr,
-		Limits: limits, Log: log,
+		Limits: limits, Log: log, CheckpointEvery: cfg.CheckpointEvery,
 	})
 	if err != nil {
 		return err

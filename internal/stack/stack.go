@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -51,6 +52,13 @@ type Options struct {
 	Limits platform.Limits
 	// PushSendBuffer is push.Options.SendBuffer (0: the kernel's).
 	PushSendBuffer int
+	// CheckpointEvery is proximity's and push's checkpoint interval
+	// (TREASURE_CHECKPOINT_EVERY): 0 means their default, negative
+	// disables checkpoints.
+	CheckpointEvery time.Duration
+	// ProximityPartitions are the partitions the stack's proximity worker
+	// serves; empty: all (a test runs a worker for the others itself).
+	ProximityPartitions []int
 	// Listen addresses; "127.0.0.1:0" picks free ports (the default).
 	IngestAddr, PushAddr, ProximityAddr, RankerAddr string
 	Log                                             *slog.Logger
@@ -98,8 +106,8 @@ func New(o Options) (*Stack, error) {
 	s := &Stack{Registry: o.Registry}
 	if !o.NoProximity {
 		s.Proximity, err = proximity.New(proximity.Options{
-			Graph: o.Graph, Part: o.Part, Radius: o.Radius, Topology: o.Topology, NC: o.NC, JS: o.JS,
-			Log: o.Log.With("service", "proximity"), Registerer: o.Registry,
+			Graph: o.Graph, Part: o.Part, Partitions: o.ProximityPartitions, Radius: o.Radius, Topology: o.Topology, NC: o.NC, JS: o.JS,
+			Log: o.Log.With("service", "proximity"), Registerer: o.Registry, CheckpointEvery: o.CheckpointEvery,
 		})
 		if err != nil {
 			return nil, err
@@ -125,7 +133,7 @@ func New(o Options) (*Stack, error) {
 		Graph: o.Graph, Topology: o.Topology, NC: o.NC, JS: o.JS, Redis: o.Redis, RedisPrefix: o.RedisPrefix, Postgres: o.Postgres,
 		Verifier: verifier, SendBuffer: o.PushSendBuffer, Log: o.Log.With("service", "push"), Registerer: o.Registry,
 		MaxConnsPerAddr: o.Limits.MaxConnsPerAddr, MaxSocketsPerPlayer: o.Limits.MaxSocketsPerPlayer,
-		LeaderboardRate: o.Limits.LeaderboardRate,
+		LeaderboardRate: o.Limits.LeaderboardRate, CheckpointEvery: o.CheckpointEvery,
 	})
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ package stacktest
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -50,6 +51,17 @@ type Options struct {
 	StreamLimits natsjs.Limits
 	// PushSendBuffer is push.Options.SendBuffer (0: the kernel's).
 	PushSendBuffer int
+	// In and Out, when not zero, are the IN and OUT streams' caps
+	// (default 64 MiB / 200,000 messages each).
+	In, Out natsjs.Limits
+	// CheckpointEvery is the services' checkpoint interval (stack.Options);
+	// 0: their default.
+	CheckpointEvery time.Duration
+	// ProximityPartitions: the partitions the stack's proximity worker
+	// serves (stack.Options); empty: all.
+	ProximityPartitions []int
+	// Log, when set, receives the services' logs.
+	Log *slog.Logger
 }
 
 // Pipeline is a running stack and where to reach it.
@@ -115,6 +127,12 @@ func Start(tb testing.TB, o Options) Pipeline {
 		small = o.StreamLimits
 	}
 	topo := natsjs.Topology{Prefix: prefix, Partitions: o.Partitions, In: small, Out: small, Upd: small, DLQ: small}
+	if o.In != (natsjs.Limits{}) {
+		topo.In = o.In
+	}
+	if o.Out != (natsjs.Limits{}) {
+		topo.Out = o.Out
+	}
 	if err := topo.Ensure(context.Background(), js); err != nil {
 		tb.Fatal(err)
 	}
@@ -124,7 +142,8 @@ func Start(tb testing.TB, o Options) Pipeline {
 	}
 	st, err := stack.New(stack.Options{Graph: o.Graph, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
 		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: o.Secret, RateLimit: o.RateLimit, Limits: limits,
-		PushSendBuffer: o.PushSendBuffer})
+		PushSendBuffer:  o.PushSendBuffer,
+		CheckpointEvery: o.CheckpointEvery, ProximityPartitions: o.ProximityPartitions, Log: o.Log})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -199,13 +199,20 @@ func (c *Checkpoints) Delete(ctx context.Context, part int, seq uint64) error {
 	return c.delete(ctx, CheckpointName(part, seq))
 }
 
-// Prune deletes all but partition part's keep newest checkpoints.
+// Prune deletes all but partition part's keep newest checkpoints, and the
+// delete markers of objects deleted before (see purgeMarkers).
 func (c *Checkpoints) Prune(ctx context.Context, part int, keep int) error {
-	seqs, err := c.Seqs(ctx, part)
+	l, err := c.listAll(ctx)
 	if err != nil {
 		return err
 	}
-	var errs []error
+	var seqs []uint64
+	for _, ci := range l.prox {
+		if ci.Partition == part {
+			seqs = append(seqs, ci.Seq)
+		}
+	}
+	errs := []error{c.purgeMarkers(ctx, l.markers)}
 	for _, seq := range seqs[min(keep, len(seqs)):] {
 		errs = append(errs, c.Delete(ctx, part, seq))
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,49 +61,98 @@ func (c *Checkpoints) transfer(n uint64) time.Duration {
 // when a delete races it: proximity checkpoints by partition then newest
 // first (as List), and push checkpoints newest first (as PushList).
 // Deleted objects and objects with other names are left out. Each
-// attempt is bounded by CheckpointLimits.Call; a failed one is retried
-// once.
+// attempt is bounded by CheckpointLimits.Call (plus 2 ms per meta subject
+// beyond 100); a failed one is retried once.
 func (c *Checkpoints) ListAll(ctx context.Context) (prox, push []CheckpointInfo, err error) {
-	err = c.attempts(ctx, "list", "*", c.lim.Call, func(ctx context.Context) error {
-		prox, push, err = c.listMeta(ctx)
-		return err
-	})
-	return prox, push, err
+	l, err := c.listAll(ctx)
+	return l.prox, l.push, err
 }
 
-func (c *Checkpoints) listMeta(ctx context.Context) (prox, push []CheckpointInfo, err error) {
-	s, err := c.js.Stream(ctx, "OBJ_"+c.bucket)
+// listing is what listMeta found: the live checkpoints, and the delete
+// markers (meta subject → its last sequence) that writers purge.
+type listing struct {
+	prox, push []CheckpointInfo
+	markers    map[string]uint64
+}
+
+func (c *Checkpoints) listAll(ctx context.Context) (listing, error) {
+	var l listing
+	err := c.attempts(ctx, "list", "*", c.lim.Call, func(actx context.Context) error {
+		var err error
+		l, err = c.listMeta(ctx, actx)
+		return err
+	})
+	return l, err
+}
+
+// listMeta lists the meta subjects within actx, then reads each one's last
+// message within a bound that grows with their number (from ctx).
+func (c *Checkpoints) listMeta(ctx, actx context.Context) (l listing, err error) {
+	s, err := c.js.Stream(actx, "OBJ_"+c.bucket)
 	if err != nil {
-		return nil, nil, err
+		return l, err
 	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter("$O."+c.bucket+".M.>"))
+	info, err := s.Info(actx, jetstream.WithSubjectFilter("$O."+c.bucket+".M.>"))
 	if err != nil {
-		return nil, nil, err
+		return l, err
 	}
+	n := len(info.State.Subjects)
+	gctx, cancel := context.WithTimeout(ctx, c.lim.Call+time.Duration(max(n-100, 0))*2*time.Millisecond)
+	defer cancel()
 	for subj := range info.State.Subjects {
-		m, err := s.GetLastMsgForSubject(ctx, subj)
+		m, err := s.GetLastMsgForSubject(gctx, subj)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue // purged since the subject list
 		}
 		if err != nil {
-			return nil, nil, err
+			return l, err
 		}
 		var oi jetstream.ObjectInfo
-		if err := json.Unmarshal(m.Data, &oi); err != nil || oi.Deleted {
+		if err := json.Unmarshal(m.Data, &oi); err != nil {
+			continue
+		}
+		if oi.Deleted {
+			if l.markers == nil {
+				l.markers = map[string]uint64{}
+			}
+			l.markers[subj] = m.Sequence
 			continue
 		}
 		ci := CheckpointInfo{Name: oi.Name, Size: oi.Size, Time: m.Time}
 		if part, seq, ok := parseCheckpointName(oi.Name); ok {
 			ci.Partition, ci.Seq = part, seq
-			prox = append(prox, ci)
+			l.prox = append(l.prox, ci)
 		} else if seq, ok := parsePushCheckpointName(oi.Name); ok {
 			ci.Partition, ci.Seq = -1, seq
-			push = append(push, ci)
+			l.push = append(l.push, ci)
 		}
 	}
-	slices.SortFunc(prox, newestFirst)
-	slices.SortFunc(push, newestFirst)
-	return prox, push, nil
+	slices.SortFunc(l.prox, newestFirst)
+	slices.SortFunc(l.push, newestFirst)
+	return l, nil
+}
+
+// purgeMarkers removes delete markers (meta subject → the sequence of the
+// marker): the object store keeps one per deleted object for ever, and a
+// worker writing a checkpoint every 10 s would leave 8,640 a day per
+// partition for every listing to read. Only messages up to the marker go,
+// so an object of the same name stored since is kept.
+func (c *Checkpoints) purgeMarkers(ctx context.Context, markers map[string]uint64) error {
+	if len(markers) == 0 {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, c.lim.Call+time.Duration(len(markers))*2*time.Millisecond)
+	defer cancel()
+	s, err := c.js.Stream(pctx, "OBJ_"+c.bucket)
+	if err != nil {
+		return fmt.Errorf("purge delete markers in %s: %w", c.bucket, err)
+	}
+	for subj, seq := range markers {
+		if err := s.Purge(pctx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeSequence(seq+1)); err != nil {
+			return fmt.Errorf("purge delete markers in %s: %w", c.bucket, err)
+		}
+	}
+	return nil
 }
 
 // newestFirst orders checkpoints by partition, then highest sequence first.
@@ -165,9 +215,11 @@ func (c *Checkpoints) readChunks(ctx context.Context, info *jetstream.ObjectInfo
 		return errors.Is(err, jetstream.ErrObjectNotFound) || err == nil && (now.Deleted || now.NUID != info.NUID)
 	}
 	rctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	watchDone := make(chan struct{})
-	defer func() { <-watchDone }()
+	defer func() {
+		cancel(nil)
+		<-watchDone
+	}()
 	go func() {
 		defer close(watchDone)
 		tick := time.NewTicker(c.lim.GoneEvery)
@@ -231,14 +283,34 @@ func (c *Checkpoints) put(ctx context.Context, name string, data []byte) error {
 	})
 }
 
-// delete deletes object name, bounded and retried once; an absent one is
-// not an error.
+// delete deletes object name, bounded and retried once, and then its
+// delete marker (see purgeMarkers); an absent one is not an error.
 func (c *Checkpoints) delete(ctx context.Context, name string) error {
 	err := c.attempts(ctx, "delete", name, c.lim.Call, func(ctx context.Context) error {
-		return c.store.Delete(ctx, name)
+		err := c.store.Delete(ctx, name)
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		subj := "$O." + c.bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name))
+		s, err := c.js.Stream(ctx, "OBJ_"+c.bucket)
+		if err != nil {
+			return err
+		}
+		m, err := s.GetLastMsgForSubject(ctx, subj)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var oi jetstream.ObjectInfo
+		if json.Unmarshal(m.Data, &oi) != nil || !oi.Deleted {
+			return nil // stored again since
+		}
+		return s.Purge(ctx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeSequence(m.Sequence+1))
 	})
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil
-	}
 	return err
 }

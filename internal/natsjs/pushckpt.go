@@ -52,14 +52,15 @@ func (c *Checkpoints) PushDelete(ctx context.Context, seq uint64) error {
 	return c.delete(ctx, PushCheckpointName(seq))
 }
 
-// PushPrune deletes all but the keep newest push checkpoints.
+// PushPrune deletes all but the keep newest push checkpoints, and the
+// delete markers of objects deleted before (see purgeMarkers).
 func (c *Checkpoints) PushPrune(ctx context.Context, keep int) error {
-	all, err := c.PushList(ctx)
+	l, err := c.listAll(ctx)
 	if err != nil {
 		return err
 	}
-	var errs []error
-	for _, ci := range all[min(keep, len(all)):] {
+	errs := []error{c.purgeMarkers(ctx, l.markers)}
+	for _, ci := range l.push[min(keep, len(l.push)):] {
 		errs = append(errs, c.PushDelete(ctx, ci.Seq))
 	}
 	return errors.Join(errs...)

@@ -142,8 +142,8 @@ func parseCheckpointName(name string) (part int, seq uint64, ok bool) {
 		return 0, 0, false
 	}
 	part, err := strconv.Atoi(p)
-	if err != nil || part < 0 {
-		return 0, 0, false
+	if err != nil || part < 0 || strconv.Itoa(part) != p {
+		return 0, 0, false // only CheckpointName's spelling ("in-3", not "in-03" or "in-+3")
 	}
 	seq, err = strconv.ParseUint(s, 10, 64)
 	return part, seq, err == nil

@@ -64,7 +64,7 @@ func BenchmarkWorkerRestart(b *testing.B) {
 				d := time.Since(t0)
 				cw.stop()
 				replayed = cw.counter(b, "treasure_proximity_replayed_messages_total")
-				b.Logf("%s: moves in log %d, restart %v, replayed %v messages", mode.name, moves, d.Round(time.Millisecond), replayed)
+				fmt.Fprintf(os.Stderr, "proximity %s: moves in log %d, restart %v, replayed %v messages\n", mode.name, moves, d.Round(time.Millisecond), replayed)
 			}
 			b.ReportMetric(replayed, "replayed-msgs")
 		})
@@ -168,13 +168,13 @@ func (rl *restartLog) fill(b *testing.B, path string, moves, players, treasures 
 			b.Fatal(err)
 		}
 	}
-	b.Logf("fill: %d treasures, %d moves of %d players published in %v", treasures, moves, players, time.Since(t0).Round(time.Millisecond))
+	fmt.Fprintf(os.Stderr, "proximity fill: %d treasures, %d moves of %d players published in %v\n", treasures, moves, players, time.Since(t0).Round(time.Millisecond))
 
 	// One worker consumes it all, checkpointing every 10 s and at its stop.
 	t1 := time.Now()
 	cw := rl.start(b, 10*time.Second)
 	waitIdleFor(b, ctx, js, rl.topo, time.Hour)
-	b.Logf("fill: consumed in %v", time.Since(t1).Round(time.Millisecond))
+	fmt.Fprintf(os.Stderr, "proximity fill: consumed in %v\n", time.Since(t1).Round(time.Millisecond))
 	cw.stop()
 	mfs, err := cw.reg.Gather()
 	if err != nil {
@@ -183,11 +183,11 @@ func (rl *restartLog) fill(b *testing.B, path string, moves, players, treasures 
 	for _, mf := range mfs {
 		switch mf.GetName() {
 		case "treasure_proximity_checkpoint_bytes":
-			b.Logf("checkpoint: %.0f bytes", mf.GetMetric()[0].GetGauge().GetValue())
+			fmt.Fprintf(os.Stderr, "proximity checkpoint: %.0f bytes\n", mf.GetMetric()[0].GetGauge().GetValue())
 		case "treasure_proximity_checkpoint_write_seconds", "treasure_proximity_checkpoint_pause_seconds":
 			h := mf.GetMetric()[0].GetHistogram()
 			if h.GetSampleCount() > 0 {
-				b.Logf("%s: %d, mean %.3f s", mf.GetName(), h.GetSampleCount(), h.GetSampleSum()/float64(h.GetSampleCount()))
+				fmt.Fprintf(os.Stderr, "proximity %s: %d, mean %.3f s\n", mf.GetName(), h.GetSampleCount(), h.GetSampleSum()/float64(h.GetSampleCount()))
 			}
 		}
 	}

@@ -8,9 +8,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -240,21 +242,7 @@ func (c *Checkpoints) readChunks(ctx context.Context, info *jetstream.ObjectInfo
 	buf := bytes.NewBuffer(make([]byte, 0, info.Size))
 	h := sha256.New()
 	if info.Size > 0 {
-		err = Replay(rctx, c.js, ReplayOptions{
-			Stream:   "OBJ_" + c.bucket,
-			Subjects: []string{"$O." + c.bucket + ".C." + info.NUID},
-			Batch:    64,
-			MaxWait:  100 * time.Millisecond,
-		}, func(_ context.Context, msgs []Msg) error {
-			for _, m := range msgs {
-				if uint64(buf.Len()+len(m.Data)) > info.Size {
-					return errShortObject
-				}
-				buf.Write(m.Data)
-				h.Write(m.Data)
-			}
-			return nil
-		})
+		err = c.readInto(rctx, info, buf, h)
 	}
 	if cause := context.Cause(rctx); errors.Is(cause, errGone) {
 		return nil, errGone
@@ -272,6 +260,57 @@ func (c *Checkpoints) readChunks(ctx context.Context, info *jetstream.ObjectInfo
 		return nil, jetstream.ErrDigestMismatch
 	}
 	return buf.Bytes(), nil
+}
+
+// readInto reads the chunks of info's object with an ordered consumer
+// until it holds info.Size bytes. It does not trust the consumer to say
+// when it has read everything (under load a server reports nothing
+// pending while chunks are still on their way): it stops on the size, and
+// while waiting it asks the server how many chunks the object's chunk
+// subject still holds — fewer than the meta names means the object is
+// being deleted (errShortObject; get then looks whether it is gone).
+func (c *Checkpoints) readInto(ctx context.Context, info *jetstream.ObjectInfo, buf *bytes.Buffer, h io.Writer) error {
+	subj := "$O." + c.bucket + ".C." + info.NUID
+	s, err := c.js.Stream(ctx, "OBJ_"+c.bucket)
+	if err != nil {
+		return err
+	}
+	oc, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
+	if err != nil {
+		return err
+	}
+	it, err := oc.Messages(jetstream.PullMaxMessages(64))
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for uint64(buf.Len()) < info.Size {
+		m, err := it.Next(jetstream.NextMaxWait(c.lim.GoneEvery))
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		if errors.Is(err, nats.ErrTimeout) {
+			si, err := s.Info(ctx, jetstream.WithSubjectFilter(subj))
+			if err != nil {
+				return err
+			}
+			if si.State.Subjects[subj] < uint64(info.Chunks) {
+				return fmt.Errorf("%w: %d chunks of %d stored", errShortObject, si.State.Subjects[subj], info.Chunks)
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if uint64(buf.Len()+len(m.Data())) > info.Size {
+			return errShortObject
+		}
+		buf.Write(m.Data())
+		h.Write(m.Data())
+	}
+	return nil
 }
 
 // put stores data as object name, bounded by transfer(len(data)) and

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,9 +24,55 @@ func (t Topology) CheckpointBucket() string { return t.Prefix + "-ckpt" }
 // a writer killed mid-way leaves no object (its chunks are purged by the
 // next put's rollup or stay unreferenced); a read checks the object's
 // SHA-256 digest. Safe for concurrent use.
+//
+// Every call to the store is bounded (CheckpointLimits): with nats-server
+// 2.9 the object store's own listing (a watcher waiting for a message with
+// nothing pending) and its read of an object deleted meanwhile (waiting for
+// chunks that are gone) can wait for as long as their context lasts, and
+// the services call with contexts that last for ever. So the listing reads
+// the bucket's meta subjects instead (ListAll), a read watches whether its
+// object is still there, and each call has its own timeout and is retried
+// once.
 type Checkpoints struct {
 	store  jetstream.ObjectStore
+	js     jetstream.JetStream
 	bucket string
+	lim    CheckpointLimits
+}
+
+// CheckpointLimits bound the calls of Checkpoints to the object store.
+type CheckpointLimits struct {
+	// Call bounds one listing, info or delete (default 5 s).
+	Call time.Duration
+	// Rate is the slowest transfer a get or put of a checkpoint is allowed
+	// (bytes/s, default 4 MiB/s): a transfer of n bytes may take Call +
+	// n/Rate.
+	Rate float64
+	// GoneEvery is how often a read in progress looks whether its object
+	// is still there (default 250 ms).
+	GoneEvery time.Duration
+}
+
+// DefaultCheckpointLimits are the limits of OpenCheckpoints and
+// BindCheckpoints.
+var DefaultCheckpointLimits = CheckpointLimits{Call: 5 * time.Second, Rate: 4 << 20, GoneEvery: 250 * time.Millisecond}
+
+// SetLimits replaces the limits of c's calls (zero fields keep theirs); for
+// tests and tools. Not safe while calls are in flight.
+func (c *Checkpoints) SetLimits(l CheckpointLimits) {
+	if l.Call > 0 {
+		c.lim.Call = l.Call
+	}
+	if l.Rate > 0 {
+		c.lim.Rate = l.Rate
+	}
+	if l.GoneEvery > 0 {
+		c.lim.GoneEvery = l.GoneEvery
+	}
+}
+
+func newCheckpoints(js jetstream.JetStream, store jetstream.ObjectStore, bucket string) *Checkpoints {
+	return &Checkpoints{store: store, js: js, bucket: bucket, lim: DefaultCheckpointLimits}
 }
 
 // OpenCheckpoints creates the topology's checkpoint bucket, or binds to it
@@ -51,10 +96,10 @@ func OpenCheckpoints(ctx context.Context, js jetstream.JetStream, t Topology) (*
 	for attempt := 1; ; attempt++ {
 		store, err := js.CreateOrUpdateObjectStore(ctx, cfg)
 		if err == nil {
-			return &Checkpoints{store: store, bucket: bucket}, nil
+			return newCheckpoints(js, store, bucket), nil
 		}
 		if bound, berr := js.ObjectStore(ctx, bucket); berr == nil {
-			return &Checkpoints{store: bound, bucket: bucket}, nil
+			return newCheckpoints(js, bound, bucket), nil
 		}
 		if attempt == 4 || !retry.Wait(ctx) {
 			return nil, fmt.Errorf("checkpoint bucket %s: %w", bucket, err)
@@ -77,7 +122,7 @@ func BindCheckpoints(ctx context.Context, js jetstream.JetStream, t Topology) (*
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint bucket %s: %w", bucket, err)
 	}
-	return &Checkpoints{store: store, bucket: bucket}, nil
+	return newCheckpoints(js, store, bucket), nil
 }
 
 // CheckpointName is the object name of partition part's checkpoint at
@@ -98,8 +143,8 @@ func parseCheckpointName(name string) (part int, seq uint64, ok bool) {
 		return 0, 0, false
 	}
 	part, err := strconv.Atoi(p)
-	if err != nil || part < 0 {
-		return 0, 0, false
+	if err != nil || part < 0 || strconv.Itoa(part) != p {
+		return 0, 0, false // only CheckpointName's spelling ("in-3", not "in-03" or "in-+3")
 	}
 	seq, err = strconv.ParseUint(s, 10, 64)
 	return part, seq, err == nil
@@ -115,56 +160,11 @@ type CheckpointInfo struct {
 	Time time.Time
 }
 
-// listTimeout bounds a listing asked for without a deadline. The object
-// store lists through an ordered consumer of one replica, which stops
-// delivering when its node leaves a cluster: such a listing fails (its
-// caller retries, or exits) instead of waiting for ever.
-const listTimeout = 30 * time.Second
-
-// list lists the bucket's objects within ctx's deadline, or listTimeout.
-func (c *Checkpoints) list(ctx context.Context) ([]*jetstream.ObjectInfo, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, listTimeout)
-		defer cancel()
-	}
-	return c.store.List(ctx)
-}
-
-// List returns every stored checkpoint, by partition and then newest
-// (highest sequence) first. Objects with other names are ignored.
+// List returns every stored proximity checkpoint, by partition and then
+// newest (highest sequence) first. Objects with other names are ignored.
 func (c *Checkpoints) List(ctx context.Context) ([]CheckpointInfo, error) {
-	infos, err := c.list(ctx)
-	if errors.Is(err, jetstream.ErrNoObjectsFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list checkpoints in %s: %w", c.bucket, err)
-	}
-	var out []CheckpointInfo
-	for _, o := range infos {
-		if o.Deleted {
-			continue
-		}
-		part, seq, ok := parseCheckpointName(o.Name)
-		if !ok {
-			continue
-		}
-		out = append(out, CheckpointInfo{Partition: part, Seq: seq, Size: o.Size, Name: o.Name, Time: o.ModTime})
-	}
-	slices.SortFunc(out, func(a, b CheckpointInfo) int {
-		if a.Partition != b.Partition {
-			return a.Partition - b.Partition
-		}
-		switch {
-		case a.Seq > b.Seq:
-			return -1
-		case a.Seq < b.Seq:
-			return 1
-		}
-		return 0
-	})
-	return out, nil
+	prox, _, err := c.ListAll(ctx)
+	return prox, err
 }
 
 // Seqs returns the sequences of partition part's checkpoints, newest first.
@@ -185,41 +185,35 @@ func (c *Checkpoints) Seqs(ctx context.Context, part int) ([]uint64, error) {
 // Get returns the bytes of partition part's checkpoint at seq. An object
 // whose content does not match its digest is an error.
 func (c *Checkpoints) Get(ctx context.Context, part int, seq uint64) ([]byte, error) {
-	name := CheckpointName(part, seq)
-	b, err := c.store.GetBytes(ctx, name)
-	if err != nil {
-		return nil, fmt.Errorf("get checkpoint %s/%s: %w", c.bucket, name, err)
-	}
-	return b, nil
+	return c.get(ctx, CheckpointName(part, seq))
 }
 
 // Put stores partition part's checkpoint at seq, replacing one of the same
 // name.
 func (c *Checkpoints) Put(ctx context.Context, part int, seq uint64, data []byte) error {
-	name := CheckpointName(part, seq)
-	if _, err := c.store.PutBytes(ctx, name, data); err != nil {
-		return fmt.Errorf("put checkpoint %s/%s: %w", c.bucket, name, err)
-	}
-	return nil
+	return c.put(ctx, CheckpointName(part, seq), data)
 }
 
 // Delete deletes partition part's checkpoint at seq; deleting one that is
 // absent is not an error.
 func (c *Checkpoints) Delete(ctx context.Context, part int, seq uint64) error {
-	name := CheckpointName(part, seq)
-	if err := c.store.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-		return fmt.Errorf("delete checkpoint %s/%s: %w", c.bucket, name, err)
-	}
-	return nil
+	return c.delete(ctx, CheckpointName(part, seq))
 }
 
-// Prune deletes all but partition part's keep newest checkpoints.
+// Prune deletes all but partition part's keep newest checkpoints, and the
+// delete markers of objects deleted before (see purgeMarkers).
 func (c *Checkpoints) Prune(ctx context.Context, part int, keep int) error {
-	seqs, err := c.Seqs(ctx, part)
+	l, err := c.listAll(ctx)
 	if err != nil {
 		return err
 	}
-	var errs []error
+	var seqs []uint64
+	for _, ci := range l.prox {
+		if ci.Partition == part {
+			seqs = append(seqs, ci.Seq)
+		}
+	}
+	errs := []error{c.purgeMarkers(ctx, l.markers)}
 	for _, seq := range seqs[min(keep, len(seqs)):] {
 		errs = append(errs, c.Delete(ctx, part, seq))
 	}

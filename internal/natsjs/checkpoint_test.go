@@ -127,8 +127,23 @@ func TestCheckpointNames(t *testing.T) {
 			t.Fatalf("%d/%d: %d/%d %v", c.part, c.seq, p, s, ok)
 		}
 	}
-	for _, bad := range []string{"", "in-1", "in-x/00000000000000000001", "in-1/1", "out-1/00000000000000000001", "in--1/00000000000000000001"} {
+	for _, bad := range []string{"", "in-1", "in-x/00000000000000000001", "in-1/1", "out-1/00000000000000000001", "in--1/00000000000000000001",
+		"in-03/00000000000000000042", "in-+3/00000000000000000042", "in-3/0000000000000000042x", PushCheckpointName(7)} {
 		if _, _, ok := parseCheckpointName(bad); ok {
+			t.Fatalf("%q parsed", bad)
+		}
+	}
+}
+
+func TestPushCheckpointNames(t *testing.T) {
+	t.Parallel()
+	for _, seq := range []uint64{0, 7, 1<<64 - 1} {
+		if s, ok := parsePushCheckpointName(PushCheckpointName(seq)); !ok || s != seq {
+			t.Fatalf("%d: %d %v", seq, s, ok)
+		}
+	}
+	for _, bad := range []string{"", "out-push/42", "out-push/0000000000000000004x", "out-pushx/00000000000000000042", CheckpointName(3, 42)} {
+		if _, ok := parsePushCheckpointName(bad); ok {
 			t.Fatalf("%q parsed", bad)
 		}
 	}

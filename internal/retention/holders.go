@@ -91,10 +91,10 @@ func readCheckpoints(ctx context.Context, js jetstream.JetStream, t natsjs.Topol
 		missing("checkpoint bucket unreadable: " + err.Error())
 		return ck, err
 	}
-	// Not store.List: the object store's listing (a watcher that waits
-	// for a message with nothing pending) can wait for ever on
-	// nats-server 2.9 when a delete races it and nothing is written after.
-	all, pushes, err := listCheckpoints(ctx, js, t)
+	// natsjs lists from the bucket's meta subjects, bounded (the object
+	// store's own listing can wait for ever on nats-server 2.9 when a
+	// delete races it).
+	all, pushes, err := store.ListAll(ctx)
 	if err != nil {
 		missing("checkpoints could not be listed: " + err.Error())
 		return ck, err
@@ -210,79 +210,6 @@ func oldestValid(ctx context.Context, kind, series string, list []natsjs.Checkpo
 		detail = fmt.Sprintf("none of the %d checkpoints passes the checks: nothing is trimmed", refused)
 	}
 	return Holder{Kind: kind, Name: series, Missing: true, Detail: detail}, nil
-}
-
-// listCheckpoints lists the checkpoint bucket's objects from its meta
-// subjects (the stream's subject list, then the last meta message of
-// each): proximity checkpoints by partition and push checkpoints, newest
-// first, as natsjs.Checkpoints.List and PushList do.
-func listCheckpoints(ctx context.Context, js jetstream.JetStream, t natsjs.Topology) (prox, push []natsjs.CheckpointInfo, err error) {
-	bucket := t.CheckpointBucket()
-	s, err := js.Stream(ctx, "OBJ_"+bucket)
-	if err != nil {
-		return nil, nil, err
-	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter("$O."+bucket+".M.>"))
-	if err != nil {
-		return nil, nil, err
-	}
-	for subj := range info.State.Subjects {
-		m, err := s.GetLastMsgForSubject(ctx, subj)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, nil, err
-		}
-		var oi jetstream.ObjectInfo
-		if err := json.Unmarshal(m.Data, &oi); err != nil || oi.Deleted {
-			continue
-		}
-		ci := natsjs.CheckpointInfo{Name: oi.Name, Size: oi.Size, Time: m.Time}
-		if part, seq, ok := parseSeries(oi.Name, "in-"); ok {
-			ci.Partition, ci.Seq = part, seq
-			prox = append(prox, ci)
-		} else if _, seq, ok := parseSeries(oi.Name, "out-push"); ok {
-			ci.Partition, ci.Seq = -1, seq
-			push = append(push, ci)
-		}
-	}
-	newestFirst := func(a, b natsjs.CheckpointInfo) int {
-		if a.Partition != b.Partition {
-			return a.Partition - b.Partition
-		}
-		switch {
-		case a.Seq > b.Seq:
-			return -1
-		case a.Seq < b.Seq:
-			return 1
-		}
-		return 0
-	}
-	slices.SortFunc(prox, newestFirst)
-	slices.SortFunc(push, newestFirst)
-	return prox, push, nil
-}
-
-// parseSeries parses natsjs's checkpoint object names:
-// "in-<k>/<20 digits>" (series "in-") and "out-push/<20 digits>".
-func parseSeries(name, series string) (part int, seq uint64, ok bool) {
-	dir, digits, found := strings.Cut(name, "/")
-	if !found || len(digits) != 20 || !strings.HasPrefix(dir, series) {
-		return 0, 0, false
-	}
-	seq, err := strconv.ParseUint(digits, 10, 64)
-	if err != nil {
-		return 0, 0, false
-	}
-	if series == "in-" {
-		p, err := strconv.Atoi(dir[len(series):])
-		if err != nil || p < 0 || strconv.Itoa(p) != dir[len(series):] {
-			return 0, 0, false
-		}
-		return p, seq, true
-	}
-	return 0, seq, dir == series
 }
 
 // checkCache remembers verdicts on checkpoint objects, so that each one

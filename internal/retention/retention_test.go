@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"treasure/internal/natsjs"
 )
 
 // everythingAhead makes every holder but the archiver far ahead: both
@@ -396,27 +394,5 @@ func TestSizeCutoff(t *testing.T) {
 func TestOptions(t *testing.T) {
 	if _, err := New(nil, Options{}); err == nil {
 		t.Fatal("options without a topology accepted")
-	}
-}
-
-func TestParseSeries(t *testing.T) {
-	for _, c := range []struct {
-		name, series string
-		part         int
-		seq          uint64
-		ok           bool
-	}{
-		{natsjs.CheckpointName(3, 42), "in-", 3, 42, true},
-		{natsjs.PushCheckpointName(7), "out-push", 0, 7, true},
-		{natsjs.PushCheckpointName(7), "in-", 0, 0, false},
-		{natsjs.CheckpointName(3, 42), "out-push", 0, 0, false},
-		{"in-03/00000000000000000042", "in-", 0, 0, false},
-		{"in-1/42", "in-", 0, 0, false},
-		{"other", "in-", 0, 0, false},
-	} {
-		part, seq, ok := parseSeries(c.name, c.series)
-		if ok != c.ok || ok && (part != c.part || seq != c.seq) {
-			t.Errorf("parseSeries(%q, %q) = %d, %d, %v", c.name, c.series, part, seq, ok)
-		}
 	}
 }

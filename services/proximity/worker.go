@@ -125,9 +125,13 @@ type metrics struct {
 	logWait, consumedToResult prometheus.Histogram
 
 	// Checkpoints (docs/operations.md).
-	replayed                                prometheus.Counter
-	ckptWritten, ckptFailed, ckptInvalid    prometheus.Counter
-	ckptLoaded                              prometheus.Counter
+	replayed                             prometheus.Counter
+	ckptWritten, ckptFailed, ckptInvalid prometheus.Counter
+	ckptLoaded                           prometheus.Counter
+	// ckptUnreachable: listings and reads of checkpoints at a start that
+	// failed after their bounded tries; trimmedRebuilds: starts whose
+	// rebuild needed messages the log no longer holds.
+	ckptUnreachable, trimmedRebuilds        prometheus.Counter
 	ckptBytes                               prometheus.Gauge
 	ckptPause, ckptWrite, ckptLoad, rebuild prometheus.Histogram
 
@@ -175,6 +179,10 @@ func newMetrics(r prometheus.Registerer) metrics {
 	m.ckptInvalid = prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_checkpoint_invalid_total",
 		Help: "Stored checkpoints refused at load (unreadable, truncated, corrupt, of another graph), each skipped for the one before it."})
 	m.ckptLoaded = prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_checkpoint_loads_total", Help: "Partition rebuilds that started from a checkpoint."})
+	m.ckptUnreachable = prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_checkpoint_unreachable_total",
+		Help: "Checkpoint listings and reads at a (re)start that failed after their bounded tries (timeout, deleted meanwhile, connection): a failed read skips to the checkpoint before, a failed listing restarts the partition."})
+	m.trimmedRebuilds = prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_rebuilds_trimmed_log_total",
+		Help: "Partition (re)starts without a usable checkpoint reaching back to the log's first message, while the rebuild needed older messages: its state misses the removed ones (logged as an error)."})
 	m.ckptBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_proximity_checkpoint_bytes", Help: "Size of the last checkpoint written."})
 	m.ckptPause = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_checkpoint_pause_seconds",
 		Help: "Time a partition stops consuming to copy its state for a checkpoint (encoding and upload run beside it).", Buckets: secs})
@@ -186,7 +194,7 @@ func newMetrics(r prometheus.Registerer) metrics {
 		Help: "Time from a partition's (re)start to serving: checkpoint load plus tail replay.", Buckets: secs})
 	if r != nil {
 		r.MustRegister(m.moves, m.claims, m.drops, m.notices, m.foreign, m.rebuilds, m.inputs, m.batch, m.logWait, m.consumedToResult,
-			m.replayed, m.ckptWritten, m.ckptFailed, m.ckptInvalid, m.ckptLoaded, m.ckptBytes, m.ckptPause, m.ckptWrite, m.ckptLoad, m.rebuild)
+			m.replayed, m.ckptWritten, m.ckptFailed, m.ckptInvalid, m.ckptLoaded, m.ckptUnreachable, m.trimmedRebuilds, m.ckptBytes, m.ckptPause, m.ckptWrite, m.ckptLoad, m.rebuild)
 	}
 	return m
 }
@@ -398,6 +406,9 @@ func (p *partition) once(ctx context.Context) error {
 		p.e = game.NewEngine(p.sub, o.Radius)
 		p.seqs = make(map[string]game.SeqWindow)
 	}
+	if err := p.checkTrimmed(ctx, log, floor); err != nil {
+		return err
+	}
 	// The partitions' checkpoints are spread over the interval (partition
 	// k of K first writes k/K of an interval early), so that a process
 	// holding several never copies and uploads them all at once: a burst
@@ -472,6 +483,8 @@ func (p *partition) loadCheckpoint(ctx context.Context, log *slog.Logger) error 
 	}
 	seqs, err := o.Checkpoints.Seqs(ctx, p.k)
 	if err != nil {
+		// natsjs bounds and retries the listing; the partition restarts.
+		p.w.m.ckptUnreachable.Inc()
 		return fmt.Errorf("list checkpoints: %w", err)
 	}
 	// A checkpoint beyond the log's end belongs to a log that was deleted.
@@ -486,8 +499,17 @@ func (p *partition) loadCheckpoint(ctx context.Context, log *slog.Logger) error 
 		var err error
 		if seq > last {
 			err = fmt.Errorf("checkpoint at seq %d is beyond the log's last message %d (the log was recreated?)", seq, last)
-		} else {
-			data, err = o.Checkpoints.Get(ctx, p.k, seq)
+		} else if data, err = o.Checkpoints.Get(ctx, p.k, seq); err != nil {
+			// Bounded and retried by natsjs: timed out, deleted since the
+			// listing, or unreachable. It is kept (the failure may be the
+			// connection's) and the one before is tried.
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			p.w.m.ckptUnreachable.Inc()
+			p.w.m.ckptInvalid.Inc()
+			log.Warn("checkpoint could not be read; trying the one before", "seq", seq, "err", err)
+			continue
 		}
 		// A checkpoint read and refused, or beyond the log, is deleted: it
 		// would be refused again at every start, and would take one of the
@@ -527,6 +549,34 @@ func (p *partition) loadCheckpoint(ctx context.Context, log *slog.Logger) error 
 	if len(seqs) > 0 {
 		log.Warn("no usable checkpoint; rebuilding from the start of the log", "refused", len(seqs))
 	}
+	return nil
+}
+
+// checkTrimmed logs an error and counts treasure_proximity_rebuilds_trimmed_log_total
+// when the rebuild about to run needs messages the log no longer holds:
+// the previous consumer acked inputs beyond what the loaded checkpoint (if
+// any) covers, and the IN stream now begins after the checkpoint's
+// sequence + 1 (retention or an operator removed its head). The partition
+// then carries on from what the log still holds, as push does; its state
+// misses what was removed. A partition whose consumer acked nothing
+// beyond its checkpoint needs no old message (what comes next is
+// delivered live), so a quiet partition with an old checkpoint is not
+// reported.
+func (p *partition) checkTrimmed(ctx context.Context, log *slog.Logger, floor uint64) error {
+	if floor <= p.applied {
+		return nil
+	}
+	stream, err := p.w.o.JS.Stream(ctx, p.w.o.Topology.InStream())
+	if err != nil {
+		return fmt.Errorf("log stream: %w", err)
+	}
+	first := stream.CachedInfo().State.FirstSeq
+	if first <= p.applied+1 {
+		return nil
+	}
+	p.w.m.trimmedRebuilds.Inc()
+	log.Error("rebuilding from a trimmed log without a usable checkpoint that reaches its first message: the messages removed before it are missing from this partition's state",
+		"first_seq", first, "checkpoint_seq", p.applied, "acked_to_seq", floor)
 	return nil
 }
 

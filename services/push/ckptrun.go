@@ -32,6 +32,7 @@ var _ Checkpoints = (*natsjs.Checkpoints)(nil)
 
 type ckptMetrics struct {
 	written, failed, invalid, skipped, loaded prometheus.Counter
+	unreachable                               prometheus.Counter
 	seq                                       prometheus.Gauge
 }
 
@@ -42,10 +43,12 @@ func newCkptMetrics(r prometheus.Registerer) ckptMetrics {
 		invalid: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_push_checkpoint_invalid_total", Help: "Push checkpoints refused at start (damaged, beyond the stream's end, or not reaching its first message); the one before is tried."}),
 		skipped: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_push_checkpoint_skipped_total", Help: "Checkpoint intervals this instance left to another push instance, which had stored one within the interval."}),
 		loaded:  prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_push_checkpoint_loaded_total", Help: "Starts of the feed from a checkpoint (instead of the stream's first message)."}),
-		seq:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_push_checkpoint_seq", Help: "OUT sequence of the newest push checkpoint this instance loaded or wrote."}),
+		unreachable: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_push_checkpoint_unreachable_total",
+			Help: "Push checkpoint listings and reads at start that failed after their bounded tries (timeout, deleted meanwhile, connection): a failed read skips to the checkpoint before, a failed listing fails the start."}),
+		seq: prometheus.NewGauge(prometheus.GaugeOpts{Name: "treasure_push_checkpoint_seq", Help: "OUT sequence of the newest push checkpoint this instance loaded or wrote."}),
 	}
 	if r != nil {
-		r.MustRegister(m.written, m.failed, m.invalid, m.skipped, m.loaded, m.seq)
+		r.MustRegister(m.written, m.failed, m.invalid, m.skipped, m.loaded, m.unreachable, m.seq)
 	}
 	return m
 }
@@ -61,6 +64,9 @@ func (s *Server) loadCheckpoint(ctx context.Context, first, last uint64) (uint64
 	c := s.o.Checkpoints
 	list, err := c.PushList(ctx)
 	if err != nil {
+		if ctx.Err() == nil {
+			s.ckpt.unreachable.Inc()
+		}
 		return 0, err
 	}
 	for _, ci := range list {
@@ -76,6 +82,9 @@ func (s *Server) loadCheckpoint(ctx context.Context, first, last uint64) (uint64
 		default:
 			var data []byte
 			data, err = c.PushGet(ctx, seq)
+			if err != nil && ctx.Err() == nil {
+				s.ckpt.unreachable.Inc() // bounded and retried by natsjs; kept
+			}
 			if err == nil {
 				drop = true
 				var fs *feedState

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	dto "github.com/prometheus/client_model/go"
 
 	"treasure/internal/natsjs"
 	"treasure/internal/testenv"
@@ -235,5 +236,66 @@ func TestInstancesWriteIdenticalCheckpoints(t *testing.T) {
 	}
 	if sa == 0 || !bytes.Contains(da, []byte("ann")) || bytes.Contains(da, []byte("zed")) {
 		t.Fatalf("checkpoint at %d: want ann's state and not zed's", sa)
+	}
+}
+
+// TestPushCheckpointDeletedWhileReadIsSkipped: the newest checkpoint is,
+// to a reader, one deleted while it reads it (its meta still there, its
+// chunks purged). The read gives up (bounded in natsjs, instead of
+// waiting for chunks that never come), is counted in
+// treasure_push_checkpoint_unreachable_total, the checkpoint is kept (the
+// failure may be the connection's), and the one before plus the tail
+// gives the same ids.
+func TestPushCheckpointDeletedWhileReadIsSkipped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for i := 0; i < 3; i++ {
+		e.publish(t, e.topo.OutSubject(i%2), proxN("di", uint64(1+4*i), 4)...)
+	}
+	a := e.start(t, Options{})
+	waitNext(t, a, "di", 13)
+	a.stop() // checkpoint at 3
+	for i := 3; i < 5; i++ {
+		e.publish(t, e.topo.OutSubject(i%2), proxN("di", uint64(1+4*i), 4)...)
+	}
+	a2 := e.start(t, Options{})
+	waitNext(t, a2, "di", 21)
+	a2.stop() // checkpoint at 5
+	c := e.ckptStore(t)
+	if seqs := pushSeqs(t, c); fmt.Sprint(seqs) != "[5 3]" {
+		t.Fatalf("checkpoints at %v, want [5 3]", seqs)
+	}
+	ctx := ctxFor(t, 30*time.Second)
+	info, err := c.Store().GetInfo(ctx, natsjs.PushCheckpointName(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := e.js.Stream(ctx, "OBJ_"+e.topo.CheckpointBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := obj.Purge(ctx, jetstream.WithPurgeSubject("$O."+e.topo.CheckpointBucket()+".C."+info.NUID)); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, e.topo.OutSubject(1), proxN("di", 21, 2)...) // seq 6
+
+	b := e.start(t, Options{})
+	if n := counter(t, b.s.ckpt.unreachable); n != 1 {
+		t.Fatalf("%v checkpoints unreachable, want 1", n)
+	}
+	var g dto.Metric
+	if err := b.s.ckpt.seq.Write(&g); err != nil {
+		t.Fatal(err)
+	}
+	if n := counter(t, b.s.ckpt.loaded); n != 1 || g.GetGauge().GetValue() != 3 {
+		t.Fatalf("checkpoint loaded %v times, at %v; want once, the one at 3", n, g.GetGauge().GetValue())
+	}
+	waitNext(t, b, "di", 23)
+	ws := b.dial(t, "di", "after=11")
+	for i := uint64(12); i <= 22; i++ {
+		want(t, ws.nextUpdate(), fmt.Sprintf(`{"type":"proximity","id":%d,"seq":%d,"node":%d,"treasure":null}`, i, i, 100+(i-1)%4))
+	}
+	if seqs := pushSeqs(t, c); fmt.Sprint(seqs) != "[5 3]" {
+		t.Fatalf("after the start, checkpoints at %v, want [5 3] (the unreadable one kept)", seqs)
 	}
 }

@@ -99,7 +99,7 @@ func TestJetStreamStoreFullUnderLoad(t *testing.T) {
 	if json.Unmarshal(data, &rep) != nil || rep.Type != "error" || rep.Code != "unavailable" || rep.RetryAfterMs == nil || *rep.RetryAfterMs <= 0 {
 		t.Fatalf("a move while the store is full answered %s; want unavailable with retry_after_ms", data)
 	}
-	waitFor(t, "the players' moves answered unavailable", func() bool { return l.errors()["unavailable"] >= unavailBefore+30 })
+	testenv.WaitUntil(t, guard, "the players' moves answered unavailable", func() bool { return l.errors()["unavailable"] >= unavailBefore+30 })
 	acceptedWhileFull := l.accepted.Load() - acceptedFull
 
 	// Space returns: the other data is deleted.

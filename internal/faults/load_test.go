@@ -16,6 +16,8 @@ import (
 	"treasure/internal/loadgen"
 	"treasure/internal/stack/stacktest"
 	"treasure/internal/testgraph"
+
+	"treasure/internal/testenv"
 )
 
 var (
@@ -134,7 +136,7 @@ func (l *load) errors() map[string]uint64 {
 func (l *load) progress(t *testing.T, what string, n uint64) {
 	t.Helper()
 	base := l.accepted.Load()
-	waitFor(t, what, func() bool {
+	testenv.WaitUntil(t, guard, what, func() bool {
 		select {
 		case <-l.done:
 			t.Fatalf("loadgen ended early: %v", l.err)

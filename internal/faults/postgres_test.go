@@ -98,7 +98,7 @@ func TestPostgresDownUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.progress(t, "moves before the fault", 100)
-	waitFor(t, "a first claim stored", func() bool {
+	testenv.WaitUntil(t, guard, "a first claim stored", func() bool {
 		var n int
 		return pool.QueryRow(context.Background(), "SELECT count(*) FROM claims").Scan(&n) == nil && n > 0
 	})
@@ -121,7 +121,7 @@ func TestPostgresDownUnderLoad(t *testing.T) {
 	acceptedDown := l.accepted.Load() - acceptedBefore
 	pg.Start()
 	tUp := time.Now()
-	waitFor(t, "the ranker to catch up after PostgreSQL came back", func() bool {
+	testenv.WaitUntil(t, guard, "the ranker to catch up after PostgreSQL came back", func() bool {
 		info, err := ranker.Info(context.Background())
 		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
 	})
@@ -155,7 +155,7 @@ func TestPostgresDownUnderLoad(t *testing.T) {
 		want += s
 	}
 	var got int64
-	waitFor(t, fmt.Sprintf("PostgreSQL scores adding up to the %d points claimed", want), func() bool {
+	testenv.WaitUntil(t, guard, fmt.Sprintf("PostgreSQL scores adding up to the %d points claimed", want), func() bool {
 		return pool.QueryRow(context.Background(), "SELECT coalesce(sum(score), 0) FROM players").Scan(&got) == nil && got == want
 	})
 	if out.claims == 0 {

@@ -130,7 +130,7 @@ func TestRedisFaultsUnderLoad(t *testing.T) {
 		for i, p := range ps {
 			base[i] = p.acks.Load()
 		}
-		waitFor(t, what, func() bool {
+		testenv.WaitUntil(t, guard, what, func() bool {
 			for i, p := range ps {
 				if p.failed() != nil {
 					t.Fatalf("player %d: %v", i, p.failed())
@@ -148,7 +148,7 @@ func TestRedisFaultsUnderLoad(t *testing.T) {
 	pr.Kill()
 	progress("moves with Redis down", 30)
 	pollsDown := polls.Load()
-	waitFor(t, "leaderboard polls with Redis down", func() bool { return polls.Load() >= pollsDown+10 })
+	testenv.WaitUntil(t, guard, "leaderboard polls with Redis down", func() bool { return polls.Load() >= pollsDown+10 })
 
 	// 2. Redis back, empty. Half the players reconnect.
 	pr.Start()
@@ -159,7 +159,7 @@ func TestRedisFaultsUnderLoad(t *testing.T) {
 	}
 	progress("moves after Redis came back empty", 30)
 	board := redisstore.New(rdb, sp.RedisPrefix)
-	waitFor(t, "the ranker to rebuild its Redis board", func() bool {
+	testenv.WaitUntil(t, guard, "the ranker to rebuild its Redis board", func() bool {
 		empty, err := board.Empty(context.Background())
 		return err == nil && !empty
 	})
@@ -196,7 +196,7 @@ func TestRedisFaultsUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d players, %d moves acked, %d answered unavailable, %d leaderboard polls", players, len(acked), errored, polls.Load())
 	var out outputs
-	waitFor(t, "a result for every acked move", func() bool {
+	testenv.WaitUntil(t, guard, "a result for every acked move", func() bool {
 		out = readOut(t, sp)
 		n := 0
 		for k := range acked {
@@ -227,7 +227,7 @@ func TestRedisFaultsUnderLoad(t *testing.T) {
 	// The scores, in PostgreSQL (the leaderboard endpoint falls back to it
 	// only when Redis fails, so read both stores through redisstore and the
 	// player endpoint once the ranker has caught up).
-	waitFor(t, "the Redis board to hold every claim", func() bool {
+	testenv.WaitUntil(t, guard, "the Redis board to hold every claim", func() bool {
 		top, _, err := board.Leaderboard(context.Background(), 1000)
 		if err != nil {
 			return false
@@ -256,7 +256,7 @@ func TestRedisFaultsUnderLoad(t *testing.T) {
 		}
 	}
 	// Ingest wrote every player's state back to the restarted Redis.
-	waitFor(t, "every player state in Redis", func() bool {
+	testenv.WaitUntil(t, guard, "every player state in Redis", func() bool {
 		vals, err := rdb.HGetAll(context.Background(), sp.RedisPrefix+"players").Result()
 		if err != nil {
 			return false
@@ -450,15 +450,4 @@ func readOut(tb testing.TB, sp stacktest.Pipeline) outputs {
 		tb.Fatal(err)
 	}
 	return o
-}
-
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(guard)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", guard, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -22,6 +22,8 @@ import (
 	"treasure/internal/loadgen"
 	"treasure/internal/ratelimit"
 	"treasure/internal/stack/stacktest"
+
+	"treasure/internal/testenv"
 )
 
 // TestSlowReadersUnderLoad: players walk the city (the "others", a
@@ -118,7 +120,7 @@ func TestSlowReadersUnderLoad(t *testing.T) {
 	lb := others("busy-", 2)
 	time.Sleep(phase)
 	// Keep the load up until the slow reader was closed as slow once.
-	waitFor(t, "the slow reader closed as slow", func() bool {
+	testenv.WaitUntil(t, guard, "the slow reader closed as slow", func() bool {
 		return slowKicks.Load() > 0
 	})
 	fb := lb.finish(t)
@@ -128,7 +130,7 @@ func TestSlowReadersUnderLoad(t *testing.T) {
 	quietOnce.Do(func() { close(quiet) })
 	<-slowDone
 	// The stuck reader's mover goes on until push has closed it too.
-	waitFor(t, "the stuck reader closed as slow", func() bool {
+	testenv.WaitUntil(t, guard, "the stuck reader closed as slow", func() bool {
 		return counterValue(t, sp.Stack.Registry, "treasure_push_slow_disconnects_total")-slowBefore >= float64(slowKicks.Load()+1)
 	})
 	stopStuckMover()

@@ -304,9 +304,3 @@ func metric(tb testing.TB, reg *prometheus.Registry, name string, labels map[str
 	}
 	return 0, false
 }
-
-func init() {
-	// A checkpoint read that hangs (its object deleted under it) gives up
-	// sooner in tests, on a loaded box.
-	goneEvery = 50 * time.Millisecond
-}

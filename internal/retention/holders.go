@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -109,67 +108,17 @@ func readCheckpoints(ctx context.Context, js jetstream.JetStream, t natsjs.Topol
 			}
 		}
 		h, err := oldestValid(ctx, "proximity-checkpoint", fmt.Sprintf("in-%d", k), list, cache, keep, func(ci natsjs.CheckpointInfo) ([]byte, error) {
-			return fetch(ctx, store, ci, func(ctx context.Context) ([]byte, error) { return store.Get(ctx, k, ci.Seq) })
+			return store.Get(ctx, k, ci.Seq)
 		}, func(data []byte, seq uint64) error { return checkProximity(data, k, t.Partitions, seq) })
 		ck.part[k] = h
 		errs = append(errs, err)
 	}
 	ck.push, err = oldestValid(ctx, "push-checkpoint", "out-push", pushes, cache, keep, func(ci natsjs.CheckpointInfo) ([]byte, error) {
-		return fetch(ctx, store, ci, func(ctx context.Context) ([]byte, error) { return store.PushGet(ctx, ci.Seq) })
+		return store.PushGet(ctx, ci.Seq)
 	}, checkPush)
 	errs = append(errs, err)
 	cache.retain(keep)
 	return ck, errors.Join(errs...)
-}
-
-// fetchTimeout bounds the fetch of one checkpoint; goneEvery is how often
-// a fetch in progress looks whether its object is still there.
-var (
-	fetchTimeout = 30 * time.Second
-	goneEvery    = 500 * time.Millisecond
-)
-
-// fetch gets a checkpoint's bytes. The object store's read waits for
-// every chunk the object's meta names, so a checkpoint deleted meanwhile
-// makes it wait for ever, and that is routine here: the oldest kept
-// checkpoint, which retention reads, is the next one its writer prunes.
-// So while the read runs, fetch looks every goneEvery whether the object
-// is still there, and gives up with jetstream.ErrObjectNotFound when it is
-// not (deleted or replaced); fetchTimeout bounds the rest.
-func fetch(ctx context.Context, store *natsjs.Checkpoints, ci natsjs.CheckpointInfo, get func(context.Context) ([]byte, error)) ([]byte, error) {
-	gone := func() bool {
-		info, err := store.Store().GetInfo(ctx, ci.Name, jetstream.GetObjectInfoShowDeleted())
-		return errors.Is(err, jetstream.ErrObjectNotFound) || err == nil && (info.Deleted || !info.ModTime.Equal(ci.Time))
-	}
-	errGone := fmt.Errorf("%w (deleted or replaced while read)", jetstream.ErrObjectNotFound)
-	fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
-	defer cancel()
-	type result struct {
-		data []byte
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		data, err := get(fctx)
-		done <- result{data, err}
-	}()
-	tick := time.NewTicker(goneEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case r := <-done:
-			if r.err != nil && ctx.Err() == nil && !errors.Is(r.err, jetstream.ErrObjectNotFound) && gone() {
-				return nil, errGone
-			}
-			return r.data, r.err
-		case <-tick.C:
-			if gone() {
-				cancel()
-				<-done
-				return nil, errGone
-			}
-		}
-	}
 }
 
 // oldestValid walks list (newest first) from its oldest end and returns

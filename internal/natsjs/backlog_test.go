@@ -75,17 +75,21 @@ func TestBacklogCollectorReadsPendingAndAckPending(t *testing.T) {
 		return nil
 	})
 	defer stop()
-	if n := <-held; n != 5 {
-		t.Fatalf("first batch held %d messages, want 5", n)
+	// The handler gets what has arrived of the pull (so under load the
+	// first group may hold fewer than five), but the one pull request of 8
+	// has all five delivered: the server counts them all ack-pending.
+	n := <-held
+	if n < 1 || n > 5 {
+		t.Fatalf("first batch held %d messages, want 1 to 5", n)
 	}
 	testenv.WaitFor(t, 20*time.Second, func() string {
 		if v = backlogValues(t, reg); v["test_ack_pending_messages"]["0"] != 5 {
-			return fmt.Sprintf("ack pending %v, want 5 on partition 0", v["test_ack_pending_messages"])
+			return fmt.Sprintf("ack pending %v, want 5 on partition 0 (the handler holds %d)", v["test_ack_pending_messages"], n)
 		}
 		return ""
 	})
 	if b := v["test_backlog_messages"]["0"]; b != 5 {
-		t.Fatalf("backlog while 5 are held unacknowledged = %v, want 5", b)
+		t.Fatalf("backlog while 5 are delivered unacknowledged = %v, want 5", b)
 	}
 	close(release)
 	testenv.WaitFor(t, 20*time.Second, func() string {

@@ -608,15 +608,7 @@ func (h *httpRun) kill(p *oplayer, name string) {
 		return
 	}
 	p.dead = true
-	for i := range p.ring {
-		switch p.ring[i].state {
-		case stAcked:
-			e.outstanding.Add(-1)
-			e.inFlight.Add(-1)
-		case stAwait, stErr, stResend:
-			e.inFlight.Add(-1)
-		}
-	}
+	p.unsettle(e)
 	p.mu.Unlock()
 	if name != "" {
 		h.count(name)

@@ -477,17 +477,7 @@ func (e *engine) kill(p *oplayer) {
 	if p.due != noMore {
 		e.remaining.Add(-1)
 	}
-	// Its unsettled moves never will be: the drain need not wait for them
-	// (settle counts them as lost).
-	for i := range p.ring {
-		switch p.ring[i].state {
-		case stAcked:
-			e.outstanding.Add(-1)
-			e.inFlight.Add(-1)
-		case stAwait, stErr, stResend:
-			e.inFlight.Add(-1)
-		}
-	}
+	p.unsettle(e)
 	p.mu.Unlock()
 	e.countErr(errClosed)
 	p.ingest.NetConn().Close()

@@ -189,6 +189,22 @@ func (p *oplayer) take(e *engine, now, sched int64) (uint64, []uint32, bool) {
 	return seq, path, true
 }
 
+// unsettle takes a dead player's unsettled moves out of the engine's
+// counts: they never will be settled, and the drain need not wait for
+// them (settle counts them as lost). engine.kill and the HTTP attack's
+// kill share it. Called with p.mu held.
+func (p *oplayer) unsettle(e *engine) {
+	for i := range p.ring {
+		switch p.ring[i].state {
+		case stAcked:
+			e.outstanding.Add(-1)
+			e.inFlight.Add(-1)
+		case stAwait, stErr, stResend:
+			e.inFlight.Add(-1)
+		}
+	}
+}
+
 // endEarly drops the moves scheduled after the early end of the
 // schedule (OpenOptions.Stop).
 func (p *oplayer) endEarly(e *engine) {

@@ -13,12 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"treasure/internal/archive"
-	"treasure/internal/event"
-	"treasure/internal/event/eventpb"
-	"treasure/internal/graph"
-	"treasure/internal/natsjs"
-	"treasure/internal/testenv"
-	"treasure/internal/testgraph"
 )
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader.
@@ -46,46 +40,12 @@ func (s *syncBuffer) String() string {
 // archive the replay fails naming the missing sequences.
 func TestArchiveCommandThenReplayAfterPurge(t *testing.T) {
 	t.Parallel()
-	grPath := testgraph.Path(t, "amsterdam.gr.gz")
-	g, err := graph.LoadDIMACS(grPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	part, err := graph.Partition(g, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, js, prefix := testenv.JetStream(t)
-	small := natsjs.Limits{MaxBytes: 1 << 20, MaxMsgs: 1000}
-	topo := natsjs.Topology{Prefix: prefix, Partitions: 2, In: small, Out: small, Upd: small, DLQ: small}
 	ctx, cancelAll := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancelAll()
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	b := uint32(500)
-	a := g.Neighbors(b)[0].To
-	drop := &eventpb.Event{Kind: &eventpb.Event_Drop{Drop: &eventpb.TreasureDropped{Id: "gold", Node: graph.ID(b), Points: 7}}}
-	for k := 0; k < 2; k++ {
-		data, _ := event.AppendBatch(nil, []*eventpb.Event{drop})
-		if _, err := js.Publish(ctx, topo.InSubject(k), data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, mv := range []*eventpb.MoveAccepted{
-		{Player: "ann", Seq: 1, Path: []uint32{graph.ID(a)}},
-		{Player: "ann", Seq: 2, Path: []uint32{graph.ID(a), graph.ID(b)}, PrevSeq: 1},
-	} {
-		last := mv.Path[len(mv.Path)-1] - 1
-		data, _ := event.AppendBatch(nil, []*eventpb.Event{{Kind: &eventpb.Event_Move{Move: mv}}})
-		if _, err := js.Publish(ctx, topo.InSubject(int(part[last])), data); err != nil {
-			t.Fatal(err)
-		}
-	}
+	js, topo, env := goldWalkLog(t, ctx, 1)
 	dir := t.TempDir()
-	env := map[string]string{"TREASURE_NATS_URL": testenv.NATSURL(), "TREASURE_STREAM_PREFIX": prefix,
-		"TREASURE_PARTITIONS": "2", "TREASURE_GRAPH": grPath, "TREASURE_RADIUS": "2000",
-		"TREASURE_ARCHIVE_DIR": dir, "TREASURE_ARCHIVE_ADDR": "127.0.0.1:0"}
+	env["TREASURE_ARCHIVE_DIR"] = dir
+	env["TREASURE_ARCHIVE_ADDR"] = "127.0.0.1:0"
 
 	if code, _, errs := runCLI(t, "", env, "archive", "-h"); code != 0 || !strings.Contains(errs, "Usage: treasure archive") {
 		t.Fatalf("archive -h: exit %d\n%s", code, errs)

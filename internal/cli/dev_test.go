@@ -21,17 +21,7 @@ import (
 // for a few seconds on free ports, and checks the figures it prints: moves
 // flowed, every move got its update, no ids skipped, and it cleaned up.
 func TestDevRunsTheDemo(t *testing.T) {
-	env := map[string]string{
-		"TREASURE_GRAPH":          testgraph.Path(t, "amsterdam.gr.gz"),
-		"TREASURE_REDIS_URL":      testenv.RedisURL(),
-		"TREASURE_DATABASE_URL":   testenv.DatabaseURL(),
-		"TREASURE_DEV_NATS_ADDR":  "127.0.0.1:0",
-		"TREASURE_INGEST_ADDR":    "127.0.0.1:0",
-		"TREASURE_PUSH_ADDR":      "127.0.0.1:0",
-		"TREASURE_PROXIMITY_ADDR": "127.0.0.1:0",
-		"TREASURE_RANKER_ADDR":    "127.0.0.1:0",
-		"TREASURE_LOG_LEVEL":      "warn",
-	}
+	env := devEnv(t)
 	code, out, errs := runCLI(t, "", env, "dev", "--players", "20", "--rate", "4", "--treasures", "2000", "--duration", "6s")
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
@@ -51,18 +41,8 @@ func TestDevRunsTheDemo(t *testing.T) {
 // services share its registry) while dev runs, and is removed on exit.
 func TestDevInProcessEndpoints(t *testing.T) {
 	ep := filepath.Join(t.TempDir(), "ep.json")
-	env := map[string]string{
-		"TREASURE_GRAPH":          testgraph.Path(t, "amsterdam.gr.gz"),
-		"TREASURE_REDIS_URL":      testenv.RedisURL(),
-		"TREASURE_DATABASE_URL":   testenv.DatabaseURL(),
-		"TREASURE_DEV_NATS_ADDR":  "127.0.0.1:0",
-		"TREASURE_INGEST_ADDR":    "127.0.0.1:0",
-		"TREASURE_PUSH_ADDR":      "127.0.0.1:0",
-		"TREASURE_PROXIMITY_ADDR": "127.0.0.1:0",
-		"TREASURE_RANKER_ADDR":    "127.0.0.1:0",
-		"TREASURE_JWT_SECRET":     "in-process-secret",
-		"TREASURE_LOG_LEVEL":      "warn",
-	}
+	env := devEnv(t)
+	env["TREASURE_JWT_SECRET"] = "in-process-secret"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out, errb bytes.Buffer
@@ -119,5 +99,22 @@ func TestDevInProcessEndpoints(t *testing.T) {
 	}
 	if _, err := os.Stat(ep); !os.IsNotExist(err) {
 		t.Fatalf("endpoints file after exit: %v", err)
+	}
+}
+
+// devEnv is the environment of a `treasure dev` run on amsterdam, the
+// shared Redis and PostgreSQL, every listener on a free port, logging
+// warnings only.
+func devEnv(t *testing.T) map[string]string {
+	return map[string]string{
+		"TREASURE_GRAPH":          testgraph.Path(t, "amsterdam.gr.gz"),
+		"TREASURE_REDIS_URL":      testenv.RedisURL(),
+		"TREASURE_DATABASE_URL":   testenv.DatabaseURL(),
+		"TREASURE_DEV_NATS_ADDR":  "127.0.0.1:0",
+		"TREASURE_INGEST_ADDR":    "127.0.0.1:0",
+		"TREASURE_PUSH_ADDR":      "127.0.0.1:0",
+		"TREASURE_PROXIMITY_ADDR": "127.0.0.1:0",
+		"TREASURE_RANKER_ADDR":    "127.0.0.1:0",
+		"TREASURE_LOG_LEVEL":      "warn",
 	}
 }

@@ -5,13 +5,6 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
-
-	"treasure/internal/event"
-	"treasure/internal/event/eventpb"
-	"treasure/internal/graph"
-	"treasure/internal/natsjs"
-	"treasure/internal/testenv"
-	"treasure/internal/testgraph"
 )
 
 // TestReplayCommand writes a tiny log by hand — a drop, then a walk onto
@@ -20,46 +13,10 @@ import (
 // filled reports the difference and fails.
 func TestReplayCommand(t *testing.T) {
 	t.Parallel()
-	grPath := testgraph.Path(t, "amsterdam.gr.gz")
-	g, err := graph.LoadDIMACS(grPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	part, err := graph.Partition(g, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, js, prefix := testenv.JetStream(t)
-	small := natsjs.Limits{MaxBytes: 1 << 20, MaxMsgs: 1000}
-	topo := natsjs.Topology{Prefix: prefix, Partitions: 2, In: small, Out: small, Upd: small, DLQ: small}
-	ctx := context.Background()
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
 	// The treasure sits on b; the player spawns on a, b's neighbour, and
-	// steps onto b.
-	b := uint32(500)
-	a := g.Neighbors(b)[0].To
-	drop := &eventpb.Event{Kind: &eventpb.Event_Drop{Drop: &eventpb.TreasureDropped{Id: "gold", Node: graph.ID(b), Points: 7}}}
-	for k := 0; k < 2; k++ {
-		data, _ := event.AppendBatch(nil, []*eventpb.Event{drop})
-		if _, err := js.Publish(ctx, topo.InSubject(k), data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	moves := []*eventpb.MoveAccepted{
-		{Player: "ann", Seq: 1, Path: []uint32{graph.ID(a)}},
-		{Player: "ann", Seq: 2, Path: []uint32{graph.ID(a), graph.ID(b)}},
-	}
-	for _, mv := range moves {
-		last := mv.Path[len(mv.Path)-1] - 1
-		data, _ := event.AppendBatch(nil, []*eventpb.Event{{Kind: &eventpb.Event_Move{Move: mv}}})
-		if _, err := js.Publish(ctx, topo.InSubject(int(part[last])), data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	env := map[string]string{"TREASURE_NATS_URL": testenv.NATSURL(), "TREASURE_STREAM_PREFIX": prefix,
-		"TREASURE_PARTITIONS": "2", "TREASURE_GRAPH": grPath, "TREASURE_RADIUS": "2000", "TREASURE_LOG_LEVEL": "warn"}
+	// steps onto b (its second move without a PrevSeq).
+	_, _, env := goldWalkLog(t, context.Background(), 0)
+	env["TREASURE_LOG_LEVEL"] = "warn"
 	code, out, errs := runCLI(t, "", env, "replay")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)

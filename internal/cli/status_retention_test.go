@@ -2,14 +2,11 @@ package cli
 
 import (
 	"bytes"
-	"context"
 	"strings"
 	"testing"
 	"time"
 
-	"treasure/internal/natsjs"
 	"treasure/internal/retention"
-	"treasure/internal/testenv"
 )
 
 // TestStatusShowsRetention: status ends with the retention section: the
@@ -17,19 +14,9 @@ import (
 // holder that sets it, naming what is missing.
 func TestStatusShowsRetention(t *testing.T) {
 	t.Parallel()
-	_, js, prefix := testenv.JetStream(t)
-	small := natsjs.Limits{MaxBytes: 1 << 20, MaxMsgs: 1000}
-	topo := natsjs.Topology{Prefix: prefix, Partitions: 2, In: small, Out: small, Upd: small, DLQ: small}
-	ctx := context.Background()
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 3; i++ {
-		if _, err := js.Publish(ctx, topo.InSubject(1), []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	env := map[string]string{"TREASURE_NATS_URL": testenv.NATSURL(), "TREASURE_STREAM_PREFIX": prefix, "TREASURE_PARTITIONS": "2"}
+	js, topo, env := testStreams(t, 2)
+	prefix := topo.Prefix
+	publishIn(t, js, topo, 1, 3)
 	code, out, errs := runCLI(t, "", env, "status")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)

@@ -17,30 +17,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"treasure/internal/natsjs"
-	"treasure/internal/testenv"
-	"treasure/services/proximity"
 )
 
 func TestStatusShowsStreamsAndBacklog(t *testing.T) {
 	t.Parallel()
-	_, js, prefix := testenv.JetStream(t)
-	small := natsjs.Limits{MaxBytes: 1 << 20, MaxMsgs: 1000}
-	topo := natsjs.Topology{Prefix: prefix, Partitions: 2, In: small, Out: small, Upd: small, DLQ: small}
+	js, topo, env := testStreams(t, 2)
+	prefix := topo.Prefix
 	ctx := context.Background()
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 3; i++ {
-		if _, err := js.Publish(ctx, topo.InSubject(1), []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishIn(t, js, topo, 1, 3)
 	// A durable consumer that has read nothing: all three messages wait.
-	if _, err := natsjs.NewConsumer(ctx, js, natsjs.ConsumerOptions{Stream: topo.InStream(), Durable: prefix + "-proximity-1",
-		Subjects: []string{topo.InSubject(1)}, DeadLetter: topo.DLQSubject()}); err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{"TREASURE_NATS_URL": testenv.NATSURL(), "TREASURE_STREAM_PREFIX": prefix, "TREASURE_PARTITIONS": "2"}
+	idleConsumer(t, js, topo, 1)
 	code, out, errs := runCLI(t, "", env, "status")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
@@ -87,22 +73,9 @@ func TestStatusShowsStreamsAndBacklog(t *testing.T) {
 // its reason) and a down one.
 func TestStatusJSONHealthAndBacklog(t *testing.T) {
 	t.Parallel()
-	_, js, prefix := testenv.JetStream(t)
-	small := natsjs.Limits{MaxBytes: 1 << 20, MaxMsgs: 1000}
-	topo := natsjs.Topology{Prefix: prefix, Partitions: 2, In: small, Out: small, Upd: small, DLQ: small}
-	ctx := context.Background()
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 4; i++ {
-		if _, err := js.Publish(ctx, topo.InSubject(0), []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := natsjs.NewConsumer(ctx, js, natsjs.ConsumerOptions{Stream: topo.InStream(), Durable: proximity.Durable(topo, 0),
-		Subjects: []string{topo.InSubject(0)}, DeadLetter: topo.DLQSubject()}); err != nil {
-		t.Fatal(err)
-	}
+	js, topo, env := testStreams(t, 2)
+	publishIn(t, js, topo, 0, 4)
+	idleConsumer(t, js, topo, 0)
 	ready := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/readyz":
@@ -121,7 +94,6 @@ func TestStatusJSONHealthAndBacklog(t *testing.T) {
 	downURL := down.URL
 	down.Close()
 
-	env := map[string]string{"TREASURE_NATS_URL": testenv.NATSURL(), "TREASURE_STREAM_PREFIX": prefix, "TREASURE_PARTITIONS": "2"}
 	code, out, errs := runCLI(t, "", env, "status", "--json", "--sample", "50ms",
 		"--services", "dev="+ready.URL+",push="+strings.TrimPrefix(unready.URL, "http://")+",ranker="+downURL)
 	if code != 0 {
@@ -179,13 +151,7 @@ func TestStatusJSONHealthAndBacklog(t *testing.T) {
 // refresh, each with rates, until the context ends.
 func TestStatusWatchRefreshes(t *testing.T) {
 	t.Parallel()
-	_, js, prefix := testenv.JetStream(t)
-	small := natsjs.Limits{MaxBytes: 1 << 20, MaxMsgs: 1000}
-	topo := natsjs.Topology{Prefix: prefix, Partitions: 1, In: small, Out: small, Upd: small, DLQ: small}
-	if err := topo.Ensure(context.Background(), js); err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{"TREASURE_NATS_URL": testenv.NATSURL(), "TREASURE_STREAM_PREFIX": prefix, "TREASURE_PARTITIONS": "1"}
+	_, _, env := testStreams(t, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	out := &lineCounter{cancel: cancel, want: 3}

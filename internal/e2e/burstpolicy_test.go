@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,12 +13,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"treasure/internal/event"
-	"treasure/internal/graph"
 	"treasure/internal/natsjs"
+	"treasure/internal/platform"
 	"treasure/internal/ratelimit"
-	"treasure/internal/stack"
+	"treasure/internal/stack/stacktest"
 	"treasure/internal/testenv"
 	"treasure/services/proximity"
+	"treasure/services/push"
 )
 
 // TestBurstPolicy is docs/operations.md's burst policy, end to end on the
@@ -51,46 +51,15 @@ func TestBurstPolicy(t *testing.T) {
 	)
 	g := amsterdam(t)
 	url, _ := testenv.EmbeddedNATS(t)
-	nc := testenv.ConnectNATS(t, url)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb, rprefix := testenv.Redis(t)
-	pool, _ := testenv.Postgres(t)
 	other := natsjs.Limits{MaxBytes: 16 << 20, MaxMsgs: 100_000}
-	topo := natsjs.Topology{Prefix: testenv.Prefix(t), Partitions: 2,
-		In: natsjs.Limits{MaxBytes: 8 << 20, MaxMsgs: capMsgs}, Out: other, Upd: other, DLQ: other}
+	pipe, _ := startStack(t, stacktest.Options{NATSURL: url, Partitions: 2,
+		StreamLimits: other, In: natsjs.Limits{MaxBytes: 8 << 20, MaxMsgs: capMsgs},
+		RateLimit: ratelimit.Limit{Rate: 10_000, Burst: 10_000},
+		// The leaderboard's default rate limit (stacktest's zero Limits
+		// would turn it off).
+		Limits: platform.Limits{LeaderboardRate: push.DefaultLeaderboardRate}})
+	js, topo, d := pipe.js, pipe.topo, pipe.d
 	ctx := context.Background()
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	part, err := graph.Partition(g, topo.Partitions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := stack.New(stack.Options{Graph: g, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
-		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: secret,
-		RateLimit: ratelimit.Limit{Rate: 10_000, Burst: 10_000}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- st.Run(runCtx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("stack: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("stack did not stop within 30 s")
-		}
-	})
-	testenv.WaitUntil(t, 30*time.Second, "stack ready", func() bool { return st.Ready() == nil })
-	d := deployment{ingest: "http://" + st.IngestAddr().String(), push: "http://" + st.PushAddr().String(), secret: secret, g: g}
 
 	// The workers stop taking moves: the pipeline's rate is now 0.
 	for k := 0; k < topo.Partitions; k++ {

@@ -5,20 +5,16 @@
 package e2e
 
 import (
-	"context"
-	"errors"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"treasure/internal/graph"
 	"treasure/internal/natsjs"
-	"treasure/internal/platform"
 	"treasure/internal/stack"
-	"treasure/internal/testenv"
+	"treasure/internal/stack/stacktest"
 	"treasure/internal/testgraph"
 )
 
@@ -39,8 +35,6 @@ func amsterdam(tb testing.TB) *graph.Graph {
 	}
 	return ams
 }
-
-var small = natsjs.Limits{MaxBytes: 64 << 20, MaxMsgs: 200_000}
 
 type inproc struct {
 	js     jetstream.JetStream
@@ -67,61 +61,16 @@ func startInProcessWith(t *testing.T, partitions int, before func(topo natsjs.To
 
 // startInProcessConf is startInProcessWith that lets conf (when not nil)
 // change the stack's options before it starts.
-func startInProcessConf(t *testing.T, partitions int, before func(topo natsjs.Topology, js jetstream.JetStream), conf func(*stack.Options)) inproc {
+func startInProcessConf(t *testing.T, partitions int, before func(topo natsjs.Topology, js jetstream.JetStream), conf func(*stacktest.Options)) inproc {
 	t.Helper()
-	g := amsterdam(t)
-	part, err := graph.Partition(g, partitions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, js, prefix := testenv.JetStream(t)
-	rdb, rprefix := testenv.Redis(t)
-	pool, _ := testenv.Postgres(t)
-	topo := natsjs.Topology{Prefix: prefix, Partitions: partitions, In: small, Out: small, Upd: small, DLQ: small}
-	ctx := context.Background()
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	if before != nil {
-		before(topo, js)
-	}
-	so := stack.Options{Graph: g, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
-		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: secret,
-		// The tests poll the leaderboard every 20 ms: no per-address rate
-		// limit (services/push tests it).
-		Limits: platform.Limits{LeaderboardRate: platform.Off}}
+	// The tests poll the leaderboard every 20 ms: stacktest turns its
+	// per-address rate limit off (services/push tests it).
+	o := stacktest.Options{Partitions: partitions, Before: before}
 	if conf != nil {
-		conf(&so)
+		conf(&o)
 	}
-	st, err := stack.New(so)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- st.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("stack: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("stack did not stop within 30 s")
-		}
-	})
-	testenv.WaitUntil(t, 30*time.Second, "stack ready", func() bool { return st.Ready() == nil })
-	d := deployment{
-		ingest: "http://" + st.IngestAddr().String(), push: "http://" + st.PushAddr().String(),
-		secret: secret, g: g, radius: 2000,
-		score: func(player string) int64 {
-			var s int64 = -1
-			_ = pool.QueryRow(context.Background(), "SELECT score FROM players WHERE player = $1", player).Scan(&s)
-			return s
-		},
-	}
-	return inproc{st: st, topo: topo, prefix: rprefix, d: d, js: js, pool: pool}
+	p, _ := startStack(t, o)
+	return p
 }
 
 func TestEndToEndInOneProcess(t *testing.T) {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -22,9 +21,11 @@ import (
 	"treasure/internal/graph"
 	"treasure/internal/loadgen"
 	"treasure/internal/natsjs"
-	"treasure/internal/stack"
+	"treasure/internal/platform"
+	"treasure/internal/stack/stacktest"
 	"treasure/internal/testenv"
 	"treasure/services/proximity"
+	"treasure/services/push"
 )
 
 // The helpers of the scale-out tests (cluster_test.go, scale_test.go): a
@@ -45,25 +46,6 @@ type pipeOptions struct {
 // the pipeline and its NATS connection.
 func startPipelineOn(t *testing.T, o pipeOptions) (inproc, *nats.Conn) {
 	t.Helper()
-	g := amsterdam(t)
-	part, err := graph.Partition(g, o.partitions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc := testenv.ConnectNATS(t, o.url)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := testenv.Prefix(t)
-	testenv.DeleteStreamsOnCleanup(t, js, prefix)
-	rdb, rprefix := testenv.Redis(t)
-	pool, _ := testenv.Postgres(t)
-	topo := natsjs.Topology{Prefix: prefix, Partitions: o.partitions, Replicas: o.replicas, In: small, Out: small, Upd: small, DLQ: small}
-	ctx := context.Background()
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
 	// The services' log, shown when the test fails.
 	logs := &syncBuffer{}
 	t.Cleanup(func() {
@@ -71,37 +53,17 @@ func startPipelineOn(t *testing.T, o pipeOptions) (inproc, *nats.Conn) {
 			t.Logf("the stack's log:\n%s", logs.tail())
 		}
 	})
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	st, err := stack.New(stack.Options{Graph: g, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
-		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: secret, NoProximity: o.noProximity, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- st.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("stack: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("stack did not stop within 30 s")
-		}
-	})
-	testenv.WaitUntil(t, 60*time.Second, "stack ready", func() bool { return st.Ready() == nil })
-	d := deployment{
-		ingest: "http://" + st.IngestAddr().String(), push: "http://" + st.PushAddr().String(),
-		secret: secret, g: g, radius: 2000,
-		score: func(player string) int64 {
-			var s int64 = -1
-			_ = pool.QueryRow(context.Background(), "SELECT score FROM players WHERE player = $1", player).Scan(&s)
-			return s
+	p, sp := startStack(t, stacktest.Options{NATSURL: o.url, Replicas: o.replicas, Partitions: o.partitions, NoProximity: o.noProximity,
+		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		// The leaderboard's default rate limit (stacktest's zero Limits
+		// would turn it off).
+		Limits: platform.Limits{LeaderboardRate: push.DefaultLeaderboardRate},
+		// Before the stack's cleanup: the streams go once it has stopped.
+		Before: func(topo natsjs.Topology, js jetstream.JetStream) {
+			testenv.DeleteStreamsOnCleanup(t, js, topo.Prefix)
 		},
-	}
-	return inproc{st: st, topo: topo, prefix: rprefix, d: d, js: js, pool: pool}, nc
+		ReadyWithin: 60 * time.Second})
+	return p, sp.NC
 }
 
 // dropTreasures drops a treasure on every 10th node (points 1 to 7), so

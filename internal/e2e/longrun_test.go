@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -200,25 +199,7 @@ func startArchiver(t *testing.T, js jetstream.JetStream, topo natsjs.Topology, d
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil && !errors.Is(err, context.Canceled) {
-					t.Errorf("archiver: %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("archiver did not stop within 30 s")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return runUntilCleanup(t, "archiver", a.Run)
 }
 
 // TestLongRunTrimmedReplayEqualsLive (issue 7, must show 3): a run long
@@ -240,15 +221,7 @@ func TestLongRunTrimmedReplayEqualsLive(t *testing.T) {
 	// worker is the test's, restarted mid-run after trims.
 	sp := stacktest.Start(t, stacktest.Options{Graph: g, Secret: secret, Partitions: 2, CheckpointEvery: time.Second, ProximityPartitions: []int{0}})
 	topo := sp.Topology
-	nc, err := nats.Connect(sp.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := connectJS(t, sp.NATSURL)
 	live := captureOut(t, nc, topo)
 	part, err := graph.Partition(g, 2)
 	if err != nil {
@@ -261,24 +234,7 @@ func TestLongRunTrimmedReplayEqualsLive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- pw.Run(ctx) }()
-		var once sync.Once
-		stop = func() {
-			once.Do(func() {
-				cancel()
-				select {
-				case err := <-done:
-					if err != nil && !errors.Is(err, context.Canceled) {
-						t.Errorf("partition 1's worker: %v", err)
-					}
-				case <-time.After(30 * time.Second):
-					t.Errorf("partition 1's worker did not stop within 30 s")
-				}
-			})
-		}
-		t.Cleanup(stop)
+		stop = runUntilCleanup(t, "partition 1's worker", pw.Run)
 		testenv.WaitFor(t, 30*time.Second, func() string {
 			if err := pw.Ready(); err != nil {
 				return err.Error()
@@ -304,19 +260,11 @@ func TestLongRunTrimmedReplayEqualsLive(t *testing.T) {
 	if _, err := loadgen.PostDrop(ctx, nil, d.ingest, admin, loadgen.RandomTreasures(g, 3000, 7, "lr-")); err != nil {
 		t.Fatal(err)
 	}
-	type lgDone struct {
-		r   *loadgen.Result
-		err error
-	}
-	lg := make(chan lgDone, 1)
-	go func() {
-		r, err := loadgen.RunOpen(ctx, loadgen.OpenOptions{
-			Ingest: []string{sp.IngestURL}, Push: []string{sp.PushURL}, Graph: g, Secret: secret,
-			PlayerPrefix: "lr-", Players: 30, Seed: 7,
-			Schedule: loadgen.Schedule{Rate: 4, Duration: 12 * time.Second},
-		}, nil)
-		lg <- lgDone{r, err}
-	}()
+	lg := runLoad(ctx, loadgen.OpenOptions{
+		Ingest: []string{sp.IngestURL}, Push: []string{sp.PushURL}, Graph: g, Secret: secret,
+		PlayerPrefix: "lr-", Players: 30, Seed: 7,
+		Schedule: loadgen.Schedule{Rate: 4, Duration: 12 * time.Second},
+	})
 
 	// Rounds: the walker claims a treasure dropped next to it, then
 	// retention passes; count each stream's trims (its first seq moving).
@@ -324,8 +272,16 @@ func TestLongRunTrimmedReplayEqualsLive(t *testing.T) {
 	w.move(w.step(), 30*time.Second)
 	firsts := map[string]uint64{topo.InStream(): 1, topo.OutStream(): 1}
 	trims := map[string]int{}
+	countTrims := func(rep retention.Report) {
+		for _, s := range rep.Streams {
+			if s.FirstSeq > firsts[s.Stream] {
+				trims[s.Stream]++
+				firsts[s.Stream] = s.FirstSeq
+			}
+		}
+	}
 	claims := 0
-	var res lgDone
+	var res loadDone
 	for round := 0; ; round++ {
 		to := w.step()
 		drop := fmt.Sprintf(`{"treasures":[{"id":"lr-walk-%d","node":%d,"points":%d}]}`, round, graph.ID(to), 10+round)
@@ -338,12 +294,7 @@ func TestLongRunTrimmedReplayEqualsLive(t *testing.T) {
 		if err != nil {
 			t.Logf("retention pass %d: %v", round, err)
 		}
-		for _, s := range rep.Streams {
-			if s.FirstSeq > firsts[s.Stream] {
-				trims[s.Stream]++
-				firsts[s.Stream] = s.FirstSeq
-			}
-		}
+		countTrims(rep)
 		// Partition 1's worker restarts once its subject has been
 		// trimmed: from its checkpoint, the head of its log gone.
 		if !restarted && trims[topo.InStream()] >= 2 && subjectFirst(t, js, topo.InStream(), topo.InSubject(1)) > 1 {
@@ -387,12 +338,7 @@ func TestLongRunTrimmedReplayEqualsLive(t *testing.T) {
 		if err != nil {
 			return err.Error()
 		}
-		for _, s := range rep.Streams {
-			if s.FirstSeq > firsts[s.Stream] {
-				trims[s.Stream]++
-				firsts[s.Stream] = s.FirstSeq
-			}
-		}
+		countTrims(rep)
 		for _, s := range []string{topo.InStream(), topo.OutStream()} {
 			if trims[s] < 3 {
 				return fmt.Sprintf("%s trimmed %d times (first seq %d), want 3 or more", s, trims[s], firsts[s])
@@ -502,15 +448,7 @@ func TestArchiverStoppedHoldsRetentionThenResumes(t *testing.T) {
 	inCap := natsjs.Limits{MaxMsgs: 300, MaxBytes: 4 << 20}
 	sp := stacktest.Start(t, stacktest.Options{Graph: g, Secret: secret, Partitions: 2, CheckpointEvery: time.Second, In: inCap})
 	topo := sp.Topology
-	nc, err := nats.Connect(sp.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := connectJS(t, sp.NATSURL)
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -561,20 +499,12 @@ func TestArchiverStoppedHoldsRetentionThenResumes(t *testing.T) {
 		return heldByArchiver(ctx, js, topo, archivedIn)
 	})
 
-	type lgDone struct {
-		r   *loadgen.Result
-		err error
-	}
-	lg := make(chan lgDone, 1)
 	stopLoad := make(chan struct{})
-	go func() {
-		r, err := loadgen.RunOpen(ctx, loadgen.OpenOptions{
-			Ingest: []string{sp.IngestURL}, Push: []string{sp.PushURL}, Graph: g, Secret: secret,
-			PlayerPrefix: "hold-", Players: 20, Seed: 11, Stop: stopLoad,
-			Schedule: loadgen.Schedule{Rate: 5, Duration: 40 * time.Second},
-		}, nil)
-		lg <- lgDone{r, err}
-	}()
+	lg := runLoad(ctx, loadgen.OpenOptions{
+		Ingest: []string{sp.IngestURL}, Push: []string{sp.PushURL}, Graph: g, Secret: secret,
+		PlayerPrefix: "hold-", Players: 20, Seed: 11, Stop: stopLoad,
+		Schedule: loadgen.Schedule{Rate: 5, Duration: 40 * time.Second},
+	})
 
 	// The walker moves until refused.
 	var refused msg

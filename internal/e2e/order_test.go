@@ -8,7 +8,7 @@ import (
 
 	"treasure/internal/graph"
 	"treasure/internal/ratelimit"
-	"treasure/internal/stack"
+	"treasure/internal/stack/stacktest"
 )
 
 // TestUpdatesComeInMoveOrderAcrossPartitions: players walk back and forth
@@ -25,7 +25,7 @@ func TestUpdatesComeInMoveOrderAcrossPartitions(t *testing.T) {
 		moves      = 240
 		burst      = 40
 	)
-	p := startInProcessConf(t, partitions, nil, func(o *stack.Options) {
+	p := startInProcessConf(t, partitions, nil, func(o *stacktest.Options) {
 		o.RateLimit = ratelimit.Limit{Rate: 1e6, Burst: 1 << 20}
 	})
 	g := p.d.g

@@ -74,7 +74,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -198,18 +197,7 @@ func RunHTTP(ctx context.Context, o HTTPOptions, report func(Second)) (*HTTPResu
 	if err := oo.check(); err != nil {
 		return nil, fmt.Errorf("loadgen: http: %w", err)
 	}
-	if oo.PlayerPrefix == "" {
-		oo.PlayerPrefix = "http-"
-	}
-	if oo.Drain <= 0 {
-		oo.Drain = 10 * time.Second
-	}
-	if oo.ConnectTimeout <= 0 {
-		oo.ConnectTimeout = 2 * time.Minute
-	}
-	if oo.Logger == nil {
-		oo.Logger = slog.New(slog.DiscardHandler)
-	}
+	oo.setDefaults("http-", 2*time.Minute)
 	o.OpenOptions = oo
 
 	e := newEngine(oo)
@@ -444,28 +432,9 @@ func (h *httpRun) take(p *oplayer, now, sched int64) ([]byte, uint64, bool) {
 	if p.blocked {
 		return nil, 0, false
 	}
-	s := p.slot(p.nextSeq)
-	if s.state != stFree && s.state != stDone {
-		p.full = true // free() wakes it
+	seq, path, ok := p.take(e, now, sched)
+	if !ok {
 		return nil, 0, false
-	}
-	*s = oslot{seq: p.nextSeq, sched: sched, state: stAwait}
-	var path []uint32
-	if p.spawned {
-		path = p.w.nextIdx(s.path[:0])
-	} else {
-		path = append(s.path[:0], p.w.at)
-		p.spawned = true
-	}
-	s.plen = uint8(len(path))
-	p.w.acceptIdx(path)
-	seq := p.nextSeq
-	p.nextSeq++
-	p.awaiting++
-	e.sent.Add(1)
-	e.inFlight.Add(1)
-	if now < e.windowEnd {
-		e.inWindow.Add(1)
 	}
 	return appendMoveIdx(nil, seq, path), seq, true
 }
@@ -639,15 +608,7 @@ func (h *httpRun) kill(p *oplayer, name string) {
 		return
 	}
 	p.dead = true
-	for i := range p.ring {
-		switch p.ring[i].state {
-		case stAcked:
-			e.outstanding.Add(-1)
-			e.inFlight.Add(-1)
-		case stAwait, stErr, stResend:
-			e.inFlight.Add(-1)
-		}
-	}
+	p.unsettle(e)
 	p.mu.Unlock()
 	if name != "" {
 		h.count(name)

@@ -248,6 +248,23 @@ func (e *engine) recordUpdate(local int, d int64) {
 	h.mu.Unlock()
 }
 
+// setDefaults fills in what o leaves zero for a run: the player prefix,
+// a 10 s drain, the connect timeout and a logger that discards.
+func (o *OpenOptions) setDefaults(prefix string, connectTimeout time.Duration) {
+	if o.PlayerPrefix == "" {
+		o.PlayerPrefix = prefix
+	}
+	if o.Drain <= 0 {
+		o.Drain = 10 * time.Second
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = connectTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
 // RunOpen runs one process's share of an open-loop run (see the comment at
 // the top of this file): it connects every player (two sockets each),
 // calls o.Connected for t0, sends on o.Schedule, waits up to o.Drain after
@@ -265,18 +282,7 @@ func RunOpen(ctx context.Context, o OpenOptions, report func(Second)) (*Result, 
 	if err := o.check(); err != nil {
 		return nil, fmt.Errorf("loadgen: %w", err)
 	}
-	if o.PlayerPrefix == "" {
-		o.PlayerPrefix = "open-"
-	}
-	if o.Drain <= 0 {
-		o.Drain = 10 * time.Second
-	}
-	if o.ConnectTimeout <= 0 {
-		o.ConnectTimeout = ConnectTimeoutFor(o.Players)
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	o.setDefaults("open-", ConnectTimeoutFor(o.Players))
 	e := newEngine(o)
 	defer e.abort() // no-op once started
 	if err := e.connect(ctx); err != nil {
@@ -471,17 +477,7 @@ func (e *engine) kill(p *oplayer) {
 	if p.due != noMore {
 		e.remaining.Add(-1)
 	}
-	// Its unsettled moves never will be: the drain need not wait for them
-	// (settle counts them as lost).
-	for i := range p.ring {
-		switch p.ring[i].state {
-		case stAcked:
-			e.outstanding.Add(-1)
-			e.inFlight.Add(-1)
-		case stAwait, stErr, stResend:
-			e.inFlight.Add(-1)
-		}
-	}
+	p.unsettle(e)
 	p.mu.Unlock()
 	e.countErr(errClosed)
 	p.ingest.NetConn().Close()

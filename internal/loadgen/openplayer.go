@@ -133,29 +133,11 @@ func (p *oplayer) fill(e *engine, now int64, frame []byte) ([]byte, int, int64) 
 		p.resend, p.blocked = false, false
 	}
 	for !p.blocked && p.due <= now && n < maxBatch {
-		s := p.slot(p.nextSeq)
-		if s.state != stFree && s.state != stDone {
-			p.full = true
+		seq, path, ok := p.take(e, now, p.due)
+		if !ok {
 			break
 		}
-		*s = oslot{seq: p.nextSeq, sched: p.due, state: stAwait}
-		var path []uint32
-		if p.spawned {
-			path = p.w.nextIdx(s.path[:0])
-		} else {
-			path = append(s.path[:0], p.w.at)
-			p.spawned = true
-		}
-		s.plen = uint8(len(path))
-		p.w.acceptIdx(path)
-		frame = appendMoveIdx(frame, p.nextSeq, path)
-		p.nextSeq++
-		p.awaiting++
-		e.sent.Add(1)
-		e.inFlight.Add(1)
-		if now < e.windowEnd {
-			e.inWindow.Add(1)
-		}
+		frame = appendMoveIdx(frame, seq, path)
 		n++
 		p.k++
 		p.due = e.next(p, p.k, p.due)
@@ -172,6 +154,55 @@ func (p *oplayer) fill(e *engine, now int64, frame []byte) ([]byte, int, int64) 
 		return frame, n, now
 	}
 	return frame, n, p.due
+}
+
+// take makes the player's next new move, scheduled at sched, at now: it
+// fills the slot of the next seq with its path (the spawn first, then
+// walks), moves the player and counts the move sent. It returns the seq
+// and the path (the slot's, valid until the slot is freed), or false,
+// marking the player full, while that slot still waits for its answers.
+// fill and the HTTP attack's take share it. Called with p.mu held.
+func (p *oplayer) take(e *engine, now, sched int64) (uint64, []uint32, bool) {
+	s := p.slot(p.nextSeq)
+	if s.state != stFree && s.state != stDone {
+		p.full = true // free() wakes it
+		return 0, nil, false
+	}
+	*s = oslot{seq: p.nextSeq, sched: sched, state: stAwait}
+	var path []uint32
+	if p.spawned {
+		path = p.w.nextIdx(s.path[:0])
+	} else {
+		path = append(s.path[:0], p.w.at)
+		p.spawned = true
+	}
+	s.plen = uint8(len(path))
+	p.w.acceptIdx(path)
+	seq := p.nextSeq
+	p.nextSeq++
+	p.awaiting++
+	e.sent.Add(1)
+	e.inFlight.Add(1)
+	if now < e.windowEnd {
+		e.inWindow.Add(1)
+	}
+	return seq, path, true
+}
+
+// unsettle takes a dead player's unsettled moves out of the engine's
+// counts: they never will be settled, and the drain need not wait for
+// them (settle counts them as lost). engine.kill and the HTTP attack's
+// kill share it. Called with p.mu held.
+func (p *oplayer) unsettle(e *engine) {
+	for i := range p.ring {
+		switch p.ring[i].state {
+		case stAcked:
+			e.outstanding.Add(-1)
+			e.inFlight.Add(-1)
+		case stAwait, stErr, stResend:
+			e.inFlight.Add(-1)
+		}
+	}
 }
 
 // endEarly drops the moves scheduled after the early end of the

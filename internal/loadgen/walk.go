@@ -64,29 +64,41 @@ func (w *walker) next(dst []uint64) []uint64 {
 	v, prev := w.at, w.prev
 	dst = append(dst, uint64(graph.ID(v)))
 	for steps := minPath - 1 + w.rng.IntN(maxPath-minPath+1); steps > 0; steps-- {
-		arcs := w.g.Neighbors(v)
-		if len(arcs) == 0 { // only for a spawn on a node without neighbours
+		next, ok := w.stepFrom(v, prev)
+		if !ok { // only for a spawn on a node without neighbours
 			break
-		}
-		next := arcs[w.rng.IntN(len(arcs))].To
-		if next == prev && len(arcs) > 1 {
-			// Any neighbour but prev, uniformly.
-			k := w.rng.IntN(len(arcs) - 1)
-			for _, a := range arcs {
-				if a.To == prev {
-					continue
-				}
-				if k == 0 {
-					next = a.To
-					break
-				}
-				k--
-			}
 		}
 		prev, v = v, next
 		dst = append(dst, uint64(graph.ID(v)))
 	}
 	return dst
+}
+
+// stepFrom picks the node a walk at v that came from prev goes to: a
+// neighbour of v, uniformly, but not prev unless it is the only one. ok
+// is false on a node without neighbours. next and nextIdx share it so that
+// both draw the same numbers for the same walk.
+func (w *walker) stepFrom(v, prev uint32) (next uint32, ok bool) {
+	arcs := w.g.Neighbors(v)
+	if len(arcs) == 0 {
+		return 0, false
+	}
+	next = arcs[w.rng.IntN(len(arcs))].To
+	if next == prev && len(arcs) > 1 {
+		// Any neighbour but prev, uniformly.
+		k := w.rng.IntN(len(arcs) - 1)
+		for _, a := range arcs {
+			if a.To == prev {
+				continue
+			}
+			if k == 0 {
+				next = a.To
+				break
+			}
+			k--
+		}
+	}
+	return next, true
 }
 
 // accept moves the player to the end of path (wire ids of a valid move).
@@ -114,23 +126,9 @@ func (w *walker) nextIdx(dst []uint32) []uint32 {
 	v, prev := w.at, w.prev
 	dst = append(dst, v)
 	for steps := minPath - 1 + w.rng.IntN(maxPath-minPath+1); steps > 0; steps-- {
-		arcs := w.g.Neighbors(v)
-		if len(arcs) == 0 {
+		next, ok := w.stepFrom(v, prev)
+		if !ok {
 			break
-		}
-		next := arcs[w.rng.IntN(len(arcs))].To
-		if next == prev && len(arcs) > 1 {
-			k := w.rng.IntN(len(arcs) - 1)
-			for _, a := range arcs {
-				if a.To == prev {
-					continue
-				}
-				if k == 0 {
-					next = a.To
-					break
-				}
-				k--
-			}
 		}
 		prev, v = v, next
 		dst = append(dst, v)

@@ -37,9 +37,18 @@ func startCkptWorker(tb testing.TB, ctx context.Context, f fixture, topo natsjs.
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return runCkptWorker(tb, ctx, Options{Graph: f.g, Part: f.part, Radius: f.radius, Topology: topo, NC: nc, JS: js, Batch: 8, AckWait: 2 * time.Second,
+		CheckpointEvery: every, CheckpointKeep: keep}, testLog().Handler(), kill)
+}
+
+// runCkptWorker runs a worker of options o until its stop (or the test's
+// cleanup), with the worker's own registry and its log going to next
+// through the record of its "partition ready" lines.
+func runCkptWorker(tb testing.TB, ctx context.Context, o Options, next slog.Handler, kill bool) *ckptWorker {
+	tb.Helper()
 	cw := &ckptWorker{reg: prometheus.NewRegistry(), ready: &readyLog{}}
-	w, err := New(Options{Graph: f.g, Part: f.part, Radius: f.radius, Topology: topo, NC: nc, JS: js, Batch: 8, AckWait: 2 * time.Second,
-		Log: slog.New(teeHandler{cw.ready, testLog().Handler()}), Registerer: cw.reg, CheckpointEvery: every, CheckpointKeep: keep})
+	o.Log, o.Registerer = slog.New(teeHandler{cw.ready, next}), cw.reg
+	w, err := New(o)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -65,17 +74,7 @@ func startCkptWorker(tb testing.TB, ctx context.Context, f fixture, topo natsjs.
 // counter returns the value of a counter of the worker's registry.
 func (cw *ckptWorker) counter(tb testing.TB, name string) float64 {
 	tb.Helper()
-	mfs, err := cw.reg.Gather()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	tb.Fatalf("no metric %s", name)
-	return 0
+	return counterValue(tb, cw.reg, name)
 }
 
 // readyInfo is what a "partition ready" line says.
@@ -162,8 +161,7 @@ func (h attrHandler) Handle(ctx context.Context, rec slog.Record) error {
 // batches and writes its checkpoint.
 func waitIdle(tb testing.TB, ctx context.Context, js jetstream.JetStream, topo natsjs.Topology) {
 	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.WaitFor(tb, 30*time.Second, func() string {
 		busy := 0
 		for k := 0; k < topo.Partitions; k++ {
 			c, err := js.Consumer(ctx, topo.InStream(), Durable(topo, k))
@@ -177,13 +175,10 @@ func waitIdle(tb testing.TB, ctx context.Context, js jetstream.JetStream, topo n
 			busy += int(info.NumPending) + info.NumAckPending
 		}
 		if busy == 0 {
-			return
+			return ""
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%d inputs still waiting or unacked after 30 s", busy)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Sprintf("%d inputs still waiting or unacked", busy)
+	})
 }
 
 // countIn counts partition k's input messages with sequences in (from, to].
@@ -222,51 +217,6 @@ func outIDs(tb testing.TB, ctx context.Context, js jetstream.JetStream, topo nat
 	return ids
 }
 
-// checkLikeUninterrupted copies run B's log into fresh streams, runs it
-// through one worker that never stops (and uses no checkpoints), and
-// requires the same proximity results, claims and output ids as B.
-func checkLikeUninterrupted(t *testing.T, ctx context.Context, js jetstream.JetStream, url string, f fixture, topoB natsjs.Topology, b outputs) {
-	t.Helper()
-	topoC := newTopo(topoB.Prefix+"u", f.k)
-	testenv.DeleteStreamsOnCleanup(t, js, topoC.Prefix)
-	if err := topoC.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	err := natsjs.Replay(ctx, js, natsjs.ReplayOptions{Stream: topoB.InStream(), MaxWait: 200 * time.Millisecond}, func(ctx context.Context, msgs []natsjs.Msg) error {
-		for _, m := range msgs {
-			if _, err := js.Publish(ctx, topoC.Prefix+m.Subject[len(topoB.Prefix):], m.Data); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wc := startCkptWorker(t, ctx, f, topoC, url, -1, 0, false)
-	c := waitOutputs(t, ctx, js, topoC, len(f.moves))
-	wc.stop()
-	if len(b.claims) == 0 {
-		t.Fatal("the fixture produced no claims")
-	}
-	for key, pb := range b.prox {
-		if pc := c.prox[key]; pc == nil || pb.String() != pc.String() {
-			t.Fatalf("move %s: restarted run %v, uninterrupted %v", key, pb, pc)
-		}
-	}
-	if len(b.claims) != len(c.claims) {
-		t.Fatalf("%d claims in the restarted run, %d uninterrupted", len(b.claims), len(c.claims))
-	}
-	for id, cb := range b.claims {
-		if cc := c.claims[id]; cc == nil || cb.String() != cc.String() {
-			t.Fatalf("treasure %s: restarted run %v, uninterrupted %v", id, cb, cc)
-		}
-	}
-	if ib, ic := outIDs(t, ctx, js, topoB), outIDs(t, ctx, js, topoC); !slices.Equal(ib, ic) {
-		t.Fatalf("output ids differ: %d in the restarted run, %d uninterrupted", len(ib), len(ic))
-	}
-}
-
 // TestWorkerRestartsFromCheckpointReplayingOnlyTheTail: a worker stopped
 // cleanly writes a checkpoint per partition; its successor loads it and
 // replays nothing; that one is killed (no checkpoint written) after more
@@ -278,33 +228,17 @@ func TestWorkerRestartsFromCheckpointReplayingOnlyTheTail(t *testing.T) {
 	ctx := context.Background()
 	url := testenv.NATSURL()
 	_, js, prefix := testenv.JetStream(t)
-	topo := newTopo(prefix+"b", f.k)
-	testenv.DeleteStreamsOnCleanup(t, js, topo.Prefix)
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	third := len(f.moves) / 3
-
-	w1 := startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, false)
-	publishDrops(t, ctx, js, topo, f)
-	publishMoves(t, ctx, js, topo, f, f.moves[:third])
-	waitOutputs(t, ctx, js, topo, third)
-	waitIdle(t, ctx, js, topo)
-	w1.stop()
-	if n := w1.counter(t, "treasure_proximity_checkpoints_total"); n != float64(f.k) {
-		t.Fatalf("%v checkpoints written at a clean stop, want one per partition (%d)", n, f.k)
-	}
+	topo := freshTopo(t, ctx, js, prefix+"b", f.k)
 	store, err := natsjs.OpenCheckpoints(ctx, js, topo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := map[int]uint64{}
-	for k := 0; k < f.k; k++ {
-		seqs, err := store.Seqs(ctx, k)
-		if err != nil || len(seqs) != 1 {
-			t.Fatalf("partition %d: checkpoints %v, %v", k, seqs, err)
-		}
-		first[k] = seqs[0]
+	third := len(f.moves) / 3
+
+	publishDrops(t, ctx, js, topo, f)
+	w1, first := cleanRun(t, ctx, js, url, f, topo, store, f.moves[:third], third, 1)
+	if n := w1.counter(t, "treasure_proximity_checkpoints_total"); n != float64(f.k) {
+		t.Fatalf("%v checkpoints written at a clean stop, want one per partition (%d)", n, f.k)
 	}
 
 	w2 := startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, true)
@@ -319,9 +253,7 @@ func TestWorkerRestartsFromCheckpointReplayingOnlyTheTail(t *testing.T) {
 	}
 
 	publishMoves(t, ctx, js, topo, f, f.moves[2*third:])
-	w3 := startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, false)
-	b := waitOutputs(t, ctx, js, topo, len(f.moves))
-	w3.stop()
+	w3, b := finalRun(t, ctx, js, url, f, topo, 3)
 	var want, whole uint64
 	ready := w3.ready.get()
 	for k := 0; k < f.k; k++ {
@@ -362,11 +294,7 @@ func TestWorkerSkipsDamagedCheckpoints(t *testing.T) {
 	ctx := context.Background()
 	url := testenv.NATSURL()
 	_, js, prefix := testenv.JetStream(t)
-	topo := newTopo(prefix+"d", f.k)
-	testenv.DeleteStreamsOnCleanup(t, js, topo.Prefix)
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	topo := freshTopo(t, ctx, js, prefix+"d", f.k)
 	store, err := natsjs.OpenCheckpoints(ctx, js, topo)
 	if err != nil {
 		t.Fatal(err)
@@ -375,19 +303,7 @@ func TestWorkerSkipsDamagedCheckpoints(t *testing.T) {
 	publishDrops(t, ctx, js, topo, f)
 	var seqs [][]uint64 // per run, per partition: the newest checkpoint
 	for run := range 2 {
-		w := startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, false)
-		publishMoves(t, ctx, js, topo, f, f.moves[run*third:(run+1)*third])
-		waitOutputs(t, ctx, js, topo, (run+1)*third)
-		waitIdle(t, ctx, js, topo)
-		w.stop()
-		var newest []uint64
-		for k := 0; k < f.k; k++ {
-			s, err := store.Seqs(ctx, k)
-			if err != nil || len(s) != run+1 {
-				t.Fatalf("run %d partition %d: checkpoints %v, %v", run, k, s, err)
-			}
-			newest = append(newest, s[0])
-		}
+		_, newest := cleanRun(t, ctx, js, url, f, topo, store, f.moves[run*third:(run+1)*third], (run+1)*third, run+1)
 		seqs = append(seqs, newest)
 	}
 	// Partition 0: a flipped byte in the treasures section.
@@ -434,10 +350,7 @@ func TestWorkerSkipsDamagedCheckpoints(t *testing.T) {
 	}
 
 	publishMoves(t, ctx, js, topo, f, f.moves[2*third:])
-	w := startCkptWorker(t, ctx, f, topo, url, time.Hour, 2, false)
-	b := waitOutputs(t, ctx, js, topo, len(f.moves))
-	waitIdle(t, ctx, js, topo)
-	w.stop()
+	w, b := finalRun(t, ctx, js, url, f, topo, 2)
 	if n := w.counter(t, "treasure_proximity_checkpoint_invalid_total"); n != 3 {
 		t.Fatalf("%v checkpoints refused, want 3", n)
 	}
@@ -465,26 +378,14 @@ func TestWorkerKeepsCheckpointsOfAnotherVersion(t *testing.T) {
 	ctx := context.Background()
 	url := testenv.NATSURL()
 	_, js, prefix := testenv.JetStream(t)
-	topo := newTopo(prefix+"v", f.k)
-	testenv.DeleteStreamsOnCleanup(t, js, topo.Prefix)
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	topo := freshTopo(t, ctx, js, prefix+"v", f.k)
 	store, err := natsjs.OpenCheckpoints(ctx, js, topo)
 	if err != nil {
 		t.Fatal(err)
 	}
 	half := len(f.moves) / 2
 	publishDrops(t, ctx, js, topo, f)
-	w := startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, false)
-	publishMoves(t, ctx, js, topo, f, f.moves[:half])
-	waitOutputs(t, ctx, js, topo, half)
-	waitIdle(t, ctx, js, topo)
-	w.stop()
-	first, err := store.Seqs(ctx, 0)
-	if err != nil || len(first) != 1 {
-		t.Fatalf("checkpoints %v, %v", first, err)
-	}
+	_, first := cleanRun(t, ctx, js, url, f, topo, store, f.moves[:half], half, 1)
 	publishMoves(t, ctx, js, topo, f, f.moves[half:])
 	data, err := store.Get(ctx, 0, first[0])
 	if err != nil {
@@ -495,10 +396,7 @@ func TestWorkerKeepsCheckpointsOfAnotherVersion(t *testing.T) {
 	if err := store.Put(ctx, 0, future, data); err != nil {
 		t.Fatal(err)
 	}
-	w = startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, false)
-	b := waitOutputs(t, ctx, js, topo, len(f.moves))
-	waitIdle(t, ctx, js, topo)
-	w.stop()
+	w, b := finalRun(t, ctx, js, url, f, topo, 3)
 	if n := w.counter(t, "treasure_proximity_checkpoint_invalid_total"); n != 1 {
 		t.Fatalf("%v checkpoints refused, want 1", n)
 	}

@@ -2,6 +2,7 @@ package proximity
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -26,11 +27,7 @@ func TestWorkerStartSkipsCheckpointDeletedWhileRead(t *testing.T) {
 	defer cancel()
 	url := testenv.NATSURL()
 	_, js, prefix := testenv.JetStream(t)
-	topo := newTopo(prefix+"g", f.k)
-	testenv.DeleteStreamsOnCleanup(t, js, topo.Prefix)
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	topo := freshTopo(t, ctx, js, prefix+"g", f.k)
 	store, err := natsjs.OpenCheckpoints(ctx, js, topo)
 	if err != nil {
 		t.Fatal(err)
@@ -39,19 +36,7 @@ func TestWorkerStartSkipsCheckpointDeletedWhileRead(t *testing.T) {
 	publishDrops(t, ctx, js, topo, f)
 	var seqs [][]uint64 // per run, per partition: the newest checkpoint
 	for run := range 2 {
-		w := startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, false)
-		publishMoves(t, ctx, js, topo, f, f.moves[run*half/2:(run+1)*half/2])
-		waitOutputs(t, ctx, js, topo, (run+1)*half/2)
-		waitIdle(t, ctx, js, topo)
-		w.stop()
-		var newest []uint64
-		for k := 0; k < f.k; k++ {
-			s, err := store.Seqs(ctx, k)
-			if err != nil || len(s) != run+1 {
-				t.Fatalf("run %d partition %d: checkpoints %v, %v", run, k, s, err)
-			}
-			newest = append(newest, s[0])
-		}
+		_, newest := cleanRun(t, ctx, js, url, f, topo, store, f.moves[run*half/2:(run+1)*half/2], (run+1)*half/2, run+1)
 		seqs = append(seqs, newest)
 	}
 	info, err := store.Store().GetInfo(ctx, natsjs.CheckpointName(0, seqs[1][0]))
@@ -67,10 +52,7 @@ func TestWorkerStartSkipsCheckpointDeletedWhileRead(t *testing.T) {
 	}
 
 	publishMoves(t, ctx, js, topo, f, f.moves[half:])
-	w := startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, false)
-	b := waitOutputs(t, ctx, js, topo, len(f.moves))
-	waitIdle(t, ctx, js, topo)
-	w.stop()
+	w, b := finalRun(t, ctx, js, url, f, topo, 3)
 	ready := w.ready.get()
 	for k, want := range []uint64{seqs[0][0], seqs[1][1], seqs[1][2]} {
 		if ready[k].checkpoint != want {
@@ -97,11 +79,7 @@ func TestWorkerReportsRebuildFromTrimmedLog(t *testing.T) {
 	ctx := context.Background()
 	url := testenv.NATSURL()
 	_, js, prefix := testenv.JetStream(t)
-	topo := newTopo(prefix+"t", f.k)
-	testenv.DeleteStreamsOnCleanup(t, js, topo.Prefix)
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	topo := freshTopo(t, ctx, js, prefix+"t", f.k)
 	half := len(f.moves) / 2
 	w := startCkptWorker(t, ctx, f, topo, url, -1, 0, false)
 	publishDrops(t, ctx, js, topo, f)
@@ -137,11 +115,10 @@ func TestWorkerReportsRebuildFromTrimmedLog(t *testing.T) {
 // "partition ready".
 func waitReady(tb testing.TB, w *ckptWorker, n int) {
 	tb.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for len(w.ready.get()) < n {
-		if time.Now().After(deadline) {
-			tb.Fatalf("%d of %d partitions ready after 60 s", len(w.ready.get()), n)
+	testenv.WaitFor(tb, 60*time.Second, func() string {
+		if got := len(w.ready.get()); got < n {
+			return fmt.Sprintf("%d of %d partitions ready", got, n)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return ""
+	})
 }

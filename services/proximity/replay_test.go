@@ -24,11 +24,7 @@ func TestReplayReproducesLiveRun(t *testing.T) {
 	f := amsterdamFixture(t)
 	ctx := context.Background()
 	_, js, prefix := testenv.JetStream(t)
-	topo := newTopo(prefix, f.k)
-	testenv.DeleteStreamsOnCleanup(t, js, topo.Prefix)
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	topo := freshTopo(t, ctx, js, prefix, f.k)
 	publishInputs(t, ctx, js, topo, f)
 	stop := startWorker(t, ctx, f, topo, js, testenv.NATSURL(), nil)
 	live := waitOutputs(t, ctx, js, topo, len(f.moves))

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"treasure/internal/event"
 	"treasure/internal/event/eventpb"
@@ -201,20 +200,11 @@ func (rl *restartLog) start(b *testing.B, every time.Duration) *ckptWorker {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cw := &ckptWorker{reg: prometheus.NewRegistry(), ready: &readyLog{}}
-	w, err := New(Options{Graph: rl.f.g, Part: rl.f.part, Radius: rl.f.radius, Topology: rl.topo, NC: nc, JS: js, Batch: 256,
-		Log: slog.New(teeHandler{cw.ready, slog.DiscardHandler}), Registerer: cw.reg, CheckpointEvery: every, CheckpointKeep: 3})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	cw := runCkptWorker(b, context.Background(), Options{Graph: rl.f.g, Part: rl.f.part, Radius: rl.f.radius, Topology: rl.topo, NC: nc, JS: js, Batch: 256,
+		CheckpointEvery: every, CheckpointKeep: 3}, slog.DiscardHandler, false)
+	stop := cw.stop
 	cw.stop = func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Errorf("worker: %v", err)
-		}
+		stop()
 		nc.Close()
 	}
 	return cw

@@ -3,7 +3,6 @@ package proximity
 import (
 	"context"
 	"errors"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -39,60 +38,18 @@ func TestWorkerKilledAfterRetentionTrimmedItsLog(t *testing.T) {
 	ctx := context.Background()
 	url := testenv.NATSURL()
 	_, js, prefix := testenv.JetStream(t)
-	topo := newTopo(prefix+"r", f.k)
-	testenv.DeleteStreamsOnCleanup(t, js, topo.Prefix)
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	topo := freshTopo(t, ctx, js, prefix+"r", f.k)
 	// The never-trimmed copy of the log, kept in step before every purge.
-	topoC := newTopo(topo.Prefix+"u", f.k)
-	testenv.DeleteStreamsOnCleanup(t, js, topoC.Prefix)
-	if err := topoC.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	topoC := freshTopo(t, ctx, js, topo.Prefix+"u", f.k)
 	var copied uint64
-	copyIn := func() {
-		t.Helper()
-		err := natsjs.Replay(ctx, js, natsjs.ReplayOptions{Stream: topo.InStream(), StartSeq: copied + 1, MaxWait: 200 * time.Millisecond}, func(ctx context.Context, msgs []natsjs.Msg) error {
-			for _, m := range msgs {
-				if m.Seq != copied+1 {
-					t.Fatalf("copying the log: message %d after %d (trimmed before it was copied?)", m.Seq, copied)
-				}
-				ack, err := js.Publish(ctx, topoC.Prefix+m.Subject[len(topo.Prefix):], m.Data)
-				if err != nil {
-					return err
-				}
-				if ack.Sequence != m.Seq {
-					t.Fatalf("the copy of message %d got sequence %d", m.Seq, ack.Sequence)
-				}
-				copied = m.Seq
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	third := len(f.moves) / 3
-
-	w1 := startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, false)
-	publishDrops(t, ctx, js, topo, f)
-	publishMoves(t, ctx, js, topo, f, f.moves[:third])
-	waitOutputs(t, ctx, js, topo, third)
-	waitIdle(t, ctx, js, topo)
-	w1.stop() // a checkpoint per partition
 	store, err := natsjs.OpenCheckpoints(ctx, js, topo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ckpt := map[int]uint64{}
-	for k := 0; k < f.k; k++ {
-		seqs, err := store.Seqs(ctx, k)
-		if err != nil || len(seqs) != 1 {
-			t.Fatalf("partition %d: checkpoints %v, %v", k, seqs, err)
-		}
-		ckpt[k] = seqs[0]
-	}
+	third := len(f.moves) / 3
+
+	publishDrops(t, ctx, js, topo, f)
+	_, ckpt := cleanRun(t, ctx, js, url, f, topo, store, f.moves[:third], third, 1) // a checkpoint per partition
 
 	w2 := startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, true)
 	publishMoves(t, ctx, js, topo, f, f.moves[third:2*third])
@@ -102,7 +59,7 @@ func TestWorkerKilledAfterRetentionTrimmedItsLog(t *testing.T) {
 	// Retention: everything is archived (the test's stand-in for the
 	// archiver) and older than MaxAge; each partition's checkpoint is what
 	// holds its log back. OUT has no ranker consumer: it is not trimmed.
-	copyIn()
+	copied = copyLog(t, ctx, js, topo, topoC, copied)
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: retention.ArchiveBucket(topo)})
 	if err != nil {
 		t.Fatal(err)
@@ -154,10 +111,7 @@ func TestWorkerKilledAfterRetentionTrimmedItsLog(t *testing.T) {
 
 	w2.stop() // killed: no checkpoint
 	publishMoves(t, ctx, js, topo, f, f.moves[2*third:])
-	w3 := startCkptWorker(t, ctx, f, topo, url, time.Hour, 3, false)
-	b := waitOutputs(t, ctx, js, topo, len(f.moves))
-	waitIdle(t, ctx, js, topo)
-	w3.stop()
+	w3, b := finalRun(t, ctx, js, url, f, topo, 3)
 	ready := w3.ready.get()
 	for k := 0; k < f.k; k++ {
 		r := ready[k]
@@ -171,29 +125,8 @@ func TestWorkerKilledAfterRetentionTrimmedItsLog(t *testing.T) {
 	if n := w3.counter(t, "treasure_proximity_checkpoint_invalid_total"); n != 0 {
 		t.Fatalf("%v checkpoints refused", n)
 	}
-	copyIn()
+	copyLog(t, ctx, js, topo, topoC, copied)
 
 	// One worker over the never-trimmed copy, without checkpoints.
-	wc := startCkptWorker(t, ctx, f, topoC, url, -1, 0, false)
-	c := waitOutputs(t, ctx, js, topoC, len(f.moves))
-	wc.stop()
-	if len(b.claims) == 0 {
-		t.Fatal("the fixture produced no claims")
-	}
-	for key, pb := range b.prox {
-		if pc := c.prox[key]; pc == nil || pb.String() != pc.String() {
-			t.Fatalf("move %s: restarted run %v, uninterrupted %v", key, pb, pc)
-		}
-	}
-	if len(b.claims) != len(c.claims) {
-		t.Fatalf("%d claims in the restarted run, %d uninterrupted", len(b.claims), len(c.claims))
-	}
-	for id, cb := range b.claims {
-		if cc := c.claims[id]; cc == nil || cb.String() != cc.String() {
-			t.Fatalf("treasure %s: restarted run %v, uninterrupted %v", id, cb, cc)
-		}
-	}
-	if ib, ic := outIDs(t, ctx, js, topo), outIDs(t, ctx, js, topoC); !slices.Equal(ib, ic) {
-		t.Fatalf("output ids differ: %d in the restarted run, %d uninterrupted", len(ib), len(ic))
-	}
+	checkLikeCopy(t, ctx, js, url, f, topo, topoC, b)
 }

@@ -232,23 +232,15 @@ func TestWorkerAnswersAndSurvivesKill(t *testing.T) {
 
 	// Run B: one worker per partition set; the worker of partition 0 is
 	// killed after some output, then started again.
-	topoB := newTopo(prefix+"b", f.k)
-	testenv.DeleteStreamsOnCleanup(t, js, topoB.Prefix)
-	if err := topoB.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	topoB := freshTopo(t, ctx, js, prefix+"b", f.k)
 	stop0 := startWorker(t, ctx, f, topoB, js, url, []int{0})
 	stop1 := startWorker(t, ctx, f, topoB, js, url, []int{1, 2})
 	half := len(f.moves) / 2
 	publishDrops(t, ctx, js, topoB, f)
 	publishMoves(t, ctx, js, topoB, f, f.moves[:half])
-	deadline := time.Now().Add(30 * time.Second)
-	for len(readOutputs(t, ctx, js, topoB).prox) < half/4 {
-		if time.Now().After(deadline) {
-			t.Fatal("no progress before the kill")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.WaitUntil(t, 30*time.Second, "no progress before the kill", func() bool {
+		return len(readOutputs(t, ctx, js, topoB).prox) >= half/4
+	})
 	stop0()
 	// While partition 0's worker is dead, the log grows; its successor
 	// rebuilds the engine from the log and carries on.
@@ -265,43 +257,13 @@ func TestWorkerAnswersAndSurvivesKill(t *testing.T) {
 	// by one uninterrupted worker. Claim notices are in the copied log at
 	// the positions they had; the ones the replay publishes again land
 	// after them and change nothing (the treasure is already claimed).
-	topoC := newTopo(prefix+"c", f.k)
-	testenv.DeleteStreamsOnCleanup(t, js, topoC.Prefix)
-	if err := topoC.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	err := natsjs.Replay(ctx, js, natsjs.ReplayOptions{Stream: topoB.InStream(), MaxWait: 200 * time.Millisecond}, func(ctx context.Context, msgs []natsjs.Msg) error {
-		for _, m := range msgs {
-			subject := topoC.Prefix + m.Subject[len(topoB.Prefix):]
-			if _, err := js.Publish(ctx, subject, m.Data); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	topoC := freshTopo(t, ctx, js, prefix+"c", f.k)
+	copyLog(t, ctx, js, topoB, topoC, 0)
 	stopC := startWorker(t, ctx, f, topoC, js, url, nil)
 	c := waitOutputs(t, ctx, js, topoC, len(f.moves))
 	stopC()
 
-	if len(b.claims) == 0 {
-		t.Fatal("the fixture produced no claims")
-	}
-	for key, pb := range b.prox {
-		if pc := c.prox[key]; pc == nil || pb.String() != pc.String() {
-			t.Fatalf("move %s: killed-and-restarted run %v, replay %v", key, pb, pc)
-		}
-	}
-	if len(b.claims) != len(c.claims) {
-		t.Fatalf("%d claims in the run, %d in its replay", len(b.claims), len(c.claims))
-	}
-	for id, cb := range b.claims {
-		if cc := c.claims[id]; cc == nil || cb.String() != cc.String() {
-			t.Fatalf("treasure %s: run claim %v, replay %v", id, cb, cc)
-		}
-	}
+	sameOutputs(t, b, c, "killed-and-restarted run", "replay")
 	// Every treasure on a node where some move ended is claimed, by the
 	// first such move of its partition's log.
 	ends := map[uint32]bool{}
@@ -413,17 +375,13 @@ func TestWorkerAppliesALateMoveAndSkipsACopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.WaitFor(t, 30*time.Second, func() string {
 		info, err := cons.Info(ctx)
 		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
-			break
+			return ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the worker did not consume the log: %+v %v", info, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Sprintf("the worker did not consume the log: %+v %v", info, err)
+	})
 	if o := readOutputs(t, ctx, js, topo); len(o.prox) != 3 {
 		t.Fatalf("%d results after the copies, want 3", len(o.prox))
 	}

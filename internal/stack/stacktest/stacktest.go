@@ -62,6 +62,19 @@ type Options struct {
 	ProximityPartitions []int
 	// Log, when set, receives the services' logs.
 	Log *slog.Logger
+	// Replicas is every stream's number of copies (natsjs.Topology); 0:
+	// the server's default. For a cluster at NATSURL.
+	Replicas int
+	// NoProximity: the stack runs no proximity worker; the test runs
+	// them beside it (stack.Options).
+	NoProximity bool
+	// Before, when set, runs once the streams exist and before any
+	// service starts: a replay fills the log there, a test on a private
+	// server registers the streams' deletion there (a cleanup registered
+	// then runs once the stack has stopped).
+	Before func(topo natsjs.Topology, js jetstream.JetStream)
+	// ReadyWithin bounds the wait for every service to be ready; 0: 30 s.
+	ReadyWithin time.Duration
 }
 
 // Pipeline is a running stack and where to reach it.
@@ -77,6 +90,7 @@ type Pipeline struct {
 	RedisPrefix string
 	Schema      string
 	// The stack's connections and partition assignment, for checks.
+	NC       *nats.Conn
 	JS       jetstream.JetStream
 	Postgres *pgxpool.Pool
 	Redis    redis.UniversalClient
@@ -85,7 +99,8 @@ type Pipeline struct {
 
 // Start runs a stack until the test ends (its cleanup stops it, and
 // reports an error when it does not stop within 30 s) and returns once
-// every service is ready, failing the test when that takes over 30 s.
+// every service is ready, failing the test when that takes over
+// o.ReadyWithin (30 s).
 func Start(tb testing.TB, o Options) Pipeline {
 	tb.Helper()
 	if o.Partitions == 0 {
@@ -126,7 +141,7 @@ func Start(tb testing.TB, o Options) Pipeline {
 	if o.StreamLimits != (natsjs.Limits{}) {
 		small = o.StreamLimits
 	}
-	topo := natsjs.Topology{Prefix: prefix, Partitions: o.Partitions, In: small, Out: small, Upd: small, DLQ: small}
+	topo := natsjs.Topology{Prefix: prefix, Partitions: o.Partitions, Replicas: o.Replicas, In: small, Out: small, Upd: small, DLQ: small}
 	if o.In != (natsjs.Limits{}) {
 		topo.In = o.In
 	}
@@ -136,6 +151,9 @@ func Start(tb testing.TB, o Options) Pipeline {
 	if err := topo.Ensure(context.Background(), js); err != nil {
 		tb.Fatal(err)
 	}
+	if o.Before != nil {
+		o.Before(topo, js)
+	}
 	limits := o.Limits
 	if limits == (platform.Limits{}) {
 		limits.LeaderboardRate = platform.Off
@@ -143,7 +161,7 @@ func Start(tb testing.TB, o Options) Pipeline {
 	st, err := stack.New(stack.Options{Graph: o.Graph, Part: part, Radius: 2000, Topology: topo, NC: nc, JS: js,
 		Redis: rdb, RedisPrefix: rprefix, Postgres: pool, JWTSecret: o.Secret, RateLimit: o.RateLimit, Limits: limits,
 		PushSendBuffer:  o.PushSendBuffer,
-		CheckpointEvery: o.CheckpointEvery, ProximityPartitions: o.ProximityPartitions, Log: o.Log})
+		CheckpointEvery: o.CheckpointEvery, ProximityPartitions: o.ProximityPartitions, NoProximity: o.NoProximity, Log: o.Log})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -161,14 +179,16 @@ func Start(tb testing.TB, o Options) Pipeline {
 			tb.Errorf("stack did not stop within 30 s")
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for st.Ready() != nil {
-		if time.Now().After(deadline) {
-			tb.Fatalf("stack not ready: %v", st.Ready())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if o.ReadyWithin == 0 {
+		o.ReadyWithin = 30 * time.Second
 	}
+	testenv.WaitFor(tb, o.ReadyWithin, func() string {
+		if err := st.Ready(); err != nil {
+			return "stack not ready: " + err.Error()
+		}
+		return ""
+	})
 	return Pipeline{Stack: st, Topology: topo, IngestURL: "ws://" + st.IngestAddr().String(), PushURL: "ws://" + st.PushAddr().String(),
 		NATSURL: natsURL, StreamPrefix: prefix, RedisPrefix: rprefix, Schema: schema,
-		JS: js, Postgres: pool, Redis: rdb, Part: part}
+		NC: nc, JS: js, Postgres: pool, Redis: rdb, Part: part}
 }

@@ -30,6 +30,10 @@ const (
 	// DefaultGrace is how long after its window's end a segment with
 	// nothing more pending is closed.
 	DefaultGrace = 2 * time.Second
+	// pullLinger is the pause of the consumers between pulls that did not
+	// fill a batch (natsjs.ConsumerOptions.Linger); well under
+	// DefaultGrace, so that it does not delay a segment's commit.
+	pullLinger = 250 * time.Millisecond
 )
 
 // Options configures an Archiver. Dir, Topology are required.
@@ -416,12 +420,18 @@ func (s *streamArchiver) consumer(ctx context.Context, from uint64) (*natsjs.Con
 	if err := s.a.js.DeleteConsumer(ctx, s.stream, durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("archive consumer %s: %w", durable, err)
 	}
-	const batch, maxAckPending = 512, 4096
+	// Latency does not matter here (a segment waits for its window's end
+	// anyway): the consumer pulls what the stream holds every pullLinger
+	// and acknowledges each group with one ack (AckAll), rather than
+	// taking each message in as it arrives with an ack of its own — at a
+	// steady 10,000 moves/s that was most of the archiver's CPU
+	// (BENCHMARKS.md, issue 7's cost).
+	const batch, maxAckPending = 1024, 4096
 	_, err := s.a.js.CreateConsumer(ctx, s.stream, jetstream.ConsumerConfig{
 		Durable:       durable,
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:   from,
-		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckPolicy:     jetstream.AckAllPolicy,
 		AckWait:       natsjs.DefaultAckWait,
 		MaxDeliver:    -1,
 		MaxAckPending: maxAckPending,
@@ -432,6 +442,7 @@ func (s *streamArchiver) consumer(ctx context.Context, from uint64) (*natsjs.Con
 	}
 	return natsjs.NewConsumer(ctx, s.a.js, natsjs.ConsumerOptions{
 		Stream: s.stream, Durable: durable, Batch: batch, MaxAckPending: maxAckPending,
+		Linger: pullLinger, AckAll: true,
 		DeadLetter: t.DLQSubject(), Logger: s.log,
 	})
 }

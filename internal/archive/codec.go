@@ -29,7 +29,8 @@ func newZstdCodec() (*zstdCodec, error) {
 		// Level 1: on the archive's pages (mostly dictionary indexes and
 		// delta-encoded numbers) it made files no larger than the default
 		// level 3 (48.1 against 48.4 MiB per million moves of IN) for about
-		// 12 % less of the writing's CPU (BENCHMARKS.md, issue 7's cost).
+		// 12 % less of the writing's CPU (BENCHMARKS.md, "Bringing the
+		// archiver's cost down").
 		zstd.WithEncoderLevel(zstd.SpeedFastest),
 		zstd.WithZeroFrames(true),
 		zstd.WithEncoderCRC(false),

@@ -24,7 +24,8 @@
 // revision added to a known event are not kept: the columns are this
 // revision's).
 //
-// Nothing here keeps state; the functions are safe for concurrent use.
+// The functions keep no state and are safe for concurrent use; a Flattener
+// (Flatten with its memory reused) belongs to one writer.
 package eventrow
 
 import (

@@ -111,7 +111,9 @@ func benchPublish(spec string) error {
 func benchEnv(b *testing.B) env {
 	b.Helper()
 	_, js, prefix := testenv.JetStream(b)
-	big := natsjs.Limits{MaxBytes: 1 << 30, MaxMsgs: 2_000_000}
+	// Room for a few ops of either benchmark (about 25 MB per 100,000
+	// moves); the file store reserves MaxBytes of the shared server.
+	big := natsjs.Limits{MaxBytes: 256 << 20, MaxMsgs: 1_000_000}
 	topo := natsjs.Topology{Prefix: prefix, Partitions: 4, In: big, Out: big, Upd: natsjs.Limits{MaxBytes: 8 << 20}, DLQ: natsjs.Limits{MaxBytes: 8 << 20}}
 	if err := topo.Ensure(ctxFor(b, 30*time.Second), js); err != nil {
 		b.Fatal(err)

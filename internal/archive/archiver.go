@@ -343,6 +343,12 @@ func (s *streamArchiver) once(ctx context.Context) error {
 			<-done
 			return s.stop()
 		case err := <-done:
+			if ctx.Err() != nil {
+				// The consumer returned because of the cancel, and select
+				// took this case rather than ctx.Done (both were ready): a
+				// clean stop all the same, which commits the open segment.
+				return s.stop()
+			}
 			s.abort()
 			if err == nil {
 				err = errors.New("consumer stopped")

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
@@ -121,24 +122,6 @@ func benchEnv(b *testing.B) env {
 	return env{js: js, topo: topo}
 }
 
-// consumed reports whether the archiver has taken in every message of both
-// streams up to in and out (not yet committed: the commit is at stop).
-func consumed(a *Archiver, in, out uint64) bool {
-	for _, s := range a.streams {
-		want := in
-		if s.role == "OUT" {
-			want = out
-		}
-		s.mu.Lock()
-		next := s.next
-		s.mu.Unlock()
-		if next <= want {
-			return false
-		}
-	}
-	return true
-}
-
 // benchArchiver is one run of an Archiver on dir: start returns once it
 // is ready; finish waits until it has taken in both streams up to their
 // last sequences, stops it (committing the open segments) and checks that
@@ -153,7 +136,10 @@ type benchArchiver struct {
 
 func startBenchArchiver(b *testing.B, e env, dir string) *benchArchiver {
 	b.Helper()
-	a, err := New(e.js, Options{Dir: dir, Topology: e.topo, Registerer: prometheus.NewRegistry()})
+	// Warnings and errors show in the benchmark's output: a failure the
+	// archiver retries would otherwise only show as a slow op.
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	a, err := New(e.js, Options{Dir: dir, Topology: e.topo, Registerer: prometheus.NewRegistry(), Logger: log})
 	if err != nil {
 		b.Fatal(err)
 	}

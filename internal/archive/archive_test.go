@@ -270,6 +270,49 @@ func waitArchived(tb testing.TB, e env, a *Archiver) {
 	}
 }
 
+// consumed reports whether the archiver has taken in every message of both
+// streams up to in and out (not yet committed: the commit is at stop).
+func consumed(a *Archiver, in, out uint64) bool {
+	for _, s := range a.streams {
+		want := in
+		if s.role == "OUT" {
+			want = out
+		}
+		s.mu.Lock()
+		next := s.next
+		s.mu.Unlock()
+		if next <= want {
+			return false
+		}
+	}
+	return true
+}
+
+// TestStopCommitsTheOpenSegment: a stop (ctx cancelled) commits the open
+// segment, with everything the archiver took in, rather than leaving it
+// for the next start; whichever of the cancel and its consumer's return
+// the archiver sees first. (Hour-long segments: nothing is committed
+// before the stop.)
+func TestStopCommitsTheOpenSegment(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	dir := t.TempDir()
+	newLogWriter(e, 9).publish(t, ctxFor(t, 30*time.Second), 200)
+	in, out := lastSeq(t, e, e.topo.InStream()), lastSeq(t, e, e.topo.OutStream())
+	a, stop := runArchiver(t, e, Options{Dir: dir, Segment: time.Hour, Grace: time.Hour})
+	testenv.WaitUntil(t, time.Minute, "archiver has not taken in both streams", func() bool { return consumed(a, in, out) })
+	if got := a.Archived(e.topo.InStream()); got != 0 && got != in {
+		t.Fatalf("IN archived up to %d before the stop", got)
+	}
+	stop()
+	for stream, last := range map[string]uint64{e.topo.InStream(): in, e.topo.OutStream(): out} {
+		if got := a.Archived(stream); got != last {
+			t.Errorf("%s archived up to %d after the stop, want %d", stream, got, last)
+		}
+		sameMsgs(t, stream, readArchive(t, dir, stream, ReadOptions{}), streamMsgs(t, e.js, stream))
+	}
+}
+
 // readArchive reads a stream from the archive.
 func readArchive(tb testing.TB, dir, stream string, o ReadOptions) []natsjs.Msg {
 	tb.Helper()

@@ -27,6 +27,17 @@ const benchMoves = 1_000_000
 // nearest treasure for half of them, hop timestamps per batch).
 func benchLog(tb testing.TB, n, batchSize int, rate float64) (in, out []natsjs.Msg) {
 	tb.Helper()
+	in, out, err := makeLog("bench", n, batchSize, rate)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return in, out
+}
+
+// makeLog is benchLog's log on the subjects of prefix (<prefix>.in.<k>,
+// <prefix>.out.<k>, k < 4), for a process that has no testing.TB (the
+// publisher of BenchmarkArchiverLive).
+func makeLog(prefix string, n, batchSize int, rate float64) (in, out []natsjs.Msg, err error) {
 	r := rand.New(rand.NewPCG(1, 2))
 	players := make([]string, 35_000)
 	for i := range players {
@@ -54,7 +65,7 @@ func benchLog(tb testing.TB, n, batchSize int, rate float64) (in, out []natsjs.M
 			mv := &eventpb.MoveAccepted{Player: players[p], Seq: seqs[p], PrevSeq: seqs[p] - 1, Path: pl,
 				IngestUnixNanos: at.UnixNano(), Partition: uint32(part)}
 			if err := ib.AddMove(mv); err != nil {
-				tb.Fatal(err)
+				return nil, nil, err
 			}
 			res := &eventpb.ProximityResult{Player: players[p], Seq: seqs[p], PrevSeq: seqs[p] - 1, Node: pl[len(pl)-1],
 				Move: &eventpb.LogPosition{StreamSeq: uint64(len(in) + 1), Index: uint32(k)}, IngestUnixNanos: at.UnixNano()}
@@ -62,14 +73,14 @@ func benchLog(tb testing.TB, n, batchSize int, rate float64) (in, out []natsjs.M
 				res.Treasure = &eventpb.NearestTreasure{Id: fmt.Sprintf("t%05d", r.IntN(20_000)), Node: 1 + r.Uint32N(2_300_000), Distance: r.Uint64N(2000)}
 			}
 			if err := ob.Add(&eventpb.Event{Kind: &eventpb.Event_Proximity{Proximity: res}}); err != nil {
-				tb.Fatal(err)
+				return nil, nil, err
 			}
 			done++
 		}
-		in = append(in, natsjs.Msg{Subject: fmt.Sprintf("bench.in.%d", part), Seq: uint64(len(in) + 1), Time: at, Data: append([]byte(nil), ib.Bytes()...)})
-		out = append(out, natsjs.Msg{Subject: fmt.Sprintf("bench.out.%d", part), Seq: uint64(len(out) + 1), Time: at.Add(time.Millisecond), Data: append([]byte(nil), ob.Bytes()...)})
+		in = append(in, natsjs.Msg{Subject: fmt.Sprintf("%s.in.%d", prefix, part), Seq: uint64(len(in) + 1), Time: at, Data: append([]byte(nil), ib.Bytes()...)})
+		out = append(out, natsjs.Msg{Subject: fmt.Sprintf("%s.out.%d", prefix, part), Seq: uint64(len(out) + 1), Time: at.Add(time.Millisecond), Data: append([]byte(nil), ob.Bytes()...)})
 	}
-	return in, out
+	return in, out, nil
 }
 
 // archiveMsgs writes msgs through the archiver's segments (1-minute

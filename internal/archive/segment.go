@@ -23,6 +23,11 @@ import (
 // each open file in memory.
 const rowsPerGroup = 64 << 10
 
+// rowsPerWrite is how many rows a file gathers before it hands them to the
+// Parquet writer at once: a write call has a cost per column, whatever
+// its rows (a message has 7 or so).
+const rowsPerWrite = 1024
+
 // segment is a segment being written: one Parquet file per subject, under
 // temporary names until commit. Not safe for concurrent use.
 type segment struct {
@@ -41,7 +46,6 @@ type segment struct {
 	payload  int64 // bytes of message payloads added
 	firstT   time.Time
 	lastT    time.Time
-	scratch  []eventrow.Row
 }
 
 // segFile is one file of a segment.
@@ -53,6 +57,10 @@ type segFile struct {
 	n               int64
 	w               *parquet.GenericWriter[eventrow.Row]
 	entry           File
+	// pending are rows flattened and not yet written; they point into
+	// flat's buffers, reused once they are written.
+	pending []eventrow.Row
+	flat    eventrow.Flattener
 }
 
 func (f *segFile) Write(p []byte) (int, error) {
@@ -77,28 +85,30 @@ func (s *segment) add(m natsjs.Msg) error {
 	if err != nil {
 		return err
 	}
-	rows, err := eventrow.Flatten(s.scratch[:0], eventrow.Message{Stream: s.stream, Subject: m.Subject, Seq: m.Seq, Time: m.Time, Data: m.Data})
+	had := len(f.pending)
+	f.pending, err = f.flat.Flatten(f.pending, eventrow.Message{Stream: s.stream, Subject: m.Subject, Seq: m.Seq, Time: m.Time, Data: m.Data})
 	if err != nil {
 		return fmt.Errorf("archive %s: %w", s.stream, err)
 	}
-	if _, err := f.w.Write(rows); err != nil {
-		return fmt.Errorf("archive %s: write %s: %w", s.stream, f.rel, err)
+	rows := len(f.pending) - had
+	if len(f.pending) >= rowsPerWrite {
+		if err := f.write(); err != nil {
+			return fmt.Errorf("archive %s: write %s: %w", s.stream, f.tmp, err)
+		}
 	}
-	clear(rows)
-	s.scratch = rows[:0]
 	e := &f.entry
 	if e.Messages == 0 {
 		e.FirstSeq, e.FirstTime = m.Seq, m.Time.UTC()
 	}
 	e.LastSeq, e.LastTime = m.Seq, m.Time.UTC()
 	e.Messages++
-	e.Rows += uint64(len(rows))
+	e.Rows += uint64(rows)
 	if s.messages == 0 {
 		s.firstT = m.Time.UTC()
 	}
 	s.last, s.lastT = m.Seq, m.Time.UTC()
 	s.messages++
-	s.rows += uint64(len(rows))
+	s.rows += uint64(rows)
 	s.payload += int64(len(m.Data))
 	return nil
 }
@@ -205,9 +215,23 @@ func (s *segment) commit(hook hookFunc) (Manifest, error) {
 	return m, nil
 }
 
-// finish closes the Parquet writer and the file, durably.
+// write hands the pending rows to the Parquet writer (which copies them)
+// and lets the Flattener reuse their memory.
+func (f *segFile) write() error {
+	_, err := f.w.Write(f.pending)
+	clear(f.pending)
+	f.pending = f.pending[:0]
+	f.flat.Reset()
+	return err
+}
+
+// finish writes the pending rows, closes the Parquet writer and the file,
+// durably.
 func (f *segFile) finish() error {
-	err := f.w.Close()
+	err := f.write()
+	if err == nil {
+		err = f.w.Close()
+	}
 	if err == nil {
 		err = f.buf.Flush()
 	}

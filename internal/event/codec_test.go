@@ -357,12 +357,16 @@ func readAll(data []byte) error {
 		return err
 	}
 	var m event.Move
+	var p event.Proximity
 	var ev eventpb.Event
 	for r.Next() {
 		var err error
-		if r.Kind() == event.KindMove {
+		switch r.Kind() {
+		case event.KindMove:
 			err = r.Move(&m)
-		} else {
+		case event.KindProximity:
+			err = r.Proximity(&p)
+		default:
 			err = r.Event(&ev)
 		}
 		if err != nil {

@@ -24,12 +24,14 @@
 // revision added to a known event are not kept: the columns are this
 // revision's).
 //
-// Nothing here keeps state; the functions are safe for concurrent use.
+// The functions keep no state and are safe for concurrent use; a Flattener
+// (Flatten with its memory reused) belongs to one writer.
 package eventrow
 
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -164,8 +166,52 @@ func SubjectPartition(subject string) int32 {
 // Flatten appends the rows of one message to dst: one per event, or one
 // "empty" or "invalid" row (see the package doc). It never fails on the
 // payload's content; it returns an error only for an event it cannot
-// decode inside a well-framed batch, with dst as it was.
+// decode inside a well-framed batch, with dst as it was. The rows own
+// their memory (Flattener.Flatten is the one that reuses it).
 func Flatten(dst []Row, m Message) ([]Row, error) {
+	var f Flattener
+	return f.Flatten(dst, m)
+}
+
+// Flattener is Flatten with its memory reused, for a writer that is done
+// with the rows it was given before it flattens more (the archive's
+// segment writer: parquet-go copies what it is given). A row's optional
+// values, hop timestamps and path point into the Flattener's buffers,
+// which the calls after a Reset overwrite; strings are the row's own.
+// Moves are most of the log, and a pointer per column of each row was
+// most of Flatten's allocations. The zero Flattener is ready to use; it
+// is not safe for concurrent use.
+type Flattener struct {
+	r     event.Reader
+	mv    event.Move
+	px    event.Proximity
+	ev    eventpb.Event
+	vals  []rowVals
+	paths []uint32
+	hops  []int64
+}
+
+// rowVals holds the values a row's optional columns point to, one per row
+// (a pointer per column would cost an allocation each).
+type rowVals struct {
+	player, treasure                   string
+	seq, prev, points, distance        uint64
+	moveSeq, score, rank, players, ver uint64
+	ingest                             int64
+	node, part, treasureNode, moveIdx  uint32
+}
+
+// Reset lets the Flattener overwrite the memory of the rows it returned
+// so far: call it once they have been written.
+func (f *Flattener) Reset() {
+	f.vals, f.paths, f.hops = f.vals[:0], f.paths[:0], f.hops[:0]
+}
+
+// Flatten appends the rows of one message to dst, as the package's
+// Flatten does; they are valid until the next Reset. (The buffers only
+// grow between Resets: a buffer that moves leaves the earlier rows
+// pointing into the old one, which stays theirs.)
+func (f *Flattener) Flatten(dst []Row, m Message) ([]Row, error) {
 	head := Row{
 		Stream:    StreamRole(m.Stream),
 		Subject:   m.Subject,
@@ -174,7 +220,7 @@ func Flatten(dst []Row, m Message) ([]Row, error) {
 		Index:     -1,
 		Published: m.Time.UnixNano(),
 	}
-	var r event.Reader
+	r := &f.r
 	if err := r.Reset(m.Data); err != nil {
 		row := head
 		row.Kind = KindInvalid
@@ -184,36 +230,52 @@ func Flatten(dst []Row, m Message) ([]Row, error) {
 	head.SchemaVersion = r.Version()
 	head.Events = int32(r.Len())
 	if h := r.Hops(); h.InputPublished != 0 || h.InputConsumed != 0 {
-		head.InputPublished = nonZero(h.InputPublished)
-		head.InputConsumed = nonZero(h.InputConsumed)
+		at := len(f.hops)
+		f.hops = append(f.hops, h.InputPublished, h.InputConsumed)
+		if h.InputPublished != 0 {
+			head.InputPublished = &f.hops[at]
+		}
+		if h.InputConsumed != 0 {
+			head.InputConsumed = &f.hops[at+1]
+		}
 	}
 	if r.Len() == 0 {
 		row := head
 		row.Kind = KindEmpty
 		return append(dst, row), nil
 	}
+	// Room for this message's values first: they are pointed to as they
+	// are filled, so the buffer must not move during the call.
+	at := len(f.vals)
+	f.vals = slices.Grow(f.vals, r.Len())[:at+r.Len()]
+	vals := f.vals[at:]
 	n := len(dst)
-	var mv event.Move
-	var ev eventpb.Event
 	for r.Next() {
 		row := head
 		row.Index = int32(r.Index())
 		row.Kind = r.Kind().String()
+		v := &vals[r.Index()]
 		var err error
 		switch r.Kind() {
 		case event.KindMove:
-			if err = r.Move(&mv); err == nil {
-				flattenMove(&row, &mv)
+			if err = r.Move(&f.mv); err == nil {
+				f.flattenMove(&row, v)
+			}
+		case event.KindProximity:
+			// Half the log (one per move, on OUT): decoded by hand too.
+			if err = r.Proximity(&f.px); err == nil {
+				f.flattenProximity(&row, v)
 			}
 		case event.KindUnknown:
 			row.Raw = append([]byte{}, r.Raw()...)
 		default:
-			if err = r.Event(&ev); err == nil {
-				flattenEvent(&row, &ev)
+			if err = r.Event(&f.ev); err == nil {
+				flattenEvent(&row, &f.ev, v)
 			}
 		}
 		if err != nil {
 			clear(dst[n:])
+			f.vals = f.vals[:at]
 			return dst[:n], fmt.Errorf("%s seq %d event %d: %w", m.Subject, m.Seq, r.Index(), err)
 		}
 		dst = append(dst, row)
@@ -221,65 +283,69 @@ func Flatten(dst []Row, m Message) ([]Row, error) {
 	return dst, nil
 }
 
-func nonZero(v int64) *int64 {
-	if v == 0 {
-		return nil
-	}
-	return &v
-}
-
-func ptr[T any](v T) *T { return &v }
-
-// moveVals holds a move row's values in one allocation (moves are most of
-// the log; a pointer per column would cost an allocation each).
-type moveVals struct {
-	player     string
-	seq, prev  uint64
-	ingest     int64
-	node, part uint32
-}
-
-func flattenMove(row *Row, m *event.Move) {
-	v := &moveVals{player: string(m.Player), seq: m.Seq, prev: m.PrevSeq, ingest: m.IngestUnixNanos, part: m.Partition}
+func (f *Flattener) flattenMove(row *Row, v *rowVals) {
+	m := &f.mv
+	*v = rowVals{player: string(m.Player), seq: m.Seq, prev: m.PrevSeq, ingest: m.IngestUnixNanos, part: m.Partition}
 	row.Player, row.Seq, row.PrevSeq, row.Ingest, row.MovePartition = &v.player, &v.seq, &v.prev, &v.ingest, &v.part
-	row.Path = append(make([]uint32, 0, len(m.Path)), m.Path...)
+	// One buffer holds the paths of the moves since the last Reset; each
+	// row's is capped at its own length, so that an append to it cannot
+	// reach the next row's.
+	from := len(f.paths)
+	f.paths = append(f.paths, m.Path...)
+	row.Path = f.paths[from:len(f.paths):len(f.paths)]
+	if row.Path == nil {
+		row.Path = []uint32{} // an empty path is an empty list, not null
+	}
 	if len(m.Path) > 0 {
 		v.node = m.Path[len(m.Path)-1]
 		row.Node = &v.node
 	}
 }
 
-func flattenPos(row *Row, p *eventpb.LogPosition) {
-	if p != nil {
-		row.MoveStreamSeq = ptr(p.StreamSeq)
-		row.MoveIndex = ptr(p.Index)
+func (f *Flattener) flattenProximity(row *Row, v *rowVals) {
+	p := &f.px
+	*v = rowVals{player: string(p.Player), seq: p.Seq, prev: p.PrevSeq, node: p.Node, ingest: p.IngestUnixNanos}
+	row.Player, row.Seq, row.PrevSeq = &v.player, &v.seq, &v.prev
+	row.Node, row.Ingest = &v.node, &v.ingest
+	if p.HasTreasure {
+		v.treasure, v.treasureNode, v.distance = string(p.TreasureID), p.TreasureNode, p.Distance
+		row.Treasure, row.TreasureNode, row.Distance = &v.treasure, &v.treasureNode, &v.distance
+	}
+	if p.HasMove {
+		v.moveSeq, v.moveIdx = p.MoveStreamSeq, p.MoveIndex
+		row.MoveStreamSeq, row.MoveIndex = &v.moveSeq, &v.moveIdx
 	}
 }
 
-func flattenEvent(row *Row, ev *eventpb.Event) {
+func flattenPos(row *Row, p *eventpb.LogPosition, v *rowVals) {
+	if p != nil {
+		v.moveSeq, v.moveIdx = p.StreamSeq, p.Index
+		row.MoveStreamSeq, row.MoveIndex = &v.moveSeq, &v.moveIdx
+	}
+}
+
+func flattenEvent(row *Row, ev *eventpb.Event, v *rowVals) {
+	*v = rowVals{}
 	switch k := ev.Kind.(type) {
 	case *eventpb.Event_Drop:
 		d := k.Drop
-		row.Treasure, row.Node, row.Points, row.Ingest = ptr(d.Id), ptr(d.Node), ptr(d.Points), ptr(d.IngestUnixNanos)
+		v.treasure, v.node, v.points, v.ingest = d.Id, d.Node, d.Points, d.IngestUnixNanos
+		row.Treasure, row.Node, row.Points, row.Ingest = &v.treasure, &v.node, &v.points, &v.ingest
 	case *eventpb.Event_Claim:
 		c := k.Claim
-		row.Player, row.Seq, row.PrevSeq = ptr(c.Player), ptr(c.Seq), ptr(c.PrevSeq)
-		row.Treasure, row.Points, row.Node = ptr(c.Treasure), ptr(c.Points), ptr(c.Node)
-		flattenPos(row, c.Move)
-	case *eventpb.Event_Proximity:
-		p := k.Proximity
-		row.Player, row.Seq, row.PrevSeq = ptr(p.Player), ptr(p.Seq), ptr(p.PrevSeq)
-		row.Node, row.Ingest = ptr(p.Node), ptr(p.IngestUnixNanos)
-		if t := p.Treasure; t != nil {
-			row.Treasure, row.TreasureNode, row.Distance = ptr(t.Id), ptr(t.Node), ptr(t.Distance)
-		}
-		flattenPos(row, p.Move)
+		v.player, v.seq, v.prev = c.Player, c.Seq, c.PrevSeq
+		v.treasure, v.points, v.node = c.Treasure, c.Points, c.Node
+		row.Player, row.Seq, row.PrevSeq = &v.player, &v.seq, &v.prev
+		row.Treasure, row.Points, row.Node = &v.treasure, &v.points, &v.node
+		flattenPos(row, c.Move, v)
 	case *eventpb.Event_Score:
 		s := k.Score
-		row.Player, row.Score, row.Rank = ptr(s.Player), ptr(s.Score), ptr(s.Rank)
+		v.player, v.score, v.rank = s.Player, s.Score, s.Rank
+		row.Player, row.Score, row.Rank = &v.player, &v.score, &v.rank
 		if c := s.Cause; c != nil {
-			row.Treasure = ptr(c.Treasure)
-			flattenPos(row, c.Move)
+			v.treasure = c.Treasure
+			row.Treasure = &v.treasure
+			flattenPos(row, c.Move, v)
 		}
 	case *eventpb.Event_Leaderboard:
 		l := k.Leaderboard
@@ -287,7 +353,8 @@ func flattenEvent(row *Row, ev *eventpb.Event) {
 		for i, e := range l.Top {
 			row.Top[i] = Entry{Player: e.GetPlayer(), Score: e.GetScore(), Rank: e.GetRank()}
 		}
-		row.Players, row.Version = ptr(l.Players), ptr(l.Version)
+		v.players, v.ver = l.Players, l.Version
+		row.Players, row.Version = &v.players, &v.ver
 	}
 }
 

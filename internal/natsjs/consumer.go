@@ -113,6 +113,21 @@ type ConsumerOptions struct {
 	// DefaultBackoff); every entry below AckWait. Default DefaultBackoff(),
 	// each capped at AckWait/2.
 	Backoff []time.Duration
+	// Linger, when positive, makes the consumer pull in bursts, for a
+	// handler to which latency does not matter (the archiver): a pull asks
+	// for what the stream holds now, without waiting for more, and the
+	// handler gets it once it has all arrived, in groups of Batch; after a
+	// pull that came back short, the next one waits Linger. A consumer
+	// that keeps up with a steady stream then makes one pull and a few
+	// handler calls per Linger, where a waiting pull hands over each
+	// message as it arrives, with a handler call and a goroutine wake-up
+	// for each. 0: pulls wait for messages (up to MaxWait) and hand them
+	// over as they come.
+	Linger time.Duration
+	// AckAll acknowledges a group of messages the handler accepted with
+	// one ack, of its last message (JetStream's AckAll policy: an ack
+	// covers every message before it), instead of one ack per message.
+	AckAll bool
 	// DeadLetter is the subject poison messages are published to, with
 	// headers naming the reason (Topology.DLQSubject). A stream must
 	// capture it: a dead letter that JetStream does not store is retried,
@@ -158,6 +173,9 @@ func (o *ConsumerOptions) withDefaults() error {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Linger < 0 || o.Linger >= o.AckWait {
+		return fmt.Errorf("consumer: linger %v not in [0, ack wait %v)", o.Linger, o.AckWait)
 	}
 	if o.MaxWait >= o.AckWait {
 		return fmt.Errorf("consumer: max wait %v must be below ack wait %v", o.MaxWait, o.AckWait)
@@ -231,6 +249,9 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, o ConsumerOptions)
 		MaxDeliver:    -1,
 		MaxAckPending: o.MaxAckPending,
 		ReplayPolicy:  jetstream.ReplayInstantPolicy,
+	}
+	if o.AckAll {
+		cfg.AckPolicy = jetstream.AckAllPolicy
 	}
 	if err := setFilter(js, o.Subjects, &cfg.FilterSubject, &cfg.FilterSubjects); err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", o.Durable, err)
@@ -401,6 +422,8 @@ type runState struct {
 	// resetFrom, when not 0, is where the consumer must be recreated to
 	// start before the next fetch; startUnknown before start.
 	resetFrom uint64
+	// short: the last pull of a lingering consumer did not fill Batch.
+	short bool
 }
 
 // start reads where the consumer stands. Messages still unacknowledged (a
@@ -423,6 +446,9 @@ func (s *runState) start(ctx context.Context) error {
 // groups of what has arrived (so that a light load is not held back to
 // fill a batch), until the pull has ended and every message is accepted.
 func (s *runState) fetch(ctx context.Context) error {
+	if s.c.o.Linger > 0 {
+		return s.fetchBurst(ctx)
+	}
 	fctx, cancel := context.WithTimeout(ctx, s.c.o.MaxWait)
 	defer cancel()
 	batch, err := s.c.consumer().Fetch(s.c.o.Batch, jetstream.FetchContext(fctx))
@@ -472,6 +498,47 @@ func (s *runState) fetch(ctx context.Context) error {
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("fetch: %w", err)
+	}
+	return nil
+}
+
+// fetchBurst is fetch for a consumer with a Linger: after a short pull it
+// waits Linger, then pulls what the stream holds now (the server answers
+// at once, and the client library ends the pull after a second at the
+// latest) and hands it to the handler once the pull has ended.
+func (s *runState) fetchBurst(ctx context.Context) error {
+	if s.short && !backoff.Sleep(ctx, s.c.o.Linger) {
+		return ctx.Err()
+	}
+	batch, err := s.c.consumer().FetchNoWait(s.c.o.Batch)
+	if err != nil {
+		return fmt.Errorf("fetch: %w", err)
+	}
+	n := 0
+	for ch := batch.Messages(); ; {
+		var m jetstream.Msg
+		var ok bool
+		select {
+		case m, ok = <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !ok {
+			break
+		}
+		n++
+		if err := s.take(m); err != nil {
+			return err
+		}
+	}
+	s.short = n < s.c.o.Batch
+	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("fetch: %w", err)
+	}
+	for len(s.queue) > 0 {
+		if err := s.step(ctx); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -529,7 +596,11 @@ func (s *runState) step(ctx context.Context) error {
 		return ctx.Err()
 	}
 	if herr == nil {
-		for _, q := range group {
+		acks := group
+		if c.o.AckAll {
+			acks = group[n-1:] // it acknowledges the ones before it too
+		}
+		for _, q := range acks {
 			if err := q.raw.Ack(); err != nil {
 				// It comes back after AckWait and is acknowledged then.
 				c.log.Warn("ack failed", "seq", q.msg.Seq, "err", err)

@@ -431,6 +431,8 @@ func TestConsumerOptionsRejects(t *testing.T) {
 		{"max wait beyond ack wait", func(o *ConsumerOptions) { o.MaxWait = time.Minute }},
 		{"backoff beyond ack wait", func(o *ConsumerOptions) { o.Backoff = []time.Duration{time.Hour} }},
 		{"max ack pending below batch", func(o *ConsumerOptions) { o.Batch = 100; o.MaxAckPending = 10 }},
+		{"linger beyond ack wait", func(o *ConsumerOptions) { o.Linger = time.Minute }},
+		{"negative linger", func(o *ConsumerOptions) { o.Linger = -time.Second }},
 	} {
 		o := base
 		c.mod(&o)
@@ -509,4 +511,53 @@ func TestConsumerRecreatedAfterDeletion(t *testing.T) {
 	want = append(want, e.publishSync(t, e.topo.InSubject(0), 5)...)
 	r.waitSeqs(t, want)
 	waitSettled(t, c, 10)
+}
+
+// TestConsumerLingerAckAll: a lingering consumer with AckAll hands a
+// backlog over in full groups of Batch (one pull each), then what is
+// published while it runs; every message once and in order; one ack per
+// group covers the whole group (nothing left unacknowledged), so that a
+// consumer started again on the durable gets only what came after.
+func TestConsumerLingerAckAll(t *testing.T) {
+	t.Parallel()
+	servers(t, func(t *testing.T, e env) {
+		e.ensure(t)
+		subj := e.topo.InSubject(0)
+		backlog := e.publishSync(t, subj, 300)
+		var sizes []int
+		r := recorder{fail: func(msgs []Msg) error {
+			sizes = append(sizes, len(msgs))
+			return nil
+		}}
+		opts := ConsumerOptions{Durable: "linger", Batch: 64, Linger: 20 * time.Millisecond, AckAll: true}
+		c := e.newConsumer(t, opts)
+		stop := runConsumer(t, c, r.handle)
+		r.waitSeqs(t, backlog)
+		more := e.publishSync(t, subj, 200)
+		r.waitSeqs(t, append(slices.Clone(backlog), more...))
+		info := waitSettled(t, c, 500)
+		stop()
+		if info.Config.AckPolicy != jetstream.AckAllPolicy {
+			t.Errorf("ack policy %v, want AckAll", info.Config.AckPolicy)
+		}
+		r.mu.Lock()
+		if len(sizes) < 5 || !slices.Equal(sizes[:4], []int{64, 64, 64, 64}) {
+			t.Errorf("handler groups %v, want the backlog in groups of 64 (one pull each)", sizes)
+		}
+		for _, n := range sizes {
+			if n > 64 {
+				t.Errorf("a handler call got %d messages, batch is 64", n)
+			}
+		}
+		r.mu.Unlock()
+
+		last := e.publishSync(t, subj, 10)
+		var r2 recorder
+		c2 := e.newConsumer(t, opts)
+		runConsumer(t, c2, r2.handle)
+		r2.waitSeqs(t, last)
+		if info := waitSettled(t, c2, 510); info.NumRedelivered != 0 {
+			t.Errorf("after restart: %d redelivered, want 0", info.NumRedelivered)
+		}
+	})
 }

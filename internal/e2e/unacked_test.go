@@ -200,7 +200,7 @@ func TestProcessKillIngestWithStoredUnackedMoves(t *testing.T) {
 				if m.Seq != f.seq || !(m.Type == "ack" || m.Type == "error" && m.Code == "stale_seq") {
 					t.Errorf("%s resent move %d, stored before the kill: answered %+v; want an ack or stale_seq", p.name, f.seq, m)
 				}
-				t.Logf("%s: resent move %d answered %s%s", p.name, f.seq, m.Type, m.Code)
+				t.Logf("%s: resent move %d answered %s %s", p.name, f.seq, m.Type, m.Code)
 			}
 		} else {
 			seq := last.seq + 1

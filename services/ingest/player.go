@@ -256,6 +256,11 @@ func (r *registry) init(in *Ingest) {
 	}
 }
 
+// shardOf returns the shard holding the player named id.
+func (r *registry) shardOf(id string) *shard {
+	return &r.shards[maphash.String(r.seed, id)%numShards]
+}
+
 // errStateUnknown is attach's failure for a player this instance does not
 // remember while Redis does not answer: their last accepted move is
 // unknown here, so no move of theirs can be validated.
@@ -265,7 +270,7 @@ var errStateUnknown = errors.New("player state unknown to this instance while Re
 // that player on this instance, with their state refreshed from Redis
 // (see refresh). The caller releases the player when done.
 func (r *registry) attach(ctx context.Context, id string) (*player, error) {
-	s := &r.shards[maphash.String(r.seed, id)%numShards]
+	s := r.shardOf(id)
 	s.mu.Lock()
 	p := s.m[id]
 	if p == nil {

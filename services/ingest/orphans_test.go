@@ -139,3 +139,18 @@ func TestDeadInstanceStoredMovesRecovered(t *testing.T) {
 		t.Errorf("continuer's state: seq %d at %d, want %d at %d", st.Seq, graph.ID(st.Node), t3, pathT3[len(pathT3)-1])
 	}
 }
+
+// TestBatchSuffix: after "<instance>-", only "<partition>-<batch number>"
+// names a batch of that instance; the id of an instance whose name merely
+// starts with the same text does not.
+func TestBatchSuffix(t *testing.T) {
+	t.Parallel()
+	for s, want := range map[string]bool{
+		"0-1": true, "3-12345": true, "12-0": true,
+		"": false, "0": false, "0-": false, "-1": false, "x-1": false, "0-1-2": false, "b-0-1": false, "0-1a": false,
+	} {
+		if got := batchSuffix(s); got != want {
+			t.Errorf("batchSuffix(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

@@ -223,6 +223,10 @@ type Ingest struct {
 	instancesKey string
 	openMu       sync.Mutex
 	open         map[*batch]struct{}
+	// recheckMu serializes recheckDead; lastRecheck is when its last
+	// look ended.
+	recheckMu   sync.Mutex
+	lastRecheck time.Time
 
 	parts    []*partition
 	players  registry

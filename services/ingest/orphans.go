@@ -157,6 +157,35 @@ func (in *Ingest) orphanLoop(stop <-chan struct{}, interval time.Duration) {
 	}
 }
 
+// recheckEvery is the least time between two looks for dead instances
+// made on behalf of discontinuous moves (recheckDead).
+const recheckEvery = 250 * time.Millisecond
+
+// recheckDead looks for dead instances now, unless a look on behalf of a
+// move finished less than recheckEvery ago; callers arriving meanwhile
+// wait for the look in progress. It closes most of the window in which a
+// player of a dead instance, reconnected here before orphanLoop's next
+// round, would get discontinuous for a move continuing from their stored,
+// unacked move. It runs on a socket's or request's goroutine, holding no
+// player lock; a discontinuous move waits for it (one Redis read and a
+// NATS request per other registered instance, up to 2 s for one that
+// does not answer).
+func (in *Ingest) recheckDead() {
+	in.recheckMu.Lock()
+	defer in.recheckMu.Unlock()
+	if time.Since(in.lastRecheck) < recheckEvery {
+		return
+	}
+	ctx, cancel := context.WithTimeout(in.retryCtx, 10*in.o.StoreTimeout)
+	defer cancel()
+	if !in.redisDown.Load() {
+		if err := in.recoverDead(ctx); err != nil {
+			in.logFailure("recovering a dead ingest instance's moves failed; trying again", err, 0)
+		}
+	}
+	in.lastRecheck = time.Now()
+}
+
 // recoverDead recovers every registered instance found dead (see the top
 // of this file). Instances that answer, or whose liveness is unknown (the
 // request timed out), are left alone.

@@ -154,3 +154,93 @@ func TestBatchSuffix(t *testing.T) {
 		}
 	}
 }
+
+// TestRunningInstanceRecoversBeforeDiscontinuous: ingest B already runs
+// (its periodic look for dead instances set to an hour, so only a move
+// can make it look) when ingest A goes away with a player's move stored
+// and unacked, as in TestDeadInstanceStoredMovesRecovered. The player
+// reconnects to B at once and sends its next move, from where the stored
+// move ended: B, finding it discontinuous with what Redis says, first
+// looks for dead instances, recovers A's moves, and acks the move.
+func TestRunningInstanceRecoversBeforeDiscontinuous(t *testing.T) {
+	t.Parallel()
+	url, _ := testenv.EmbeddedNATS(t)
+	e := newEnvAt(t, url, small)
+	px := testenv.NewStallProxy(t, url)
+	nc := testenv.ConnectNATS(t, px.URL())
+	js := jetstreamOf(t, nc)
+	a, err := New(Options{
+		Graph: e.g, Part: e.part, Topology: e.topo, NC: nc, JS: js,
+		Redis: e.rdb, RedisPrefix: e.rprefix, JWTSecret: testSecret, RateLimit: noLimit,
+		AckTimeout: 300 * time.Millisecond, ShutdownTimeout: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, stopA := context.WithCancel(context.Background())
+	aDone := make(chan struct{})
+	go func() {
+		defer close(aDone)
+		_ = a.Run(actx)
+	}()
+	t.Cleanup(func() { stopA(); <-aDone })
+	testenv.WaitUntil(t, waitFor, "ingest A ready", func() bool { return a.Ready() == nil })
+	asrv := httptest.NewServer(a.Handler())
+	t.Cleanup(asrv.Close)
+	as := &testServer{in: a, srv: asrv}
+	b := e.start(t, func(o *Options) { o.RedisCheckInterval = time.Hour })
+
+	p := as.dial(t, "mover")
+	w := newWalker(e.g, 8)
+	for range 2 {
+		s, path := w.step(2)
+		p.send(moveLine(s, path))
+		p.expectAck(s)
+	}
+	px.Pause()
+	s3, path3 := w.step(2)
+	p.send(moveLine(s3, path3))
+	testenv.WaitUntil(t, waitFor, "the move in flight stored", func() bool {
+		got, _ := readIn(t, e)
+		for _, m := range got {
+			if m.m.Player == "mover" && m.m.Seq == s3 {
+				return true
+			}
+		}
+		return false
+	})
+	stopA()
+	<-aDone
+	nc.Close()
+	testenv.WaitUntil(t, waitFor, "no responder for A's liveness subject", func() bool {
+		_, err := e.nc.Request(a.liveSubject(a.Instance()), nil, time.Second)
+		return errors.Is(err, nats.ErrNoResponders)
+	})
+	if n := counterValue(t, b.in.m.recovered); n != 0 {
+		t.Fatalf("B recovered %v states before any move asked it to", n)
+	}
+
+	c := b.dial(t, "mover")
+	s4, path4 := w.step(2)
+	c.send(moveLine(s4, path4))
+	c.expectAck(s4)
+	if n := counterValue(t, b.in.m.recovered); n != 1 {
+		t.Errorf("B moved %v player states on, want 1", n)
+	}
+	// A move really discontinuous is still answered so.
+	c.send(moveLine(s4+1, []uint64{uint64(graph.ID(nonNeighbour(e.g, w.at))), uint64(graph.ID(w.at))}))
+	c.expectError(s4+1, "discontinuous")
+	b.stop()
+	got, _ := readIn(t, e)
+	count := map[uint64]int{}
+	for _, m := range got {
+		if m.m.Player == "mover" {
+			count[m.m.Seq]++
+		}
+	}
+	for _, seq := range []uint64{1, 2, s3, s4} {
+		if count[seq] != 1 {
+			t.Errorf("seq %d stored %d times, want 1", seq, count[seq])
+		}
+	}
+}

@@ -417,6 +417,14 @@ func (in *Ingest) submit(p *player, seq uint64, path []uint64, s sink, slot uint
 		in.reject(s, slot, seq, game.CodeRateLimited, rateMsg(in), wait)
 		return
 	}
+	in.submitAt(p, seq, path, s, slot, sc, now, true)
+}
+
+// submitAt is submit past the rate limit. recheck lets a move found
+// discontinuous wait for a look for dead instances (recheckDead) and be
+// validated once more: the player may come from an instance that died
+// with their last move stored and unacked, not yet recovered here.
+func (in *Ingest) submitAt(p *player, seq uint64, path []uint64, s sink, slot uint64, sc *scratch, now time.Time, recheck bool) {
 	if len(path) == 0 || len(path) > game.MaxPath {
 		// The parser never hands these over; ValidateMove words them.
 		err := game.ValidateMove(in.o.Graph, game.Player{}, seq, path, nil)
@@ -462,6 +470,12 @@ func (in *Ingest) submit(p *player, seq uint64, path []uint64, s sink, slot uint
 			p.mu.Unlock()
 			in.m.accepted.Inc()
 			s.deliver(slot, reply{seq: seq})
+			return
+		}
+		if recheck && verr.Code == game.CodeDiscontinous && len(p.queue) == 0 {
+			p.mu.Unlock()
+			in.recheckDead()
+			in.submitAt(p, seq, path, s, slot, sc, now, false)
 			return
 		}
 		p.mu.Unlock()

@@ -48,7 +48,11 @@
 // player connects and on each HTTP request while the player has no move
 // in flight, so a player finds their state after an ingest restart and on
 // any other instance. While Redis is down a player in memory keeps
-// playing; one unknown here is answered unavailable (state.go).
+// playing; one unknown here is answered unavailable (state.go). An
+// instance that dies with moves stored in JetStream but not yet in Redis
+// leaves them to the others: every instance registers in Redis and
+// answers a liveness subject, and the moves of a dead one are read back
+// from the log before its players are served (orphans.go).
 //
 // # Replies
 //
@@ -64,6 +68,8 @@
 //	player.mu → outbox.mu / collector.mu
 //	player.mu → dirtyMu (the states to write back, state.go)
 //	outbox.mu → sendConn.mu
+//	recheckMu → registry shard mu, player.mu (recheckDead; taken with no player lock held)
+//	openMu is never held with another lock.
 //	Ingest.connMu is never held with another lock.
 //
 // No goroutine runs per move or per message: per socket one reader (the

@@ -69,7 +69,7 @@
 //	player.mu → dirtyMu (the states to write back, state.go)
 //	outbox.mu → sendConn.mu
 //	recheckMu → registry shard mu, player.mu (recheckDead; taken with no player lock held)
-//	openMu is never held with another lock.
+//	partition.mu → openMu (a leaf: the open batches, orphans.go)
 //	Ingest.connMu is never held with another lock.
 //
 // No goroutine runs per move or per message: per socket one reader (the

@@ -152,6 +152,14 @@ type cluster struct {
 // logged.
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
+	return startClusterEnv(t, nil)
+}
+
+// startClusterEnv is startCluster with ingestEnv added to the first
+// ingest process's environment (its later values win), e.g. another
+// TREASURE_NATS_URL.
+func startClusterEnv(t *testing.T, ingestEnv []string) *cluster {
+	t.Helper()
 	ctx := context.Background()
 	g := amsterdam(t)
 	exe := treasureBinary(t)
@@ -201,7 +209,7 @@ func startCluster(t *testing.T) *cluster {
 	c.push = c.start("push", "TREASURE_PUSH_ADDR", "push")
 	c.prox[0] = c.start("proximity-0", "TREASURE_PROXIMITY_ADDR", "proximity", "--partitions", "0")
 	c.prox[1] = c.start("proximity-1", "TREASURE_PROXIMITY_ADDR", "proximity", "--partitions", "1")
-	c.ingest = c.start("ingest", "TREASURE_INGEST_ADDR", "ingest")
+	c.ingest = c.startEnv("ingest", "TREASURE_INGEST_ADDR", freeAddr(t), ingestEnv, "ingest")
 	c.waitReady(c.ranker, c.push, c.prox[0], c.prox[1], c.ingest)
 
 	for _, name := range []string{c.topo.InStream(), c.topo.OutStream(), c.topo.UpdStream(), c.topo.DLQStream()} {
@@ -237,13 +245,20 @@ func (c *cluster) start(name, addrVar string, args ...string) *proc {
 // startAt is start on a given address (a restarted process takes its
 // predecessor's, so that clients reconnect to it).
 func (c *cluster) startAt(name, addrVar, addr string, args ...string) *proc {
+	c.t.Helper()
+	return c.startEnv(name, addrVar, addr, nil, args...)
+}
+
+// startEnv is startAt with extra added to the cluster's environment (an
+// exec.Cmd takes the last value of a variable set twice).
+func (c *cluster) startEnv(name, addrVar, addr string, extra []string, args ...string) *proc {
 	t := c.t
 	t.Helper()
 	// The context is a backstop: the cleanup below stops the process
 	// first, gracefully.
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, c.bin, args...)
-	cmd.Env = append(append([]string(nil), c.env...), addrVar+"="+addr)
+	cmd.Env = append(append(append([]string(nil), c.env...), extra...), addrVar+"="+addr)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = 5 * time.Second

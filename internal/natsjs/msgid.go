@@ -78,3 +78,68 @@ func FindMsgID(ctx context.Context, js jetstream.JetStream, stream, subject stri
 		}
 	}
 }
+
+// ScanSince hands h every message of stream on subject (a wildcard is
+// fine) stored at or after since, in stream order, headers and data, up
+// to the stream's last message at the time of the call (an ephemeral
+// ordered consumer from since, as FindMsgID's but with the data). It
+// returns h's first error, or nil once it has read every message present.
+// It is how an ingest instance finds the moves a dead instance stored but
+// never acknowledged (services/ingest, orphans.go).
+func ScanSince(ctx context.Context, js jetstream.JetStream, stream, subject string, since time.Time, h func(jetstream.Msg) error) error {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("scan %s since %v: %w", stream, since, err)
+	}
+	if s.CachedInfo().State.Msgs == 0 {
+		return nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+	}
+	oc, err := s.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("scan %s since %v: %w", stream, since, err)
+	}
+	it, err := oc.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return fmt.Errorf("scan %s since %v: %w", stream, since, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	var last uint64 // the stream sequence of the last message read
+	for {
+		m, err := it.Next(jetstream.NextMaxWait(200 * time.Millisecond))
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, nats.ErrTimeout):
+			done, err := caughtUp(ctx, oc, last, time.Second)
+			if errors.Is(err, jetstream.ErrOrderedConsumerNotCreated) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				continue // being (re)created: ask again
+			}
+			if err != nil {
+				return fmt.Errorf("scan %s since %v: %w", stream, since, err)
+			}
+			if done {
+				return nil
+			}
+			continue
+		case err != nil:
+			return fmt.Errorf("scan %s since %v: %w", stream, since, err)
+		}
+		if err := h(m); err != nil {
+			return err
+		}
+		md, err := m.Metadata()
+		if err == nil {
+			last = md.Sequence.Stream
+			if md.NumPending == 0 {
+				return nil
+			}
+		}
+	}
+}

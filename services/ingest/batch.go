@@ -173,6 +173,7 @@ func (pt *partition) flushLocked() {
 	// The publisher copies the bytes, but a republish needs them again.
 	b.data = append([]byte(nil), pt.b.Bytes()...)
 	in.m.batch.Observe(float64(len(moves)))
+	in.openBatch(b)
 	err := in.pub.PublishAsync(context.Background(), pt.subject, b.data, b.id, func(_ natsjs.Ack, err error) {
 		if natsjs.OutcomeUnknown(err) {
 			pt.unresolved(b)
@@ -182,7 +183,7 @@ func (pt *partition) flushLocked() {
 	})
 	pt.b.Reset()
 	if err != nil {
-		in.enqueue(completion{moves: moves, err: err, part: pt.k})
+		in.enqueue(completion{moves: moves, err: err, part: pt.k, open: b})
 	}
 }
 
@@ -194,7 +195,7 @@ func (pt *partition) resolved(b *batch, err error) {
 	if err == nil {
 		in.m.hops.published(b.moves, now)
 	}
-	c := completion{moves: b.moves, err: err, part: pt.k}
+	c := completion{moves: b.moves, err: err, part: pt.k, open: b}
 	if errors.Is(err, errOutcomeUnknown) {
 		c.b = b
 	}
@@ -375,6 +376,9 @@ type completion struct {
 	err   error
 	part  int
 	b     *batch // the batch, when err is errOutcomeUnknown
+	// open is the batch published (nil: none, the move failed before),
+	// closed once the round's states are written (orphans.go).
+	open *batch
 }
 
 // enqueue hands a completion to the completer. It never blocks: it runs on
@@ -417,6 +421,7 @@ func (in *Ingest) completeLoop(stop <-chan struct{}) {
 			continue
 		}
 		touched, writes, args, buf = in.complete(round, touched[:0], writes[:0], args[:0], buf[:0])
+		in.closeBatches(round)
 		in.flushReady() // write the replies the round made ready (ws.go)
 		clear(round)
 	}

@@ -48,7 +48,11 @@
 // player connects and on each HTTP request while the player has no move
 // in flight, so a player finds their state after an ingest restart and on
 // any other instance. While Redis is down a player in memory keeps
-// playing; one unknown here is answered unavailable (state.go).
+// playing; one unknown here is answered unavailable (state.go). An
+// instance that dies with moves stored in JetStream but not yet in Redis
+// leaves them to the others: every instance registers in Redis and
+// answers a liveness subject, and the moves of a dead one are read back
+// from the log before its players are served (orphans.go).
 //
 // # Replies
 //
@@ -64,6 +68,8 @@
 //	player.mu → outbox.mu / collector.mu
 //	player.mu → dirtyMu (the states to write back, state.go)
 //	outbox.mu → sendConn.mu
+//	recheckMu → registry shard mu, player.mu (recheckDead; taken with no player lock held)
+//	partition.mu → openMu (a leaf: the open batches, orphans.go)
 //	Ingest.connMu is never held with another lock.
 //
 // No goroutine runs per move or per message: per socket one reader (the
@@ -216,6 +222,18 @@ type Ingest struct {
 	instance string
 	stateKey string
 	dropsKey string
+
+	// instancesKey is the Redis hash where running instances register,
+	// and open the batches published whose moves' states are not yet
+	// written: its oldest is the registration's watermark (orphans.go).
+	instancesKey string
+	openMu       sync.Mutex
+	open         map[*batch]struct{}
+	// recheckMu serializes recheckDead; lastRecheck is when its last
+	// look ended.
+	recheckMu   sync.Mutex
+	lastRecheck time.Time
+
 	parts    []*partition
 	players  registry
 	m        metrics
@@ -363,6 +381,8 @@ func New(o Options) (*Ingest, error) {
 		instance:      o.Instance + "-" + hex.EncodeToString(suffix[:]),
 		stateKey:      o.RedisPrefix + "players",
 		dropsKey:      o.RedisPrefix + "drops",
+		instancesKey:  o.RedisPrefix + "ingests",
+		open:          make(map[*batch]struct{}),
 		m:             newMetrics(o.Registerer),
 		lm:            newLimitMetrics(o.Registerer),
 		cwake:         make(chan struct{}, 1),
@@ -457,6 +477,36 @@ func (in *Ingest) Run(ctx context.Context) error {
 		in.writeBackLoop(stopCheck, in.o.RedisCheckInterval)
 	}()
 	defer func() { close(stopCheck); <-checkDone }()
+	// Register, and recover the moves dead instances stored without
+	// acking them, before serving anyone (orphans.go): a player of a dead
+	// instance must find their last stored move in Redis.
+	live, err := in.o.NC.Subscribe(in.liveSubject(in.instance), func(m *nats.Msg) { _ = m.Respond(nil) })
+	if err != nil {
+		return fmt.Errorf("ingest: subscribe %s: %w", in.liveSubject(in.instance), err)
+	}
+	// Unsubscribed last, after the registration is updated: an instance
+	// without a responder is taken for dead.
+	defer func() { _ = live.Unsubscribe() }()
+	if err := in.heartbeat(ctx); err != nil {
+		in.o.Log.Warn("could not register this ingest instance; a crash would leave its stored, unacked moves unknown to Redis", "err", err)
+	} else if err := in.recoverDead(ctx); err != nil {
+		in.o.Log.Warn("recovering the moves of dead ingest instances failed; trying again every check interval", "err", err)
+	}
+	stopOrphans := make(chan struct{})
+	orphansDone := make(chan struct{})
+	go func() {
+		defer close(orphansDone)
+		in.orphanLoop(stopOrphans, in.o.RedisCheckInterval)
+	}()
+	orphansStopped := false
+	stopOrphanLoop := func() {
+		if !orphansStopped {
+			orphansStopped = true
+			close(stopOrphans)
+			<-orphansDone
+		}
+	}
+	defer stopOrphanLoop()
 	in.running.Store(true)
 	in.o.Log.Info("ingest running", "instance", in.instance, "partitions", len(in.parts), "rate_limit", in.o.RateLimit.String(),
 		"subjects", in.o.Topology.InSubject(0)+"…", "redis_key", in.stateKey)
@@ -501,6 +551,9 @@ func (in *Ingest) Run(ctx context.Context) error {
 	in.pub.Close() // fails what is still pending, so that the completer can finish
 	close(stopComplete)
 	<-completeDone
+	// No heartbeat may follow the registration's last update.
+	stopOrphanLoop()
+	in.unregister()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("ingest: shutdown: %w", err)
 	}
@@ -586,6 +639,9 @@ type metrics struct {
 	dirty       prometheus.Gauge
 	writtenBack prometheus.Counter
 	unknownDown prometheus.Counter
+	// recovered counts player states moved on to a move a dead instance
+	// stored without acking it (orphans.go).
+	recovered prometheus.Counter
 }
 
 var allCodes = []game.Code{
@@ -619,13 +675,15 @@ func newMetrics(r prometheus.Registerer) metrics {
 			Help: "Player states written back to Redis after it failed, restarted or lost them."}),
 		unknownDown: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_state_unknown_total",
 			Help: "Connections and requests answered unavailable: Redis down and the player not in this instance's memory."}),
+		recovered: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_dead_instance_states_recovered_total",
+			Help: "Player states moved on, in Redis, to a move that a dead ingest instance stored in the log without acking it."}),
 	}
 	m.redisUp.Set(1)
 	for _, c := range allCodes {
 		m.rejected[c] = rejected.WithLabelValues(string(c))
 	}
 	if r != nil {
-		r.MustRegister(m.accepted, m.duplicates, m.republished, m.unknown, m.searched, rejected, m.batch, m.publish, m.store, m.conns, m.slow, m.drops, m.hops.receivedToPublished,
+		r.MustRegister(m.accepted, m.duplicates, m.republished, m.unknown, m.searched, m.recovered, rejected, m.batch, m.publish, m.store, m.conns, m.slow, m.drops, m.hops.receivedToPublished,
 			m.redisUp, m.dirty, m.writtenBack, m.unknownDown)
 	}
 	return m

@@ -256,6 +256,11 @@ func (r *registry) init(in *Ingest) {
 	}
 }
 
+// shardOf returns the shard holding the player named id.
+func (r *registry) shardOf(id string) *shard {
+	return &r.shards[maphash.String(r.seed, id)%numShards]
+}
+
 // errStateUnknown is attach's failure for a player this instance does not
 // remember while Redis does not answer: their last accepted move is
 // unknown here, so no move of theirs can be validated.
@@ -265,7 +270,7 @@ var errStateUnknown = errors.New("player state unknown to this instance while Re
 // that player on this instance, with their state refreshed from Redis
 // (see refresh). The caller releases the player when done.
 func (r *registry) attach(ctx context.Context, id string) (*player, error) {
-	s := &r.shards[maphash.String(r.seed, id)%numShards]
+	s := r.shardOf(id)
 	s.mu.Lock()
 	p := s.m[id]
 	if p == nil {
@@ -412,6 +417,14 @@ func (in *Ingest) submit(p *player, seq uint64, path []uint64, s sink, slot uint
 		in.reject(s, slot, seq, game.CodeRateLimited, rateMsg(in), wait)
 		return
 	}
+	in.submitAt(p, seq, path, s, slot, sc, now, true)
+}
+
+// submitAt is submit past the rate limit. recheck lets a move found
+// discontinuous wait for a look for dead instances (recheckDead) and be
+// validated once more: the player may come from an instance that died
+// with their last move stored and unacked, not yet recovered here.
+func (in *Ingest) submitAt(p *player, seq uint64, path []uint64, s sink, slot uint64, sc *scratch, now time.Time, recheck bool) {
 	if len(path) == 0 || len(path) > game.MaxPath {
 		// The parser never hands these over; ValidateMove words them.
 		err := game.ValidateMove(in.o.Graph, game.Player{}, seq, path, nil)
@@ -457,6 +470,12 @@ func (in *Ingest) submit(p *player, seq uint64, path []uint64, s sink, slot uint
 			p.mu.Unlock()
 			in.m.accepted.Inc()
 			s.deliver(slot, reply{seq: seq})
+			return
+		}
+		if recheck && verr.Code == game.CodeDiscontinous && len(p.queue) == 0 {
+			p.mu.Unlock()
+			in.recheckDead()
+			in.submitAt(p, seq, path, s, slot, sc, now, false)
 			return
 		}
 		p.mu.Unlock()

@@ -2,11 +2,6 @@ package ingest
 
 import (
 	"context"
-	"errors"
-	"io"
-	"net"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,117 +13,15 @@ import (
 	"treasure/internal/testenv"
 )
 
-// stallProxy forwards TCP connections to a NATS server. While paused it
-// stops forwarding the server's bytes to the clients (acks are held back,
-// the server still receives and stores what clients publish); resume
-// delivers what was held back.
-type stallProxy struct {
-	ln     net.Listener
-	target string
-
-	mu   sync.Mutex
-	gate chan struct{} // nil: forwarding; else closed by resume
-}
-
-func newStallProxy(tb testing.TB, target string) *stallProxy {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	p := &stallProxy{ln: ln, target: strings.TrimPrefix(target, "nats://")}
-	var wg sync.WaitGroup
-	var conns []net.Conn
-	var cmu sync.Mutex
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			cmu.Lock()
-			conns = append(conns, c, s)
-			cmu.Unlock()
-			wg.Add(2)
-			go func() { defer wg.Done(); p.copy(s, c, false) }()
-			go func() { defer wg.Done(); p.copy(c, s, true) }()
-		}
-	}()
-	tb.Cleanup(func() {
-		p.resume()
-		ln.Close()
-		cmu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		cmu.Unlock()
-		wg.Wait()
-	})
-	return p
-}
-
-func (p *stallProxy) url() string { return "nats://" + p.ln.Addr().String() }
-
-func (p *stallProxy) copy(dst, src net.Conn, gated bool) {
-	defer dst.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if gated {
-				p.mu.Lock()
-				g := p.gate
-				p.mu.Unlock()
-				if g != nil {
-					<-g
-				}
-			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				src.Close()
-			}
-			return
-		}
-	}
-}
-
-func (p *stallProxy) pause() {
-	p.mu.Lock()
-	if p.gate == nil {
-		p.gate = make(chan struct{})
-	}
-	p.mu.Unlock()
-}
-
-func (p *stallProxy) resume() {
-	p.mu.Lock()
-	if p.gate != nil {
-		close(p.gate)
-		p.gate = nil
-	}
-	p.mu.Unlock()
-}
-
 // stalledEnv is a testEnv on a private embedded server, whose Ingest
-// (through Options.NC and JS) talks to it through a stallProxy, while the
-// test reads the streams directly.
-func stalledEnv(t *testing.T) (*testEnv, *stallProxy, func(*Options)) {
+// (through Options.NC and JS) talks to it through a testenv.StallProxy,
+// while the test reads the streams directly.
+func stalledEnv(t *testing.T) (*testEnv, *testenv.StallProxy, func(*Options)) {
 	t.Helper()
 	url, _ := testenv.EmbeddedNATS(t)
 	e := newEnvAt(t, url, small)
-	px := newStallProxy(t, url)
-	nc := testenv.ConnectNATS(t, px.url())
+	px := testenv.NewStallProxy(t, url)
+	nc := testenv.ConnectNATS(t, px.URL())
 	js := jetstreamOf(t, nc)
 	return e, px, func(o *Options) {
 		o.NC, o.JS = nc, js
@@ -165,7 +58,7 @@ func TestAckTimeoutIsNotAnError(t *testing.T) {
 	}
 	cs := make([]*client, players)
 	all := make([][]sent, players)
-	px.pause()
+	px.Pause()
 	for i := range cs {
 		name := string(rune('a'+i)) + "-stalled"
 		cs[i] = s.dial(t, name)
@@ -181,7 +74,7 @@ func TestAckTimeoutIsNotAnError(t *testing.T) {
 	waitCounter(t, "republishes", func() float64 { return counterValue(t, s.in.m.republished) }, 2)
 	// A resend of a move in flight shares its outcome.
 	cs[0].send(moveLine(all[0][moves-1].seq, all[0][moves-1].path))
-	px.resume()
+	px.Resume()
 	for i, c := range cs {
 		for _, m := range all[i] {
 			c.expectAck(m.seq)
@@ -290,8 +183,8 @@ func TestNoAnswerUntilTheOutcomeIsKnown(t *testing.T) {
 	in := small
 	in.Duplicates = 2 * time.Second
 	e := newEnvAt(t, url, in)
-	px := newStallProxy(t, url)
-	nc := testenv.ConnectNATS(t, px.url())
+	px := testenv.NewStallProxy(t, url)
+	nc := testenv.ConnectNATS(t, px.URL())
 	js := jetstreamOf(t, nc)
 	const ackTimeout = 300 * time.Millisecond
 	s := e.start(t, func(o *Options) {
@@ -303,7 +196,7 @@ func TestNoAnswerUntilTheOutcomeIsKnown(t *testing.T) {
 	w := newWalker(e.g, 91)
 	s1, p1 := w.step(3)
 	s2, p2 := w.step(3)
-	px.pause()
+	px.Pause()
 	t0 := time.Now()
 	c.send(moveLine(s1, p1), moveLine(s2, p2))
 	// Past 7/8 of the window no republish is tried; one started before
@@ -311,7 +204,7 @@ func TestNoAnswerUntilTheOutcomeIsKnown(t *testing.T) {
 	for time.Since(t0) < in.Duplicates+2*ackTimeout {
 		time.Sleep(50 * time.Millisecond)
 	}
-	px.resume()
+	px.Resume()
 	c.expectAck(s1)
 	c.expectAck(s2)
 	if n := counterValue(t, s.in.m.searched); n < 1 {

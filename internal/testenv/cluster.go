@@ -2,7 +2,9 @@ package testenv
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,9 +57,10 @@ type clusterNode struct {
 // cleanup. Clients connect with URL(), which names every node, so that
 // they fail over when one stops.
 //
-// The ports are picked free before the servers start (a node keeps its
-// ports across a restart, so that routes and client URLs stay valid); a
-// port taken by another process in between fails the test.
+// The ports are picked free before the servers start, below the kernel's
+// ephemeral range (a node keeps its ports across a restart, so that routes
+// and client URLs stay valid; see freePort); a port taken by another
+// process in between fails the test.
 func EmbeddedCluster(tb testing.TB, o ClusterOptions) *Cluster {
 	tb.Helper()
 	n := o.Nodes
@@ -91,15 +94,60 @@ func EmbeddedCluster(tb testing.TB, o ClusterOptions) *Cluster {
 	return c
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
+// freePort returns a loopback TCP port that was free a moment ago, below
+// the kernel's ephemeral range when it can: a cluster node keeps its ports
+// across a restart, and while it is down a port of the ephemeral range
+// may be handed to any outgoing connection on the box (the shared box
+// opens thousands), which would keep the node from listening again. A
+// port is handed out once per test process.
 func freePort(tb testing.TB) int {
 	tb.Helper()
+	low := ephemeralLow()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 200 {
+		p := minPort + rand.IntN(low-minPort)
+		if portsGiven[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsGiven[p] = true
+		return p
+	}
+	// The range below is crowded: any free port.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("testenv: free port: %v", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// minPort is the lowest port freePort picks.
+const minPort = 10000
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// ephemeralLow returns the first port of the kernel's ephemeral range
+// (Linux: /proc/sys/net/ipv4/ip_local_port_range; elsewhere, or when it
+// leaves too little room below, 32768).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if low, err := strconv.Atoi(f[0]); err == nil && low > minPort+1000 {
+				return low
+			}
+		}
+	}
+	return 32768
 }
 
 // Len returns the number of nodes, running or not.

@@ -3,6 +3,7 @@ package testenv
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -64,9 +65,10 @@ type procNode struct {
 // process cluster exists to run the production server, and the embedded
 // one (EmbeddedCluster) covers the rest.
 //
-// The ports are picked free before the servers start (a node keeps its
-// ports across a restart, so that routes and client URLs stay valid); a
-// port taken by another process in between fails the test.
+// The ports are picked free before the servers start, below the kernel's
+// ephemeral range (a node keeps its ports across a restart, so that routes
+// and client URLs stay valid; see freePort); a port taken by another
+// process in between fails the test.
 func ProcessCluster(tb testing.TB, o ClusterOptions) *ProcCluster {
 	tb.Helper()
 	bin := NATSServerBinary
@@ -207,7 +209,7 @@ func greets(port int) error {
 	defer conn.Close()
 	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
 	var b [5]byte
-	if _, err := conn.Read(b[:]); err != nil {
+	if _, err := io.ReadFull(conn, b[:]); err != nil {
 		return err
 	}
 	if string(b[:]) != "INFO " {

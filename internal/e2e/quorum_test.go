@@ -28,6 +28,10 @@ const noQuorumFor = 6 * time.Second
 //     node when one leads both): no quorum, no stream takes writes, for
 //     noQuorumFor; then both start again and the load goes on.
 //
+// After each, the test waits until proximity updates have caught up with
+// the acked moves (the workers and push's feed recovered: a service that
+// stays stuck fails the test there) before going on.
+//
 // Throughout, players see no error but unavailable (with retry_after_ms,
 // sent again) and rate_limited; and at the end nothing is lost or
 // doubled: the load generator's accounting, OUT (one result per acked
@@ -72,6 +76,9 @@ func TestClusterCrashAndQuorumLossUnderLoad(t *testing.T) {
 	l.mark("killed node started")
 	c.WaitCurrent(streams...)
 	l.mark("it is current")
+	l.waitAnswered(t, "updates caught up after the crash")
+	caughtUp := time.Since(killed)
+	l.mark("updates caught up")
 	l.waitMore(t, 600, "moves flowing after the crashed node's return")
 
 	// 2. Two of three: no quorum for any stream, nor the meta group.
@@ -98,14 +105,19 @@ func TestClusterCrashAndQuorumLossUnderLoad(t *testing.T) {
 	c.WaitCurrent(streams...)
 	l.mark("all current")
 	l.waitMore(t, 900, "moves flowing after quorum returned")
+	l.mark("900 more acked")
+	l.waitAnswered(t, "updates caught up after quorum returned")
+	caughtUpQ := time.Since(down)
+	l.mark("updates caught up")
 	end := time.Now()
 
 	r := l.finish(t)
 	logFigures(t, l, r)
-	t.Logf("crash: node %d (IN leader; meta leader was node %d); IN led again %v after the kill",
-		leader, meta, elected.Round(time.Millisecond))
-	t.Logf("no quorum: nodes %d and %d killed (node %d survived) for %v; IN led again %v after their start (%v after the kill)",
-		a, b, 3-a-b, started.Sub(down).Round(time.Millisecond), back.Sub(started).Round(time.Millisecond), back.Sub(down).Round(time.Millisecond))
+	t.Logf("crash: node %d (IN leader; meta leader was node %d); IN led again %v after the kill; updates caught up %v after it",
+		leader, meta, elected.Round(time.Millisecond), caughtUp.Round(time.Millisecond))
+	t.Logf("no quorum: nodes %d and %d killed (node %d survived) for %v; IN led again %v after their start (%v after the kill); updates caught up %v after the kill",
+		a, b, 3-a-b, started.Sub(down).Round(time.Millisecond), back.Sub(started).Round(time.Millisecond), back.Sub(down).Round(time.Millisecond),
+		caughtUpQ.Round(time.Millisecond))
 	n, from := noAckRun(r, down, end)
 	w := window(r, down, end)
 	t.Logf("no quorum as players saw it: no move acked for %d whole seconds (from second %d of the run); from the kill until the load went on: ack max %.0f ms, update max %.0f ms",

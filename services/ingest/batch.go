@@ -175,7 +175,16 @@ func (pt *partition) flushLocked() {
 	b.data = append([]byte(nil), pt.b.Bytes()...)
 	in.m.batch.Observe(float64(len(moves)))
 	err := in.pub.PublishAsync(context.Background(), pt.subject, b.data, b.id, func(_ natsjs.Ack, err error) {
-		if natsjs.OutcomeUnknown(err) {
+		// No stream listening (its leader is being elected, or it has no
+		// quorum) stored nothing, but it is no refusal either: the batch
+		// waits for the stream like one without an answer, so that its
+		// partition's later batches stay behind it. Refused at once, its
+		// moves would be answered unavailable while later moves of the
+		// same players, in other partitions, may be stored: the log
+		// would hold a move without its predecessor, whose update push
+		// holds back until MaxHeld more arrive (docs/pipeline.md, "Push
+		// order").
+		if natsjs.OutcomeUnknown(err) || natsjs.NoStreamListening(err) {
 			pt.unresolved(b)
 			return
 		}

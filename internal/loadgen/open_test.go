@@ -322,6 +322,34 @@ func TestRetryableErrorsResendTheChain(t *testing.T) {
 	}
 }
 
+// TestRetryableErrorWithoutRetryAfterIsCounted: SPEC has unavailable
+// and rate_limited carry retry_after_ms; an answer without it counts as
+// no_retry_after besides its code (the move is still sent again).
+func TestRetryableErrorWithoutRetryAfterIsCounted(t *testing.T) {
+	g := cycleGraph(t, 40)
+	e := testEngine(t, g, 1, Schedule{Rate: 10, Duration: time.Second})
+	p := e.players[0]
+	if _, n, _ := p.fill(e, int64(150*time.Millisecond), nil); n != 2 {
+		t.Fatalf("%d moves sent, want 2", n)
+	}
+	now := int64(200 * time.Millisecond)
+	for _, l := range []string{
+		`{"type":"error","seq":1,"code":"unavailable","message":"x","retry_after_ms":50}`,
+		`{"type":"error","seq":2,"code":"rate_limited","message":"x"}`,
+	} {
+		m, ok := line(l)
+		p.answer(e, m, ok, now)
+	}
+	count := func(name string) uint64 { return e.errs[errIndex([]byte(name))].Load() }
+	if count("no_retry_after") != 1 || count("unavailable") != 1 || count("rate_limited") != 1 || count("other") != 0 {
+		t.Fatalf("no_retry_after %d, unavailable %d, rate_limited %d, other %d; want 1, 1, 1, 0",
+			count("no_retry_after"), count("unavailable"), count("rate_limited"), count("other"))
+	}
+	if !p.resend {
+		t.Fatal("the moves are not to be sent again")
+	}
+}
+
 // TestRejectedMovesResyncFromTheLastAck: move 2 rejected for good and
 // move 3 (built on it) rejected as discontinuous: both are dropped and the
 // player continues from the end of move 1 with seq 4.

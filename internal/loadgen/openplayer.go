@@ -265,6 +265,9 @@ func (p *oplayer) answer(e *engine, m msg, ok bool, now int64) {
 		}
 		s.state = stErr
 		s.retry = string(m.code) == "rate_limited" || string(m.code) == "unavailable"
+		if s.retry && m.retryAfterMs == 0 {
+			e.countErr(errNoRetryAfter)
+		}
 		s.retryMs = uint32(min(max(m.retryAfterMs, 1), 60_000))
 		if string(m.code) == "discontinuous" {
 			if id, ok := nodeInMessage(m.message); ok {

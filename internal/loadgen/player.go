@@ -571,6 +571,9 @@ func (p *player) await(ws *websocket.Conn, seq uint64, buf []byte) (answer, time
 			switch string(m.code) {
 			case "rate_limited", "unavailable":
 				a, retry = answerRetry, time.Duration(max(m.retryAfterMs, 1))*time.Millisecond
+				if m.retryAfterMs == 0 {
+					c.countErr(iNoRetry)
+				}
 			case "stale_seq":
 				a = answerStale
 			case "discontinuous":

@@ -112,14 +112,18 @@ const (
 	errBadMessage = "bad_message"
 	errUnexpected = "unexpected"
 	errDesync     = "desync"
-	errOther      = "other"
+	// errNoRetryAfter counts rate_limited and unavailable answers without
+	// a positive retry_after_ms (SPEC: both carry one), besides their
+	// code: the server broke the contract, the client waits 1 ms.
+	errNoRetryAfter = "no_retry_after"
+	errOther        = "other"
 )
 
 // errNames lists every counted error; its index is the counter's.
 var errNames = [...]string{
 	"bad_json", "bad_request", "unknown_node", "not_adjacent", "discontinuous",
 	"stale_seq", "path_too_long", "rate_limited", "unauthorized", "unavailable",
-	errDial, errClosed, errAckTimeout, errBadMessage, errUnexpected, errDesync, errOther,
+	errDial, errClosed, errAckTimeout, errBadMessage, errUnexpected, errDesync, errNoRetryAfter, errOther,
 }
 
 // errIndex returns the counter of an error name, "other" for unknown ones.
@@ -140,6 +144,7 @@ var (
 	iBadMessage = errIndex([]byte(errBadMessage))
 	iUnexpected = errIndex([]byte(errUnexpected))
 	iDesync     = errIndex([]byte(errDesync))
+	iNoRetry    = errIndex([]byte(errNoRetryAfter))
 )
 
 // Latencies are recorded in microseconds, from 1 µs to 10 minutes (longer

@@ -434,12 +434,28 @@ func (s *runState) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.accepted, s.dseq, s.resetFrom = info.AckFloor.Stream, info.Delivered.Consumer, 0
+	s.accepted, s.dseq, s.resetFrom = AckFloor(info), info.Delivered.Consumer, 0
 	if info.NumAckPending > 0 {
 		s.c.log.Info("resuming after the last acknowledged message", "unacked", info.NumAckPending, "from", s.accepted+1)
 		s.resetFrom = s.accepted + 1
 	}
 	return nil
+}
+
+// AckFloor returns the stream sequence up to which info's consumer is
+// done: everything at or below it is acknowledged or was never to be
+// delivered. For a consumer created to start at a sequence (as a reset
+// creates it) nats-server 2.10 and later report the sequence before it as
+// the ack floor from the start, but 2.9 reports 0 until the first ack:
+// taken at its word, a Run resuming such a consumer (or a worker
+// rebuilding up to its floor) would start again from the stream's first
+// message.
+func AckFloor(info *jetstream.ConsumerInfo) uint64 {
+	floor := info.AckFloor.Stream
+	if c := info.Config; c.DeliverPolicy == jetstream.DeliverByStartSequencePolicy && c.OptStartSeq > 1 {
+		floor = max(floor, c.OptStartSeq-1)
+	}
+	return floor
 }
 
 // fetch runs one pull request: it hands what arrives to the handler, in

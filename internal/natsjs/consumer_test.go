@@ -363,6 +363,52 @@ func TestConsumerKillWithoutAckRedelivers(t *testing.T) {
 	})
 }
 
+// TestConsumerResumesAResetConsumerAtItsStart: a consumer that a reset
+// recreated to start at sequence 11 has delivered messages, none acked
+// yet, when its Run ends (a worker failing right after the reset). The
+// next Run resumes at 11, not at the stream's first message: nats-server
+// 2.9 reports such a consumer's ack floor as 0 until the first ack
+// (AckFloor). Found by the e2e quorum test on Debian's 2.9.10: a
+// proximity partition redelivered its whole subject.
+func TestConsumerResumesAResetConsumerAtItsStart(t *testing.T) {
+	t.Parallel()
+	servers(t, func(t *testing.T, e env) {
+		e.ensure(t)
+		seqs := e.publishSync(t, e.topo.InSubject(0), 30)
+		ctx := ctxFor(t, 10*time.Second)
+		// As Consumer.reset creates it.
+		jc, err := e.js.CreateConsumer(ctx, e.topo.InStream(), jetstream.ConsumerConfig{
+			Durable: "reset", DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: seqs[10],
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: DefaultAckWait, MaxDeliver: -1, MaxAckPending: DefaultMaxAckPending,
+			ReplayPolicy: jetstream.ReplayInstantPolicy, FilterSubject: e.topo.InSubject(0),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch, err := jc.Fetch(3, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for range batch.Messages() {
+			n++ // delivered, never acked
+		}
+		info, err := jc.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 || info.NumAckPending == 0 || AckFloor(info) != seqs[9] {
+			t.Fatalf("%d delivered, %d unacked, ack floor %d (server says %d); want some, some, %d",
+				n, info.NumAckPending, AckFloor(info), info.AckFloor.Stream, seqs[9])
+		}
+		var r recorder
+		c := e.newConsumer(t, ConsumerOptions{Durable: "reset", Batch: 10})
+		runConsumer(t, c, r.handle)
+		r.waitSeqs(t, seqs[10:])
+		waitSettled(t, c, seqs[29])
+	})
+}
+
 // TestConsumerSeveralSubjects: a consumer on two subjects needs a 2.10
 // server. The shared 2.9 server refuses it up front (and no consumer is
 // left behind); the embedded server delivers both subjects in stream order.

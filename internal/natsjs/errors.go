@@ -118,6 +118,17 @@ func atLeast210(version string) (bool, error) {
 	return ma > 2 || ma == 2 && mi >= 10, nil
 }
 
+// NoStreamListening reports whether err says that no stream took the
+// publish at all: nothing on the server was subscribed to its subject (no
+// responders), as while a replicated stream elects a leader or has lost
+// its quorum. For a first publish that is a refusal (nobody stored it);
+// for a publish again of a message whose first publish had no answer, it
+// says nothing about that first one, which a leader that is gone may have
+// stored.
+func NoStreamListening(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
+}
+
 // OutcomeUnknown reports whether err leaves a publish's outcome unknown:
 // no answer came (the ack timed out, the connection dropped or is
 // reconnecting), so the message may or may not have been stored. Publishing

@@ -224,7 +224,7 @@ func surveyStream(ctx context.Context, js jetstream.JetStream, t natsjs.Topology
 			if !consumerReads(ci.Config, subj) {
 				continue
 			}
-			h := Holder{Kind: "consumer", Name: ci.Name, Seq: ci.AckFloor.Stream, Ephemeral: ci.Config.Durable == ""}
+			h := Holder{Kind: "consumer", Name: ci.Name, Seq: natsjs.AckFloor(ci), Ephemeral: ci.Config.Durable == ""}
 			if ci.Name == required {
 				found = true
 				hs = slices.Insert(hs, 2, h)

@@ -2,25 +2,27 @@ package testenv
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// ClusterOptions configures an EmbeddedCluster. The zero value is three
-// JetStream nodes.
+// ClusterOptions configures an EmbeddedCluster or a ProcessCluster. The
+// zero value is three JetStream nodes.
 type ClusterOptions struct {
 	// Nodes is the number of servers; 0 means 3.
 	Nodes int
 	// MaxStore caps each node's JetStream file storage in bytes; 0 lets
 	// the server choose.
 	MaxStore int64
-	// Debug sends the servers' logs to tb.Log.
+	// Debug sends the servers' logs to tb.Log (EmbeddedCluster), or turns
+	// on the debug lines of the log each process writes (ProcessCluster).
 	Debug bool
 }
 
@@ -55,9 +57,10 @@ type clusterNode struct {
 // cleanup. Clients connect with URL(), which names every node, so that
 // they fail over when one stops.
 //
-// The ports are picked free before the servers start (a node keeps its
-// ports across a restart, so that routes and client URLs stay valid); a
-// port taken by another process in between fails the test.
+// The ports are picked free before the servers start, below the kernel's
+// ephemeral range (a node keeps its ports across a restart, so that routes
+// and client URLs stay valid; see freePort); a port taken by another
+// process in between fails the test.
 func EmbeddedCluster(tb testing.TB, o ClusterOptions) *Cluster {
 	tb.Helper()
 	n := o.Nodes
@@ -91,15 +94,60 @@ func EmbeddedCluster(tb testing.TB, o ClusterOptions) *Cluster {
 	return c
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
+// freePort returns a loopback TCP port that was free a moment ago, below
+// the kernel's ephemeral range when it can: a cluster node keeps its ports
+// across a restart, and while it is down a port of the ephemeral range
+// may be handed to any outgoing connection on the box (the shared box
+// opens thousands), which would keep the node from listening again. A
+// port is handed out once per test process.
 func freePort(tb testing.TB) int {
 	tb.Helper()
+	low := ephemeralLow()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 200 {
+		p := minPort + rand.IntN(low-minPort)
+		if portsGiven[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsGiven[p] = true
+		return p
+	}
+	// The range below is crowded: any free port.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("testenv: free port: %v", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// minPort is the lowest port freePort picks.
+const minPort = 10000
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// ephemeralLow returns the first port of the kernel's ephemeral range
+// (Linux: /proc/sys/net/ipv4/ip_local_port_range; elsewhere, or when it
+// leaves too little room below, 32768).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if low, err := strconv.Atoi(f[0]); err == nil && low > minPort+1000 {
+				return low
+			}
+		}
+	}
+	return 32768
 }
 
 // Len returns the number of nodes, running or not.
@@ -296,32 +344,33 @@ func (c *Cluster) LocalStream(i int, stream string) (server.StreamState, bool) {
 // running node and the cluster has a current meta leader.
 func (c *Cluster) WaitFormed() {
 	c.tb.Helper()
-	c.wait("cluster formed", func() error {
-		srvs := c.running()
-		up := 0
-		for _, s := range srvs {
-			if s != nil {
-				up++
-			}
+	waitFormed(c.tb, c.view)
+}
+
+// WaitCurrent waits until the cluster is formed and every running node
+// holds a current replica of each of streams.
+func (c *Cluster) WaitCurrent(streams ...string) {
+	c.tb.Helper()
+	waitFormed(c.tb, c.view, streams...)
+}
+
+// view looks at every running server, and at its replicas of streams.
+func (c *Cluster) view(streams ...string) clusterView {
+	srvs := c.running()
+	v := make(clusterView, len(srvs))
+	for i, s := range srvs {
+		if s == nil {
+			continue
 		}
-		for i, s := range srvs {
-			if s == nil {
-				continue
-			}
-			if n := routedPeers(s); n < up-1 {
-				return fmt.Errorf("node %d is routed to %d nodes, want %d", i, n, up-1)
-			}
+		n := nodeView{running: true, routed: routedPeers(s), metaLeader: s.JetStreamIsLeader(), metaCurrent: s.JetStreamIsCurrent(),
+			leads: make(map[string]bool, len(streams)), current: make(map[string]bool, len(streams))}
+		for _, st := range streams {
+			n.leads[st] = s.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, st)
+			n.current[st] = s.JetStreamIsStreamCurrent(server.DEFAULT_GLOBAL_ACCOUNT, st)
 		}
-		if c.MetaLeader() < 0 {
-			return fmt.Errorf("no meta leader")
-		}
-		for i, s := range srvs {
-			if s != nil && !s.JetStreamIsCurrent() {
-				return fmt.Errorf("node %d is not current with the meta leader", i)
-			}
-		}
-		return nil
-	})
+		v[i] = n
+	}
+	return v
 }
 
 // routedPeers counts the distinct servers s has routes to (a pool of
@@ -336,36 +385,4 @@ func routedPeers(s *server.Server) int {
 		peers[r.RemoteID] = true
 	}
 	return len(peers)
-}
-
-// WaitCurrent waits until the cluster is formed and every running node
-// holds a current replica of each of streams.
-func (c *Cluster) WaitCurrent(streams ...string) {
-	c.tb.Helper()
-	c.WaitFormed()
-	c.wait("streams current on every running node", func() error {
-		for _, st := range streams {
-			if !c.StreamCurrent(st) {
-				return fmt.Errorf("stream %s is not current on every running node", st)
-			}
-		}
-		return nil
-	})
-}
-
-// wait polls cond every 20 ms for up to a minute and fails the test with
-// its last error.
-func (c *Cluster) wait(what string, cond func() error) {
-	c.tb.Helper()
-	deadline := time.Now().Add(2 * setupTimeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.tb.Fatalf("testenv: %s: not within %v: %v", what, 2*setupTimeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

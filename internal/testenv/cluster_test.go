@@ -34,25 +34,7 @@ func TestEmbeddedClusterKeepsAnR3StreamThroughALeaderRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.WaitCurrent(stream)
-	publish := func(from, to int) {
-		t.Helper()
-		for i := from; i < to; i++ {
-			// A publish may meet the leader change: retry until stored
-			// (the id makes a retry of a stored message a duplicate).
-			for attempt := 0; ; attempt++ {
-				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				_, err := js.Publish(pctx, stream+".x", []byte(fmt.Sprint(i)), jetstream.WithMsgID(fmt.Sprint(i)))
-				cancel()
-				if err == nil {
-					break
-				}
-				if attempt == 100 {
-					t.Fatalf("publish %d: %v", i, err)
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-		}
-	}
+	publish := func(from, to int) { t.Helper(); publishNumbers(ctx, t, js, stream+".x", from, to) }
 	publish(0, 50)
 	leader := c.StreamLeader(stream)
 	if leader < 0 {
@@ -69,26 +51,51 @@ func TestEmbeddedClusterKeepsAnR3StreamThroughALeaderRestart(t *testing.T) {
 	c.Start(leader)
 	c.WaitCurrent(stream)
 	publish(100, 120)
-	// Every node's own replica holds the 120 messages.
-	for i := range c.Len() {
-		var st server.StreamState
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			st, _ = c.LocalStream(i, stream)
-			if st.Msgs == 120 || time.Now().After(deadline) {
+	checkNumbers(ctx, t, js, stream, 120, c.Len(), c.LocalStream)
+}
+
+// publishNumbers publishes the numbers from to to (excluded) to subject,
+// each with itself as Nats-Msg-Id. A publish may meet a leader change: it
+// is retried until stored (the id makes a retry of a stored message a
+// duplicate), for up to 100 attempts of 2 s.
+func publishNumbers(ctx context.Context, t *testing.T, js jetstream.JetStream, subject string, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		for attempt := 0; ; attempt++ {
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err := js.Publish(pctx, subject, []byte(fmt.Sprint(i)), jetstream.WithMsgID(fmt.Sprint(i)))
+			cancel()
+			if err == nil {
 				break
 			}
-			time.Sleep(20 * time.Millisecond)
+			if attempt == 100 {
+				t.Fatalf("publish %d: %v", i, err)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if st.Msgs != 120 || st.FirstSeq != 1 || st.LastSeq != 120 {
-			t.Fatalf("node %d: replica holds %d messages, seqs %d..%d; want 120, 1..120", i, st.Msgs, st.FirstSeq, st.LastSeq)
+	}
+}
+
+// checkNumbers checks that every node's own replica of stream (local) holds
+// the n numbers publishNumbers stored, once each, in order.
+func checkNumbers(ctx context.Context, t *testing.T, js jetstream.JetStream, stream string, n, nodes int, local func(int, string) (server.StreamState, bool)) {
+	t.Helper()
+	want := uint64(n)
+	for i := range nodes {
+		var st server.StreamState
+		WaitUntil(t, 30*time.Second, fmt.Sprintf("node %d's replica of %s holding %d messages", i, stream, n), func() bool {
+			st, _ = local(i, stream)
+			return st.Msgs == want
+		})
+		if st.FirstSeq != 1 || st.LastSeq != want {
+			t.Fatalf("node %d: replica holds %d messages, seqs %d..%d; want %d, 1..%d", i, st.Msgs, st.FirstSeq, st.LastSeq, n, n)
 		}
 	}
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for seq := uint64(1); seq <= 120; seq++ {
+	for seq := uint64(1); seq <= want; seq++ {
 		m, err := s.GetMsg(ctx, seq)
 		if err != nil || string(m.Data) != fmt.Sprint(seq-1) {
 			t.Fatalf("seq %d: %v %v, want %d", seq, m, err, seq-1)

@@ -8,7 +8,9 @@
 //     starts a private in-process JetStream server instead, for tests that
 //     stop, restart or fill up their server; EmbeddedCluster a private
 //     cluster of three routed in-process nodes, for tests of replicated
-//     streams that lose a node.
+//     streams that lose a node; ProcessCluster the same of nats-server
+//     processes (the installed binary), for tests that crash nodes
+//     (SIGKILL) or take the quorum away.
 //   - Redis: the shared server at TREASURE_REDIS_URL; each test gets its own
 //     key prefix, and every key under it is deleted at the end.
 //   - PostgreSQL: the database at TREASURE_DATABASE_URL (created if missing);

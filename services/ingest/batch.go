@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"treasure/internal/backoff"
 	"treasure/internal/event"
 	"treasure/internal/event/eventpb"
 	"treasure/internal/natsjs"
@@ -93,7 +94,7 @@ func (pt *partition) settle(b *batch) (stored bool, err error) {
 	case err == nil:
 		b.outcome = outcomeStored
 		return true, nil
-	case ctx.Err() == nil && !natsjs.OutcomeUnknown(err):
+	case ctx.Err() == nil && !natsjs.OutcomeUnknown(err) && !natsjs.NoStreamListening(err):
 		b.outcome = outcomeRefused
 		return false, nil
 	}
@@ -175,7 +176,16 @@ func (pt *partition) flushLocked() {
 	in.m.batch.Observe(float64(len(moves)))
 	in.openBatch(b)
 	err := in.pub.PublishAsync(context.Background(), pt.subject, b.data, b.id, func(_ natsjs.Ack, err error) {
-		if natsjs.OutcomeUnknown(err) {
+		// No stream listening (its leader is being elected, or it has no
+		// quorum) stored nothing, but it is no refusal either: the batch
+		// waits for the stream like one without an answer, so that its
+		// partition's later batches stay behind it. Refused at once, its
+		// moves would be answered unavailable while later moves of the
+		// same players, in other partitions, may be stored: the log
+		// would hold a move without its predecessor, whose update push
+		// holds back until MaxHeld more arrive (docs/pipeline.md, "Push
+		// order").
+		if natsjs.OutcomeUnknown(err) || natsjs.NoStreamListening(err) {
 			pt.unresolved(b)
 			return
 		}
@@ -265,16 +275,25 @@ func (pt *partition) republish(b *batch) error {
 	in := pt.in
 	ctx := in.retryCtx
 	window := b.t0.Add(in.dupWindow - in.dupWindow/8)
+	// Waits between attempts that fail at once (no stream listening).
+	wait := backoff.Backoff{Base: 20 * time.Millisecond, Max: in.o.RetryAfter}
 	for {
 		var f *natsjs.Future
 		var err error
+		quick := false
 		if time.Now().Before(window) {
 			in.m.republished.Inc()
 			f, err = in.pub.Publish(ctx, pt.subject, b.data, b.id)
 			if err == nil {
 				_, err = f.Wait(ctx)
 			}
-			if ctx.Err() == nil && !natsjs.OutcomeUnknown(err) {
+			// No stream listening (a leader being elected, a lost
+			// quorum) is no verdict on the first publish, which the
+			// leader that went may have stored: a refusal now, answered
+			// unavailable and sent again by the client, would store the
+			// moves twice. Only the stream's own answer settles it.
+			quick = natsjs.NoStreamListening(err)
+			if ctx.Err() == nil && !natsjs.OutcomeUnknown(err) && !quick {
 				return err
 			}
 		} else if in.o.JS != nil {
@@ -296,13 +315,13 @@ func (pt *partition) republish(b *batch) error {
 			in.m.unknown.Add(float64(len(b.moves)))
 			return fmt.Errorf("publish %s: %w at shutdown after %v: %w", b.id, errOutcomeUnknown, time.Since(b.t0).Round(time.Millisecond), err)
 		}
-		if f == nil { // failed before sending (disconnected), or a search: do not spin
-			t := time.NewTimer(in.o.RetryAfter)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-			}
-			t.Stop()
+		switch {
+		case f == nil: // failed before sending (disconnected), or a search: do not spin
+			backoff.Sleep(ctx, in.o.RetryAfter)
+		case quick:
+			wait.Wait(ctx)
+		default:
+			wait.Reset() // the attempt waited AckTimeout
 		}
 	}
 }

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -229,5 +230,82 @@ func TestNoAnswerUntilTheOutcomeIsKnown(t *testing.T) {
 	}
 	if st, _ := e.playerState(t, "limbo"); st.Seq != s3 {
 		t.Errorf("state at seq %d, want %d", st.Seq, s3)
+	}
+}
+
+// TestNoStreamListeningIsNoVerdict: a batch is stored but its ack is held
+// back, so ingest publishes it again; meanwhile no stream listens on the
+// log's subjects any more (as while a replicated stream elects a new
+// leader after a crash, or has lost its quorum): the republishes get "no
+// responders". That says nothing of the first publish, which is stored:
+// the moves are not answered unavailable (a client would send them again
+// and they would be stored twice), and once the stream listens again the
+// republish is answered as a duplicate and the moves are acked, stored
+// once. Found by the e2e quorum test on a three-node cluster.
+func TestNoStreamListeningIsNoVerdict(t *testing.T) {
+	t.Parallel()
+	e, px, mod := stalledEnv(t)
+	s := e.start(t, func(o *Options) {
+		mod(o)
+		// Time to take the stream's subjects away before the first
+		// republish.
+		o.AckTimeout = 2 * time.Second
+		o.RetryAfter = 100 * time.Millisecond
+	})
+	c := s.dial(t, "unheard")
+	w := newWalker(e.g, 58)
+	s1, p1 := w.step(3)
+	s2, p2 := w.step(3)
+	px.Pause()
+	c.send(moveLine(s1, p1), moveLine(s2, p2))
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	stream, err := e.js.Stream(ctx, e.topo.InStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitUntil(t, waitFor, "both moves stored", func() bool {
+		got, _ := readIn(t, e)
+		return len(got) == 2
+	})
+	// Nothing listens on the log's subjects any more; the stored
+	// messages stay.
+	cfg := stream.CachedInfo().Config
+	subjects := cfg.Subjects
+	cfg.Subjects = []string{e.topo.Prefix + ".elsewhere"}
+	if _, err := e.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if n := counterValue(t, s.in.m.republished); n != 0 {
+		t.Fatalf("%v republishes before the stream stopped listening: the test is too slow for its ack timeout", n)
+	}
+	// The first publish times out (its ack is held back): published
+	// again, to no stream.
+	waitCounter(t, "republishes", func() float64 { return counterValue(t, s.in.m.republished) }, 1)
+	px.Resume()
+	before := counterValue(t, s.in.m.republished)
+	testenv.WaitFor(t, waitFor, func() string {
+		if n := counterValue(t, s.in.m.rejected[game.CodeUnavailable]); n != 0 {
+			t.Fatalf("%v moves answered unavailable while their batch is stored", n)
+		}
+		if n := counterValue(t, s.in.m.republished); n < before+3 {
+			return fmt.Sprintf("%v republishes without a stream listening, want at least 3", n-before)
+		}
+		return ""
+	})
+	cfg.Subjects = subjects
+	if _, err := e.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	c.expectAck(s1)
+	c.expectAck(s2)
+	s.stop()
+	got, _ := readIn(t, e)
+	count := map[uint64]int{}
+	for _, m := range got {
+		count[m.m.Seq]++
+	}
+	if len(got) != 2 || count[s1] != 1 || count[s2] != 1 {
+		t.Errorf("stream holds %d moves (%v by seq), want seqs %d and %d once each", len(got), count, s1, s2)
 	}
 }

@@ -395,7 +395,7 @@ func (p *partition) once(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consumer info: %w", err)
 	}
-	floor := info.AckFloor.Stream
+	floor := natsjs.AckFloor(info)
 	t0 := time.Now()
 	p.e, p.seqs, p.applied = nil, nil, 0
 	if err := p.loadCheckpoint(ctx, log); err != nil {

@@ -374,7 +374,7 @@ func (r *Ranker) start(ctx context.Context) (*natsjs.Consumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	floor := info.AckFloor.Stream
+	floor := natsjs.AckFloor(info)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.recover(ctx, floor); err != nil {

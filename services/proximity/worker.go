@@ -505,7 +505,8 @@ func (p *partition) acquire(ctx context.Context, log *slog.Logger) error {
 			return
 		}
 		waitingFor = st.Holder
-		p.waitingFor.Store(&waitingFor)
+		holder := st.Holder // Ready reads it from other goroutines
+		p.waitingFor.Store(&holder)
 		p.leaseWaiting.Set(1)
 		log.Info("partition lease held by another worker; waiting until it is released or expires",
 			"holder", st.Holder, "renewed", st.Renewed, "ttl", p.lease.TTL())

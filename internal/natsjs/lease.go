@@ -299,8 +299,11 @@ func isRevisionMismatch(err error) bool {
 // whose value names this holder (a write of ours whose answer was lost)
 // is taken back at its revision.
 func (l *Lease) Acquire(ctx context.Context, waiting func(LeaseState, error)) error {
+	// The watch lives as long as this call.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var updates <-chan jetstream.KeyValueEntry
-	if w, err := l.ls.kv.Watch(ctx, l.key, jetstream.UpdatesOnly()); err == nil {
+	if w, err := l.ls.kv.Watch(wctx, l.key, jetstream.UpdatesOnly()); err == nil {
 		defer w.Stop()
 		updates = w.Updates()
 	} // else: the polls alone find a release, later

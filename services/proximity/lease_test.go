@@ -182,18 +182,25 @@ func TestTwoWorkersOnOnePartitionTakeTurns(t *testing.T) {
 	if n := b.metric(t, "treasure_proximity_moves_total"); n != 0 {
 		t.Fatalf("B evaluated %v moves while A held the lease", n)
 	}
-	// A clean stop with the next third arriving: B takes over at once.
-	publishMoves(t, ctx, js, topo, f, f.moves[third:2*third])
+	// A clean stop with moves arriving: B takes over at once, and handles
+	// what A left and what comes after.
+	mid := third + third/2
+	publishMoves(t, ctx, js, topo, f, f.moves[third:mid])
 	t0 := time.Now()
 	a.stop()
 	b.waitReady(t)
 	t.Logf("A stopped, B ready %v later (release)", time.Since(t0).Round(time.Millisecond))
+	publishMoves(t, ctx, js, topo, f, f.moves[mid:2*third])
 	c := startLeaseWorker(t, f, topo, url, "C", []int{0}, leaseWorkerOptions{hook: applied.hook("C")})
 	c.waitWaiting(t, "B")
 	waitOutputs(t, ctx, js, topo, 2*third)
-	// B killed with the last third arriving: C takes over once B's lease
-	// expires.
+	// B killed while it handles the last third: C takes over once B's
+	// lease expires.
+	movesB := b.metric(t, "treasure_proximity_moves_total")
 	publishMoves(t, ctx, js, topo, f, f.moves[2*third:])
+	testenv.WaitUntil(t, 30*time.Second, "B evaluating the last third", func() bool {
+		return b.metric(t, "treasure_proximity_moves_total") > movesB
+	})
 	if n := c.metric(t, "treasure_proximity_moves_total"); n != 0 {
 		t.Fatalf("C evaluated %v moves while B held the lease", n)
 	}
@@ -347,6 +354,10 @@ func TestFrozenOwnerDoesNotPublishAfterItsLeaseLapsed(t *testing.T) {
 			b.stop()
 			a.waitReady(t) // B released: A takes over again
 			a.stop()
+			// Whatever A sent as it ran again has been answered by now.
+			if got, got2 := streamMsgCount(t, ctx, js, topo.OutStream()), streamMsgCount(t, ctx, js, topo.InStream()); got != outMsgs || got2 != inMsgs {
+				t.Fatalf("at the end OUT holds %d messages (%d before A ran again), IN %d (%d)", got, outMsgs, got2, inMsgs)
+			}
 			checkLikeUninterrupted(t, ctx, js, url, f, topo, out)
 		})
 	}

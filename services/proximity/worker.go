@@ -308,8 +308,11 @@ func New(o Options) (*Worker, error) {
 		for i, k := range o.Partitions {
 			durables[i], values[i] = Durable(o.Topology, k), strconv.Itoa(k)
 		}
+		// Only the partitions this worker holds: a worker waiting for
+		// another's lease does not report (or alert on) its backlog.
 		o.Registerer.MustRegister(natsjs.NewBacklogCollector(o.JS, natsjs.BacklogOptions{Stream: o.Topology.InStream(),
-			Durables: durables, Namespace: "treasure_proximity", Label: "partition", Values: values}))
+			Durables: durables, Namespace: "treasure_proximity", Label: "partition", Values: values,
+			Include: func(i int) bool { return w.parts[i].held.Load() }}))
 	}
 	pub, err := natsjs.NewPublisher(o.NC, natsjs.PublisherOptions{})
 	if err != nil {
@@ -340,7 +343,7 @@ func (w *Worker) Ready() error {
 			if h := p.waitingFor.Load(); h != nil {
 				return fmt.Errorf("partition %d waits for its lease, held by %s", p.k, *h)
 			}
-			if p.lease == nil || !p.lease.Valid() {
+			if !p.held.Load() {
 				return fmt.Errorf("partition %d is acquiring its lease", p.k)
 			}
 			return fmt.Errorf("partition %d is rebuilding its state from the log", p.k)
@@ -402,10 +405,12 @@ type partition struct {
 	e    *game.Engine
 	live atomic.Bool
 
-	// lease is the partition's lease: the partition is rebuilt and
-	// consumed only while it is valid. waitingFor names the holder this
-	// worker waits for (nil when not waiting), for Ready.
+	// lease is the partition's lease (set by Run before the partition's
+	// goroutine starts): the partition is rebuilt and consumed only while
+	// it is valid. For Ready: held while it is held, and waitingFor names
+	// the holder this worker waits for (nil when not waiting).
 	lease      *natsjs.Lease
+	held       atomic.Bool
 	waitingFor atomic.Pointer[string]
 
 	// emit receives the outputs in the replay mode (see Replay).
@@ -480,6 +485,7 @@ func (p *partition) run(ctx context.Context) error {
 			p.release(log)
 			return nil
 		}
+		p.held.Store(false)
 		p.leaseHeld.Set(0)
 		p.leaseLost.Inc()
 		log.Error("partition lease lost: stopped consuming; waiting for the lease again", "err", err, "holder", p.w.o.Holder)
@@ -516,6 +522,7 @@ func (p *partition) acquire(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	p.held.Store(true)
 	p.leaseHeld.Set(1)
 	log.Info("partition lease acquired", "holder", p.w.o.Holder, "waited", time.Since(t0).Round(time.Millisecond), "ttl", p.lease.TTL())
 	return nil
@@ -568,6 +575,7 @@ func (p *partition) consume(ctx context.Context, log *slog.Logger) {
 // release gives the partition's lease up (at a clean stop), so that a
 // waiting worker takes over at once.
 func (p *partition) release(log *slog.Logger) {
+	p.held.Store(false)
 	p.leaseHeld.Set(0)
 	if p.w.noRelease {
 		return

@@ -159,9 +159,35 @@ func TestProximityLeaseTwoProcessesOnePartition(t *testing.T) {
 		t.Fatal("the holder evaluated no move")
 	}
 
+	// freeze stops p (SIGSTOP) and waits until partition 0's consumer has
+	// messages delivered and not acked — almost always p's, taken in by
+	// the pull it had open; if p froze between two pulls, those of the
+	// worker that takes over once p's lease expires — and returns how
+	// many. Unlike freezeUntilUnacked it never thaws p: a thaw past 2/3 of
+	// the TTL would cost p its lease.
+	freeze := func(p *proc) int {
+		t.Helper()
+		cons, err := c.js.Consumer(context.Background(), c.topo.InStream(), proximity.Durable(c.topo, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		testenv.WaitUntil(t, 60*time.Second, "partition 0's consumer holding unacked messages", func() bool {
+			info, err := cons.Info(context.Background())
+			if err == nil {
+				n = info.NumAckPending
+			}
+			return n > 0
+		})
+		return n
+	}
+
 	// 2. kill -9 of the holder: the second takes over once the lease
 	// expires.
-	unacked := c.freezeUntilUnacked(c.prox[0], c.topo.InStream(), proximity.Durable(c.topo, 0))
+	unacked := freeze(c.prox[0])
 	t0 := time.Now()
 	c.prox[0].kill(t)
 	c.waitReady(second)
@@ -173,7 +199,7 @@ func TestProximityLeaseTwoProcessesOnePartition(t *testing.T) {
 	first := c.startAt("proximity-0 (restarted)", c.prox[0].addrVar, c.prox[0].addr, c.prox[0].args...)
 	c.prox[0] = first
 	waitMetric(t, first, waiting, 1, false)
-	unacked = c.freezeUntilUnacked(second, c.topo.InStream(), proximity.Durable(c.topo, 0))
+	unacked = freeze(second)
 	t0 = time.Now()
 	c.waitReady(first)
 	frozenFor := time.Since(t0)

@@ -409,3 +409,15 @@ func TestConsumerFenceStopsRun(t *testing.T) {
 		t.Fatalf("ack floor %d: everything acked after the fence", info.AckFloor.Stream)
 	}
 }
+
+// BenchmarkLeaseValid: the check a proximity partition makes before every
+// input it applies (and every pull and batch).
+func BenchmarkLeaseValid(b *testing.B) {
+	l := (&Leases{ttl: time.Hour}).Lease("k", LeaseOptions{Holder: "h"})
+	l.wrote(1, time.Now())
+	for b.Loop() {
+		if !l.Valid() {
+			b.Fatal("invalid")
+		}
+	}
+}

@@ -194,10 +194,11 @@ func TestTwoWorkersOnOnePartitionTakeTurns(t *testing.T) {
 	c := startLeaseWorker(t, f, topo, url, "C", []int{0}, leaseWorkerOptions{hook: applied.hook("C")})
 	c.waitWaiting(t, "B")
 	waitOutputs(t, ctx, js, topo, 2*third)
-	// B killed while it handles the last third: C takes over once B's
-	// lease expires.
+	// B killed while it handles a sixth more: C takes over once B's
+	// lease expires, and handles what B left and the rest.
 	movesB := b.metric(t, "treasure_proximity_moves_total")
-	publishMoves(t, ctx, js, topo, f, f.moves[2*third:])
+	last := 2*third + (len(f.moves)-2*third)/2
+	publishMoves(t, ctx, js, topo, f, f.moves[2*third:last])
 	testenv.WaitUntil(t, 30*time.Second, "B evaluating the last third", func() bool {
 		return b.metric(t, "treasure_proximity_moves_total") > movesB
 	})
@@ -208,6 +209,7 @@ func TestTwoWorkersOnOnePartitionTakeTurns(t *testing.T) {
 	b.stop()
 	c.waitReady(t)
 	t.Logf("B killed, C ready %v later (lease TTL %v)", time.Since(t0).Round(time.Millisecond), leaseTTL)
+	publishMoves(t, ctx, js, topo, f, f.moves[last:])
 	out := waitOutputs(t, ctx, js, topo, len(f.moves))
 	waitIdle(t, ctx, js, topo)
 	c.stop()

@@ -376,6 +376,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	leases, err := natsjs.OpenLeases(ctx, w.o.JS, w.o.Topology, w.o.LeaseTTL)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return fmt.Errorf("proximity: %w", err)
 	}
 	if leases.TTL() != w.o.LeaseTTL {

@@ -33,13 +33,14 @@ burst-small:
 # pipeline on a three-node R3 JetStream cluster (embedded) losing a node,
 # then the log's leader, under load; the same on three nats-server
 # processes crashing (SIGKILL) the log's leader, then two nodes of three
-# (no quorum); and proximity workers going 1 → deploy/k8s's layout → 4 → 1
-# under load. `make test` runs them too; this prints the figures
-# BENCHMARKS.md quotes.
+# (no quorum); proximity workers going 1 → deploy/k8s's layout → 4 → 1
+# under load; and two proximity processes on one partition taking turns
+# through its lease (kill, freeze, stop). `make test` runs them too; this
+# prints the figures BENCHMARKS.md and docs/operations.md quote.
 .PHONY: cluster
 cluster:
 	bash scripts/services.sh ensure
-	$(GO) test -count=1 -v -run 'TestClusterR3NodeLossUnderLoad|TestClusterCrashAndQuorumLossUnderLoad|TestProximityWorkersScaleByPartitionsUnderLoad' ./internal/e2e/
+	$(GO) test -count=1 -v -run 'TestClusterR3NodeLossUnderLoad|TestClusterCrashAndQuorumLossUnderLoad|TestProximityWorkersScaleByPartitionsUnderLoad|TestProximityLeaseTwoProcessesOnePartition' ./internal/e2e/
 
 # test finds (or starts) NATS with JetStream, Redis and PostgreSQL, then runs
 # every test against them; see scripts/services.sh. The packages with

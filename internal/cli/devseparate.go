@@ -327,12 +327,12 @@ func startDrops(ctx context.Context, ingestURL string, admin *auth.Minter, g *gr
 	return &drops
 }
 
-// deleteRunStreams deletes a temporary run's four streams from a NATS
-// server that is not dev's own.
+// deleteRunStreams deletes a temporary run's four streams, and its config
+// and lease buckets, from a NATS server that is not dev's own.
 func deleteRunStreams(js jetstream.JetStream, topo natsjs.Topology, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, name := range []string{topo.InStream(), topo.OutStream(), topo.UpdStream(), topo.DLQStream(), "KV_" + topo.ConfigBucket()} {
+	for _, name := range []string{topo.InStream(), topo.OutStream(), topo.UpdStream(), topo.DLQStream(), "KV_" + topo.ConfigBucket(), "KV_" + topo.LeaseBucket()} {
 		if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			log.Warn("delete the run's stream", "stream", name, "err", err)
 		}

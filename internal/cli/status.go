@@ -43,8 +43,9 @@ Prints the state of the pipeline:
     shrink, "0s" when there is none; a backlog below one second of
     processing is work in flight, its ETA backlog ÷ processing rate;
   - every stream of TREASURE_STREAM_PREFIX (messages, bytes, first and last
-    sequence) and every consumer on them, and each partition's newest
-    proximity checkpoint.
+    sequence) and every consumer on them, each partition's lease holder
+    (the proximity worker that owns it, and how long ago it renewed) and
+    each partition's newest proximity checkpoint.
 
 Where to look: TREASURE_NATS_URL and TREASURE_STREAM_PREFIX for the log
 (for a running demo: TREASURE_NATS_URL=nats://127.0.0.1:4223), and the
@@ -294,6 +295,9 @@ type statusReport struct {
 	Streams       []streamStatus    `json:"streams"`
 	Consumers     []consumerStatus  `json:"consumers"`
 	Checkpoints   []checkpointState `json:"checkpoints"` // nil when the bucket is absent
+	// Leases holds each partition's lease (nil when the bucket is absent:
+	// no worker has started).
+	Leases []leaseState `json:"leases"`
 	// Retention is retention.Inspect's report: what may be removed of
 	// each subject and which holder keeps the rest (nil when it could not
 	// be read; RetentionError says why).
@@ -357,6 +361,19 @@ type checkpointState struct {
 	AgeSeconds *float64 `json:"age_seconds"`
 	Bytes      uint64   `json:"bytes"`
 	Kept       int      `json:"kept"`
+}
+
+// leaseState is a partition's lease: its holder, when the holder acquired
+// it and how long ago the server stored its last renewal. Holder is empty
+// when nobody holds it.
+type leaseState struct {
+	Partition   int       `json:"partition"`
+	Holder      string    `json:"holder,omitempty"`
+	Acquired    time.Time `json:"acquired,omitzero"`
+	RenewedAgoS *float64  `json:"renewed_ago_seconds,omitempty"`
+	TTLSeconds  float64   `json:"ttl_seconds"`
+	ExpiresInS  *float64  `json:"expires_in_seconds,omitempty"`
+	Revision    uint64    `json:"revision,omitempty"`
 }
 
 // statusSource is where status reads from.
@@ -450,6 +467,10 @@ func (s *statusSource) collect(ctx context.Context, prev *queueReads, sample tim
 		return r, nil, err
 	}
 	if r.Checkpoints, err = s.readCheckpoints(ctx); err != nil {
+		health.Wait()
+		return r, nil, err
+	}
+	if r.Leases, err = s.readLeases(ctx); err != nil {
 		health.Wait()
 		return r, nil, err
 	}
@@ -646,6 +667,35 @@ func (s *statusSource) readCheckpoints(ctx context.Context) ([]checkpointState, 
 	return out, nil
 }
 
+// readLeases returns every partition's lease (nil when the bucket is
+// absent).
+func (s *statusSource) readLeases(ctx context.Context) ([]leaseState, error) {
+	ls, err := natsjs.BindLeases(ctx, s.js, s.topo)
+	if errors.Is(err, natsjs.ErrNoLeases) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]leaseState, s.topo.Partitions)
+	ttl := ls.TTL().Seconds()
+	for k := range out {
+		out[k] = leaseState{Partition: k, TTLSeconds: ttl}
+		st, ok, err := ls.Get(ctx, natsjs.PartitionLeaseKey(k))
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		ago := round3(time.Since(st.Written).Seconds())
+		left := round3(max(ttl-ago, 0))
+		out[k].Holder, out[k].Acquired, out[k].Revision = st.Holder, st.Acquired, st.Revision
+		out[k].RenewedAgoS, out[k].ExpiresInS = &ago, &left
+	}
+	return out, nil
+}
+
 // checkServices GETs every target's /readyz and /metrics, in parallel.
 func (s *statusSource) checkServices(ctx context.Context) []serviceHealth {
 	out := make([]serviceHealth, len(s.targets))
@@ -805,6 +855,22 @@ func writeStatus(w io.Writer, r statusReport, asJSON bool) error {
 	tw.Flush()
 	fmt.Fprintf(w, "\nbacklog: %d messages waiting or unacknowledged over %d consumers\n", backlog, len(r.Consumers))
 
+	if r.Leases == nil {
+		fmt.Fprintln(w, "\nleases: none (bucket absent: no proximity worker has started)")
+	} else {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "partition\tlease holder\trenewed\tacquired\t")
+		for _, l := range r.Leases {
+			if l.Holder == "" {
+				fmt.Fprintf(tw, "%d\t(none)\t\t\t\n", l.Partition)
+				continue
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s ago (ttl %s)\t%s\t\n", l.Partition, l.Holder, fmtSeconds(*l.RenewedAgoS), fmtSeconds(l.TTLSeconds),
+				l.Acquired.UTC().Format(time.RFC3339))
+		}
+		tw.Flush()
+	}
 	if r.Checkpoints == nil {
 		fmt.Fprintln(w, "\ncheckpoints: none (bucket absent)")
 	} else {

@@ -31,7 +31,7 @@ func TestStatusShowsStreamsAndBacklog(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
-	for _, want := range []string{prefix + "_IN", prefix + "_OUT", prefix + "-proximity-1", "backlog: 3 messages", "checkpoints: none"} {
+	for _, want := range []string{prefix + "_IN", prefix + "_OUT", prefix + "-proximity-1", "backlog: 3 messages", "checkpoints: none", "leases: none"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("status output lacks %q:\n%s", want, out)
 		}
@@ -46,8 +46,19 @@ func TestStatusShowsStreamsAndBacklog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Leases: partition 1's held by a worker, partition 0's free.
+	leases, err := natsjs.OpenLeases(ctx, js, topo, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := leases.Lease(natsjs.PartitionLeaseKey(1), natsjs.LeaseOptions{Holder: "worker-b/42/0f"}).Acquire(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
 	if code, out, errs = runCLI(t, "", env, "status"); code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if !regexp.MustCompile(`(?m)^0 +\(none\) *$`).MatchString(out) || !regexp.MustCompile(`(?m)^1 +worker-b/42/0f +[0-9.]+s ago \(ttl 1m00s\)`).MatchString(out) {
+		t.Fatalf("status output lacks the lease rows (partition 0 free, 1 held by worker-b/42/0f):\n%s", out)
 	}
 	rows := map[string][]string{}
 	for _, line := range strings.Split(out, "\n") {

@@ -623,6 +623,13 @@ func TestObservabilityAlertsFireOnTheirCondition(t *testing.T) {
 		{in("treasure-ingest", "__name__", "treasure_service_ready", "service", "ingest"), constant(1)},
 		{in("treasure-proximity", "__name__", "treasure_proximity_backlog_messages", "partition", "0"), func(i int) float64 { return float64(i % 3) }},
 		{in("treasure-proximity", "__name__", "treasure_proximity_input_messages_total", "partition", "0"), func(i int) float64 { return float64(3000 * i) }},
+		{in("treasure-proximity", "__name__", "treasure_proximity_partition_lease_held", "partition", "0"), constant(1)},
+		{in("treasure-proximity", "__name__", "treasure_proximity_partition_lease_lost_total", "partition", "0"), constant(0)},
+		// A standby for partition 0: waits for the lease, not ready, and
+		// raises nothing.
+		{in("treasure-proximity", "__name__", "treasure_service_ready", "service", "proximity", "instance", "treasure-proximity:2"), constant(0)},
+		{in("treasure-proximity", "__name__", "treasure_proximity_partition_lease_waiting", "partition", "0", "instance", "treasure-proximity:2"), constant(1)},
+		{in("treasure-proximity", "__name__", "treasure_proximity_partition_lease_held", "partition", "0", "instance", "treasure-proximity:2"), constant(0)},
 		{in("treasure-ranker", "__name__", "treasure_ranker_backlog_messages"), constant(0)},
 		{in("treasure-ranker", "__name__", "treasure_ranker_input_messages_total"), func(i int) float64 { return float64(100 * i) }},
 		{in("treasure-ranker", "__name__", "treasure_ranker_redis_up"), constant(1)},
@@ -647,6 +654,9 @@ func TestObservabilityAlertsFireOnTheirCondition(t *testing.T) {
 		// Partition 1 grows by 40 messages every 15 s and handles nothing.
 		{in("treasure-proximity", "__name__", "treasure_proximity_backlog_messages", "partition", "1"), func(i int) float64 { return float64(2000 + 40*i) }},
 		{in("treasure-proximity", "__name__", "treasure_proximity_input_messages_total", "partition", "1"), constant(500)},
+		// Nobody holds partition 2's lease; its worker keeps losing it.
+		{in("treasure-proximity", "__name__", "treasure_proximity_partition_lease_held", "partition", "2"), constant(0)},
+		{in("treasure-proximity", "__name__", "treasure_proximity_partition_lease_lost_total", "partition", "2"), func(i int) float64 { return float64(i / 10) }},
 		{in("treasure-push", "__name__", "treasure_push_board_reads_total", "source", "postgres", "instance", "treasure-push:2"), func(i int) float64 { return float64(5 * i) }},
 		{in("treasure-ingest", "__name__", "treasure_ingest_moves_rejected_total", "code", "unavailable", "instance", "treasure-ingest:2"), func(i int) float64 { return float64(50 * i) }},
 		{in("treasure-ingest", "__name__", "treasure_ingest_log_bytes", "instance", "treasure-ingest:2"), constant(0.9 * (1 << 30))},
@@ -678,7 +688,7 @@ func TestObservabilityAlertsFireOnTheirCondition(t *testing.T) {
 	got := run(append(healthy, troubled...))
 	want := []string{"TreasureServiceDown", "TreasureServiceNotReady", "TreasureBacklogGrowing", "TreasureDrainETATooLong",
 		"TreasureLogNearlyFull", "TreasureMovesUnavailable", "TreasureMoveLatencyP99High", "TreasureLeaderboardFromFallback",
-		"TreasureConsumerStalled"}
+		"TreasureConsumerStalled", "TreasurePartitionUnserved", "TreasurePartitionLeaseLost"}
 	slices.Sort(got)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {

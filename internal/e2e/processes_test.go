@@ -83,6 +83,7 @@ type proc struct {
 	done    chan struct{} // closed once it has exited and been reaped
 	err     error         // Wait's, set before done closes
 	killed  atomic.Bool   // SIGKILLed on purpose
+	stopped atomic.Bool   // stop has run (a test's, before the cleanup's)
 }
 
 // kill sends SIGKILL (no drain, no ack, no flush) and waits until the
@@ -101,8 +102,12 @@ func (p *proc) kill(t *testing.T) {
 }
 
 // stop sends SIGTERM and checks that the process exits 0 within
-// stopTimeout (a graceful shutdown); it is SIGKILLed otherwise.
+// stopTimeout (a graceful shutdown); it is SIGKILLed otherwise. A second
+// stop does nothing.
 func (p *proc) stop(t *testing.T) {
+	if p.stopped.Swap(true) {
+		return
+	}
 	select {
 	case <-p.done:
 		if !p.killed.Load() {
@@ -203,6 +208,9 @@ func startClusterEnv(t *testing.T, ingestEnv []string) *cluster {
 			"TREASURE_LEADERBOARD_RATE=0", // the tests poll every 20 ms
 			"TREASURE_STREAM_MAX_BYTES=" + strconv.Itoa(procStreamMaxBytes),
 			"TREASURE_STREAM_MAX_MSGS=" + strconv.Itoa(procStreamMaxMsgs),
+			// A killed proximity worker's partitions are taken over this
+			// long after its last lease renewal (default 10 s).
+			"TREASURE_PROXIMITY_LEASE_TTL=" + procLeaseTTL.String(),
 		},
 	}
 	c.ranker = c.start("ranker", "TREASURE_RANKER_ADDR", "ranker")

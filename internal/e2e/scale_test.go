@@ -85,7 +85,8 @@ func (wk *worker) stop(t *testing.T) {
 	wk.nc.Close()
 }
 
-// counter sums the samples of a counter in the worker's registry.
+// counter sums the samples of a counter (or a gauge) in the worker's
+// registry.
 func (wk *worker) counter(t *testing.T, name string) float64 {
 	t.Helper()
 	mfs, err := wk.reg.Gather()
@@ -96,7 +97,7 @@ func (wk *worker) counter(t *testing.T, name string) float64 {
 	for _, mf := range mfs {
 		if mf.GetName() == name {
 			for _, m := range mf.GetMetric() {
-				v += m.GetCounter().GetValue()
+				v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 			}
 		}
 	}
@@ -188,15 +189,18 @@ func parsePartitionList(t *testing.T, s string, k int) []int {
 // TestProximityWorkersScaleByPartitionsUnderLoad: under an open-loop load,
 // the proximity partitions go from one worker owning all of them, to the
 // layout of deploy/k8s/proximity.yaml, to one worker per partition, and
-// back to one worker. Each change hands the partitions over as the
-// manifests say to: every worker of the old layout stops (a clean stop
-// writes each partition's checkpoint), then the new ones start, each
-// resuming its partitions' durable consumers and rebuilding its engines
-// from those checkpoints. Nothing is lost or doubled (the load
-// generator's accounting, OUT, PostgreSQL), every new worker loaded a
-// checkpoint for each of its partitions, and the workers together
-// evaluated every acked move (some twice: those of a batch in hand at a
-// stop, whose outputs JetStream stores once).
+// back to one worker. Each change hands the partitions over as a rolling
+// deploy does: the workers of the new layout start beside the old ones and
+// wait for their partitions' leases (not ready, lease_waiting at their
+// partition count, no move evaluated); then every worker of the old
+// layout stops (a clean stop writes each partition's checkpoint and then
+// releases its lease), and each new worker takes its partitions' leases,
+// resumes their durable consumers and rebuilds its engines from those
+// checkpoints. Nothing is lost or doubled (the load generator's
+// accounting, OUT, PostgreSQL), every new worker loaded a checkpoint for
+// each of its partitions, and the workers together evaluated every acked
+// move (some twice: those of a batch in hand at a stop, whose outputs
+// JetStream stores once).
 func TestProximityWorkersScaleByPartitionsUnderLoad(t *testing.T) {
 	k, deployLayout := k8sProximityLayout(t)
 	all := make([]int, k)
@@ -227,10 +231,7 @@ func TestProximityWorkersScaleByPartitionsUnderLoad(t *testing.T) {
 	url := testenv.NATSURL()
 	p, _ := startPipelineOn(t, pipeOptions{url: url, partitions: k, noProximity: true})
 	var workers []*worker
-	start := func(layout [][]int) {
-		for _, parts := range layout {
-			workers = append(workers, startWorker(t, p, url, parts))
-		}
+	waitReady := func() {
 		testenv.WaitUntil(t, 60*time.Second, "proximity workers ready", func() bool {
 			for _, wk := range workers {
 				if wk.w.Ready() != nil {
@@ -240,20 +241,40 @@ func TestProximityWorkersScaleByPartitionsUnderLoad(t *testing.T) {
 			return true
 		})
 	}
-	start(steps[0].layout)
+	for _, parts := range steps[0].layout {
+		workers = append(workers, startWorker(t, p, url, parts))
+	}
+	waitReady()
 	points := dropTreasures(t, p.d)
 	l := startLoad(t, p.d, 200, 1, "scale-")
 	l.waitMore(t, 600, "load under way")
 	var moves float64
 	for i, s := range steps[1:] {
+		var next []*worker
+		for _, parts := range s.layout {
+			next = append(next, startWorker(t, p, url, parts))
+		}
+		testenv.WaitFor(t, 60*time.Second, func() string {
+			for _, wk := range next {
+				if n := wk.counter(t, "treasure_proximity_partition_lease_waiting"); n != float64(len(wk.parts)) {
+					return fmt.Sprintf("%s: new worker %v waits for %v leases, want all %d of its partitions' (held by the old layout)", s.name, wk.parts, n, len(wk.parts))
+				}
+			}
+			return ""
+		})
+		for _, wk := range next {
+			if wk.w.Ready() == nil || wk.counter(t, "treasure_proximity_moves_total") != 0 {
+				t.Fatalf("%s: new worker %v ready or evaluating moves while the old layout holds its leases", s.name, wk.parts)
+			}
+		}
 		t0 := time.Now()
 		for _, wk := range workers {
 			wk.stop(t)
 			moves += wk.counter(t, "treasure_proximity_moves_total")
 		}
-		workers = workers[:0]
+		workers = next
 		l.mark("handover to " + s.name)
-		start(s.layout)
+		waitReady()
 		l.mark(s.name + " ready")
 		t.Logf("handover to %s: old workers stopped and new ones ready in %v", s.name, time.Since(t0).Round(time.Millisecond))
 		for _, wk := range workers {

@@ -24,6 +24,11 @@ type BacklogOptions struct {
 	Values []string
 	// Timeout bounds the JetStream requests of one scrape (default 2 s).
 	Timeout time.Duration
+	// Include, when not nil, says at each scrape whether Durables[i] is
+	// reported: a proximity worker reports only the partitions whose lease
+	// it holds, so that a standby's copy of a backlog is neither summed
+	// twice nor taken for a stalled consumer.
+	Include func(i int) bool
 }
 
 // BacklogCollector is a prometheus.Collector that reads, at every scrape,
@@ -72,6 +77,9 @@ func (c *BacklogCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
 	defer cancel()
 	for i, d := range c.o.Durables {
+		if c.o.Include != nil && !c.o.Include(i) {
+			continue
+		}
 		cons, err := c.js.Consumer(ctx, c.o.Stream, d)
 		if err != nil {
 			continue

@@ -135,7 +135,16 @@ type ConsumerOptions struct {
 	DeadLetter string
 	// Logger receives failures; nil discards them.
 	Logger *slog.Logger
+	// Fence, when not nil, is asked before every pull request and every
+	// handler call; an error ends Run with an error wrapping ErrFenced and
+	// it, leaving what Run holds unacknowledged. A worker whose right to
+	// consume (a lease) has lapsed takes no more messages that way, even
+	// when it finds out only as it runs again after being frozen.
+	Fence func() error
 }
+
+// ErrFenced is wrapped by Run's error when ConsumerOptions.Fence refused.
+var ErrFenced = errors.New("consumer fenced")
 
 func (o *ConsumerOptions) withDefaults() error {
 	if o.Stream == "" {
@@ -223,7 +232,10 @@ func (o *ConsumerOptions) withDefaults() error {
 // retried instead.
 //
 // Two Runs on one durable (two processes) would steal each other's
-// messages and reset each other's consumer: give each its own durable.
+// messages and reset each other's consumer: give each its own durable, or
+// make them take turns — the proximity workers hold a partition's lease
+// (Leases) while they consume its durable, with a Fence that stops Run
+// once the lease has lapsed.
 type Consumer struct {
 	js  jetstream.JetStream
 	o   ConsumerOptions
@@ -348,6 +360,9 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 	s := runState{c: c, h: h, resetFrom: startUnknown}
 	fails := 0
 	for ctx.Err() == nil {
+		if err := c.fence(); err != nil {
+			return err
+		}
 		var err error
 		switch {
 		case s.resetFrom == startUnknown:
@@ -366,7 +381,7 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 			return nil
 		case err == nil:
 			fails = 0
-		case errors.Is(err, errUnreadable):
+		case errors.Is(err, errUnreadable), errors.Is(err, ErrFenced):
 			return err
 		case errors.Is(err, errGap):
 			c.log.Info("lost delivery; resuming after the last accepted message", "err", err, "from", s.accepted+1)
@@ -381,6 +396,17 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 				return nil
 			}
 		}
+	}
+	return nil
+}
+
+// fence asks ConsumerOptions.Fence, if any.
+func (c *Consumer) fence() error {
+	if c.o.Fence == nil {
+		return nil
+	}
+	if err := c.o.Fence(); err != nil {
+		return fmt.Errorf("consumer %s: %w: %w", c.o.Durable, ErrFenced, err)
 	}
 	return nil
 }
@@ -606,6 +632,9 @@ func (s *runState) step(ctx context.Context) error {
 		m := q.msg
 		m.Delivered += q.failures
 		s.msgs = append(s.msgs, m)
+	}
+	if err := c.fence(); err != nil {
+		return err
 	}
 	herr := s.h(ctx, s.msgs)
 	if ctx.Err() != nil {

@@ -14,13 +14,23 @@
 // publishing, and resumes; the redelivered inputs republish the same ids,
 // which JetStream stores once. So a killed or failing worker loses no move
 // and doubles no claim.
+//
+// A worker serves a partition only while it holds the partition's lease
+// (natsjs.Leases, bucket <prefix>-leases): a second worker started for the
+// same partition — an operator's mistake, a rolling deploy, a pod slow to
+// die — waits until the lease is released or expires, and a worker that
+// cannot renew its lease in time stops consuming the partition before
+// anybody else can take it over (docs/pipeline.md, "Partition leases").
 package proximity
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -73,6 +83,17 @@ type Options struct {
 	Checkpoints     Checkpoints
 	CheckpointEvery time.Duration
 	CheckpointKeep  int
+
+	// LeaseTTL is how long a partition's lease outlives its holder's last
+	// renewal (0 means natsjs.DefaultLeaseTTL; at least natsjs.MinLeaseTTL).
+	// The worker renews every LeaseTTL/3 and stops consuming a partition
+	// whose lease it could not renew within 2/3 of it. The lease bucket's
+	// TTL, fixed by the worker that created it, is the one that applies.
+	LeaseTTL time.Duration
+	// Holder names this worker in the lease bucket (treasure status shows
+	// it); it must be unique among the workers. Empty means
+	// "<host>/<pid>/<random>".
+	Holder string
 }
 
 // Defaults of the checkpoint options.
@@ -107,10 +128,27 @@ type Worker struct {
 	parts []*partition
 	m     metrics
 
-	// noFinalCheckpoint skips the checkpoint of a clean shutdown (tests
-	// simulating a kill).
-	noFinalCheckpoint bool
+	// noFinalCheckpoint skips the checkpoint of a clean shutdown, and
+	// noRelease the release of the leases (tests simulating a kill).
+	noFinalCheckpoint, noRelease bool
+	// hook, when not nil, is called at the points of a partition's
+	// handling that a test pauses to stand for a frozen process (with
+	// renewHook, called before every lease renewal).
+	hook      func(k int, at hookPoint)
+	renewHook func(k int)
 }
+
+// hookPoint says where Worker.hook is called.
+type hookPoint int
+
+const (
+	// hookBatch: a batch was delivered, before the handler looks at the
+	// lease.
+	hookBatch hookPoint = iota
+	// hookApply: an input is about to be applied (and its outputs
+	// published), its lease found valid.
+	hookApply
+)
 
 type metrics struct {
 	moves, claims, drops, notices prometheus.Counter
@@ -138,6 +176,11 @@ type metrics struct {
 	// inputs counts the IN messages each partition handled live (its
 	// processing rate; the backlog comes from natsjs.BacklogCollector).
 	inputs *prometheus.CounterVec
+
+	// Partition leases (docs/operations.md): held, waiting for another
+	// worker's to end, and lost.
+	leaseHeld, leaseWaiting *prometheus.GaugeVec
+	leaseLost               *prometheus.CounterVec
 }
 
 // hopBuckets are the buckets of every hop histogram
@@ -192,7 +235,14 @@ func newMetrics(r prometheus.Registerer) metrics {
 		Help: "Time to fetch, check and load a checkpoint (the field restored and checked; rebuilt for a version 1 checkpoint).", Buckets: secs})
 	m.rebuild = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_proximity_rebuild_seconds",
 		Help: "Time from a partition's (re)start to serving: checkpoint load plus tail replay.", Buckets: secs})
+	m.leaseHeld = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "treasure_proximity_partition_lease_held",
+		Help: "1 while this worker holds the partition's lease (and may rebuild and consume it)."}, []string{"partition"})
+	m.leaseWaiting = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "treasure_proximity_partition_lease_waiting",
+		Help: "1 while the partition's lease is held by another worker and this one waits for it to be released or to expire."}, []string{"partition"})
+	m.leaseLost = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "treasure_proximity_partition_lease_lost_total",
+		Help: "Leases lost while held (not renewed in time, taken, deleted): the partition stopped consuming at once and waits for its lease again."}, []string{"partition"})
 	if r != nil {
+		r.MustRegister(m.leaseHeld, m.leaseWaiting, m.leaseLost)
 		r.MustRegister(m.moves, m.claims, m.drops, m.notices, m.foreign, m.rebuilds, m.inputs, m.batch, m.logWait, m.consumedToResult,
 			m.replayed, m.ckptWritten, m.ckptFailed, m.ckptInvalid, m.ckptLoaded, m.ckptUnreachable, m.trimmedRebuilds, m.ckptBytes, m.ckptPause, m.ckptWrite, m.ckptLoad, m.rebuild)
 	}
@@ -223,6 +273,15 @@ func New(o Options) (*Worker, error) {
 	if o.CheckpointKeep <= 0 {
 		o.CheckpointKeep = DefaultCheckpointKeep
 	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = natsjs.DefaultLeaseTTL
+	}
+	if o.LeaseTTL < natsjs.MinLeaseTTL {
+		return nil, fmt.Errorf("proximity: lease ttl %v is shorter than %v", o.LeaseTTL, natsjs.MinLeaseTTL)
+	}
+	if o.Holder == "" {
+		o.Holder = DefaultHolder()
+	}
 	if len(o.Partitions) == 0 {
 		for k := 0; k < o.Topology.Partitions; k++ {
 			o.Partitions = append(o.Partitions, k)
@@ -239,16 +298,21 @@ func New(o Options) (*Worker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("proximity: partition %d: %w", k, err)
 		}
+		label := strconv.Itoa(k)
 		w.parts = append(w.parts, &partition{w: w, k: k, sub: sub, fingerprint: game.Fingerprint(sub),
-			inputs: w.m.inputs.WithLabelValues(strconv.Itoa(k))})
+			inputs: w.m.inputs.WithLabelValues(label), leaseHeld: w.m.leaseHeld.WithLabelValues(label),
+			leaseWaiting: w.m.leaseWaiting.WithLabelValues(label), leaseLost: w.m.leaseLost.WithLabelValues(label)})
 	}
 	if o.Registerer != nil {
 		durables, values := make([]string, len(o.Partitions)), make([]string, len(o.Partitions))
 		for i, k := range o.Partitions {
 			durables[i], values[i] = Durable(o.Topology, k), strconv.Itoa(k)
 		}
+		// Only the partitions this worker holds: a worker waiting for
+		// another's lease does not report (or alert on) its backlog.
 		o.Registerer.MustRegister(natsjs.NewBacklogCollector(o.JS, natsjs.BacklogOptions{Stream: o.Topology.InStream(),
-			Durables: durables, Namespace: "treasure_proximity", Label: "partition", Values: values}))
+			Durables: durables, Namespace: "treasure_proximity", Label: "partition", Values: values,
+			Include: func(i int) bool { return w.parts[i].held.Load() }}))
 	}
 	pub, err := natsjs.NewPublisher(o.NC, natsjs.PublisherOptions{})
 	if err != nil {
@@ -258,11 +322,30 @@ func New(o Options) (*Worker, error) {
 	return w, nil
 }
 
-// Ready reports nil once every partition has rebuilt its engine and is
-// consuming.
+// DefaultHolder names this process in the lease bucket:
+// "<host>/<pid>/<8 random hex digits>".
+func DefaultHolder() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "proximity"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return host + "/" + strconv.Itoa(os.Getpid()) + "/" + hex.EncodeToString(b[:])
+}
+
+// Ready reports nil once every partition holds its lease, has rebuilt its
+// engine and is consuming. A worker waiting for another's lease is not
+// ready, and says whose.
 func (w *Worker) Ready() error {
 	for _, p := range w.parts {
 		if !p.live.Load() {
+			if h := p.waitingFor.Load(); h != nil {
+				return fmt.Errorf("partition %d waits for its lease, held by %s", p.k, *h)
+			}
+			if !p.held.Load() {
+				return fmt.Errorf("partition %d is acquiring its lease", p.k)
+			}
 			return fmt.Errorf("partition %d is rebuilding its state from the log", p.k)
 		}
 	}
@@ -271,6 +354,9 @@ func (w *Worker) Ready() error {
 
 // Partitions returns the partitions this worker serves.
 func (w *Worker) Partitions() []int { return w.o.Partitions }
+
+// Holder returns the name this worker holds its leases under.
+func (w *Worker) Holder() string { return w.o.Holder }
 
 // Run serves every partition until ctx is cancelled, then returns nil.
 // Inputs being processed at cancellation are not acked and come back to
@@ -288,6 +374,24 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		w.o.Checkpoints = c
 	}
+	leases, err := natsjs.OpenLeases(ctx, w.o.JS, w.o.Topology, w.o.LeaseTTL)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
+		return fmt.Errorf("proximity: %w", err)
+	}
+	if leases.TTL() != w.o.LeaseTTL {
+		w.o.Log.Warn("the lease bucket's TTL applies, not this worker's (to change it, stop every worker and delete the bucket)",
+			"bucket", leases.Bucket(), "bucket_ttl", leases.TTL(), "ttl", w.o.LeaseTTL)
+	}
+	for _, p := range w.parts {
+		lo := natsjs.LeaseOptions{Holder: w.o.Holder}
+		if w.renewHook != nil {
+			lo.BeforeRenew = func() { w.renewHook(p.k) }
+		}
+		p.lease = leases.Lease(natsjs.PartitionLeaseKey(p.k), lo)
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	for _, p := range w.parts {
 		g.Go(func() error { return p.run(ctx) })
@@ -303,6 +407,14 @@ type partition struct {
 	sub  *graph.Graph
 	e    *game.Engine
 	live atomic.Bool
+
+	// lease is the partition's lease (set by Run before the partition's
+	// goroutine starts): the partition is rebuilt and consumed only while
+	// it is valid. For Ready: held while it is held, and waitingFor names
+	// the holder this worker waits for (nil when not waiting).
+	lease      *natsjs.Lease
+	held       atomic.Bool
+	waitingFor atomic.Pointer[string]
 
 	// emit receives the outputs in the replay mode (see Replay).
 	emit func(ev *eventpb.Event) error
@@ -344,8 +456,11 @@ type partition struct {
 	ckptSeq     uint64
 	dirty       bool
 	uploading   chan error
-	// inputs is this partition's treasure_proximity_input_messages_total.
-	inputs prometheus.Counter
+	// inputs is this partition's treasure_proximity_input_messages_total;
+	// the others, its lease metrics.
+	inputs                  prometheus.Counter
+	leaseHeld, leaseWaiting prometheus.Gauge
+	leaseLost               prometheus.Counter
 }
 
 func (p *partition) durable() string { return Durable(p.w.o.Topology, p.k) }
@@ -354,21 +469,127 @@ func (p *partition) durable() string { return Durable(p.w.o.Topology, p.k) }
 // operators and tools that read its backlog.
 func Durable(t natsjs.Topology, k int) string { return t.Prefix + "-proximity-" + strconv.Itoa(k) }
 
-// run rebuilds and consumes, again after every failure, until ctx ends.
+// errLeaseLapsed is a partition's refusal to go on without a valid lease.
+var errLeaseLapsed = errors.New("partition lease no longer valid")
+
+// run serves the partition until ctx ends: it waits for the partition's
+// lease, rebuilds and consumes while it holds it, and waits again when it
+// loses it. At ctx's end it releases the lease, after the last
+// checkpoint, so that a successor takes over at once.
 func (p *partition) run(ctx context.Context) error {
 	log := p.w.o.Log.With("partition", p.k)
+	for {
+		if err := p.acquire(ctx, log); err != nil {
+			return nil // ctx ended
+		}
+		err := p.serve(ctx, log)
+		p.live.Store(false)
+		if ctx.Err() != nil {
+			p.release(log)
+			return nil
+		}
+		p.held.Store(false)
+		p.leaseHeld.Set(0)
+		p.leaseLost.Inc()
+		log.Error("partition lease lost: stopped consuming; waiting for the lease again", "err", err, "holder", p.w.o.Holder)
+	}
+}
+
+// acquire waits until the partition's lease is held, logging once per
+// holder it waits for; it fails only when ctx ends.
+func (p *partition) acquire(ctx context.Context, log *slog.Logger) error {
+	t0 := time.Now()
+	var waitingFor string
+	failing := false
+	err := p.lease.Acquire(ctx, func(st natsjs.LeaseState, err error) {
+		if err != nil {
+			if !failing {
+				log.Warn("partition lease unreadable; trying again", "err", err)
+			}
+			failing = true
+			return
+		}
+		failing = false
+		if st.Holder == "" || st.Holder == waitingFor {
+			return
+		}
+		waitingFor = st.Holder
+		holder := st.Holder // Ready reads it from other goroutines
+		p.waitingFor.Store(&holder)
+		p.leaseWaiting.Set(1)
+		log.Info("partition lease held by another worker; waiting until it is released or expires",
+			"holder", st.Holder, "renewed", st.Renewed, "ttl", p.lease.TTL())
+	})
+	p.waitingFor.Store(nil)
+	p.leaseWaiting.Set(0)
+	if err != nil {
+		return err
+	}
+	p.held.Store(true)
+	p.leaseHeld.Set(1)
+	log.Info("partition lease acquired", "holder", p.w.o.Holder, "waited", time.Since(t0).Round(time.Millisecond), "ttl", p.lease.TTL())
+	return nil
+}
+
+// serve rebuilds and consumes the partition while its lease is renewed,
+// until ctx ends (nil) or the lease is lost (an error wrapping
+// natsjs.ErrLeaseLost). Consumption stops before serve returns; the lease
+// stays renewed until then (the last checkpoint included).
+func (p *partition) serve(ctx context.Context, log *slog.Logger) error {
+	cctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	kctx, stopKeep := context.WithCancel(context.WithoutCancel(ctx))
+	kept := make(chan error, 1)
+	go func() {
+		err := p.lease.Keep(kctx)
+		if err != nil {
+			stop(err)
+		}
+		kept <- err
+	}()
+	p.consume(cctx, log)
+	stopKeep()
+	return <-kept
+}
+
+// consume rebuilds and consumes, again after every failure, until ctx
+// ends.
+func (p *partition) consume(ctx context.Context, log *slog.Logger) {
 	var retry backoff.Backoff
 	for {
 		err := p.once(ctx)
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
 		d := retry.Next()
-		log.Error("partition failed; rebuilding from the log", "err", err, "retry_in", d)
+		if errors.Is(err, errLeaseLapsed) {
+			// Keep ends ctx in a moment (or renews, if a renewal's answer
+			// was only late).
+			log.Warn("partition lease lapsed; stopped consuming", "err", err)
+		} else {
+			log.Error("partition failed; rebuilding from the log", "err", err, "retry_in", d)
+		}
 		if !backoff.Sleep(ctx, d) {
-			return nil
+			return
 		}
 	}
+}
+
+// release gives the partition's lease up (at a clean stop), so that a
+// waiting worker takes over at once.
+func (p *partition) release(log *slog.Logger) {
+	p.held.Store(false)
+	p.leaseHeld.Set(0)
+	if p.w.noRelease {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.lease.Release(ctx); err != nil {
+		log.Warn("partition lease not released: a successor waits until it expires", "err", err, "ttl", p.lease.TTL())
+		return
+	}
+	log.Info("partition lease released")
 }
 
 // once creates (or finds) the durable consumer, rebuilds the engine up to
@@ -387,6 +608,7 @@ func (p *partition) once(ctx context.Context) error {
 		MaxWait:    o.AckWait / 2, // a pull must end well within the ack wait (0: default)
 		DeadLetter: t.DLQSubject(),
 		Logger:     o.Log,
+		Fence:      p.fence,
 	})
 	if err != nil {
 		return fmt.Errorf("consumer: %w", err)
@@ -450,6 +672,15 @@ func (p *partition) once(ctx context.Context) error {
 	defer cancel(nil)
 	defer p.waitUpload()
 	err = cons.Run(rctx, func(ctx context.Context, msgs []natsjs.Msg) error {
+		if p.w.hook != nil {
+			p.w.hook(p.k, hookBatch)
+		}
+		if err := p.fence(); err != nil {
+			// Frozen past the lease's validity with this batch in hand:
+			// not applied, not acked (the successor has it).
+			cancel(err)
+			return err
+		}
 		t0 := time.Now()
 		p.dirty = true
 		if err := p.handle(ctx, msgs); err != nil {
@@ -465,10 +696,19 @@ func (p *partition) once(ctx context.Context) error {
 	if cause := context.Cause(rctx); cause != nil && ctx.Err() == nil {
 		return cause
 	}
-	if ctx.Err() != nil && !p.dirty && !p.w.noFinalCheckpoint {
+	if ctx.Err() != nil && !p.dirty && !p.w.noFinalCheckpoint && p.lease.Valid() {
 		p.finalCheckpoint(log)
 	}
 	return err
+}
+
+// fence refuses to go on once the partition's lease is no longer valid
+// (natsjs.ConsumerOptions.Fence, and before every input applied).
+func (p *partition) fence() error {
+	if !p.lease.Valid() {
+		return errLeaseLapsed
+	}
+	return nil
 }
 
 // loadCheckpoint sets p.e, p.seqs and p.applied from the newest
@@ -673,6 +913,15 @@ func (p *partition) handle(ctx context.Context, msgs []natsjs.Msg) error {
 	for _, m := range msgs {
 		if m.Seq <= p.applied {
 			continue // covered by the checkpoint loaded: applied and published before
+		}
+		// Every input's outputs are published as it is applied: a worker
+		// frozen mid-batch past its lease's validity applies and publishes
+		// nothing more when it runs again.
+		if err := p.fence(); err != nil {
+			return err
+		}
+		if p.w.hook != nil {
+			p.w.hook(p.k, hookApply)
 		}
 		if err := p.apply(m, modeLive); err != nil {
 			return err

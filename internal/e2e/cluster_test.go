@@ -25,14 +25,14 @@ import (
 // the meta group nor the log stream is stopped and later started again
 // with its store; then the same with the node leading the log stream
 // (IN); then with the node holding the consumer push's feed reads OUT
-// with (it has one replica). Nothing is lost or doubled (the load generator's accounting, OUT
-// and PostgreSQL), and the only errors players see are unavailable (with
-// retry_after_ms, sent again) and rate_limited. The figures — how long
-// moves waited around each stop, how many were sent again, the longest
-// gap in one player's updates on the push side (and in results reaching
-// OUT) from each stop until the next, with what changed in the cluster
-// meanwhile — go to the log (BENCHMARKS.md, "Issue 9: cluster");
-// no time is asserted.
+// with (it has one replica). Nothing is lost or doubled (the load
+// generator's accounting, OUT and PostgreSQL), and the only errors players
+// see are unavailable (with retry_after_ms, sent again) and rate_limited.
+// The figures — how long moves waited around each stop, how many were
+// sent again, the longest gap in one player's updates on the push side
+// (and in results reaching OUT) from each stop until the next, with what
+// changed in the cluster meanwhile — go to the log (BENCHMARKS.md, "Issue
+// 9: cluster"); no time is asserted.
 func TestClusterR3NodeLossUnderLoad(t *testing.T) {
 	c := testenv.EmbeddedCluster(t, testenv.ClusterOptions{})
 	p, pnc := startPipelineOn(t, pipeOptions{url: c.URL(), replicas: 3, partitions: 2})

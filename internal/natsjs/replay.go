@@ -90,6 +90,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, o ReplayOptions, h Hand
 		o.StallAfter = max(4*o.MaxWait, DefaultStallAfter)
 	}
 	r := replay{js: js, o: o, name: nuid.Next()}
+	defer r.removing.Wait()
 	if err := setFilter(js, o.Subjects, &r.cfg.FilterSubject, &r.cfg.FilterSubjects); err != nil {
 		return fmt.Errorf("replay %s: %w", o.Stream, err)
 	}
@@ -138,6 +139,8 @@ type replay struct {
 	cfg    jetstream.ConsumerConfig // the filter; the rest set per consumer
 	name   string                   // the consumers' names: name_1, name_2, …
 	serial int
+	// removing waits for the deletes of replaced consumers.
+	removing sync.WaitGroup
 }
 
 // create creates a consumer delivering from stream sequence from,
@@ -159,6 +162,9 @@ func (r *replay) create(ctx context.Context, from uint64) (jetstream.Consumer, e
 		cancel()
 		switch {
 		case err == nil:
+			if r.serial > 1 {
+				r.remove(r.name + "_" + strconv.Itoa(r.serial-1))
+			}
 			return cons, nil
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
@@ -172,6 +178,21 @@ func (r *replay) create(ctx context.Context, from uint64) (jetstream.Consumer, e
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// remove deletes a replaced consumer in the background (Replay waits
+// for it before returning), as nats.go's ordered consumer does: one whose
+// server is alive (a gap, a reconnect) would otherwise linger until its
+// inactivity threshold, holding retention back. It is done after its
+// successor exists, so that the stream always has a holder at the
+// replay's position; a consumer that is already gone, or a server that
+// does not answer within replayCreateWait, is left to the threshold.
+func (r *replay) remove(name string) {
+	r.removing.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), replayCreateWait)
+		defer cancel()
+		_ = r.js.DeleteConsumer(ctx, r.o.Stream, name)
+	})
 }
 
 // from reads from *next with one consumer, advancing *next past every

@@ -337,12 +337,12 @@ func (c *Consumer) reset(ctx context.Context, from uint64) error {
 // it cannot read.
 func (c *Consumer) Run(ctx context.Context, h Handler) error {
 	s := &runState{c: c, h: h, resetFrom: startUnknown}
-	// A fetch in flight when the connection comes back (its server went
-	// away) may never be answered: its pull request can have died with
-	// the old connection, and the fetch would wait out MaxWait. It is
-	// abandoned at once and the next goes out on the new connection; what
-	// the abandoned one was sent after it shows as a delivery gap, which
-	// a reset repairs.
+	// A fetch or a reset in flight when the connection comes back (its
+	// server went away) may never be answered: its requests can have died
+	// with the old connection, and it would wait out MaxWait or
+	// resetWait. It is abandoned at once and tried again on the new
+	// connection; what an abandoned fetch was sent after it shows as a
+	// delivery gap, which a reset repairs.
 	nc := c.js.Conn()
 	status := nc.StatusChanged(nats.CONNECTED)
 	quit := make(chan struct{})
@@ -351,7 +351,7 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 		for {
 			select {
 			case <-status:
-				s.abortFetch()
+				s.abortInFlight()
 			case <-quit:
 				return
 			}
@@ -369,11 +369,16 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 		case s.resetFrom == startUnknown:
 			err = s.start(ctx)
 		case s.resetFrom != 0:
-			if err = c.reset(ctx, s.resetFrom); err == nil {
+			rctx, cancel := s.abortable(ctx)
+			err = c.reset(rctx, s.resetFrom)
+			if err != nil && errors.Is(context.Cause(rctx), errReconnected) {
+				err = nil // abandoned at a reconnect: again, at once
+			} else if err == nil {
 				// What was queued comes again from the new consumer.
 				clear(s.queue)
 				s.queue, s.resetFrom, s.dseq = s.queue[:0], 0, 0
 			}
+			cancel()
 		default:
 			err = s.fetch(ctx)
 		}
@@ -466,14 +471,29 @@ type runState struct {
 	resetFrom uint64
 
 	mu    sync.Mutex
-	abort context.CancelCauseFunc // ends the fetch in flight; nil between fetches
+	abort context.CancelCauseFunc // ends the fetch or reset in flight; nil between them
 }
 
-// errReconnected abandons a fetch when the connection comes back.
+// errReconnected abandons a fetch or reset when the connection comes back.
 var errReconnected = errors.New("connection re-established")
 
-// abortFetch abandons the fetch in flight, if any.
-func (s *runState) abortFetch() {
+// abortable returns a context for one fetch or reset that a reconnect
+// cancels (with cause errReconnected), and the function that ends it.
+func (s *runState) abortable(ctx context.Context) (context.Context, func()) {
+	actx, cancel := context.WithCancelCause(ctx)
+	s.mu.Lock()
+	s.abort = cancel
+	s.mu.Unlock()
+	return actx, func() {
+		s.mu.Lock()
+		s.abort = nil
+		s.mu.Unlock()
+		cancel(nil)
+	}
+}
+
+// abortInFlight abandons the fetch or reset in flight, if any.
+func (s *runState) abortInFlight() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.abort != nil {
@@ -503,16 +523,8 @@ func (s *runState) start(ctx context.Context) error {
 func (s *runState) fetch(ctx context.Context) error {
 	tctx, cancelT := context.WithTimeout(ctx, s.c.o.MaxWait)
 	defer cancelT()
-	fctx, cancel := context.WithCancelCause(tctx)
-	defer cancel(nil)
-	s.mu.Lock()
-	s.abort = cancel
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.abort = nil
-		s.mu.Unlock()
-	}()
+	fctx, cancel := s.abortable(tctx)
+	defer cancel()
 	batch, err := s.c.consumer().Fetch(s.c.o.Batch, jetstream.FetchContext(fctx))
 	if err != nil {
 		return fmt.Errorf("fetch: %w", err)

@@ -27,7 +27,17 @@ func TestReplayFollowSurvivesANodeLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := env{nc: nc, js: js, topo: Topology{Prefix: testenv.Prefix(t), Partitions: 1, Replicas: 3, In: small, Out: small, Upd: small, DLQ: small}}
-	e.ensure(t)
+	// A cluster just formed may not count every peer online yet ("no
+	// suitable peers for placement, peer offline", seen with 20 clusters
+	// starting at once): declare the streams until it does.
+	testenv.WaitFor(t, 30*time.Second, func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := e.topo.Ensure(ctx, js); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
 	stream, subject := e.topo.OutStream(), e.topo.OutSubject(0)
 	c.WaitCurrent(stream)
 

@@ -328,6 +328,9 @@ func (c *Consumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) {
 	return info, nil
 }
 
+// resetWait bounds each request of a reset.
+const resetWait = 2 * time.Second
+
 // reset deletes the consumer and creates it again, same name and
 // settings, delivering from stream sequence from: what was delivered and
 // not acknowledged comes again, at once and in order.
@@ -336,10 +339,17 @@ func (c *Consumer) reset(ctx context.Context, from uint64) error {
 	cfg := c.cfg
 	c.mu.Unlock()
 	cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, max(from, 1)
-	if err := c.js.DeleteConsumer(ctx, c.o.Stream, c.o.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	// Each request waits at most resetWait: one lost with a server that
+	// went away is retried by Run rather than waited for.
+	dctx, cancel := context.WithTimeout(ctx, resetWait)
+	err := c.js.DeleteConsumer(dctx, c.o.Stream, c.o.Durable)
+	cancel()
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("reset consumer %s: %w", c.o.Durable, err)
 	}
-	cons, err := c.js.CreateConsumer(ctx, c.o.Stream, cfg)
+	cctx, cancel := context.WithTimeout(ctx, resetWait)
+	cons, err := c.js.CreateConsumer(cctx, c.o.Stream, cfg)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("reset consumer %s: %w", c.o.Durable, err)
 	}
@@ -353,11 +363,38 @@ func (c *Consumer) reset(ctx context.Context, from uint64) error {
 // returns nil. Messages delivered but not yet accepted when ctx is
 // cancelled are left unacknowledged, for the next Run. Failures to fetch
 // (a lost connection, a restarting server) are logged and retried with
-// backoff; a consumer deleted under a running Run is created again, after
-// the last message it accepted. Run returns an error only for a delivery
+// backoff — a pull ended by the consumer's leader stepping down or its
+// server shutting down after the first step only, and one in flight at a
+// reconnect at once; a consumer deleted under a running Run is created
+// again, after the last message it accepted. Run returns an error only for a delivery
 // it cannot read.
 func (c *Consumer) Run(ctx context.Context, h Handler) error {
-	s := runState{c: c, h: h, resetFrom: startUnknown}
+	s := &runState{c: c, h: h, resetFrom: startUnknown}
+	// A fetch or a reset in flight when the connection comes back (its
+	// server went away) may never be answered: its requests can have died
+	// with the old connection, and it would wait out MaxWait or
+	// resetWait. It is abandoned at once and tried again on the new
+	// connection; what an abandoned fetch was sent after it shows as a
+	// delivery gap, which a reset repairs.
+	nc := c.js.Conn()
+	status := nc.StatusChanged(nats.CONNECTED)
+	quit := make(chan struct{})
+	var watching sync.WaitGroup
+	watching.Go(func() {
+		for {
+			select {
+			case <-status:
+				s.abortInFlight()
+			case <-quit:
+				return
+			}
+		}
+	})
+	defer func() {
+		close(quit)
+		watching.Wait()
+		nc.RemoveStatusListener(status)
+	}()
 	fails := 0
 	for ctx.Err() == nil {
 		if err := c.fence(); err != nil {
@@ -368,11 +405,16 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 		case s.resetFrom == startUnknown:
 			err = s.start(ctx)
 		case s.resetFrom != 0:
-			if err = c.reset(ctx, s.resetFrom); err == nil {
+			rctx, cancel := s.abortable(ctx)
+			err = c.reset(rctx, s.resetFrom)
+			if err != nil && errors.Is(context.Cause(rctx), errReconnected) {
+				err = nil // abandoned at a reconnect: again, at once
+			} else if err == nil {
 				// What was queued comes again from the new consumer.
 				clear(s.queue)
 				s.queue, s.resetFrom, s.dseq = s.queue[:0], 0, 0
 			}
+			cancel()
 		default:
 			err = s.fetch(ctx)
 		}
@@ -386,7 +428,18 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 		case errors.Is(err, errGap):
 			c.log.Info("lost delivery; resuming after the last accepted message", "err", err, "from", s.accepted+1)
 			s.resetFrom = s.accepted + 1
-		case s.resetFrom == 0 && c.deleted(ctx):
+		case s.resetFrom == 0 && (errors.Is(err, jetstream.ErrServerShutdown) || errors.Is(err, jetstream.ErrConsumerLeadershipChanged)):
+			// The consumer's leader stepped down, or its server is going
+			// (which steps it down): a new leader takes over within
+			// moments, so fetch again without asking whether the
+			// consumer is gone (a question its old server may never
+			// answer) and without backing off further than the first
+			// step, which would only add to the election.
+			c.log.Info("pull ended by the consumer's leader; fetching again", "err", err)
+			if !backoff.Sleep(ctx, c.backoff(1)) {
+				return nil
+			}
+		case s.resetFrom == 0 && mayBeDeleted(err, fails) && c.deleted(ctx):
 			c.log.Warn("consumer deleted; creating it again after the last accepted message", "err", err, "from", s.accepted+1)
 			s.resetFrom = s.accepted + 1
 		default:
@@ -411,9 +464,24 @@ func (c *Consumer) fence() error {
 	return nil
 }
 
+// mayBeDeleted says whether a fetch's err, after fails failed fetches
+// in a row before it, is worth asking the server whether the consumer
+// still exists: when the server said it was deleted, or from the third
+// failure on. A consumer whose leader is being elected also has no
+// responders, and a question about it is often not answered until the
+// election is over: asking at the first failure would only hold the Run.
+func mayBeDeleted(err error, fails int) bool {
+	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) || fails >= 2
+}
+
 // deleted reports whether the consumer is gone from the server (an
-// operator deleted it), after a failed fetch.
+// operator deleted it), after a failed fetch. It waits at most MaxWait
+// for the answer: a request sent as the connection's server goes away is
+// never answered, and the client's own default wait (5 s) would hold the
+// Run that long.
 func (c *Consumer) deleted(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, c.o.MaxWait)
+	defer cancel()
 	_, err := c.consumer().Info(ctx)
 	return errors.Is(err, jetstream.ErrConsumerNotFound)
 }
@@ -450,6 +518,36 @@ type runState struct {
 	resetFrom uint64
 	// short: the last pull of a lingering consumer did not fill Batch.
 	short bool
+
+	mu    sync.Mutex
+	abort context.CancelCauseFunc // ends the fetch or reset in flight; nil between them
+}
+
+// errReconnected abandons a fetch or reset when the connection comes back.
+var errReconnected = errors.New("connection re-established")
+
+// abortable returns a context for one fetch or reset that a reconnect
+// cancels (with cause errReconnected), and the function that ends it.
+func (s *runState) abortable(ctx context.Context) (context.Context, func()) {
+	actx, cancel := context.WithCancelCause(ctx)
+	s.mu.Lock()
+	s.abort = cancel
+	s.mu.Unlock()
+	return actx, func() {
+		s.mu.Lock()
+		s.abort = nil
+		s.mu.Unlock()
+		cancel(nil)
+	}
+}
+
+// abortInFlight abandons the fetch or reset in flight, if any.
+func (s *runState) abortInFlight() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.abort != nil {
+		s.abort(errReconnected)
+	}
 }
 
 // start reads where the consumer stands. Messages still unacknowledged (a
@@ -491,7 +589,9 @@ func (s *runState) fetch(ctx context.Context) error {
 	if s.c.o.Linger > 0 {
 		return s.fetchBurst(ctx)
 	}
-	fctx, cancel := context.WithTimeout(ctx, s.c.o.MaxWait)
+	tctx, cancelT := context.WithTimeout(ctx, s.c.o.MaxWait)
+	defer cancelT()
+	fctx, cancel := s.abortable(tctx)
 	defer cancel()
 	batch, err := s.c.consumer().Fetch(s.c.o.Batch, jetstream.FetchContext(fctx))
 	if err != nil {
@@ -538,7 +638,7 @@ func (s *runState) fetch(ctx context.Context) error {
 			}
 		}
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(context.Cause(fctx), errReconnected) {
 		return fmt.Errorf("fetch: %w", err)
 	}
 	return nil
@@ -762,9 +862,15 @@ func headerValue(s string) string {
 
 // toMsg reads a delivery's metadata.
 func toMsg(m jetstream.Msg) (Msg, error) {
+	msg, _, err := toMsgMeta(m)
+	return msg, err
+}
+
+// toMsgMeta reads a delivery's metadata and returns it too.
+func toMsgMeta(m jetstream.Msg) (Msg, *jetstream.MsgMetadata, error) {
 	md, err := m.Metadata()
 	if err != nil {
-		return Msg{}, fmt.Errorf("%w: %v", errUnreadable, err)
+		return Msg{}, nil, fmt.Errorf("%w: %v", errUnreadable, err)
 	}
 	return Msg{
 		Subject:   m.Subject(),
@@ -774,5 +880,5 @@ func toMsg(m jetstream.Msg) (Msg, error) {
 		Time:      md.Timestamp,
 		Header:    m.Headers(),
 		Data:      m.Data(),
-	}, nil
+	}, md, nil
 }

@@ -131,3 +131,70 @@ func TestReplayStopsAtHandlerError(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayFollowReplacesADeletedConsumer: a following Replay whose
+// consumer is deleted under it (as a restarted server forgets one kept
+// in memory) reads on with a new one from the message after the last it
+// handed over: every message once, in order.
+func TestReplayFollowReplacesADeletedConsumer(t *testing.T) {
+	t.Parallel()
+	servers(t, func(t *testing.T, e env) {
+		e.ensure(t)
+		stream := e.topo.InStream()
+		e.publishSync(t, e.topo.InSubject(0), 5)
+		ctx, cancel := context.WithCancel(ctxFor(t, 60*time.Second))
+		got := make(chan uint64, 100)
+		done := make(chan error, 1)
+		go func() {
+			done <- Replay(ctx, e.js, ReplayOptions{Stream: stream, Follow: true, MaxWait: 50 * time.Millisecond},
+				func(_ context.Context, msgs []Msg) error {
+					for _, m := range msgs {
+						got <- m.Seq
+					}
+					return nil
+				})
+		}()
+		defer func() {
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("Replay after cancel = %v, want context.Canceled", err)
+			}
+		}()
+		want := uint64(1)
+		expect := func(to uint64) {
+			t.Helper()
+			for ; want <= to; want++ {
+				select {
+				case seq := <-got:
+					if seq != want {
+						t.Fatalf("followed seq %d, want %d", seq, want)
+					}
+				case <-time.After(30 * time.Second):
+					t.Fatalf("seq %d never came", want)
+				}
+			}
+		}
+		expect(5)
+		s, err := e.js.Stream(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deleted := 0
+		for ci := range s.ListConsumers(ctx).Info() {
+			if err := e.js.DeleteConsumer(ctx, stream, ci.Name); err != nil {
+				t.Fatal(err)
+			}
+			deleted++
+		}
+		if deleted != 1 {
+			t.Fatalf("%d consumers on %s, want the replay's one", deleted, stream)
+		}
+		e.publishSync(t, e.topo.InSubject(1), 5)
+		expect(10)
+		select {
+		case seq := <-got:
+			t.Fatalf("seq %d after the last one published", seq)
+		case <-time.After(200 * time.Millisecond):
+		}
+	})
+}

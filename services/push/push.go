@@ -8,7 +8,7 @@
 //
 // # Ids and resume
 //
-// Every push instance reads P_OUT with an ordered consumer, from its first
+// Every push instance reads P_OUT in order (natsjs.Replay), from its first
 // message or from the newest push checkpoint (see Stream requirements), so
 // every instance, and one restarted, gives each update the same id. Per player it keeps the next id and a ring of the RingSize most
 // recent updates in a compact binary form (about 8 bytes for a proximity

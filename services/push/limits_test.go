@@ -10,9 +10,11 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"treasure/internal/testenv"
 
 	"github.com/gorilla/websocket"
+	dto "github.com/prometheus/client_model/go"
+
+	"treasure/internal/testenv"
 )
 
 // getResp is r.get with the response's headers.
@@ -197,6 +199,16 @@ func TestSocketsReplacedAreCounted(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(t, Options{MaxSocketsPerPlayer: 1})
 	old := r.dial(t, "alice", "")
+	// The dial returns at the upgrade; the server registers the socket
+	// after it. Two dials in a row could register in either order (the
+	// newer one replaced), so the second waits for the first's.
+	testenv.WaitUntil(t, 20*time.Second, "the first socket registered", func() bool {
+		var m dto.Metric
+		if err := r.s.m.conns.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetGauge().GetValue() == 1
+	})
 	r.dial(t, "alice", "")
 	_ = old.ws.SetReadDeadline(time.Now().Add(20 * time.Second))
 	for {

@@ -205,10 +205,12 @@ func (h *hub) register(c *conn, after uint64, resume bool) (backlog []byte, ok b
 		// The oldest socket makes room for the newest.
 		old := p.conns[0]
 		sh.remove(p, old)
-		old.kick(websocket.ClosePolicyViolation, "replaced")
+		// Counted before the kick, so that whoever sees the close sees
+		// the count.
 		if h.onReplace != nil {
 			h.onReplace()
 		}
+		old.kick(websocket.ClosePolicyViolation, "replaced")
 	}
 	p.conns = append(p.conns, c)
 	c.idx = len(sh.conns)

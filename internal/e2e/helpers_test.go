@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,4 +91,80 @@ func runLoad(ctx context.Context, o loadgen.OpenOptions) <-chan loadDone {
 		lg <- loadDone{r, err}
 	}()
 	return lg
+}
+
+// walkers is a loadgen.Run in the background for the process tests:
+// players walking while services are killed, frozen and restarted.
+type walkers struct {
+	accepted atomic.Uint64
+	final    loadgen.Stats // set by Run's final report, read after finished
+	err      error
+	finished chan struct{}
+	stop     context.CancelFunc
+}
+
+// startWalkers starts loadgen.Run with o (its ReportEvery, if zero,
+// 100 ms); a cleanup stops it and waits for it before the processes
+// stop, on an early failure.
+func startWalkers(t *testing.T, o loadgen.Options) *walkers {
+	t.Helper()
+	if o.ReportEvery == 0 {
+		o.ReportEvery = 100 * time.Millisecond
+	}
+	w := &walkers{finished: make(chan struct{})}
+	ctx, stop := context.WithCancel(context.Background())
+	w.stop = stop
+	t.Cleanup(func() {
+		stop()
+		<-w.finished
+	})
+	go func() {
+		defer close(w.finished)
+		w.err = loadgen.Run(ctx, o, func(s loadgen.Stats) {
+			w.accepted.Store(s.TotalMoves)
+			if s.Final {
+				w.final = s // Run reports before it returns
+			}
+		})
+	}()
+	return w
+}
+
+// progress waits until n more moves have been accepted; the walkers
+// ending first fails the test.
+func (w *walkers) progress(t *testing.T, what string, n uint64) {
+	t.Helper()
+	base := w.accepted.Load()
+	testenv.WaitUntil(t, 60*time.Second, what, func() bool {
+		select {
+		case <-w.finished:
+			t.Fatalf("loadgen ended early: %v", w.err)
+		default:
+		}
+		return w.accepted.Load() >= base+n
+	})
+}
+
+// finish stops the walkers, waits for their drain and returns their
+// final figures, having logged them and checked that every accepted
+// move got exactly one proximity update with gap-free ids.
+func (w *walkers) finish(t *testing.T) loadgen.Stats {
+	t.Helper()
+	w.stop()
+	select {
+	case <-w.finished:
+		if w.err != nil {
+			t.Fatal(w.err)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("loadgen did not finish within 90 s of its stop")
+	}
+	f := w.final
+	t.Logf("%d moves accepted, %d updates, %d claims, %d scores, %d reconnects, errors %v",
+		f.TotalMoves, f.Updates, f.Claims, f.Scores, f.Reconnects, f.Errors)
+	if f.Missing != 0 || f.Gaps != 0 || f.Unmatched != 0 || f.Updates != f.TotalMoves {
+		t.Fatalf("%d moves accepted, %d proximity updates: %d missing, %d unmatched, %d id gaps, %d duplicate ids",
+			f.TotalMoves, f.Updates, f.Missing, f.Unmatched, f.Gaps, f.Duplicates)
+	}
+	return f
 }

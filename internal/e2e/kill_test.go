@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -70,41 +69,12 @@ func TestProcessKillEachService(t *testing.T) {
 	}
 
 	const players = 20
-	var accepted atomic.Uint64
-	var final loadgen.Stats
-	var runErr error
-	finished := make(chan struct{})
-	runCtx, stopRun := context.WithCancel(context.Background())
-	t.Cleanup(func() { // on an early failure: before the processes stop
-		stopRun()
-		<-finished
+	wk := startWalkers(t, loadgen.Options{
+		IngestURL: ws(c.d.ingest), PushURL: ws(c.d.push), Graph: g,
+		Players: players, MovesPerSecond: 4, Secret: secret, PlayerPrefix: "walker-", Seed: 11,
+		Drain: 45 * time.Second,
 	})
-	go func() {
-		defer close(finished)
-		runErr = loadgen.Run(runCtx, loadgen.Options{
-			IngestURL: ws(c.d.ingest), PushURL: ws(c.d.push), Graph: g,
-			Players: players, MovesPerSecond: 4, Secret: secret, PlayerPrefix: "walker-", Seed: 11,
-			Drain: 45 * time.Second, ReportEvery: 100 * time.Millisecond,
-		}, func(s loadgen.Stats) {
-			accepted.Store(s.TotalMoves)
-			if s.Final {
-				final = s // read after finished: Run reports before it returns
-			}
-		})
-	}()
-	progress := func(what string, n uint64) {
-		t.Helper()
-		base := accepted.Load()
-		testenv.WaitUntil(t, 60*time.Second, what, func() bool {
-			select {
-			case <-finished:
-				t.Fatalf("loadgen ended early: %v", runErr)
-			default:
-			}
-			return accepted.Load() >= base+n
-		})
-	}
-	progress("walkers under way", 100)
+	wk.progress(t, "walkers under way", 100)
 
 	type kill struct {
 		name    string
@@ -115,7 +85,7 @@ func TestProcessKillEachService(t *testing.T) {
 	for round := range killRounds() {
 		for _, victim := range []**proc{&c.prox[0], &c.ranker, &c.ingest, &c.push} {
 			p := *victim
-			k := kill{name: p.name, at: accepted.Load()}
+			k := kill{name: p.name, at: wk.accepted.Load()}
 			switch victim {
 			case &c.prox[0]:
 				k.unacked = c.freezeUntilUnacked(p, c.topo.InStream(), proximity.Durable(c.topo, 0))
@@ -134,27 +104,13 @@ func TestProcessKillEachService(t *testing.T) {
 			*victim = c.startAt(name+" (restarted)", p.addrVar, p.addr, p.args...)
 			c.waitReady(*victim)
 			kills = append(kills, k)
-			progress(fmt.Sprintf("moves accepted after %s's restart (round %d)", name, round+1), 60)
+			wk.progress(t, fmt.Sprintf("moves accepted after %s's restart (round %d)", name, round+1), 60)
 		}
-	}
-	stopRun()
-	select {
-	case <-finished:
-		if runErr != nil {
-			t.Fatal(runErr)
-		}
-	case <-time.After(90 * time.Second):
-		t.Fatal("loadgen did not finish within 90 s of its stop")
 	}
 	for _, k := range kills {
 		t.Logf("killed %s at %d moves accepted (%d messages delivered to it and not acked)", k.name, k.at, k.unacked)
 	}
-	t.Logf("%d moves accepted, %d updates, %d claims, %d scores, %d reconnects, errors %v",
-		final.TotalMoves, final.Updates, final.Claims, final.Scores, final.Reconnects, final.Errors)
-	if final.Missing != 0 || final.Gaps != 0 || final.Unmatched != 0 || final.Updates != final.TotalMoves {
-		t.Fatalf("%d moves accepted, %d proximity updates: %d missing, %d unmatched, %d id gaps, %d duplicate ids",
-			final.TotalMoves, final.Updates, final.Missing, final.Unmatched, final.Gaps, final.Duplicates)
-	}
+	final := wk.finish(t)
 	// Sockets dropped by a kill, dials refused while a service was down,
 	// and acks that never came from a killed ingest are the faults
 	// themselves; any other error (a SPEC code) is not.

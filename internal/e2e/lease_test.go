@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -112,41 +111,12 @@ func TestProximityLeaseTwoProcessesOnePartition(t *testing.T) {
 
 	points := dropTreasures(t, c.d)
 	const players = 20
-	var accepted atomic.Uint64
-	var final loadgen.Stats
-	var runErr error
-	finished := make(chan struct{})
-	runCtx, stopRun := context.WithCancel(context.Background())
-	t.Cleanup(func() { // on an early failure: before the processes stop
-		stopRun()
-		<-finished
+	wk := startWalkers(t, loadgen.Options{
+		IngestURL: ws(c.d.ingest), PushURL: ws(c.d.push), Graph: g,
+		Players: players, MovesPerSecond: 4, Secret: secret, PlayerPrefix: "leased-", Seed: 13,
+		Drain: 45 * time.Second,
 	})
-	go func() {
-		defer close(finished)
-		runErr = loadgen.Run(runCtx, loadgen.Options{
-			IngestURL: ws(c.d.ingest), PushURL: ws(c.d.push), Graph: g,
-			Players: players, MovesPerSecond: 4, Secret: secret, PlayerPrefix: "leased-", Seed: 13,
-			Drain: 45 * time.Second, ReportEvery: 100 * time.Millisecond,
-		}, func(s loadgen.Stats) {
-			accepted.Store(s.TotalMoves)
-			if s.Final {
-				final = s // read after finished: Run reports before it returns
-			}
-		})
-	}()
-	progress := func(what string, n uint64) {
-		t.Helper()
-		base := accepted.Load()
-		testenv.WaitUntil(t, 60*time.Second, what, func() bool {
-			select {
-			case <-finished:
-				t.Fatalf("loadgen ended early: %v", runErr)
-			default:
-			}
-			return accepted.Load() >= base+n
-		})
-	}
-	progress("players under way", 100)
+	wk.progress(t, "players under way", 100)
 
 	// 1. Only the holder consumes.
 	if code, body := readyz(t, second); code != http.StatusServiceUnavailable || !strings.Contains(body, "waits for its lease, held by") {
@@ -192,7 +162,7 @@ func TestProximityLeaseTwoProcessesOnePartition(t *testing.T) {
 	c.prox[0].kill(t)
 	c.waitReady(second)
 	t.Logf("holder killed with %d messages unacked; the second worker ready %v later (lease TTL %v)", unacked, time.Since(t0).Round(time.Millisecond), procLeaseTTL)
-	progress("moves accepted after the takeover", 60)
+	wk.progress(t, "moves accepted after the takeover", 60)
 
 	// 3. The killed one comes back and waits; the holder is frozen past
 	// the TTL, the other takes over; the frozen one, thawed, stops.
@@ -203,7 +173,7 @@ func TestProximityLeaseTwoProcessesOnePartition(t *testing.T) {
 	t0 = time.Now()
 	c.waitReady(first)
 	frozenFor := time.Since(t0)
-	progress("moves accepted while the old holder is frozen", 60)
+	wk.progress(t, "moves accepted while the old holder is frozen", 60)
 	if err := second.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +182,7 @@ func TestProximityLeaseTwoProcessesOnePartition(t *testing.T) {
 	movesThawed := metric(t, second, "treasure_proximity_moves_total")
 	t.Logf("holder frozen with %d messages unacked; the restarted worker ready %v later; the old holder, thawed, lost its lease and waits",
 		unacked, frozenFor.Round(time.Millisecond))
-	progress("moves accepted after the thaw", 100)
+	wk.progress(t, "moves accepted after the thaw", 100)
 	if n := metric(t, second, "treasure_proximity_moves_total"); n != movesThawed {
 		t.Fatalf("the thawed worker evaluated %v moves after it found its lease lost", n-movesThawed)
 	}
@@ -228,23 +198,9 @@ func TestProximityLeaseTwoProcessesOnePartition(t *testing.T) {
 	if !strings.Contains(first.out.tail(), "partition lease released") {
 		t.Fatalf("the stopped holder did not release its lease:\n%s", first.out.tail())
 	}
-	progress("moves accepted after the handover", 60)
+	wk.progress(t, "moves accepted after the handover", 60)
 
-	stopRun()
-	select {
-	case <-finished:
-		if runErr != nil {
-			t.Fatal(runErr)
-		}
-	case <-time.After(90 * time.Second):
-		t.Fatal("loadgen did not finish within 90 s of its stop")
-	}
-	t.Logf("%d moves accepted, %d updates, %d claims, %d scores, %d reconnects, errors %v",
-		final.TotalMoves, final.Updates, final.Claims, final.Scores, final.Reconnects, final.Errors)
-	if final.Missing != 0 || final.Gaps != 0 || final.Unmatched != 0 || final.Updates != final.TotalMoves {
-		t.Fatalf("%d moves accepted, %d proximity updates: %d missing, %d unmatched, %d id gaps, %d duplicate ids",
-			final.TotalMoves, final.Updates, final.Missing, final.Unmatched, final.Gaps, final.Duplicates)
-	}
+	final := wk.finish(t)
 	for code, n := range final.Errors {
 		t.Errorf("loadgen: %d × %s (no service was disturbed but proximity)", n, code)
 	}

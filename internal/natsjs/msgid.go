@@ -21,63 +21,20 @@ import (
 // still in flight inside the server could be stored later; after far
 // longer than any publish takes, none is).
 func FindMsgID(ctx context.Context, js jetstream.JetStream, stream, subject string, since time.Time, id string) (bool, error) {
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return false, fmt.Errorf("find msg id %s in %s: %w", id, stream, err)
-	}
-	if s.CachedInfo().State.Msgs == 0 {
-		return false, nil
-	}
-	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &since,
-		HeadersOnly:    true,
-	}
-	oc, err := s.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return false, fmt.Errorf("find msg id %s in %s: %w", id, stream, err)
-	}
-	it, err := oc.Messages(jetstream.PullMaxMessages(512))
-	if err != nil {
-		return false, fmt.Errorf("find msg id %s in %s: %w", id, stream, err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	var last uint64 // the stream sequence of the last message read
-	for {
-		m, err := it.Next(jetstream.NextMaxWait(200 * time.Millisecond))
-		switch {
-		case ctx.Err() != nil:
-			return false, ctx.Err()
-		case errors.Is(err, nats.ErrTimeout):
-			done, err := caughtUp(ctx, oc, last, time.Second)
-			if errors.Is(err, jetstream.ErrOrderedConsumerNotCreated) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-				continue // being (re)created: ask again
-			}
-			if err != nil {
-				return false, fmt.Errorf("find msg id %s in %s: %w", id, stream, err)
-			}
-			if done {
-				return false, nil
-			}
-			continue
-		case err != nil:
-			return false, fmt.Errorf("find msg id %s in %s: %w", id, stream, err)
-		}
+	err := scan(ctx, js, stream, subject, since, true, func(m jetstream.Msg) error {
 		if m.Headers().Get(jetstream.MsgIDHeader) == id {
-			return true, nil
+			return errFound
 		}
-		md, err := m.Metadata()
-		if err == nil {
-			last = md.Sequence.Stream
-			if md.NumPending == 0 {
-				return false, nil
-			}
-		}
+		return nil
+	}, func(err error) error { return fmt.Errorf("find msg id %s in %s: %w", id, stream, err) })
+	if errors.Is(err, errFound) {
+		return true, nil
 	}
+	return false, err
 }
+
+// errFound ends FindMsgID's scan at the message it looks for.
+var errFound = errors.New("found")
 
 // ScanSince hands h every message of stream on subject (a wildcard is
 // fine) stored at or after since, in stream order, headers and data, up
@@ -87,9 +44,18 @@ func FindMsgID(ctx context.Context, js jetstream.JetStream, stream, subject stri
 // It is how an ingest instance finds the moves a dead instance stored but
 // never acknowledged (services/ingest, orphans.go).
 func ScanSince(ctx context.Context, js jetstream.JetStream, stream, subject string, since time.Time, h func(jetstream.Msg) error) error {
+	return scan(ctx, js, stream, subject, since, false, h, func(err error) error { return fmt.Errorf("scan %s since %v: %w", stream, since, err) })
+}
+
+// scan is FindMsgID's and ScanSince's reader: an ephemeral ordered
+// consumer of stream on subject from since (headers only if headersOnly)
+// handing h each message, up to the stream's last message at the time of
+// the call. It returns h's first error and ctx's as they are, and wraps
+// its own failures with wrap.
+func scan(ctx context.Context, js jetstream.JetStream, stream, subject string, since time.Time, headersOnly bool, h func(jetstream.Msg) error, wrap func(error) error) error {
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
-		return fmt.Errorf("scan %s since %v: %w", stream, since, err)
+		return wrap(err)
 	}
 	if s.CachedInfo().State.Msgs == 0 {
 		return nil
@@ -98,14 +64,15 @@ func ScanSince(ctx context.Context, js jetstream.JetStream, stream, subject stri
 		FilterSubjects: []string{subject},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &since,
+		HeadersOnly:    headersOnly,
 	}
 	oc, err := s.OrderedConsumer(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("scan %s since %v: %w", stream, since, err)
+		return wrap(err)
 	}
 	it, err := oc.Messages(jetstream.PullMaxMessages(512))
 	if err != nil {
-		return fmt.Errorf("scan %s since %v: %w", stream, since, err)
+		return wrap(err)
 	}
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
@@ -122,14 +89,14 @@ func ScanSince(ctx context.Context, js jetstream.JetStream, stream, subject stri
 				continue // being (re)created: ask again
 			}
 			if err != nil {
-				return fmt.Errorf("scan %s since %v: %w", stream, since, err)
+				return wrap(err)
 			}
 			if done {
 				return nil
 			}
 			continue
 		case err != nil:
-			return fmt.Errorf("scan %s since %v: %w", stream, since, err)
+			return wrap(err)
 		}
 		if err := h(m); err != nil {
 			return err

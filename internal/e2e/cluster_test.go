@@ -139,20 +139,7 @@ func TestClusterR3NodeLossUnderLoad(t *testing.T) {
 
 	// Every node's own replica of IN holds the whole log after the
 	// returns: the restarted nodes caught up.
-	s, err := p.js.Stream(ctx, in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range c.Len() {
-		testenv.WaitUntil(t, 30*time.Second, "every replica of IN caught up", func() bool {
-			st, ok := c.LocalStream(i, in)
-			return ok && st.LastSeq >= info.State.LastSeq && st.Msgs >= info.State.Msgs
-		})
-	}
+	replicasCaughtUp(t, p.js, c, in)
 }
 
 // instants records, by key (a player, a subject), when something

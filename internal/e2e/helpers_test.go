@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -167,4 +168,31 @@ func (w *walkers) finish(t *testing.T) loadgen.Stats {
 			f.TotalMoves, f.Updates, f.Missing, f.Unmatched, f.Gaps, f.Duplicates)
 	}
 	return f
+}
+
+// replicas is what replicasCaughtUp reads of a cluster: testenv's
+// embedded Cluster and its ProcCluster.
+type replicas interface {
+	Len() int
+	LocalStream(i int, stream string) (server.StreamState, bool)
+}
+
+// replicasCaughtUp waits until every node's own replica of stream holds
+// what the stream held when it was called: restarted nodes caught up.
+func replicasCaughtUp(t *testing.T, js jetstream.JetStream, c replicas, stream string) {
+	t.Helper()
+	s, err := js.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.Len() {
+		testenv.WaitUntil(t, 30*time.Second, "every replica of "+stream+" caught up", func() bool {
+			st, ok := c.LocalStream(i, stream)
+			return ok && st.LastSeq >= info.State.LastSeq && st.Msgs >= info.State.Msgs
+		})
+	}
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -128,20 +127,7 @@ func TestClusterCrashAndQuorumLossUnderLoad(t *testing.T) {
 
 	// Every node's own replica of IN holds the whole log: the restarted
 	// nodes caught up.
-	s, err := p.js.Stream(context.Background(), in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range c.Len() {
-		testenv.WaitUntil(t, 30*time.Second, "every replica of IN caught up", func() bool {
-			st, ok := c.LocalStream(i, in)
-			return ok && st.LastSeq >= info.State.LastSeq && st.Msgs >= info.State.Msgs
-		})
-	}
+	replicasCaughtUp(t, p.js, c, in)
 }
 
 // noAckRun returns the longest run of whole seconds of r, ending in

@@ -149,15 +149,7 @@ func TestLeaseOfAStoppedHolderExpires(t *testing.T) {
 	t.Parallel()
 	servers(t, func(t *testing.T, e env) {
 		ctx := ctxFor(t, 60*time.Second)
-		ls, err := OpenLeases(ctx, e.js, e.topo, 2*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		key := PartitionLeaseKey(0)
-		a := ls.Lease(key, LeaseOptions{Holder: "a"})
-		if err := a.Acquire(ctx, nil); err != nil {
-			t.Fatal(err)
-		}
+		ls, a, key := heldLease(ctx, t, e, 2*time.Second)
 		// No Keep: a stands for a holder that stopped. b contends, and
 		// looks at a the instant it acquires.
 		b := ls.Lease(key, LeaseOptions{Holder: "b"})
@@ -199,15 +191,7 @@ func TestLeaseRenewedKeepsOthersOut(t *testing.T) {
 	servers(t, func(t *testing.T, e env) {
 		ctx := ctxFor(t, 60*time.Second)
 		ttl := 3 * time.Second
-		ls, err := OpenLeases(ctx, e.js, e.topo, ttl)
-		if err != nil {
-			t.Fatal(err)
-		}
-		key := PartitionLeaseKey(0)
-		a := ls.Lease(key, LeaseOptions{Holder: "a"})
-		if err := a.Acquire(ctx, nil); err != nil {
-			t.Fatal(err)
-		}
+		ls, a, key := heldLease(ctx, t, e, ttl)
 		keep := start(t, a.Keep)
 		var h holderLog
 		bctx, cancel := context.WithTimeout(ctx, 3*ttl)
@@ -262,15 +246,7 @@ func TestLeaseLostWhenDeletedOrTaken(t *testing.T) {
 			t.Parallel()
 			e := sharedEnv(t)
 			ctx := ctxFor(t, 60*time.Second)
-			ls, err := OpenLeases(ctx, e.js, e.topo, 3*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			key := PartitionLeaseKey(0)
-			a := ls.Lease(key, LeaseOptions{Holder: "a"})
-			if err := a.Acquire(ctx, nil); err != nil {
-				t.Fatal(err)
-			}
+			ls, a, key := heldLease(ctx, t, e, 3*time.Second)
 			keep := start(t, a.Keep)
 			if err := tc.do(ctx, ls, key); err != nil {
 				t.Fatal(err)
@@ -298,15 +274,7 @@ func TestLeaseRenewalWhoseAnswerWasLostIsKept(t *testing.T) {
 	t.Parallel()
 	e := sharedEnv(t)
 	ctx := ctxFor(t, 60*time.Second)
-	ls, err := OpenLeases(ctx, e.js, e.topo, 3*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := PartitionLeaseKey(0)
-	a := ls.Lease(key, LeaseOptions{Holder: "a"})
-	if err := a.Acquire(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
+	ls, a, key := heldLease(ctx, t, e, 3*time.Second)
 	val, _ := json.Marshal(LeaseValue{Holder: "a", Acquired: time.Now()})
 	rev, err := ls.kv.Put(ctx, key, val)
 	if err != nil {
@@ -420,4 +388,20 @@ func BenchmarkLeaseValid(b *testing.B) {
 			b.Fatal("invalid")
 		}
 	}
+}
+
+// heldLease opens e's lease bucket with ttl and has holder "a" acquire
+// partition 0's lease.
+func heldLease(ctx context.Context, t *testing.T, e env, ttl time.Duration) (*Leases, *Lease, string) {
+	t.Helper()
+	ls, err := OpenLeases(ctx, e.js, e.topo, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := PartitionLeaseKey(0)
+	a := ls.Lease(key, LeaseOptions{Holder: "a"})
+	if err := a.Acquire(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	return ls, a, key
 }

@@ -563,3 +563,31 @@ func (f *Future) Wait(ctx context.Context) (Ack, error) {
 		return Ack{}, ctx.Err()
 	}
 }
+
+// Options of a Publisher that sends lost messages again (ResendOptions).
+const (
+	// ResendAckTimeout is the wait for one attempt's ack. A stream leader
+	// answers in milliseconds; a second without an answer means the
+	// attempt went to a leader that has left (or the connection went), and
+	// sending it again costs at most a duplicate the stream drops.
+	ResendAckTimeout = time.Second
+	// MaxResendFor bounds ResendFor: an election after a crash takes a
+	// few seconds; a stream without a quorum for longer is an outage the
+	// caller handles as before (ErrUnavailable).
+	MaxResendFor = 10 * time.Second
+)
+
+// ResendOptions returns the options of a Publisher whose messages all carry
+// a Nats-Msg-Id, to streams with the duplicate windows dups (Limits.Duplicates;
+// zero: DefaultDuplicates): attempts of ResendAckTimeout, sent again for up
+// to MaxResendFor or a quarter of the shortest window, whichever is less.
+func ResendOptions(dups ...time.Duration) PublisherOptions {
+	o := PublisherOptions{AckTimeout: ResendAckTimeout, ResendFor: MaxResendFor}
+	for _, d := range dups {
+		if d <= 0 {
+			d = DefaultDuplicates
+		}
+		o.ResendFor = min(o.ResendFor, d/4)
+	}
+	return o
+}

@@ -268,7 +268,9 @@ func New(o Options) (*Ranker, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	pub, err := natsjs.NewPublisher(o.NC, natsjs.PublisherOptions{})
+	// Every publish carries a Nats-Msg-Id: one whose ack is lost as
+	// P_OUT's leader leaves is sent again rather than failed.
+	pub, err := natsjs.NewPublisher(o.NC, natsjs.ResendOptions(o.Topology.Out.Duplicates))
 	if err != nil {
 		return nil, fmt.Errorf("ranker: %w", err)
 	}

@@ -322,6 +322,11 @@ func New(o Options) (*Worker, error) {
 		return nil, fmt.Errorf("proximity: %w", err)
 	}
 	w.pub = pub
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "treasure_proximity_publish_resends_total",
+			Help: "Outputs and claim notices sent again under their Nats-Msg-Id after an attempt's ack did not come (a stream leader leaving) or no stream listened."},
+			func() float64 { return float64(pub.Resends()) }))
+	}
 	return w, nil
 }
 

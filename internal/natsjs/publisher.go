@@ -347,7 +347,9 @@ func (p *Publisher) onErr(_ jetstream.JetStream, m *nats.Msg, err error) {
 // when resending is off, e has no Nats-Msg-Id, err is JetStream's own
 // answer (a refusal), or ResendFor has passed since e's first publish.
 func (p *Publisher) resendLocked(e *pubEntry, err error, quick bool) bool {
-	if p.resendFor <= 0 || e.id == "" || time.Since(e.first) >= p.resendFor || p.closed {
+	// After Close nothing is pending, so no failure reaches here; a
+	// round scheduled before it finds the Publisher closed.
+	if p.resendFor <= 0 || e.id == "" || time.Since(e.first) >= p.resendFor {
 		return false
 	}
 	quick = quick || NoStreamListening(err) || errors.Is(err, jetstream.ErrTooManyStalledMsgs) || errors.Is(err, nats.ErrReconnectBufExceeded)

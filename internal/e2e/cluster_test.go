@@ -134,6 +134,9 @@ func TestClusterR3NodeLossUnderLoad(t *testing.T) {
 	logFigures(t, l, r)
 	t.Logf("stopped: node %d (follower), then node %d (IN leader; meta leader was node %d), then node %d (push's feed)", follower, leader, meta, host)
 	logGaps(t, c, upd, pubs, tl, faults)
+	t.Logf("publishes sent again after a lost ack: proximity %v, ranker %v; proximity rebuilds %v (one per partition at start)",
+		counterValue(t, p.st.Registry, "treasure_proximity_publish_resends_total"), counterValue(t, p.st.Registry, "treasure_ranker_publish_resends_total"),
+		counterValue(t, p.st.Registry, "treasure_proximity_rebuilds_total"))
 	out := checkExactlyOnce(t, p, r, points)
 	t.Logf("%d proximity results, %d claims in OUT", len(out.prox), len(out.claims))
 

@@ -314,11 +314,19 @@ func New(o Options) (*Worker, error) {
 			Durables: durables, Namespace: "treasure_proximity", Label: "partition", Values: values,
 			Include: func(i int) bool { return w.parts[i].held.Load() }}))
 	}
-	pub, err := natsjs.NewPublisher(o.NC, natsjs.PublisherOptions{})
+	// Outputs (OUT) and claim notices (IN) all carry a Nats-Msg-Id: one
+	// whose ack is lost as a stream leader leaves is sent again, in
+	// order, rather than failing the batch into a rebuild from the log.
+	pub, err := natsjs.NewPublisher(o.NC, natsjs.ResendOptions(o.Topology.Out.Duplicates, o.Topology.In.Duplicates))
 	if err != nil {
 		return nil, fmt.Errorf("proximity: %w", err)
 	}
 	w.pub = pub
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "treasure_proximity_publish_resends_total",
+			Help: "Outputs and claim notices sent again under their Nats-Msg-Id after an attempt's ack did not come (a stream leader leaving) or no stream listened."},
+			func() float64 { return float64(pub.Resends()) }))
+	}
 	return w, nil
 }
 
@@ -993,7 +1001,7 @@ func (p *partition) apply(m natsjs.Msg, md mode) error {
 			return nil
 		}
 		id := "out-" + strconv.Itoa(p.k) + "-" + strconv.FormatUint(m.Seq, 10) + "-" + strconv.Itoa(outPart)
-		f, err := p.w.pub.Publish(context.Background(), o.Topology.OutSubject(p.k), append([]byte(nil), p.out.Bytes()...), id)
+		f, err := p.w.pub.Publish(context.Background(), o.Topology.OutSubject(p.k), p.out.Bytes(), id) // copied
 		if err != nil {
 			return err
 		}

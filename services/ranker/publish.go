@@ -35,7 +35,7 @@ func (r *Ranker) publishEvents(ctx context.Context, events []outEvent, lastSeq u
 		if r.out.Len() == 0 {
 			return nil
 		}
-		f, err := r.pub.Publish(ctx, r.rankSubject, append([]byte(nil), r.out.Bytes()...), id)
+		f, err := r.pub.Publish(ctx, r.rankSubject, r.out.Bytes(), id) // copied
 		if err == nil {
 			_, err = f.Wait(ctx)
 		}

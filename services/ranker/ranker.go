@@ -268,7 +268,9 @@ func New(o Options) (*Ranker, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	pub, err := natsjs.NewPublisher(o.NC, natsjs.PublisherOptions{})
+	// Every publish carries a Nats-Msg-Id: one whose ack is lost as
+	// P_OUT's leader leaves is sent again rather than failed.
+	pub, err := natsjs.NewPublisher(o.NC, natsjs.ResendOptions(o.Topology.Out.Duplicates))
 	if err != nil {
 		return nil, fmt.Errorf("ranker: %w", err)
 	}
@@ -289,6 +291,9 @@ func New(o Options) (*Ranker, error) {
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(natsjs.NewBacklogCollector(o.JS, natsjs.BacklogOptions{Stream: o.Topology.OutStream(),
 			Durables: []string{r.Durable()}, Namespace: "treasure_ranker"}))
+		o.Registerer.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "treasure_ranker_publish_resends_total",
+			Help: "Score changes and leaderboard snapshots sent again under their Nats-Msg-Id after an attempt's ack did not come (a stream leader leaving) or no stream listened."},
+			func() float64 { return float64(pub.Resends()) }))
 	}
 	return r, nil
 }

@@ -136,14 +136,19 @@ func NoStreamListening(err error) bool {
 // resolves it: JetStream stores it, or answers that it is a duplicate, or
 // refuses it. Every answer JetStream gave (an API error such as a stream
 // full under DiscardNew), no responders, ErrClosed and errors raised before
-// the message left the client are definitive: false.
+// the message left the client are definitive: false — but for "duplicate
+// message id is in process", which a replicated stream answers to a copy
+// sent while the first is still being stored: that one is unknown.
 func OutcomeUnknown(err error) bool {
 	if err == nil || errors.Is(err, ErrClosed) {
 		return false
 	}
 	var api *jetstream.APIError
 	if errors.As(err, &api) {
-		return false
+		// "duplicate message id is in process": a clustered stream is
+		// still storing an earlier copy (the first publish, whose ack was
+		// late); that copy's outcome is the answer, not this one.
+		return api.ErrorCode == errCodeDuplicateInProcess
 	}
 	switch {
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrReconnectBufExceeded):
@@ -157,4 +162,18 @@ func OutcomeUnknown(err error) bool {
 		return true
 	}
 	return false
+}
+
+// errCodeDuplicateInProcess is nats-server's JSStreamDuplicateMessageConflict
+// (409): a message with the same Nats-Msg-Id is being stored (replicated
+// streams) and this copy is neither stored nor refused on its own account.
+const errCodeDuplicateInProcess jetstream.ErrorCode = 10158
+
+// DuplicateInProcess reports whether err is JetStream's "duplicate message
+// id is in process": an earlier copy of the message is still being stored.
+// Its outcome is unknown (OutcomeUnknown); the answer came at once, so a
+// caller that sends again waits a moment first rather than spin.
+func DuplicateInProcess(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == errCodeDuplicateInProcess
 }

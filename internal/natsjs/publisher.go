@@ -352,7 +352,7 @@ func (p *Publisher) resendLocked(e *pubEntry, err error, quick bool) bool {
 	if p.resendFor <= 0 || e.id == "" || time.Since(e.first) >= p.resendFor {
 		return false
 	}
-	quick = quick || NoStreamListening(err) || errors.Is(err, jetstream.ErrTooManyStalledMsgs) || errors.Is(err, nats.ErrReconnectBufExceeded)
+	quick = quick || NoStreamListening(err) || DuplicateInProcess(err) || errors.Is(err, jetstream.ErrTooManyStalledMsgs) || errors.Is(err, nats.ErrReconnectBufExceeded)
 	if !quick && !OutcomeUnknown(err) || errors.Is(err, nats.ErrConnectionClosed) {
 		return false
 	}

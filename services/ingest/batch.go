@@ -292,7 +292,9 @@ func (pt *partition) republish(b *batch) error {
 			// leader that went may have stored: a refusal now, answered
 			// unavailable and sent again by the client, would store the
 			// moves twice. Only the stream's own answer settles it.
-			quick = natsjs.NoStreamListening(err)
+			// "Duplicate in process" (an earlier copy still being
+			// stored) is no verdict either, and comes at once too.
+			quick = natsjs.NoStreamListening(err) || natsjs.DuplicateInProcess(err)
 			if ctx.Err() == nil && !natsjs.OutcomeUnknown(err) && !quick {
 				return err
 			}

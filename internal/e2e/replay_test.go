@@ -29,6 +29,9 @@ type outLog struct {
 func readOut(t *testing.T, js jetstream.JetStream, topo natsjs.Topology) outLog {
 	t.Helper()
 	o := outLog{prox: map[string]string{}, claims: map[string]string{}}
+	// Where each result and claim was read, for a failure's message: a
+	// double claim or result is told apart by the OUT messages holding it.
+	where := map[string]string{}
 	var b eventpb.Batch
 	err := natsjs.Replay(context.Background(), js, natsjs.ReplayOptions{Stream: topo.OutStream(), MaxWait: 200 * time.Millisecond}, func(ctx context.Context, msgs []natsjs.Msg) error {
 		for _, m := range msgs {
@@ -36,18 +39,22 @@ func readOut(t *testing.T, js jetstream.JetStream, topo natsjs.Topology) outLog 
 				return err
 			}
 			for _, ev := range b.Events {
+				at := fmt.Sprintf("OUT seq %d (%s, stored %s)", m.Seq, m.Subject, m.Time.Format("15:04:05.000"))
 				if p := ev.GetProximity(); p != nil {
 					key := fmt.Sprintf("%s/%d", p.Player, p.Seq)
 					if _, dup := o.prox[key]; dup {
-						return fmt.Errorf("two proximity results for %s", key)
+						return fmt.Errorf("two proximity results for %s: %s and %s", key, where["p"+key], at)
 					}
 					o.prox[key] = fmt.Sprintf("node %d treasure %v", p.Node, p.Treasure)
+					where["p"+key] = at
 				}
 				if c := ev.GetClaim(); c != nil {
-					if _, dup := o.claims[c.Treasure]; dup {
-						return fmt.Errorf("treasure %s claimed twice", c.Treasure)
+					claim := fmt.Sprintf("%s/%d +%d", c.Player, c.Seq, c.Points)
+					if first, dup := o.claims[c.Treasure]; dup {
+						return fmt.Errorf("treasure %s claimed twice: by %s in %s, and by %s in %s", c.Treasure, first, where["c"+c.Treasure], claim, at)
 					}
-					o.claims[c.Treasure] = fmt.Sprintf("%s/%d +%d", c.Player, c.Seq, c.Points)
+					o.claims[c.Treasure] = claim
+					where["c"+c.Treasure] = at
 				}
 			}
 		}

@@ -3,11 +3,13 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -195,4 +197,20 @@ func replicasCaughtUp(t *testing.T, js jetstream.JetStream, c replicas, stream s
 			return ok && st.LastSeq >= info.State.LastSeq && st.Msgs >= info.State.Msgs
 		})
 	}
+}
+
+// scoresMatchClaims waits (up to within) until PostgreSQL's scores add up
+// to the points of the treasures claimed in out: the ranker counted every
+// claim once.
+func scoresMatchClaims(t *testing.T, pool *pgxpool.Pool, out outLog, points map[string]int64, within time.Duration) {
+	t.Helper()
+	var want int64
+	for id := range out.claims {
+		want += points[id]
+	}
+	var got int64
+	testenv.WaitUntil(t, within, fmt.Sprintf("PostgreSQL scores adding up to the %d points claimed", want), func() bool {
+		err := pool.QueryRow(context.Background(), "SELECT coalesce(sum(score), 0) FROM players").Scan(&got)
+		return err == nil && got == want
+	})
 }

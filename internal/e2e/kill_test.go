@@ -13,8 +13,6 @@ import (
 	"treasure/internal/graph"
 	"treasure/internal/loadgen"
 	"treasure/services/proximity"
-
-	"treasure/internal/testenv"
 )
 
 // killRounds is how many times TestProcessKillEachService kills every
@@ -153,15 +151,7 @@ func TestProcessKillEachService(t *testing.T) {
 	if uint64(len(out.claims)) != final.Claims {
 		t.Fatalf("OUT holds %d claims, the players received %d", len(out.claims), final.Claims)
 	}
-	var want int64
-	for id := range out.claims {
-		want += points[id]
-	}
-	var got int64
-	testenv.WaitUntil(t, 60*time.Second, fmt.Sprintf("PostgreSQL scores adding up to the %d points claimed", want), func() bool {
-		err := c.pool.QueryRow(context.Background(), "SELECT coalesce(sum(score), 0) FROM players").Scan(&got)
-		return err == nil && got == want
-	})
+	scoresMatchClaims(t, c.pool, out, points, 60*time.Second)
 	rep := faults.LogAgrees(t, faults.Live{
 		Graph: g, Part: c.part(t), Radius: c.d.radius, Topology: c.topo, JS: c.js,
 		Postgres: c.pool, Redis: c.rdb, RedisPrefix: c.topo.Prefix + ":",

@@ -213,15 +213,7 @@ func TestProximityLeaseTwoProcessesOnePartition(t *testing.T) {
 	if len(out.claims) == 0 {
 		t.Fatal("no treasure was claimed: the run does not exercise claims")
 	}
-	var want int64
-	for id := range out.claims {
-		want += points[id]
-	}
-	var got int64
-	testenv.WaitUntil(t, 60*time.Second, fmt.Sprintf("PostgreSQL scores adding up to the %d points claimed", want), func() bool {
-		err := c.pool.QueryRow(context.Background(), "SELECT coalesce(sum(score), 0) FROM players").Scan(&got)
-		return err == nil && got == want
-	})
+	scoresMatchClaims(t, c.pool, out, points, 60*time.Second)
 	part, err := graph.Partition(g, c.topo.Partitions)
 	if err != nil {
 		t.Fatal(err)

@@ -238,15 +238,7 @@ func checkExactlyOnce(t *testing.T, p inproc, r *loadgen.Result, points map[stri
 	if len(out.claims) == 0 {
 		t.Error("no treasure was claimed: the run does not exercise claims")
 	}
-	var want int64
-	for id := range out.claims {
-		want += points[id]
-	}
-	var got int64
-	testenv.WaitUntil(t, 30*time.Second, fmt.Sprintf("PostgreSQL scores adding up to the %d points claimed", want), func() bool {
-		err := p.pool.QueryRow(context.Background(), "SELECT coalesce(sum(score), 0) FROM players").Scan(&got)
-		return err == nil && got == want
-	})
+	scoresMatchClaims(t, p.pool, out, points, 30*time.Second)
 	return out
 }
 

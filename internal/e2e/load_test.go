@@ -50,7 +50,7 @@ func startPipelineOn(t *testing.T, o pipeOptions) (inproc, *nats.Conn) {
 	logs := &syncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("the stack's log:\n%s", logs.tail())
+			t.Log(testenv.KeepLog(t, "stack", logs.bytes(), 10))
 		}
 	})
 	p, sp := startStack(t, stacktest.Options{NATSURL: o.url, Replicas: o.replicas, Partitions: o.partitions, NoProximity: o.noProximity,

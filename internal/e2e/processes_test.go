@@ -61,6 +61,13 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 
+// bytes returns a copy of everything written.
+func (s *syncBuffer) bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.b.Bytes())
+}
+
 // tail returns the last 32 KiB written.
 func (s *syncBuffer) tail() string {
 	s.mu.Lock()
@@ -281,7 +288,7 @@ func (c *cluster) startEnv(name, addrVar, addr string, extra []string, args ...s
 	}()
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("output of %s (treasure %s):\n%s", p.name, strings.Join(p.args, " "), p.out.tail())
+			t.Logf("%s (treasure %s): %s", p.name, strings.Join(p.args, " "), testenv.KeepLog(t, p.name, p.out.bytes(), 10))
 		}
 	})
 	t.Cleanup(func() {

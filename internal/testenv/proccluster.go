@@ -240,51 +240,12 @@ func (c *ProcCluster) kill(i int) bool {
 	return true
 }
 
-// keepLogs copies the nodes' logs of a failed test where they outlive it
-// — $TREASURE_ARTIFACTS, else a folder of the system's temporary one that
-// is not removed — and names them with their last lines only: a whole
-// log in the test's output would push its failure out of sight (CI shows
-// the end of the output).
+// keepLogs keeps the nodes' logs of a failed test (KeepLog).
 func (c *ProcCluster) keepLogs(tb testing.TB) {
-	dir := os.Getenv("TREASURE_ARTIFACTS")
-	var err error
-	if dir == "" {
-		dir, err = os.MkdirTemp("", "treasure-cluster-logs-")
-	} else {
-		dir = filepath.Join(dir, "cluster-"+strings.ReplaceAll(tb.Name(), "/", "_"))
-		err = os.MkdirAll(dir, 0o755)
-	}
-	if err != nil {
-		tb.Logf("testenv: cluster logs not kept: %v", err)
-		return
-	}
 	for _, nd := range c.nodes {
 		b, _ := os.ReadFile(filepath.Join(nd.dir, "nats.log"))
-		path := filepath.Join(dir, nd.name+".log")
-		if err := os.WriteFile(path, b, 0o644); err != nil {
-			tb.Logf("testenv: the log of cluster node %s not kept: %v", nd.name, err)
-			continue
-		}
-		tb.Logf("testenv: the log of cluster node %s (ports %d, %d, %d): %s, its end:\n%s", nd.name, nd.port, nd.cport, nd.hport, path, lastLines(b, 3))
+		tb.Logf("testenv: cluster node %s (ports %d, %d, %d): %s", nd.name, nd.port, nd.cport, nd.hport, KeepLog(tb, "nats-"+nd.name, b, 3))
 	}
-}
-
-func (nd *procNode) logTail() string {
-	b, _ := os.ReadFile(filepath.Join(nd.dir, "nats.log"))
-	return lastLines(b, 20)
-}
-
-// lastLines returns the last n lines of b.
-func lastLines(b []byte, n int) string {
-	s := strings.TrimRight(string(b), "\n")
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '\n' {
-			if n--; n == 0 {
-				return s[i+1:]
-			}
-		}
-	}
-	return s
 }
 
 // jsz is the part of a node's /jsz?streams=true the lookups read, the same
@@ -485,4 +446,9 @@ func (c *ProcCluster) WaitFormed() {
 func (c *ProcCluster) WaitCurrent(streams ...string) {
 	c.tb.Helper()
 	waitFormed(c.tb, c.view, streams...)
+}
+
+func (nd *procNode) logTail() string {
+	b, _ := os.ReadFile(filepath.Join(nd.dir, "nats.log"))
+	return LastLines(b, 20)
 }

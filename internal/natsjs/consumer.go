@@ -369,7 +369,32 @@ func (c *Consumer) reset(ctx context.Context, from uint64) error {
 // again, after the last message it accepted. Run returns an error only for a delivery
 // it cannot read.
 func (c *Consumer) Run(ctx context.Context, h Handler) error {
-	s := &runState{c: c, h: h, resetFrom: startUnknown}
+	return c.run(ctx, h, startUnknown)
+}
+
+// RunAfter is Run for a handler whose state already covers the
+// consumer's messages up to stream sequence after — rebuilt from a
+// checkpoint and a replay up to an ack floor read a moment before — and
+// misses every one past it. Run would resume after the ack floor it reads
+// at its start, which is not always the one the rebuild read: acks of an
+// earlier Run that reach the consumer late, or a consumer leader elected
+// while the rebuild ran (a new leader's state may be ahead of the old
+// one's answer), move it on, and the messages between would never reach
+// the handler. RunAfter resumes after after: a floor found beyond it
+// makes it recreate the consumer there (what lies between comes again;
+// the handler has not seen it), one short of it acknowledges what comes
+// up to it without the handler (its state covers that).
+func (c *Consumer) RunAfter(ctx context.Context, after uint64, h Handler) error {
+	if after == startUnknown {
+		after--
+	}
+	return c.run(ctx, h, after)
+}
+
+// run is Run, resuming after the handler's position after, or after
+// the ack floor read at the start when after is startUnknown.
+func (c *Consumer) run(ctx context.Context, h Handler, after uint64) error {
+	s := &runState{c: c, h: h, resetFrom: startUnknown, after: after}
 	// A fetch or a reset in flight when the connection comes back (its
 	// server went away) may never be answered: its requests can have died
 	// with the old connection, and it would wait out MaxWait or
@@ -516,6 +541,9 @@ type runState struct {
 	// resetFrom, when not 0, is where the consumer must be recreated to
 	// start before the next fetch; startUnknown before start.
 	resetFrom uint64
+	// after is the position of the handler's state given to RunAfter
+	// (startUnknown for Run).
+	after uint64
 	// short: the last pull of a lingering consumer did not fill Batch.
 	short bool
 
@@ -558,7 +586,16 @@ func (s *runState) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.accepted, s.dseq, s.resetFrom = AckFloor(info), info.Delivered.Consumer, 0
+	floor := AckFloor(info)
+	s.accepted, s.dseq, s.resetFrom = floor, info.Delivered.Consumer, 0
+	if s.after != startUnknown {
+		if floor > s.after {
+			s.c.log.Warn("the consumer's ack floor is past the handler's state: resuming after the handler's position", "ack_floor", floor, "from", s.after+1)
+			s.accepted, s.resetFrom = s.after, s.after+1
+			return nil
+		}
+		s.accepted = s.after
+	}
 	if info.NumAckPending > 0 {
 		s.c.log.Info("resuming after the last acknowledged message", "unacked", info.NumAckPending, "from", s.accepted+1)
 		s.resetFrom = s.accepted + 1

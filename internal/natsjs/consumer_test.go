@@ -409,6 +409,62 @@ func TestConsumerResumesAResetConsumerAtItsStart(t *testing.T) {
 	})
 }
 
+// TestConsumerRunAfterResumesAtTheHandlersPosition: a handler whose
+// state was rebuilt up to seq 10 (the ack floor it read) starts when the
+// floor has moved on to 20 — late acks of the Run before, or a consumer
+// leader elected meanwhile — and gets 11 to 20 again before the rest:
+// Run, resuming after the floor it reads itself, would skip them (the
+// proximity engine behind it never sees them: a double claim in the
+// quorum test). A handler whose state covers 42 (a checkpoint beyond the
+// floor, 40) gets 43 on, and what lies between is acknowledged without
+// it.
+func TestConsumerRunAfterResumesAtTheHandlersPosition(t *testing.T) {
+	t.Parallel()
+	servers(t, func(t *testing.T, e env) {
+		e.ensure(t)
+		seqs := e.publishSync(t, e.topo.InSubject(0), 40)
+		opts := ConsumerOptions{Durable: "after", Batch: 10}
+
+		// The run before: it accepts (and acks) 1 to 20, then stops.
+		var r0 recorder
+		r0.fail = func(msgs []Msg) error {
+			if msgs[len(msgs)-1].Seq > seqs[19] {
+				return errors.New("stop here")
+			}
+			return nil
+		}
+		c0 := e.newConsumer(t, opts)
+		stop := runConsumer(t, c0, r0.handle)
+		testenv.WaitFor(t, 20*time.Second, func() string {
+			info, err := c0.Info(ctxFor(t, 5*time.Second))
+			if err != nil {
+				return err.Error()
+			}
+			if info.AckFloor.Stream < seqs[19] {
+				return fmt.Sprintf("ack floor %d, want %d", info.AckFloor.Stream, seqs[19])
+			}
+			return ""
+		})
+		stop()
+
+		var r recorder
+		c := e.newConsumer(t, opts)
+		stop = runConsumerAfter(t, c, seqs[9], r.handle)
+		r.waitSeqs(t, seqs[10:])
+		waitSettled(t, c, seqs[39])
+		stop()
+
+		// A state beyond the floor (40): of 41 to 45, the handler gets
+		// 43 on; 41 and 42 are acknowledged for it.
+		more := e.publishSync(t, e.topo.InSubject(0), 5)
+		var r2 recorder
+		c2 := e.newConsumer(t, opts)
+		runConsumerAfter(t, c2, more[1], r2.handle)
+		r2.waitSeqs(t, more[2:])
+		waitSettled(t, c2, more[len(more)-1])
+	})
+}
+
 // TestConsumerSeveralSubjects: a consumer on two subjects needs a 2.10
 // server. The shared 2.9 server refuses it up front (and no consumer is
 // left behind); the embedded server delivers both subjects in stream order.

@@ -132,9 +132,20 @@ func (e env) publishSync(tb testing.TB, subject string, n int) []uint64 {
 // test if it returned an error.
 func runConsumer(tb testing.TB, c *Consumer, h Handler) (stop func()) {
 	tb.Helper()
+	return runConsumerFrom(tb, c, h, c.Run)
+}
+
+// runConsumerAfter is runConsumer with RunAfter(after).
+func runConsumerAfter(tb testing.TB, c *Consumer, after uint64, h Handler) (stop func()) {
+	tb.Helper()
+	return runConsumerFrom(tb, c, h, func(ctx context.Context, h Handler) error { return c.RunAfter(ctx, after, h) })
+}
+
+func runConsumerFrom(tb testing.TB, c *Consumer, h Handler, run func(context.Context, Handler) error) (stop func()) {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, h) }()
+	go func() { done <- run(ctx, h) }()
 	stopped := false
 	stop = func() {
 		if stopped {

@@ -679,7 +679,11 @@ func (p *partition) once(ctx context.Context) error {
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	defer p.waitUpload()
-	err = cons.Run(rctx, func(ctx context.Context, msgs []natsjs.Msg) error {
+	// From p.applied, not from the floor Run would read again: a floor
+	// that moved on since the rebuild read it (late acks of the run
+	// before, a consumer leader elected meanwhile) would skip inputs the
+	// engine never saw — a treasure they claimed would be claimed again.
+	err = cons.RunAfter(rctx, p.applied, func(ctx context.Context, msgs []natsjs.Msg) error {
 		if p.w.hook != nil {
 			p.w.hook(p.k, hookBatch)
 		}

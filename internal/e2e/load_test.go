@@ -344,7 +344,17 @@ func diagnose(t *testing.T, p inproc) {
 		t.Logf("diagnosis: reading IN: %v", err)
 		return
 	}
-	out := readOut(t, p.js, p.topo)
+	out, err := readOutErr(p.js, p.topo)
+	if err != nil {
+		// A result twice: which IN messages hold its move.
+		t.Logf("diagnosis: reading OUT: %v", err)
+		for key, seqs := range in {
+			if strings.Contains(err.Error(), " "+key+":") {
+				player, _, _ := strings.Cut(key, "/")
+				t.Logf("diagnosis: %s is at IN %v; the player's moves in IN order (seq@IN seq/subject): %v", key, seqs, byPlayer[player])
+			}
+		}
+	}
 	var missing, twice []string
 	for key, seqs := range in {
 		if _, ok := out.prox[key]; !ok {

@@ -28,6 +28,16 @@ type outLog struct {
 
 func readOut(t *testing.T, js jetstream.JetStream, topo natsjs.Topology) outLog {
 	t.Helper()
+	o, err := readOutErr(js, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// readOutErr is readOut returning what it found wrong (a result or claim
+// twice, an unreadable message) with what it read up to there.
+func readOutErr(js jetstream.JetStream, topo natsjs.Topology) (outLog, error) {
 	o := outLog{prox: map[string]string{}, claims: map[string]string{}}
 	// Where each result and claim was read, for a failure's message: a
 	// double claim or result is told apart by the OUT messages holding it.
@@ -39,7 +49,7 @@ func readOut(t *testing.T, js jetstream.JetStream, topo natsjs.Topology) outLog 
 				return err
 			}
 			for _, ev := range b.Events {
-				at := fmt.Sprintf("OUT seq %d (%s, stored %s)", m.Seq, m.Subject, m.Time.Format("15:04:05.000"))
+				at := fmt.Sprintf("OUT seq %d (%s, id %s, stored %s)", m.Seq, m.Subject, m.Header.Get(jetstream.MsgIDHeader), m.Time.Format("15:04:05.000"))
 				if p := ev.GetProximity(); p != nil {
 					key := fmt.Sprintf("%s/%d", p.Player, p.Seq)
 					if _, dup := o.prox[key]; dup {
@@ -60,10 +70,7 @@ func readOut(t *testing.T, js jetstream.JetStream, topo natsjs.Topology) outLog 
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return o
+	return o, err
 }
 
 // quiet waits until the ranker has consumed everything on OUT and OUT

@@ -240,7 +240,7 @@ func TestComposeServices(t *testing.T) {
 			}
 			env[k] = *v
 		}
-		cfg := checkServiceEnv(t, "docker-compose.yml "+name, name, env)
+		cfg := checkServiceEnv(t, "docker-compose.yml "+name, name, s.Command, env)
 		for _, u := range []struct{ what, raw, host, port string }{
 			{"TREASURE_NATS_URL", cfg.NATSURL, "nats", "4222"},
 			{"TREASURE_REDIS_URL", cfg.RedisURL, "redis", "6379"},

@@ -294,7 +294,7 @@ func TestDockerfile(t *testing.T) {
 		for k, v := range env {
 			e[k] = v
 		}
-		checkServiceEnv(t, "deploy/Dockerfile ENV ("+svc+")", svc, e)
+		checkServiceEnv(t, "deploy/Dockerfile ENV ("+svc+")", svc, nil, e)
 	}
 }
 

@@ -240,6 +240,7 @@ func TestK8sServices(t *testing.T) {
 	seen := map[string]int{}
 	partitions := -1
 	owners := map[string][]int{}
+	leaseTTLs := map[string][]string{} // TREASURE_PROXIMITY_LEASE_TTL → workloads
 	image := ""
 	for _, w := range m.workloads() {
 		for i := range w.pod.Spec.Containers {
@@ -311,7 +312,7 @@ func TestK8sServices(t *testing.T) {
 
 			// The environment goes through platform.FromEnv.
 			env := containerEnv(t, where, m, c, base)
-			cfg := checkServiceEnv(t, where, svc, env)
+			cfg := checkServiceEnv(t, where, svc, c.Args, env)
 			if !strings.HasPrefix(cfg.NATSURL, "nats://nats:4222") {
 				t.Errorf("%s: TREASURE_NATS_URL=%s, want the nats Service (nats://nats:4222)", where, cfg.NATSURL)
 			} else if _, ok := m.services["nats"]; !ok {
@@ -338,6 +339,15 @@ func TestK8sServices(t *testing.T) {
 				for r := range w.replicas {
 					owners[w.name+"#"+strconv.Itoa(int(r))] = parts
 				}
+				// The workers share one lease bucket, whose TTL is the one
+				// its creator had: they all take it from the ConfigMap.
+				if v, ok := flagValue(c.Args, "lease-ttl"); ok {
+					t.Errorf("%s: --lease-ttl %s in args: set %s in configmap.yaml, for every worker", where, v, envProximityLeaseTTL)
+				}
+				if env[envProximityLeaseTTL] == "" {
+					t.Errorf("%s: no %s: set it in configmap.yaml", where, envProximityLeaseTTL)
+				}
+				leaseTTLs[env[envProximityLeaseTTL]] = append(leaseTTLs[env[envProximityLeaseTTL]], w.name)
 			case "ranker":
 				d, ok := m.deployments[w.name]
 				if w.replicas != 1 || !ok || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
@@ -363,6 +373,9 @@ func TestK8sServices(t *testing.T) {
 		t.Errorf("deploy/k8s runs %d proximity workloads, want the partitions split over at least 2", seen["proximity"])
 	}
 	checkCoverage(t, "deploy/k8s", partitions, owners)
+	if len(leaseTTLs) > 1 {
+		t.Errorf("deploy/k8s: the proximity workers get different %s: %v; they share one lease bucket (one TTL)", envProximityLeaseTTL, leaseTTLs)
+	}
 }
 
 // TestK8sServicesSelectPods checks that every Service selects the pods of

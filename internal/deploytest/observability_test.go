@@ -133,7 +133,59 @@ func loadDashboard(tb testing.TB, rate string) []promQuery {
 		}
 	}
 	walk(d.Panels)
+	for _, problem := range gridProblems(d.Panels) {
+		tb.Errorf("%s: %s", dashboardFile, problem)
+	}
 	return qs
+}
+
+// gridProblems returns what is wrong with the panels' places on Grafana's
+// 24-column grid: a panel (rows included) outside it, or two that overlap
+// (Grafana would push one down, out of the layout the file describes). The
+// panels of a collapsed row are checked among themselves.
+func gridProblems(ps []grafanaPanel) []string {
+	var out []string
+	for i, p := range ps {
+		g := p.GridPos
+		if g == nil {
+			continue // loadDashboard reports a panel without one
+		}
+		if g.X < 0 || g.Y < 0 || g.W < 1 || g.H < 1 || g.X+g.W > 24 {
+			out = append(out, fmt.Sprintf("panel %d %q: gridPos %+v is not on the 24-column grid", p.ID, p.Title, *g))
+		}
+		for _, q := range ps[:i] {
+			h := q.GridPos
+			if h != nil && g.X < h.X+h.W && h.X < g.X+g.W && g.Y < h.Y+h.H && h.Y < g.Y+g.H {
+				out = append(out, fmt.Sprintf("panels %d %q %+v and %d %q %+v overlap", q.ID, q.Title, *h, p.ID, p.Title, *g))
+			}
+		}
+		out = append(out, gridProblems(p.Panels)...)
+	}
+	return out
+}
+
+func TestDashboardGridProblems(t *testing.T) {
+	t.Parallel()
+	at := func(id, x, y, w, h int) grafanaPanel {
+		return grafanaPanel{ID: id, Title: fmt.Sprint(id), GridPos: &struct{ H, W, X, Y int }{H: h, W: w, X: x, Y: y}}
+	}
+	for _, tc := range []struct {
+		what string
+		ps   []grafanaPanel
+		bad  bool
+	}{
+		{"a row and two panels side by side", []grafanaPanel{at(1, 0, 0, 24, 1), at(2, 0, 1, 12, 8), at(3, 12, 1, 12, 8)}, false},
+		{"three across, then one below", []grafanaPanel{at(1, 0, 0, 8, 8), at(2, 8, 0, 8, 8), at(3, 16, 0, 8, 8), at(4, 0, 8, 24, 8)}, false},
+		{"two panels sharing a corner", []grafanaPanel{at(1, 0, 0, 12, 8), at(2, 11, 7, 12, 8)}, true},
+		{"a panel under a row", []grafanaPanel{at(1, 0, 0, 24, 1), at(2, 0, 0, 12, 8)}, true},
+		{"a panel past column 24", []grafanaPanel{at(1, 16, 0, 12, 8)}, true},
+		{"a panel inside another", []grafanaPanel{at(1, 0, 0, 24, 16), at(2, 8, 4, 4, 4)}, true},
+		{"overlapping panels of a collapsed row", []grafanaPanel{{ID: 1, Type: "row", GridPos: &struct{ H, W, X, Y int }{1, 24, 0, 0}, Panels: []grafanaPanel{at(2, 0, 1, 12, 8), at(3, 6, 1, 12, 8)}}}, true},
+	} {
+		if got := gridProblems(tc.ps); (len(got) > 0) != tc.bad {
+			t.Errorf("%s: problems %q, want bad=%v", tc.what, got, tc.bad)
+		}
+	}
 }
 
 // selectors parses q and returns its vector selectors.
@@ -513,6 +565,30 @@ func TestObservabilityMetricsExistAndPanelsHaveData(t *testing.T) {
 	}
 	if v := values["Processing rate (log messages per second)|proximity {{partition}}"]; len(v) != sp.Topology.Partitions {
 		t.Errorf("processing rate: %v, want one series per partition", v)
+	}
+	// The stack's one proximity worker holds every partition's lease, and
+	// nobody waits for one.
+	for _, key := range []string{"Lease holders per partition|partition {{partition}}", "Lease held, per partition and worker|partition {{partition}} · {{instance}}"} {
+		v := values[key]
+		if len(v) != sp.Topology.Partitions {
+			t.Errorf("panel %s: %v, want one series per partition", key, v)
+		}
+		for _, s := range v {
+			if s.F != 1 {
+				t.Errorf("panel %s: %v, want every partition held once", key, v)
+				break
+			}
+		}
+	}
+	if v := values["Lease waits and losses|waiting for {{partition}}"]; len(v) != sp.Topology.Partitions || slices.ContainsFunc(v, func(s promql.Sample) bool { return s.F != 0 }) {
+		t.Errorf("lease waits: %v, want 0 for each partition", v)
+	}
+	// The checkpoint and rebuild counters are the worker's (by instance).
+	for _, key := range []string{"Checkpoints per 10 minutes|written {{instance}}", "Checkpoints per 10 minutes|failed {{instance}}",
+		"Partition rebuilds per 10 minutes|rebuilds {{instance}}", "Partition rebuilds per 10 minutes|from a trimmed log {{instance}}"} {
+		if v := values[key]; len(v) != 1 {
+			t.Errorf("panel %s: %v, want the worker's series", key, v)
+		}
 	}
 }
 

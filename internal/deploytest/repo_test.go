@@ -3,7 +3,9 @@ package deploytest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path"
@@ -14,6 +16,7 @@ import (
 	"strings"
 	"testing"
 
+	treasurecli "treasure/internal/cli"
 	"treasure/internal/platform"
 )
 
@@ -128,15 +131,27 @@ var serviceAddr = map[string]struct {
 // appServices are the four services' subcommands, sorted.
 var appServices = []string{"ingest", "proximity", "push", "ranker"}
 
+// envProximityLeaseTTL is read by `treasure proximity` (internal/cli), not
+// by platform.FromEnv: the partition leases' TTL, as --lease-ttl.
+const envProximityLeaseTTL = "TREASURE_PROXIMITY_LEASE_TTL"
+
 // envProximityPartitions is read by `treasure proximity` (internal/cli), not
 // by platform.FromEnv.
 const envProximityPartitions = "TREASURE_PROXIMITY_PARTITIONS"
 
 // checkServiceEnv runs platform.FromEnv over env, the whole environment a
-// container of service gets, and fails on an error, on a TREASURE_* variable
-// that no code reads, on a missing JWT secret or on a listen address that is
-// not the service's port on every interface. It returns the configuration.
-func checkServiceEnv(tb testing.TB, where, service string, env map[string]string) platform.Config {
+// container of service gets (its command line args: the subcommand and
+// flags; nil means the bare subcommand), and fails on an error, on a
+// TREASURE_* variable that no code reads, on a value a service subcommand
+// refuses, on a missing JWT secret or on a listen address that is not the
+// service's port on every interface. It returns the configuration.
+//
+// "Read" means read by platform.FromEnv or by one of the four service
+// subcommands (run in-process by subcommandReads): a ConfigMap shared by
+// every service may carry a setting only one of them reads, such as
+// proximity's TREASURE_PROXIMITY_LEASE_TTL, whose value the proximity
+// subcommand then parses in every container's environment.
+func checkServiceEnv(tb testing.TB, where, service string, args []string, env map[string]string) platform.Config {
 	tb.Helper()
 	read := map[string]bool{}
 	cfg, err := platform.FromEnv(func(k string) string {
@@ -146,12 +161,16 @@ func checkServiceEnv(tb testing.TB, where, service string, env map[string]string
 	if err != nil {
 		tb.Fatalf("%s: platform.FromEnv rejects the environment: %v", where, err)
 	}
-	if service == "proximity" {
-		read[envProximityPartitions] = true
+	for _, svc := range appServices {
+		a := []string{svc}
+		if svc == service && len(args) > 0 {
+			a = args
+		}
+		maps.Copy(read, subcommandReads(tb, where, a, env))
 	}
-	for k := range env {
+	for _, k := range sortedKeys(env) {
 		if strings.HasPrefix(k, "TREASURE_") && !read[k] {
-			tb.Errorf("%s: sets %s, which no code reads (platform.FromEnv reads %s)", where, k, strings.Join(sortedKeys(read), ", "))
+			tb.Errorf("%s: sets %s, which no code reads (platform.FromEnv and the service subcommands, up to FromEnv, read %s)", where, k, strings.Join(sortedKeys(read), ", "))
 		}
 	}
 	if err := cfg.RequireJWTSecret(); err != nil {
@@ -168,6 +187,39 @@ func checkServiceEnv(tb testing.TB, where, service string, env map[string]string
 		tb.Errorf("%s: %s=%q, want %q (every interface, the service's port)", where, sa.env, addr, want)
 	}
 	return cfg
+}
+
+// stopNATSURL is the TREASURE_NATS_URL subcommandReads gives a service
+// subcommand: platform.FromEnv refuses it, so the subcommand stops there,
+// before it loads a graph or connects anywhere.
+const stopNATSURL = "deploytest-stop://here"
+
+// subcommandReads runs `treasure ARGS…` in-process over env, with
+// TREASURE_NATS_URL replaced by stopNATSURL, and returns the variables it
+// read: its own settings, which the service subcommands read and parse
+// before the shared configuration (TREASURE_PROXIMITY_PARTITIONS,
+// TREASURE_PROXIMITY_LEASE_TTL), and platform.FromEnv's. It fails when the
+// subcommand stops before FromEnv, on a flag or a value of its own that it
+// refuses: the container would crash-loop. A variable a subcommand reads
+// only after FromEnv is not seen here.
+func subcommandReads(tb testing.TB, where string, args []string, env map[string]string) map[string]bool {
+	tb.Helper()
+	read := map[string]bool{}
+	// Cancelled: should the run ever get past FromEnv, it waits for nothing.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var stdout, stderr bytes.Buffer
+	code := treasurecli.Run(ctx, args, func(k string) string {
+		read[k] = true
+		if k == platform.EnvNATSURL {
+			return stopNATSURL
+		}
+		return env[k]
+	}, strings.NewReader(""), &stdout, &stderr)
+	if code == 0 || !strings.Contains(stderr.String(), stopNATSURL) || !read[platform.EnvNATSURL] {
+		tb.Errorf("%s: `treasure %s` refuses its environment or flags (exit %d): %s", where, strings.Join(args, " "), code, firstLine(stderr.String()))
+	}
+	return read
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -210,10 +262,14 @@ func parsePartitions(s string, k int) ([]int, error) {
 
 // partitionsFlag returns the value of --partitions (or -partitions, with a
 // space or "=") in args, and whether it was there.
-func partitionsFlag(args []string) (string, bool) {
+func partitionsFlag(args []string) (string, bool) { return flagValue(args, "partitions") }
+
+// flagValue returns the value of the flag --flag (or -flag, with a space or
+// "=") in args, and whether it was there.
+func flagValue(args []string, flag string) (string, bool) {
 	for i, a := range args {
 		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !strings.HasPrefix(a, "-") || name != "partitions" {
+		if !strings.HasPrefix(a, "-") || name != flag {
 			continue
 		}
 		if hasVal {
@@ -315,6 +371,7 @@ func TestHelpers(t *testing.T) {
 		{[]string{"proximity", "--partitions", "0,1"}, "0,1", true},
 		{[]string{"proximity", "-partitions=2-3"}, "2-3", true},
 		{[]string{"proximity"}, "", false},
+		{[]string{"proximity", "--lease-ttl", "5s"}, "", false},
 	} {
 		got, ok := partitionsFlag(tc.args)
 		if got != tc.want || ok != tc.ok {
@@ -333,15 +390,43 @@ func TestHelpers(t *testing.T) {
 		t.Error("checkCoverage rejected an exact cover")
 	}
 
-	rec = &recorder{TB: t}
-	checkServiceEnv(rec, "test", "ingest", map[string]string{"TREASURE_JWT_SECRET": "s", "TREASURE_INGEST_ADDR": "0.0.0.0:8081", "TREASURE_NAT_URL": "nats://nats:4222"})
-	if !rec.failed {
-		t.Error("checkServiceEnv accepted the misspelt TREASURE_NAT_URL")
+	ingestEnv := func(kv ...string) map[string]string {
+		env := map[string]string{"TREASURE_JWT_SECRET": "s", "TREASURE_INGEST_ADDR": "0.0.0.0:8081"}
+		for i := 0; i+1 < len(kv); i += 2 {
+			env[kv[i]] = kv[i+1]
+		}
+		return env
 	}
-	rec = &recorder{TB: t}
-	checkServiceEnv(rec, "test", "ingest", map[string]string{"TREASURE_JWT_SECRET": "s", "TREASURE_INGEST_ADDR": "0.0.0.0:8081"})
-	if rec.failed {
-		t.Error("checkServiceEnv rejected a good environment")
+	proximityEnv := func(kv ...string) map[string]string {
+		env := map[string]string{"TREASURE_JWT_SECRET": "s", "TREASURE_PROXIMITY_ADDR": "0.0.0.0:8083"}
+		for i := 0; i+1 < len(kv); i += 2 {
+			env[kv[i]] = kv[i+1]
+		}
+		return env
+	}
+	for _, tc := range []struct {
+		what    string
+		service string
+		args    []string
+		env     map[string]string
+		bad     bool
+	}{
+		{"a good environment", "ingest", nil, ingestEnv(), false},
+		{"the misspelt TREASURE_NAT_URL", "ingest", nil, ingestEnv("TREASURE_NAT_URL", "nats://nats:4222"), true},
+		{"proximity's lease TTL", "proximity", []string{"proximity", "--partitions", "0,1"}, proximityEnv("TREASURE_PROXIMITY_LEASE_TTL", "10s"), false},
+		{"proximity's lease TTL in a shared environment", "ingest", nil, ingestEnv("TREASURE_PROXIMITY_LEASE_TTL", "10s"), false},
+		{"a lease TTL without a unit", "proximity", nil, proximityEnv("TREASURE_PROXIMITY_LEASE_TTL", "10"), true},
+		{"a lease TTL under the minimum", "proximity", nil, proximityEnv("TREASURE_PROXIMITY_LEASE_TTL", "500ms"), true},
+		{"a bad lease TTL in a shared environment", "ingest", nil, ingestEnv("TREASURE_PROXIMITY_LEASE_TTL", "ten seconds"), true},
+		{"the misspelt TREASURE_PROXIMITY_LEASE_TT", "proximity", nil, proximityEnv("TREASURE_PROXIMITY_LEASE_TT", "10s"), true},
+		{"TREASURE_PROXIMITY_PARTITIONS", "proximity", nil, proximityEnv("TREASURE_PROXIMITY_PARTITIONS", "0-3"), false},
+		{"a flag proximity does not have", "proximity", []string{"proximity", "--lease", "10s"}, proximityEnv(), true},
+	} {
+		rec := &recorder{TB: t}
+		checkServiceEnv(rec, "test", tc.service, tc.args, tc.env)
+		if rec.failed != tc.bad {
+			t.Errorf("checkServiceEnv over %s (%s %q): failed=%v, want %v", tc.what, tc.service, tc.args, rec.failed, tc.bad)
+		}
 	}
 }
 

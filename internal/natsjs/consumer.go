@@ -590,17 +590,52 @@ func (s *runState) start(ctx context.Context) error {
 	s.accepted, s.dseq, s.resetFrom = floor, info.Delivered.Consumer, 0
 	if s.after != startUnknown {
 		if floor > s.after {
-			s.c.log.Warn("the consumer's ack floor is past the handler's state: resuming after the handler's position", "ack_floor", floor, "from", s.after+1)
-			s.accepted, s.resetFrom = s.after, s.after+1
-			return nil
+			missed, err := s.c.holds(ctx, s.after+1, floor)
+			if err != nil {
+				return err
+			}
+			if missed {
+				s.c.log.Warn("the consumer's ack floor is past the handler's state: resuming after the handler's position", "ack_floor", floor, "from", s.after+1)
+				s.accepted, s.resetFrom = s.after, s.after+1
+				return nil
+			}
+			// Only other subjects' messages between (a consumer created
+			// at a sequence moves its floor to the first of its own).
+		} else {
+			s.accepted = s.after
 		}
-		s.accepted = s.after
 	}
 	if info.NumAckPending > 0 {
 		s.c.log.Info("resuming after the last acknowledged message", "unacked", info.NumAckPending, "from", s.accepted+1)
 		s.resetFrom = s.accepted + 1
 	}
 	return nil
+}
+
+// holds reports whether the stream holds a message of the consumer's
+// subjects with a sequence in [from, to].
+func (c *Consumer) holds(ctx context.Context, from, to uint64) (bool, error) {
+	st, err := c.js.Stream(ctx, c.o.Stream)
+	if err != nil {
+		return false, err
+	}
+	subjects := c.o.Subjects
+	if len(subjects) == 0 {
+		subjects = []string{">"}
+	}
+	for _, subj := range subjects {
+		m, err := st.GetMsg(ctx, from, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("consumer %s: next message of %s from %d: %w", c.o.Durable, subj, from, err)
+		}
+		if m.Sequence <= to {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // AckFloor returns the stream sequence up to which info's consumer is

@@ -47,6 +47,26 @@ func ScanSince(ctx context.Context, js jetstream.JetStream, stream, subject stri
 	return scan(ctx, js, stream, subject, since, false, h, func(err error) error { return fmt.Errorf("scan %s since %v: %w", stream, since, err) })
 }
 
+// MsgIDsSince hands f the Nats-Msg-Id of every message of stream on
+// subject stored at or after since, in stream order (headers only, as
+// FindMsgID reads them), up to the stream's last message at the time of
+// the call. A publisher that may publish again what it published before
+// its restart reads what is there already: JetStream's duplicate window
+// does not always catch a copy — nats-server 2.9 lets a new stream leader
+// take writes before it has applied every message it caught up with,
+// and the ids of those are missing from its window (fixed in 2.11,
+// nats-server#6485 and #6486).
+func MsgIDsSince(ctx context.Context, js jetstream.JetStream, stream, subject string, since time.Time, f func(id string)) error {
+	return scan(ctx, js, stream, subject, since, true, func(m jetstream.Msg) error {
+		if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" {
+			f(id)
+		}
+		return nil
+	}, func(err error) error {
+		return fmt.Errorf("msg ids of %s in %s since %v: %w", subject, stream, since, err)
+	})
+}
+
 // scan is FindMsgID's and ScanSince's reader: an ephemeral ordered
 // consumer of stream on subject from since (headers only if headersOnly)
 // handing h each message, up to the stream's last message at the time of

@@ -32,6 +32,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -164,6 +165,7 @@ type metrics struct {
 
 	// Checkpoints (docs/operations.md).
 	replayed                             prometheus.Counter
+	inLog                                prometheus.Counter
 	ckptWritten, ckptFailed, ckptInvalid prometheus.Counter
 	ckptLoaded                           prometheus.Counter
 	// ckptUnreachable: listings and reads of checkpoints at a start that
@@ -215,6 +217,8 @@ func newMetrics(r prometheus.Registerer) metrics {
 	secs := prometheus.ExponentialBuckets(0.001, 2, 16) // 1 ms to 33 s
 	m.inputs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "treasure_proximity_input_messages_total",
 		Help: "IN messages a partition handled live and acknowledged (its processing rate, in log messages)."}, []string{"partition"})
+	m.inLog = prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_outputs_found_in_log_total",
+		Help: "Output batches of inputs applied again after a rebuild that were not published again: the partition's OUT subject held their Nats-Msg-Id already."})
 	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_replayed_messages_total",
 		Help: "Input messages read back from the log to rebuild a partition's engine (the tail after its checkpoint, or the whole log without one)."})
 	m.ckptWritten = prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_checkpoints_total", Help: "Checkpoints written."})
@@ -244,7 +248,7 @@ func newMetrics(r prometheus.Registerer) metrics {
 	if r != nil {
 		r.MustRegister(m.leaseHeld, m.leaseWaiting, m.leaseLost)
 		r.MustRegister(m.moves, m.claims, m.drops, m.notices, m.foreign, m.rebuilds, m.inputs, m.batch, m.logWait, m.consumedToResult,
-			m.replayed, m.ckptWritten, m.ckptFailed, m.ckptInvalid, m.ckptLoaded, m.ckptUnreachable, m.trimmedRebuilds, m.ckptBytes, m.ckptPause, m.ckptWrite, m.ckptLoad, m.rebuild)
+			m.replayed, m.inLog, m.ckptWritten, m.ckptFailed, m.ckptInvalid, m.ckptLoaded, m.ckptUnreachable, m.trimmedRebuilds, m.ckptBytes, m.ckptPause, m.ckptWrite, m.ckptLoad, m.rebuild)
 	}
 	return m
 }
@@ -446,6 +450,13 @@ type partition struct {
 	// an input at or below it (redelivered after a checkpoint that covers
 	// it) is acked without being applied again.
 	applied uint64
+	// inLog holds, after a rebuild, the Nats-Msg-Ids found on the
+	// partition's OUT subject of outputs of inputs after applied, up to
+	// the input inLogTo: those inputs are applied again, but their
+	// outputs stored already are not published again (readInLog). Nil
+	// once applied has passed inLogTo.
+	inLog   map[string]struct{}
+	inLogTo uint64
 	// Checkpoints: the fingerprint of sub; when the last one was taken and
 	// the sequence it covers; dirty while a batch is being handled (its
 	// outputs are not all stored yet: no checkpoint may cover it); the
@@ -668,10 +679,14 @@ func (p *partition) once(ctx context.Context) error {
 			return fmt.Errorf("rebuild: %w", err)
 		}
 	}
+	if err := p.readInLog(ctx); err != nil {
+		return err
+	}
 	p.w.m.rebuilds.Inc()
 	p.w.m.rebuild.Observe(time.Since(t0).Seconds())
 	log.Info("partition ready", "own_nodes", p.sub.Own, "halo_nodes", p.sub.NumNodes()-int(p.sub.Own),
-		"checkpoint_seq", loaded, "replayed_messages", replayed, "replayed_to_seq", floor, "active_treasures", p.e.Active(), "rebuild", time.Since(t0).Round(time.Millisecond))
+		"checkpoint_seq", loaded, "replayed_messages", replayed, "replayed_to_seq", floor, "outputs_in_log_after", len(p.inLog),
+		"active_treasures", p.e.Active(), "rebuild", time.Since(t0).Round(time.Millisecond))
 	p.live.Store(true)
 
 	// A failed batch ends this consumer run: the engine has applied inputs
@@ -713,6 +728,65 @@ func (p *partition) once(ctx context.Context) error {
 	}
 	return err
 }
+
+// readInLog sets p.inLog to the ids of the outputs on the partition's
+// OUT subject of inputs after p.applied: published before this rebuild
+// (by the run before, or the lease's previous holder) for inputs whose
+// acks the consumer does not have — sent but lost, or never sent — which
+// come again and are applied again. JetStream's duplicate window drops
+// such a copy as a rule, but not always: nats-server 2.9 lets a new
+// stream leader take writes before it has applied everything it caught
+// up with, and a copy of an output it holds but has not applied is
+// stored twice (the R3 quorum test saw a result and a claim stored twice
+// so). It reads the subject's headers from the time input p.applied was
+// stored, less a margin for the servers' clocks: an output is stored
+// after its input.
+func (p *partition) readInLog(ctx context.Context) error {
+	p.inLog, p.inLogTo = nil, 0
+	o := p.w.o
+	var since time.Time // the subject's first message: no input applied
+	if p.applied > 0 {
+		s, err := o.JS.Stream(ctx, o.Topology.InStream())
+		if err != nil {
+			return fmt.Errorf("outputs in the log: %w", err)
+		}
+		m, err := s.GetMsg(ctx, p.applied)
+		switch {
+		case err == nil:
+			since = m.Time.Add(-inLogClockMargin)
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			// Removed by retention: read the subject from its start.
+		default:
+			return fmt.Errorf("outputs in the log: input %d: %w", p.applied, err)
+		}
+	}
+	prefix := "out-" + strconv.Itoa(p.k) + "-"
+	err := natsjs.MsgIDsSince(ctx, o.JS, o.Topology.OutStream(), o.Topology.OutSubject(p.k), since, func(id string) {
+		rest, ok := strings.CutPrefix(id, prefix)
+		if !ok {
+			return
+		}
+		seqText, _, _ := strings.Cut(rest, "-")
+		seq, err := strconv.ParseUint(seqText, 10, 64)
+		if err != nil || seq <= p.applied {
+			return
+		}
+		if p.inLog == nil {
+			p.inLog = make(map[string]struct{})
+		}
+		p.inLog[id] = struct{}{}
+		p.inLogTo = max(p.inLogTo, seq)
+	})
+	if err != nil {
+		return fmt.Errorf("outputs in the log: %w", err)
+	}
+	return nil
+}
+
+// inLogClockMargin is how much earlier than its input readInLog looks
+// for an output: the IN and OUT streams' leaders may be different
+// servers, whose clocks may differ a little.
+const inLogClockMargin = 2 * time.Second
 
 // fence refuses to go on once the partition's lease is no longer valid
 // (natsjs.ConsumerOptions.Fence, and before every input applied).
@@ -941,6 +1015,9 @@ func (p *partition) handle(ctx context.Context, msgs []natsjs.Msg) error {
 		p.applied = m.Seq
 		p.hops[len(p.hops)-1].futEnd = len(p.futures)
 	}
+	if p.inLog != nil && p.applied >= p.inLogTo {
+		p.inLog = nil
+	}
 	// In input order: an input's results are published once its own
 	// publishes are acked, whatever the later inputs of the batch wait for.
 	done := 0
@@ -1005,6 +1082,13 @@ func (p *partition) apply(m natsjs.Msg, md mode) error {
 			return nil
 		}
 		id := "out-" + strconv.Itoa(p.k) + "-" + strconv.FormatUint(m.Seq, 10) + "-" + strconv.Itoa(outPart)
+		if _, ok := p.inLog[id]; ok {
+			// Stored before this rebuild (readInLog).
+			p.w.m.inLog.Inc()
+			p.out.Reset()
+			outPart++
+			return nil
+		}
 		f, err := p.w.pub.Publish(context.Background(), o.Topology.OutSubject(p.k), p.out.Bytes(), id) // copied
 		if err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -36,12 +37,21 @@ import (
 // (Batch.input_consumed_unix_nanos); so does a worker that rebuilds after
 // a failed batch. Counting distinct payloads, as this helper once did,
 // counts such an output twice (TestLongRunTrimmedReplayEqualsLive failed
-// once so: 1471 messages read back, 1472 "published").
+// once with 1471 messages read back and 1472 "published"). And what the
+// services publish after OUT was read back (the ranker's leaderboard
+// snapshot, up to its SnapshotEvery after the last claim, so after the
+// pipeline is otherwise quiet) is published live but not read: match
+// takes it from what OUT stored after the read (matchRead).
 type outCapture struct {
+	nc    *nats.Conn
 	mu    sync.Mutex
 	ids   map[string]*liveOut
 	order []*liveOut // by first arrival
 	sub   *nats.Subscription
+	// barrier: the subjects of settle's markers (under the captured ones,
+	// but in no stream); marks: those seen.
+	barrier string
+	marks   map[string]bool
 }
 
 // liveOut is one Nats-Msg-Id published on OUT.
@@ -58,13 +68,10 @@ type liveOut struct {
 
 func captureOut(t *testing.T, nc *nats.Conn, topo natsjs.Topology) *outCapture {
 	t.Helper()
-	return captureSubjects(t, nc, topo.Prefix+".out.>")
-}
-
-func captureSubjects(t *testing.T, nc *nats.Conn, subject string) *outCapture {
-	t.Helper()
-	c := &outCapture{ids: map[string]*liveOut{}}
-	sub, err := nc.Subscribe(subject, c.add)
+	// OUT stores topo.Prefix+".out.*": the markers, a token longer, are
+	// captured but never stored.
+	c := &outCapture{nc: nc, ids: map[string]*liveOut{}, barrier: topo.Prefix + ".out.barrier.", marks: map[string]bool{}}
+	sub, err := nc.Subscribe(topo.Prefix+".out.>", c.add)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,6 +89,10 @@ func captureSubjects(t *testing.T, nc *nats.Conn, subject string) *outCapture {
 func (c *outCapture) add(m *nats.Msg) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if strings.HasPrefix(m.Subject, c.barrier) {
+		c.marks[m.Subject] = true
+		return
+	}
 	id := m.Header.Get(jetstream.MsgIDHeader)
 	if id == "" {
 		// Without an id nothing tells copies apart: the payload is the
@@ -103,14 +114,46 @@ func (c *outCapture) add(m *nats.Msg) {
 	l.payloads = append(l.payloads, bytes.Clone(m.Data))
 }
 
+// settle returns once the capture has taken in every message the server
+// routed to it before now: in particular every message OUT stored before
+// now (the server hands a publish to the subscribers and to the stream in
+// one step, and writes to a connection in order), so that a message read
+// back from OUT is never taken for one not published live because its copy
+// was still on its way.
+func (c *outCapture) settle(t *testing.T) {
+	t.Helper()
+	c.mu.Lock()
+	subject := c.barrier + strconv.Itoa(len(c.marks))
+	c.mu.Unlock()
+	if err := c.nc.Publish(subject, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, func() string {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if !c.marks[subject] {
+			return "the capture has not taken in its marker " + subject
+		}
+		return ""
+	})
+}
+
 // liveMatch is what outCapture.match found.
 type liveMatch struct {
 	// ids: the Nats-Msg-Ids published live; resent: those published more
 	// than once; recomputed: those published with more than one payload
 	// (OUT holds one).
 	ids, resent, recomputed int
-	// seqOf: the stream sequence of each id found in out.
+	// seqOf: the stream sequence of each id found in out (or in the tail).
 	seqOf map[string]uint64
+	// late: the ids published live that OUT stored after what was read
+	// back (found in the tail): published after the read (the ranker's
+	// leaderboard snapshot follows its last claims by up to
+	// SnapshotEvery).
+	late []string
 	// problems: an out message published live under no id, or under an id
 	// another out message has; an id published live that out lacks
 	// (missing, in arrival order).
@@ -119,14 +162,17 @@ type liveMatch struct {
 }
 
 func (r liveMatch) String() string {
-	return fmt.Sprintf("%d ids published live (%d sent more than once, %d with more than one payload)", r.ids, r.resent, r.recomputed)
+	return fmt.Sprintf("%d ids published live (%d sent more than once, %d with more than one payload, %d stored after the read %v)",
+		r.ids, r.resent, r.recomputed, len(r.late), r.late)
 }
 
 // match checks OUT read back (out, in stream order) against what was
 // published live: every message of out is a payload published live on its
 // subject, under an id no other message of out has, and every id published
-// live is in out.
-func (c *outCapture) match(out []natsjs.Msg) liveMatch {
+// live is in out, or else in tail — what OUT stored after out's last
+// message, with headers (readTail) — with a payload published live under
+// that id: published after the read.
+func (c *outCapture) match(out, tail []natsjs.Msg) liveMatch {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r := liveMatch{ids: len(c.order), seqOf: map[string]uint64{}}
@@ -162,12 +208,67 @@ func (c *outCapture) match(out []natsjs.Msg) liveMatch {
 		}
 		r.seqOf[l.id] = m.Seq
 	}
+	for _, m := range tail {
+		l := c.ids[m.Header.Get(jetstream.MsgIDHeader)]
+		if l == nil {
+			continue // published after the capture was last settled
+		}
+		if s, ok := r.seqOf[l.id]; ok {
+			r.problems = append(r.problems, fmt.Sprintf("OUT seq %d (%s) is a second copy of id %s, first at seq %d", m.Seq, m.Subject, l.id, s))
+			continue
+		}
+		for _, p := range l.payloads {
+			if bytes.Equal(p, m.Data) {
+				r.seqOf[l.id] = m.Seq
+				r.late = append(r.late, l.id)
+				break
+			}
+		}
+	}
 	for _, l := range c.order {
 		if _, ok := r.seqOf[l.id]; !ok {
 			r.missing = append(r.missing, l)
 			r.problems = append(r.problems, fmt.Sprintf("id %s (%s, first published %s, %d payloads, %d copies: %s) is not in OUT read back",
 				l.id, l.subject, l.at.Format("15:04:05.000000"), len(l.payloads), l.copies, describeBatch(l.payloads[0])))
 		}
+	}
+	return r
+}
+
+// readTail reads, with their headers, the messages stream stores after
+// out's last one (every one, when out is empty).
+func readTail(t *testing.T, js jetstream.JetStream, stream string, out []natsjs.Msg) []natsjs.Msg {
+	t.Helper()
+	from := uint64(1)
+	if len(out) > 0 {
+		from = out[len(out)-1].Seq + 1
+	}
+	var tail []natsjs.Msg
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := natsjs.Replay(ctx, js, natsjs.ReplayOptions{Stream: stream, StartSeq: from}, func(ctx context.Context, msgs []natsjs.Msg) error {
+		for _, m := range msgs {
+			m.Data = bytes.Clone(m.Data)
+			tail = append(tail, m)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("read %s from seq %d: %v", stream, from, err)
+	}
+	return tail
+}
+
+// matchRead is match(out, tail) once the capture has settled: every id
+// published live that out lacks is looked for again in what OUT stored
+// after it, until found or wait has passed (a message just captured may
+// not be stored yet: the stream takes it in on its own goroutine).
+func (c *outCapture) matchRead(t *testing.T, js jetstream.JetStream, stream string, out []natsjs.Msg, wait time.Duration) liveMatch {
+	t.Helper()
+	c.settle(t)
+	r := c.match(out, nil)
+	for end := time.Now().Add(wait); len(r.missing) > 0 && time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		r = c.match(out, readTail(t, js, stream, out))
 	}
 	return r
 }
@@ -228,11 +329,18 @@ func describeBatch(data []byte) string {
 // retention passes whose purge of its subject reached them (safe
 // sequence, who held it there, the archiver's progress). Cheap: it runs
 // on a failure only, over what the test kept anyway.
-func explainMissing(t *testing.T, live *outCapture, r liveMatch, passes []retention.Report, dir, stream string) {
+func explainMissing(t *testing.T, js jetstream.JetStream, live *outCapture, r liveMatch, passes []retention.Report, dir, stream string) {
 	t.Helper()
 	ms, err := archive.Open(dir).Manifests(stream)
 	if err != nil {
 		t.Logf("archive manifests of %s: %v", stream, err)
+	}
+	// Whether the stream itself still holds them (what is left of it).
+	held := map[string]uint64{}
+	for _, m := range readTail(t, js, stream, nil) {
+		if id := m.Header.Get(jetstream.MsgIDHeader); id != "" {
+			held[id] = m.Seq
+		}
 	}
 	for i, l := range r.missing {
 		if i == 5 {
@@ -244,7 +352,11 @@ func explainMissing(t *testing.T, live *outCapture, r liveMatch, passes []retent
 		if after == 0 {
 			hi = ^uint64(0)
 		}
-		t.Logf("missing %s on %s: published live between OUT seqs %d and %d (0: none)", l.id, l.subject, before, after)
+		where := "not in the stream now"
+		if s, ok := held[l.id]; ok {
+			where = fmt.Sprintf("in the stream at seq %d", s)
+		}
+		t.Logf("missing %s on %s: published live between OUT seqs %d and %d (0: none); %s", l.id, l.subject, before, after, where)
 		for _, m := range ms {
 			if m.LastSeq >= lo && m.FirstSeq <= hi || m.LastSeq+1 == lo || m.FirstSeq == hi+1 {
 				gap := ""
@@ -291,7 +403,9 @@ func explainMissing(t *testing.T, live *outCapture, r liveMatch, passes []retent
 // with other hop timestamps (a worker that applies an input again after a
 // stop between its publishes and its ack) is stored once and counted once,
 // as is a plain resend of the same bytes; a message OUT lacks, one OUT
-// holds twice and one never published are each named.
+// holds twice and one never published are each named; one published after
+// the read (the ranker's last leaderboard snapshot) is late, not missing,
+// and one the stream refused (seen live all the same) is missing.
 func TestOutCaptureMatchesByMsgID(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -330,18 +444,16 @@ func TestOutCaptureMatchesByMsgID(t *testing.T) {
 			t.Fatalf("%s: duplicate %v, want %v", p.id, ack.Duplicate, p.dup)
 		}
 	}
-	testenv.WaitFor(t, 10*time.Second, func() string {
-		live.mu.Lock()
-		defer live.mu.Unlock()
-		n := 0
-		for _, l := range live.order {
-			n += l.copies
-		}
-		if n != len(pubs) {
-			return fmt.Sprintf("%d of %d publishes captured", n, len(pubs))
-		}
-		return ""
-	})
+	live.settle(t)
+	copies := 0
+	live.mu.Lock()
+	for _, l := range live.order {
+		copies += l.copies
+	}
+	live.mu.Unlock()
+	if copies != len(pubs) {
+		t.Fatalf("%d of %d publishes captured", copies, len(pubs))
+	}
 	out := readAll(t, js, "", topo.OutStream())
 	if len(out) != 3 {
 		t.Fatalf("OUT holds %d messages, want 3", len(out))
@@ -354,8 +466,8 @@ func TestOutCaptureMatchesByMsgID(t *testing.T) {
 	if payloads != 4 {
 		t.Fatalf("%d distinct payloads captured, want 4", payloads)
 	}
-	lm := live.match(out)
-	if len(lm.problems) != 0 || lm.ids != 3 || lm.resent != 2 || lm.recomputed != 1 {
+	lm := live.matchRead(t, js, topo.OutStream(), out, 15*time.Second)
+	if len(lm.problems) != 0 || len(lm.late) != 0 || lm.ids != 3 || lm.resent != 2 || lm.recomputed != 1 {
 		t.Fatalf("OUT as published: %v, problems %q", lm, lm.problems)
 	}
 	if got := lm.seqOf["out-0-11-0"]; got != out[0].Seq {
@@ -364,7 +476,7 @@ func TestOutCaptureMatchesByMsgID(t *testing.T) {
 
 	// A message missing from what was read back: named, with its
 	// neighbours' sequences.
-	lm = live.match([]natsjs.Msg{out[0], out[2]})
+	lm = live.match([]natsjs.Msg{out[0], out[2]}, nil)
 	if len(lm.missing) != 1 || lm.missing[0].id != "out-0-12-0" || len(lm.problems) != 1 ||
 		!strings.Contains(lm.problems[0], "id out-0-12-0 ") || !strings.Contains(lm.problems[0], "result p/2 (IN seq 12)") {
 		t.Fatalf("OUT without its second message: missing %v, problems %q", lm.missing, lm.problems)
@@ -375,12 +487,31 @@ func TestOutCaptureMatchesByMsgID(t *testing.T) {
 	// One read back twice, and one never published.
 	twice := append(append([]natsjs.Msg{}, out...), out[1])
 	twice[3].Seq = out[2].Seq + 1
-	if lm = live.match(twice); len(lm.problems) != 1 || !strings.Contains(lm.problems[0], "second copy of id out-0-12-0") {
+	if lm = live.match(twice, nil); len(lm.problems) != 1 || !strings.Contains(lm.problems[0], "second copy of id out-0-12-0") {
 		t.Fatalf("OUT with a message twice: problems %q", lm.problems)
 	}
 	other := append([]natsjs.Msg{}, out...)
 	other[1].Data = result(2, 999)
-	if lm = live.match(other); len(lm.problems) != 2 || !strings.Contains(lm.problems[0], "never published live") || len(lm.missing) != 1 {
+	if lm = live.match(other, nil); len(lm.problems) != 2 || !strings.Contains(lm.problems[0], "never published live") || len(lm.missing) != 1 {
 		t.Fatalf("OUT with a message never published: problems %q", lm.problems)
 	}
+	// Published after the read (a leaderboard snapshot): stored after
+	// what was read, and so late, not missing.
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: topo.RankSubject(), Data: result(4, 0)}, jetstream.WithMsgID("board-1")); err != nil {
+		t.Fatal(err)
+	}
+	lm = live.matchRead(t, js, topo.OutStream(), out, 15*time.Second)
+	if len(lm.problems) != 0 || fmt.Sprint(lm.late) != "[board-1]" || lm.ids != 4 {
+		t.Fatalf("OUT read before board-1 was published: %v, problems %q", lm, lm.problems)
+	}
+	// Refused by the stream (seen live all the same): missing, whatever
+	// the wait.
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: topo.OutSubject(0), Data: result(5, 500)}, jetstream.WithMsgID("out-0-15-0"), jetstream.WithExpectLastSequence(1)); err == nil {
+		t.Fatal("a publish expecting last seq 1 was stored")
+	}
+	lm = live.matchRead(t, js, topo.OutStream(), out, time.Second)
+	if len(lm.missing) != 1 || lm.missing[0].id != "out-0-15-0" || len(lm.problems) != 1 || fmt.Sprint(lm.late) != "[board-1]" {
+		t.Fatalf("OUT without a refused publish: %v, missing %v, problems %q", lm, lm.missing, lm.problems)
+	}
+	explainMissing(t, js, live, lm, nil, t.TempDir(), topo.OutStream())
 }

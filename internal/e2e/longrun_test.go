@@ -180,7 +180,8 @@ func startArchiver(t *testing.T, js jetstream.JetStream, topo natsjs.Topology, d
 // `treasure replay --check` (IN and OUT read through archive.ReplayAll)
 // finds the replay equal to what OUT holds, `treasure replay --verify`
 // finds no difference against P_OUT, PostgreSQL and Redis, and OUT read
-// through ReplayAll is exactly what the services published live.
+// through ReplayAll is exactly what the services published live (one
+// message per Nats-Msg-Id: see outCapture).
 func TestLongRunTrimmedReplayEqualsLive(t *testing.T) {
 	t.Parallel()
 	g := amsterdam(t)

@@ -237,8 +237,7 @@ func (c *outCapture) match(out, tail []natsjs.Msg) liveMatch {
 
 // readTail reads, with their headers, the messages stream stores after
 // out's last one (every one, when out is empty).
-func readTail(t *testing.T, js jetstream.JetStream, stream string, out []natsjs.Msg) []natsjs.Msg {
-	t.Helper()
+func readTail(js jetstream.JetStream, stream string, out []natsjs.Msg) ([]natsjs.Msg, error) {
 	from := uint64(1)
 	if len(out) > 0 {
 		from = out[len(out)-1].Seq + 1
@@ -254,9 +253,9 @@ func readTail(t *testing.T, js jetstream.JetStream, stream string, out []natsjs.
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("read %s from seq %d: %v", stream, from, err)
+		return nil, fmt.Errorf("read %s from seq %d: %w", stream, from, err)
 	}
-	return tail
+	return tail, nil
 }
 
 // matchRead is match(out, tail) once the capture has settled: every id
@@ -268,7 +267,11 @@ func (c *outCapture) matchRead(t *testing.T, js jetstream.JetStream, stream stri
 	c.settle(t)
 	r := c.match(out, nil)
 	for end := time.Now().Add(wait); len(r.missing) > 0 && time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		r = c.match(out, readTail(t, js, stream, out))
+		tail, err := readTail(js, stream, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = c.match(out, tail)
 	}
 	return r
 }
@@ -323,28 +326,38 @@ func describeBatch(data []byte) string {
 	return fmt.Sprintf("%d events: %s; consumed at %d", len(b.Events), strings.Join(parts, ", "), b.InputConsumedUnixNanos)
 }
 
-// explainMissing logs, for each id published live that OUT read back lacks
+// explainMissing logs (and returns), for each id published live that OUT read back lacks
 // (the first five), where it would have been: the stream sequences of its
 // neighbours by arrival, the archive's segments over them, and the
 // retention passes whose purge of its subject reached them (safe
 // sequence, who held it there, the archiver's progress). Cheap: it runs
 // on a failure only, over what the test kept anyway.
-func explainMissing(t *testing.T, js jetstream.JetStream, live *outCapture, r liveMatch, passes []retention.Report, dir, stream string) {
+func explainMissing(t *testing.T, js jetstream.JetStream, live *outCapture, r liveMatch, passes []retention.Report, dir, stream string) []string {
 	t.Helper()
+	var lines []string
+	logf := func(format string, args ...any) {
+		t.Helper()
+		lines = append(lines, fmt.Sprintf(format, args...))
+		t.Log(lines[len(lines)-1])
+	}
 	ms, err := archive.Open(dir).Manifests(stream)
 	if err != nil {
-		t.Logf("archive manifests of %s: %v", stream, err)
+		logf("archive manifests of %s: %v", stream, err)
 	}
 	// Whether the stream itself still holds them (what is left of it).
 	held := map[string]uint64{}
-	for _, m := range readTail(t, js, stream, nil) {
+	all, err := readTail(js, stream, nil)
+	if err != nil {
+		logf("%v", err)
+	}
+	for _, m := range all {
 		if id := m.Header.Get(jetstream.MsgIDHeader); id != "" {
 			held[id] = m.Seq
 		}
 	}
 	for i, l := range r.missing {
 		if i == 5 {
-			t.Logf("... and %d more ids missing", len(r.missing)-i)
+			logf("... and %d more ids missing", len(r.missing)-i)
 			break
 		}
 		before, after := live.seqBounds(r, l)
@@ -356,14 +369,14 @@ func explainMissing(t *testing.T, js jetstream.JetStream, live *outCapture, r li
 		if s, ok := held[l.id]; ok {
 			where = fmt.Sprintf("in the stream at seq %d", s)
 		}
-		t.Logf("missing %s on %s: published live between OUT seqs %d and %d (0: none); %s", l.id, l.subject, before, after, where)
+		logf("missing %s on %s: published live between OUT seqs %d and %d (0: none); %s", l.id, l.subject, before, after, where)
 		for _, m := range ms {
 			if m.LastSeq >= lo && m.FirstSeq <= hi || m.LastSeq+1 == lo || m.FirstSeq == hi+1 {
 				gap := ""
 				if m.GapBefore != nil {
 					gap = fmt.Sprintf(", gap before %v", *m.GapBefore)
 				}
-				t.Logf("  segment %d-%d: %d messages, window %s, times %s..%s%s", m.FirstSeq, m.LastSeq, m.Messages,
+				logf("  segment %d-%d: %d messages, window %s, times %s..%s%s", m.FirstSeq, m.LastSeq, m.Messages,
 					m.Window.Format("15:04:05.000"), m.FirstTime.Format("15:04:05.000000"), m.LastTime.Format("15:04:05.000000"), gap)
 			}
 		}
@@ -390,12 +403,13 @@ func explainMissing(t *testing.T, js jetstream.JetStream, live *outCapture, r li
 							archived = append(archived, fmt.Sprintf("%s %d", h.Name, h.Seq))
 						}
 					}
-					t.Logf("  pass %d at %s: subject %d-%d, safe seq %d held by %s, target %d, purged to %d (%d messages), archiver %v",
+					logf("  pass %d at %s: subject %d-%d, safe seq %d held by %s, target %d, purged to %d (%d messages), archiver %v",
 						n, rep.Time.Format("15:04:05.000000"), sub.FirstSeq, sub.LastSeq, sub.SafeSeq, sub.HeldBy, sub.TargetSeq, sub.PurgedTo, sub.Purged, archived)
 				}
 			}
 		}
 	}
+	return lines
 }
 
 // TestOutCaptureMatchesByMsgID: outCapture's accounting against a real
@@ -484,6 +498,9 @@ func TestOutCaptureMatchesByMsgID(t *testing.T) {
 	if before, after := live.seqBounds(lm, lm.missing[0]); before != out[0].Seq || after != out[2].Seq {
 		t.Fatalf("the missing message's neighbours: seqs %d and %d, want %d and %d", before, after, out[0].Seq, out[2].Seq)
 	}
+	if lines := explainMissing(t, js, live, lm, nil, t.TempDir(), topo.OutStream()); len(lines) != 1 || !strings.HasSuffix(lines[0], fmt.Sprintf("; in the stream at seq %d", out[1].Seq)) {
+		t.Fatalf("diagnosis %q", lines)
+	}
 	// One read back twice, and one never published.
 	twice := append(append([]natsjs.Msg{}, out...), out[1])
 	twice[3].Seq = out[2].Seq + 1
@@ -513,5 +530,16 @@ func TestOutCaptureMatchesByMsgID(t *testing.T) {
 	if len(lm.missing) != 1 || lm.missing[0].id != "out-0-15-0" || len(lm.problems) != 1 || fmt.Sprint(lm.late) != "[board-1]" {
 		t.Fatalf("OUT without a refused publish: %v, missing %v, problems %q", lm, lm.missing, lm.problems)
 	}
-	explainMissing(t, js, live, lm, nil, t.TempDir(), topo.OutStream())
+	// The diagnosis of the refused one, after the stream's head is gone.
+	stream, err := js.Stream(ctx, topo.OutStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Purge(ctx, jetstream.WithPurgeSequence(3)); err != nil {
+		t.Fatal(err)
+	}
+	lines := explainMissing(t, js, live, lm, nil, t.TempDir(), topo.OutStream())
+	if want := fmt.Sprintf("missing out-0-15-0 on %s: published live between OUT seqs %d and 0 (0: none); not in the stream now", topo.OutSubject(0), lm.seqOf["board-1"]); len(lines) != 1 || lines[0] != want {
+		t.Fatalf("diagnosis %q, want %q", lines, want)
+	}
 }

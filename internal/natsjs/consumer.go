@@ -250,23 +250,9 @@ type Consumer struct {
 // updates it to o when it exists (keeping where it starts), and returns a
 // Consumer ready to Run.
 func NewConsumer(ctx context.Context, js jetstream.JetStream, o ConsumerOptions) (*Consumer, error) {
-	if err := o.withDefaults(); err != nil {
+	cfg, err := consumerConfig(js, &o)
+	if err != nil {
 		return nil, err
-	}
-	cfg := jetstream.ConsumerConfig{
-		Durable:       o.Durable,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       o.AckWait,
-		MaxDeliver:    -1,
-		MaxAckPending: o.MaxAckPending,
-		ReplayPolicy:  jetstream.ReplayInstantPolicy,
-	}
-	if o.AckAll {
-		cfg.AckPolicy = jetstream.AckAllPolicy
-	}
-	if err := setFilter(js, o.Subjects, &cfg.FilterSubject, &cfg.FilterSubjects); err != nil {
-		return nil, fmt.Errorf("consumer %s: %w", o.Durable, err)
 	}
 	// A consumer that a reset recreated starts at a sequence; the server
 	// refuses to change that in place, and there is no need to.
@@ -283,6 +269,60 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, o ConsumerOptions)
 		return nil, fmt.Errorf("consumer %s on %s: %w", o.Durable, o.Stream, err)
 	}
 	return &Consumer{js: js, cfg: cfg, o: o, cons: cons, log: o.Logger.With("stream", o.Stream, "consumer", o.Durable)}, nil
+}
+
+// NewConsumerFrom deletes the durable consumer o describes, whatever its
+// state, and creates it again delivering from stream sequence from. It is
+// for a consumer that cannot be read at all — nats-server 2.9.10 can
+// leave a consumer created shortly before two of three nodes crashed
+// without a leader for good ("JetStream system temporarily unavailable"
+// at every lookup) — by a user that knows from where it must consume.
+func NewConsumerFrom(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, from uint64) (*Consumer, error) {
+	cfg, err := consumerConfig(js, &o)
+	if err != nil {
+		return nil, err
+	}
+	c := &Consumer{js: js, cfg: cfg, o: o, log: o.Logger.With("stream", o.Stream, "consumer", o.Durable)}
+	if err := c.reset(ctx, from); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// IsUnavailable reports an error of JetStream's "system temporarily
+// unavailable" (10008): what a lookup of a stream or consumer without a
+// leader answers.
+func IsUnavailable(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == errCodeUnavailable
+}
+
+// errCodeUnavailable is JSClusterNotAvailErr's code, which nats.go does
+// not name.
+const errCodeUnavailable jetstream.ErrorCode = 10008
+
+// consumerConfig validates o (filling its defaults) and returns the
+// configuration of its consumer, delivering from the stream's start.
+func consumerConfig(js jetstream.JetStream, o *ConsumerOptions) (jetstream.ConsumerConfig, error) {
+	if err := o.withDefaults(); err != nil {
+		return jetstream.ConsumerConfig{}, err
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:       o.Durable,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       o.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: o.MaxAckPending,
+		ReplayPolicy:  jetstream.ReplayInstantPolicy,
+	}
+	if o.AckAll {
+		cfg.AckPolicy = jetstream.AckAllPolicy
+	}
+	if err := setFilter(js, o.Subjects, &cfg.FilterSubject, &cfg.FilterSubjects); err != nil {
+		return jetstream.ConsumerConfig{}, fmt.Errorf("consumer %s: %w", o.Durable, err)
+	}
+	return cfg, nil
 }
 
 // setFilter fills a consumer's filter: one subject as FilterSubject (any

@@ -465,6 +465,42 @@ func TestConsumerRunAfterResumesAtTheHandlersPosition(t *testing.T) {
 	})
 }
 
+// TestNewConsumerFromStartsThere: NewConsumerFrom replaces a durable
+// whatever it had acked (here everything) with one delivering from the
+// sequence given; IsUnavailable tells the answer of a consumer without a
+// leader from others.
+func TestNewConsumerFromStartsThere(t *testing.T) {
+	t.Parallel()
+	servers(t, func(t *testing.T, e env) {
+		e.ensure(t)
+		seqs := e.publishSync(t, e.topo.InSubject(0), 20)
+		opts := ConsumerOptions{Durable: "from", Batch: 5, Subjects: []string{e.topo.InSubject(0)}}
+		var r0 recorder
+		c0 := e.newConsumer(t, opts)
+		stop := runConsumer(t, c0, r0.handle)
+		r0.waitSeqs(t, seqs)
+		waitSettled(t, c0, seqs[19])
+		stop()
+
+		opts.Stream, opts.DeadLetter = e.topo.InStream(), e.topo.DLQSubject()
+		c, err := NewConsumerFrom(ctxFor(t, 10*time.Second), e.js, opts, seqs[12])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r recorder
+		runConsumer(t, c, r.handle)
+		r.waitSeqs(t, seqs[12:])
+		waitSettled(t, c, seqs[19])
+	})
+	unavailable := &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}
+	if !IsUnavailable(fmt.Errorf("consumer: %w", unavailable)) {
+		t.Error("10008 not taken for unavailable")
+	}
+	if IsUnavailable(jetstream.ErrConsumerNotFound) || IsUnavailable(errors.New("JetStream system temporarily unavailable")) {
+		t.Error("another error taken for unavailable")
+	}
+}
+
 // TestConsumerSeveralSubjects: a consumer on two subjects needs a 2.10
 // server. The shared 2.9 server refuses it up front (and no consumer is
 // left behind); the embedded server delivers both subjects in stream order.

@@ -137,7 +137,18 @@ type Worker struct {
 	// renewHook, called before every lease renewal).
 	hook      func(k int, at hookPoint)
 	renewHook func(k int)
+	// stuckAfter is how long a partition's consumer may stay unreadable
+	// before the partition creates it again (consumerStuckAfter).
+	stuckAfter time.Duration
 }
+
+// consumerStuckAfter is how long a partition waits for its durable
+// consumer to answer "JetStream system temporarily unavailable" no more
+// (an election takes seconds) before it deletes it and creates it again
+// after its newest checkpoint: nats-server 2.9.10 can leave a consumer
+// created shortly before two of three nodes crashed without a leader for
+// good (seen in the R3 quorum test: two minutes and on).
+const consumerStuckAfter = 30 * time.Second
 
 // hookPoint says where Worker.hook is called.
 type hookPoint int
@@ -166,6 +177,7 @@ type metrics struct {
 	// Checkpoints (docs/operations.md).
 	replayed                             prometheus.Counter
 	inLog                                prometheus.Counter
+	recreated                            prometheus.Counter
 	ckptWritten, ckptFailed, ckptInvalid prometheus.Counter
 	ckptLoaded                           prometheus.Counter
 	// ckptUnreachable: listings and reads of checkpoints at a start that
@@ -219,6 +231,8 @@ func newMetrics(r prometheus.Registerer) metrics {
 		Help: "IN messages a partition handled live and acknowledged (its processing rate, in log messages)."}, []string{"partition"})
 	m.inLog = prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_outputs_found_in_log_total",
 		Help: "Output batches of inputs applied again after a rebuild that were not published again: the partition's OUT subject held their Nats-Msg-Id already."})
+	m.recreated = prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_consumers_recreated_total",
+		Help: "Partition consumers deleted and created again after their newest checkpoint, having answered \"unavailable\" for longer than 30 s."})
 	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_replayed_messages_total",
 		Help: "Input messages read back from the log to rebuild a partition's engine (the tail after its checkpoint, or the whole log without one)."})
 	m.ckptWritten = prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_proximity_checkpoints_total", Help: "Checkpoints written."})
@@ -248,7 +262,7 @@ func newMetrics(r prometheus.Registerer) metrics {
 	if r != nil {
 		r.MustRegister(m.leaseHeld, m.leaseWaiting, m.leaseLost)
 		r.MustRegister(m.moves, m.claims, m.drops, m.notices, m.foreign, m.rebuilds, m.inputs, m.batch, m.logWait, m.consumedToResult,
-			m.replayed, m.inLog, m.ckptWritten, m.ckptFailed, m.ckptInvalid, m.ckptLoaded, m.ckptUnreachable, m.trimmedRebuilds, m.ckptBytes, m.ckptPause, m.ckptWrite, m.ckptLoad, m.rebuild)
+			m.replayed, m.inLog, m.recreated, m.ckptWritten, m.ckptFailed, m.ckptInvalid, m.ckptLoaded, m.ckptUnreachable, m.trimmedRebuilds, m.ckptBytes, m.ckptPause, m.ckptWrite, m.ckptLoad, m.rebuild)
 	}
 	return m
 }
@@ -291,7 +305,7 @@ func New(o Options) (*Worker, error) {
 			o.Partitions = append(o.Partitions, k)
 		}
 	}
-	w := &Worker{o: o, m: newMetrics(o.Registerer)}
+	w := &Worker{o: o, m: newMetrics(o.Registerer), stuckAfter: consumerStuckAfter}
 	seen := map[int]bool{}
 	for _, k := range o.Partitions {
 		if k < 0 || k >= o.Topology.Partitions || seen[k] {
@@ -457,6 +471,9 @@ type partition struct {
 	// once applied has passed inLogTo.
 	inLog   map[string]struct{}
 	inLogTo uint64
+	// unreadableSince is when the partition's consumer began to answer
+	// "unavailable" to every lookup (zero while it answers).
+	unreadableSince time.Time
 	// Checkpoints: the fingerprint of sub; when the last one was taken and
 	// the sequence it covers; dirty while a batch is being handled (its
 	// outputs are not all stored yet: no checkpoint may cover it); the
@@ -618,7 +635,7 @@ func (p *partition) once(ctx context.Context) error {
 	o := p.w.o
 	t := o.Topology
 	log := o.Log.With("partition", p.k)
-	cons, err := natsjs.NewConsumer(ctx, o.JS, natsjs.ConsumerOptions{
+	copts := natsjs.ConsumerOptions{
 		Stream:     t.InStream(),
 		Durable:    p.durable(),
 		Subjects:   []string{t.InSubject(p.k)},
@@ -628,15 +645,31 @@ func (p *partition) once(ctx context.Context) error {
 		DeadLetter: t.DLQSubject(),
 		Logger:     o.Log,
 		Fence:      p.fence,
-	})
-	if err != nil {
+	}
+	cons, err := natsjs.NewConsumer(ctx, o.JS, copts)
+	stuck := false
+	switch {
+	case err == nil:
+		p.unreadableSince = time.Time{}
+	case natsjs.IsUnavailable(err):
+		if p.unreadableSince.IsZero() {
+			p.unreadableSince = time.Now()
+		}
+		if time.Since(p.unreadableSince) < p.w.stuckAfter {
+			return fmt.Errorf("consumer: %w", err)
+		}
+		stuck = true
+	default:
 		return fmt.Errorf("consumer: %w", err)
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("consumer info: %w", err)
+	var floor uint64
+	if !stuck {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("consumer info: %w", err)
+		}
+		floor = natsjs.AckFloor(info)
 	}
-	floor := natsjs.AckFloor(info)
 	t0 := time.Now()
 	p.e, p.seqs, p.applied = nil, nil, 0
 	if err := p.loadCheckpoint(ctx, log); err != nil {
@@ -646,6 +679,19 @@ func (p *partition) once(ctx context.Context) error {
 	if p.e == nil {
 		p.e = game.NewEngine(p.sub, o.Radius)
 		p.seqs = make(map[string]game.SeqWindow)
+	}
+	if stuck {
+		// What the consumer acked is unknown: the inputs after the
+		// checkpoint come again, and readInLog keeps their outputs
+		// stored already from being published twice.
+		floor = p.applied
+		log.Error("partition consumer unreadable: deleting it and creating it again after the newest checkpoint",
+			"unreadable_for", time.Since(p.unreadableSince).Round(time.Second), "from", p.applied+1, "err", err)
+		if cons, err = natsjs.NewConsumerFrom(ctx, o.JS, copts, p.applied+1); err != nil {
+			return fmt.Errorf("consumer: created again: %w", err)
+		}
+		p.unreadableSince = time.Time{}
+		p.w.m.recreated.Inc()
 	}
 	if err := p.checkTrimmed(ctx, log, floor); err != nil {
 		return err

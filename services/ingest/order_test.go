@@ -15,8 +15,8 @@ import (
 )
 
 // A player's move must not take effect while an earlier move of theirs can
-// still be refused (docs/pipeline.md, "Each move is published only once
-// …"). Before the fix each move was answered by its own batch's outcome:
+// still be refused (docs/pipeline.md, "A player's moves go into the log in
+// order"). Before the fix each move was answered by its own batch's outcome:
 // move s refused and move s+1, in another batch, stored and acked — the log
 // held s+1 without s, against SPEC (an error means the seq is not used).
 

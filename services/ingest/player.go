@@ -535,8 +535,8 @@ func (in *Ingest) submitAt(p *player, seq uint64, path []uint64, s sink, slot ui
 // refused move fails every later one of its player (failMove), and none of
 // those is in the log: a move answered with an error never takes effect,
 // and a stored move always continues from a stored one (docs/pipeline.md,
-// "Player order"). prev is the move queued before m (nil: none). p.mu is
-// held.
+// "Exactly-once effects"). prev is the move queued before m (nil: none).
+// p.mu is held.
 func (in *Ingest) send(m, prev *pending, ev *eventpb.MoveAccepted) {
 	var after *pending
 	if prev != nil {

@@ -139,3 +139,85 @@ func TestALaterMoveWaitsForTheEarlierOnesBatch(t *testing.T) {
 		})
 	}
 }
+
+// TestHeldMoveStalledBehindTheGate: the completer releases a held move
+// into a partition whose batch is full and may not be published (an
+// earlier batch of the partition awaits its republish: the gate is set).
+// The completer does not wait for the gate: the move stays held and its
+// player stalled, and once the gate opens the move joins the partition's
+// next batch.
+func TestHeldMoveStalledBehindTheGate(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, small)
+	p1, p2, k1, k2 := crossingMoves(t, e)
+	in, err := New(Options{Graph: e.g, Part: e.part, Topology: e.topo, NC: e.nc, Redis: e.rdb, RedisPrefix: e.rprefix, JWTSecret: testSecret, RateLimit: noLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := in.players.attach(context.Background(), "stalled")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.players.release(p)
+	col := &collector{replies: make([]reply, 3), left: 3, done: make(chan struct{})}
+	var sc scratch
+	in.submit(p, 1, p1, col, 0, &sc)
+	in.submit(p, 2, p2, col, 1, &sc)
+	// B's batch full with another player's move, not yet published.
+	b := in.parts[k2]
+	b.b.MaxEvents = 1
+	q, err := in.players.attach(context.Background(), "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.players.release(q)
+	in.submit(q, 1, []uint64{p2[len(p2)-1]}, col, 2, &sc)
+	if b.b.Len() != 1 {
+		t.Fatalf("B's batch holds %d events, want 1", b.b.Len())
+	}
+	b.rmu.Lock()
+	b.gate = make(chan struct{})
+	b.rmu.Unlock()
+
+	status := func() uint8 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if len(p.queue) != 1 {
+			t.Fatalf("player's queue holds %d moves, want move 2", len(p.queue))
+		}
+		return p.queue[0].status
+	}
+	in.complete([]completion{{moves: in.parts[k1].moves}}, nil, nil, nil, nil)
+	col.mu.Lock()
+	r1 := col.replies[0]
+	col.mu.Unlock()
+	if r1.code != "" || r1.seq != 1 {
+		t.Fatalf("move 1: %+v, want acked", r1)
+	}
+	if s := status(); s != held {
+		t.Fatalf("move 2 in status %d behind the gate, want held", s)
+	}
+	b.mu.Lock()
+	stalled := len(b.stalled)
+	b.mu.Unlock()
+	if stalled != 1 {
+		t.Fatalf("%d players stalled on B, want 1", stalled)
+	}
+	// The gate opens (retryLoop with nothing left to republish).
+	in.retries.Add(1)
+	b.retryLoop()
+	in.cmu.Lock()
+	round := in.cq
+	in.cq = nil
+	in.cmu.Unlock()
+	in.complete(round, nil, nil, nil, nil)
+	if s := status(); s != inFlight {
+		t.Fatalf("move 2 in status %d once the gate opened, want in flight", s)
+	}
+	b.mu.Lock()
+	inB := len(b.moves) == 1 && b.moves[0].p == p && b.moves[0].seq == 2
+	b.mu.Unlock()
+	if !inB {
+		t.Fatal("move 2 is not in B's open batch once the gate opened")
+	}
+}

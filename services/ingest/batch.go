@@ -26,7 +26,15 @@ type partition struct {
 	mu      sync.Mutex
 	b       event.Builder
 	moves   []*pending
-	batchNo uint64
+	batchNo uint64 // the last batch published; the open one is batchNo+1
+	// closed is set by the flush loop's last flush: nothing is published
+	// by the flusher after it, so a move added then fails (errClosed).
+	closed bool
+	// stalled are the players whose first held move the completer could
+	// not add (the batch full, and not to be published while the gate is
+	// set); retryLoop hands them back to the completer when it opens the
+	// gate.
+	stalled []*player
 
 	// Batches whose publish had no answer (natsjs.OutcomeUnknown), in
 	// batch order, republished by retryLoop; gate is closed (and set to
@@ -111,25 +119,52 @@ func newPartition(in *Ingest, k int) *partition {
 	}
 }
 
-// add appends m's event to the batch, publishing the batch when full.
-// m.p.mu is held by the caller.
-func (pt *partition) add(m *pending, ev *eventpb.MoveAccepted) {
+// errClosed fails a move added to a partition after the flush loop's last
+// flush (shutdown): it is not published.
+var errClosed = errors.New("ingest is shutting down")
+
+// add appends m's event to the batch, publishing the batch when full, and
+// reports whether it did; m.p.mu is held by the caller. When after is set
+// (the move of m's player queued just before m, still in flight) m may
+// only join after's batch, while it is the open one: otherwise add leaves
+// the batch alone and returns false, and the caller holds m back
+// (Ingest.send). wait says whether a publish may wait for the partition's
+// gate (see flushLocked): without it, a full batch behind the gate makes
+// add return false too, and m's player joins stalled.
+func (pt *partition) add(m *pending, ev *eventpb.MoveAccepted, after *pending, wait bool) bool {
 	pt.mu.Lock()
+	if pt.closed {
+		pt.mu.Unlock()
+		pt.in.enqueue(completion{moves: []*pending{m}, err: errClosed, part: pt.k})
+		return true
+	}
+	if after != nil && (int(after.k) != pt.k || after.bno != pt.batchNo+1) {
+		pt.mu.Unlock()
+		return false
+	}
 	err := pt.b.AddMove(ev)
 	if errors.Is(err, event.ErrFull) {
-		pt.flushLocked()
+		if after != nil || !pt.flushLocked(wait) {
+			if after == nil {
+				pt.stalled = append(pt.stalled, m.p)
+			}
+			pt.mu.Unlock()
+			return false
+		}
 		err = pt.b.AddMove(ev)
 	}
 	if err != nil {
 		pt.mu.Unlock()
 		pt.in.enqueue(completion{moves: []*pending{m}, err: fmt.Errorf("encode move: %w", err), part: pt.k})
-		return
+		return true
 	}
+	m.bno = pt.batchNo + 1
 	pt.moves = append(pt.moves, m)
 	if pt.b.Len() >= pt.in.o.BatchEvents {
-		pt.flushLocked()
+		pt.flushLocked(wait)
 	}
 	pt.mu.Unlock()
+	return true
 }
 
 // flush publishes the batch if it holds anything. While an earlier batch
@@ -145,26 +180,45 @@ func (pt *partition) flush(wait bool) {
 		}
 	}
 	pt.mu.Lock()
-	pt.flushLocked()
+	pt.flushLocked(true)
+	pt.mu.Unlock()
+}
+
+// close is the flush loop's last flush: it publishes the batch, waiting
+// for the gate, and closes the partition to later moves.
+func (pt *partition) close() {
+	pt.mu.Lock()
+	pt.flushLocked(true)
+	pt.closed = true
 	pt.mu.Unlock()
 }
 
 // flushLocked publishes the batch asynchronously; its outcome reaches the
 // completer. It waits while MaxInFlight batches await their ack (the
 // backpressure that slows readers down when JetStream lags), and while an
-// earlier batch of the partition awaits its republish (retryLoop).
-func (pt *partition) flushLocked() {
+// earlier batch of the partition awaits its republish (retryLoop) — unless
+// wait is false: then it publishes nothing and returns false.
+func (pt *partition) flushLocked(wait bool) bool {
 	if pt.b.Len() == 0 {
-		return
+		return true
 	}
 	in := pt.in
 	pt.rmu.Lock()
 	g := pt.gate
 	pt.rmu.Unlock()
 	if g != nil {
-		select {
-		case <-g:
-		case <-in.retryCtx.Done(): // shutting down: order no longer matters
+		if wait {
+			select {
+			case <-g:
+			case <-in.retryCtx.Done(): // shutting down: order no longer matters
+			}
+		} else {
+			select {
+			case <-g:
+			case <-in.retryCtx.Done():
+			default:
+				return false
+			}
 		}
 	}
 	moves := pt.moves
@@ -179,12 +233,9 @@ func (pt *partition) flushLocked() {
 		// No stream listening (its leader is being elected, or it has no
 		// quorum) stored nothing, but it is no refusal either: the batch
 		// waits for the stream like one without an answer, so that its
-		// partition's later batches stay behind it. Refused at once, its
-		// moves would be answered unavailable while later moves of the
-		// same players, in other partitions, may be stored: the log
-		// would hold a move without its predecessor, whose update push
-		// holds back until MaxHeld more arrive (docs/pipeline.md, "Push
-		// order").
+		// partition's later batches stay behind it. (Refusing it at
+		// once would fail the later moves of its players with it, which
+		// wait for it: see Ingest.send; an election passes in seconds.)
 		if natsjs.OutcomeUnknown(err) || natsjs.NoStreamListening(err) {
 			pt.unresolved(b)
 			return
@@ -195,6 +246,7 @@ func (pt *partition) flushLocked() {
 	if err != nil {
 		in.enqueue(completion{moves: moves, err: err, part: pt.k, open: b})
 	}
+	return true
 }
 
 // resolved hands b's definitive outcome to the completer.
@@ -252,6 +304,15 @@ func (pt *partition) retryLoop() {
 			close(pt.gate)
 			pt.gate = nil
 			pt.rmu.Unlock()
+			// The players whose held moves waited for the gate (add
+			// registers them under pt.mu after seeing it set).
+			pt.mu.Lock()
+			stalled := pt.stalled
+			pt.stalled = nil
+			pt.mu.Unlock()
+			if len(stalled) > 0 {
+				pt.in.enqueue(completion{release: stalled, part: pt.k})
+			}
 			return
 		}
 		b := pt.retryq[0]
@@ -381,7 +442,7 @@ func (in *Ingest) flushLoop(stop <-chan struct{}) {
 		case <-t.C:
 		case <-stop:
 			for _, pt := range in.parts {
-				pt.flush(true)
+				pt.close()
 			}
 			return
 		}
@@ -400,6 +461,9 @@ type completion struct {
 	// open is the batch published (nil: none, the move failed before),
 	// closed once the round's states are written (orphans.go).
 	open *batch
+	// release are players whose held moves waited for part's gate
+	// (partition.stalled): no outcome, the completer sends them again.
+	release []*player
 }
 
 // enqueue hands a completion to the completer. It never blocks: it runs on
@@ -457,10 +521,12 @@ type stateWrite struct {
 }
 
 // complete processes one round of completions: marks the moves stored or
-// failed, writes the new states of the players whose oldest moves are now
-// all stored in one HSET, then acks those moves — also when the write
-// failed: a move in the log is applied, so it is never answered with an
-// error (its state is written back later, see writeBackLoop).
+// failed (a failed move fails its player's later moves, failMove), sends
+// the held moves that may go now (release), writes the new states of the
+// players whose oldest moves are now all stored in one HSET, then acks
+// those moves — also when the write failed: a move in the log is applied,
+// so it is never answered with an error (its state is written back later,
+// see writeBackLoop).
 func (in *Ingest) complete(round []completion, touched []*player, writes []stateWrite, args []any, buf []byte) ([]*player, []stateWrite, []any, []byte) {
 	failed := 0
 	var firstErr error
@@ -470,6 +536,14 @@ func (in *Ingest) complete(round []completion, touched []*player, writes []state
 			if firstErr == nil {
 				firstErr = c.err
 			}
+		}
+		for _, p := range c.release {
+			p.mu.Lock()
+			if !p.dirty {
+				p.dirty = true
+				touched = append(touched, p)
+			}
+			p.mu.Unlock()
 		}
 		for _, m := range c.moves {
 			p := m.p
@@ -485,8 +559,8 @@ func (in *Ingest) complete(round []completion, touched []*player, writes []state
 			}
 			if m.status == inFlight {
 				if c.err != nil {
-					// Later moves already stored may now lead the
-					// queue: the player is looked at below too.
+					// Fails the player's later moves too: none is
+					// in the log (send).
 					in.failMove(p, m, c.err)
 				} else {
 					m.status = published
@@ -502,7 +576,8 @@ func (in *Ingest) complete(round []completion, touched []*player, writes []state
 	if failed > 0 {
 		in.logFailure("publish failed; moves answered unavailable", firstErr, failed)
 	}
-	// The stored prefix of each touched player's queue.
+	// The stored prefix of each touched player's queue; the held moves
+	// behind it go now (release leaves that prefix as it is).
 	for _, p := range touched {
 		p.mu.Lock()
 		p.dirty = false
@@ -512,6 +587,9 @@ func (in *Ingest) complete(round []completion, touched []*player, writes []state
 		}
 		if n > 0 {
 			writes = append(writes, stateWrite{p: p, n: n, st: p.queue[n-1].after})
+		}
+		if n < len(p.queue) {
+			in.release(p, &in.cev)
 		}
 		p.mu.Unlock()
 	}

@@ -33,27 +33,28 @@ func crossingMoves(tb testing.TB, e *testEnv) (p1, p2 []uint64, k1, k2 uint32) {
 	return
 }
 
-// TestEachMoveIsAnsweredByItsOwnBatch drives the completer by hand: move 1
-// goes to partition A, move 2 (validated on top of it) to partition B.
-// When B's batch is stored first and A's then fails, move 1 is unavailable
-// but move 2, which is in the log and will be applied, is acked (never an
-// error for a stored move) and the player stands after it; when A is
-// stored and B fails, move 1 is acked and the player stands after it.
-func TestEachMoveIsAnsweredByItsOwnBatch(t *testing.T) {
+// TestALaterMoveWaitsForTheEarlierOnesBatch drives the completer by hand:
+// move 1 goes to partition A, move 2 (validated on top of it) to
+// partition B. Move 2 is held back, in no batch, while A's batch is not
+// settled. When A's batch fails, move 2 fails with it (unavailable, the
+// same retry_after) and the player stands where they stood before move 1;
+// when A's is stored, move 1 is acked and move 2 joins B's batch, and
+// when that one fails the player stands after move 1. Either way the
+// client's resend goes on from there.
+func TestALaterMoveWaitsForTheEarlierOnesBatch(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, small)
 	p1, p2, k1, k2 := crossingMoves(t, e)
 	fail := &natsjs.UnavailableError{RetryAfter: 1234_000_000, Err: context.DeadlineExceeded}
 	for _, tc := range []struct {
 		name       string
-		failFirst  bool // A's batch fails (after B's was stored); else B's fails
+		failFirst  bool // A's batch fails; else A's is stored and B's fails
 		want1      game.Code
-		want2      game.Code
 		wantSeq    uint64
 		wantStored bool
 	}{
-		{"earlier move fails after the later one was stored", true, game.CodeUnavailable, "", 2, true},
-		{"later move fails after the earlier one was stored", false, "", game.CodeUnavailable, 1, true},
+		{"earlier move fails", true, game.CodeUnavailable, 0, false},
+		{"earlier move stored, later one fails", false, "", 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in, err := New(Options{Graph: e.g, Part: e.part, Topology: e.topo, NC: e.nc, Redis: e.rdb, RedisPrefix: e.rprefix + tc.name + ":", JWTSecret: testSecret, RateLimit: noLimit})
@@ -68,27 +69,31 @@ func TestEachMoveIsAnsweredByItsOwnBatch(t *testing.T) {
 			var sc scratch
 			in.submit(p, 1, p1, col, 0, &sc)
 			in.submit(p, 2, p2, col, 1, &sc)
-			a, b := in.parts[k1].moves, in.parts[k2].moves
-			if len(a) != 1 || len(b) != 1 {
-				t.Fatalf("batches hold %d and %d moves, want 1 and 1", len(a), len(b))
+			a := in.parts[k1].moves
+			if len(a) != 1 || len(in.parts[k2].moves) != 0 {
+				t.Fatalf("batches hold %d and %d moves, want 1 and 0 (move 2 held back)", len(a), len(in.parts[k2].moves))
+			}
+			if n := counterValue(t, in.m.held); n != 1 {
+				t.Fatalf("%v moves held, want 1", n)
 			}
 			if tc.failFirst {
-				in.complete([]completion{{moves: b}}, nil, nil, nil, nil)
 				in.complete([]completion{{moves: a, err: fail}}, nil, nil, nil, nil)
 			} else {
 				in.complete([]completion{{moves: a}}, nil, nil, nil, nil)
+				b := in.parts[k2].moves
+				if len(b) != 1 || b[0].seq != 2 {
+					t.Fatalf("B's batch holds %d moves once A's was stored, want move 2", len(b))
+				}
 				in.complete([]completion{{moves: b, err: fail}}, nil, nil, nil, nil)
 			}
 			<-col.done
-			if col.replies[0].code != tc.want1 || col.replies[1].code != tc.want2 {
-				t.Fatalf("replies %+v, want codes %q and %q", col.replies, tc.want1, tc.want2)
+			if col.replies[0].code != tc.want1 || col.replies[1].code != game.CodeUnavailable {
+				t.Fatalf("replies %+v, want codes %q and unavailable", col.replies, tc.want1)
 			}
-			failed := col.replies[1]
-			if tc.failFirst {
-				failed = col.replies[0]
-			}
-			if failed.retry != fail.RetryAfter || failed.code != game.CodeUnavailable {
-				t.Fatalf("unavailable reply %+v, want retry %v", failed, fail.RetryAfter)
+			for _, r := range col.replies {
+				if r.code != "" && r.retry != fail.RetryAfter {
+					t.Fatalf("unavailable reply %+v, want retry %v", r, fail.RetryAfter)
+				}
 			}
 			p.mu.Lock()
 			head, acked, queued := p.head, p.acked, len(p.queue)
@@ -107,16 +112,112 @@ func TestEachMoveIsAnsweredByItsOwnBatch(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer in.players.release(p)
-			col = &collector{replies: make([]reply, 1), left: 1, done: make(chan struct{})}
-			if tc.wantSeq == 2 {
-				// From move 2's end.
-				in.submit(p, 3, []uint64{p2[len(p2)-1]}, col, 0, &sc)
+			col = &collector{replies: make([]reply, 2), left: 2, done: make(chan struct{})}
+			before := in.parts[k1].b.Len() + in.parts[k2].b.Len()
+			if tc.wantSeq == 0 {
+				in.submit(p, 1, p1, col, 0, &sc)
+				in.submit(p, 2, p2, col, 1, &sc)
+				// Move 1 batched, move 2 held back behind it again.
+				p.mu.Lock()
+				heldAgain := len(p.queue) == 2 && p.queue[1].status == held
+				p.mu.Unlock()
+				if got := in.parts[k1].b.Len() + in.parts[k2].b.Len(); got != before+1 || !heldAgain {
+					t.Fatalf("resend not accepted: %d events batched, want %d, move 2 held %v (replies %+v)", got, before+1, heldAgain, col.replies)
+				}
 			} else {
 				in.submit(p, 2, p2, col, 0, &sc)
+				if got := in.parts[k1].b.Len() + in.parts[k2].b.Len(); got != before+1 {
+					t.Fatalf("resend not accepted: %d events batched, want %d (replies %+v)", got, before+1, col.replies)
+				}
 			}
-			if got := in.parts[k1].b.Len() + in.parts[k2].b.Len(); got != 3 {
-				t.Fatalf("retry not accepted: %d events batched, want 3 (replies %+v)", got, col.replies)
+			p.mu.Lock()
+			head = p.head
+			p.mu.Unlock()
+			if head.Seq != 2 {
+				t.Fatalf("player head at seq %d after the resend, want 2", head.Seq)
 			}
 		})
+	}
+}
+
+// TestHeldMoveStalledBehindTheGate: the completer releases a held move
+// into a partition whose batch is full and may not be published (an
+// earlier batch of the partition awaits its republish: the gate is set).
+// The completer does not wait for the gate: the move stays held and its
+// player stalled, and once the gate opens the move joins the partition's
+// next batch.
+func TestHeldMoveStalledBehindTheGate(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, small)
+	p1, p2, k1, k2 := crossingMoves(t, e)
+	in, err := New(Options{Graph: e.g, Part: e.part, Topology: e.topo, NC: e.nc, Redis: e.rdb, RedisPrefix: e.rprefix, JWTSecret: testSecret, RateLimit: noLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := in.players.attach(context.Background(), "stalled")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.players.release(p)
+	col := &collector{replies: make([]reply, 3), left: 3, done: make(chan struct{})}
+	var sc scratch
+	in.submit(p, 1, p1, col, 0, &sc)
+	in.submit(p, 2, p2, col, 1, &sc)
+	// B's batch full with another player's move, not yet published.
+	b := in.parts[k2]
+	b.b.MaxEvents = 1
+	q, err := in.players.attach(context.Background(), "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.players.release(q)
+	in.submit(q, 1, []uint64{p2[len(p2)-1]}, col, 2, &sc)
+	if b.b.Len() != 1 {
+		t.Fatalf("B's batch holds %d events, want 1", b.b.Len())
+	}
+	b.rmu.Lock()
+	b.gate = make(chan struct{})
+	b.rmu.Unlock()
+
+	status := func() uint8 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if len(p.queue) != 1 {
+			t.Fatalf("player's queue holds %d moves, want move 2", len(p.queue))
+		}
+		return p.queue[0].status
+	}
+	in.complete([]completion{{moves: in.parts[k1].moves}}, nil, nil, nil, nil)
+	col.mu.Lock()
+	r1 := col.replies[0]
+	col.mu.Unlock()
+	if r1.code != "" || r1.seq != 1 {
+		t.Fatalf("move 1: %+v, want acked", r1)
+	}
+	if s := status(); s != held {
+		t.Fatalf("move 2 in status %d behind the gate, want held", s)
+	}
+	b.mu.Lock()
+	stalled := len(b.stalled)
+	b.mu.Unlock()
+	if stalled != 1 {
+		t.Fatalf("%d players stalled on B, want 1", stalled)
+	}
+	// The gate opens (retryLoop with nothing left to republish).
+	in.retries.Add(1)
+	b.retryLoop()
+	in.cmu.Lock()
+	round := in.cq
+	in.cq = nil
+	in.cmu.Unlock()
+	in.complete(round, nil, nil, nil, nil)
+	if s := status(); s != inFlight {
+		t.Fatalf("move 2 in status %d once the gate opened, want in flight", s)
+	}
+	b.mu.Lock()
+	inB := len(b.moves) == 1 && b.moves[0].p == p && b.moves[0].seq == 2
+	b.mu.Unlock()
+	if !inB {
+		t.Fatal("move 2 is not in B's open batch once the gate opened")
 	}
 }

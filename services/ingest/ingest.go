@@ -31,10 +31,13 @@
 //
 // A rejected move does not use up its seq and changes no state. A move
 // in the log is never answered with an error, and a move answered with an
-// error is never in the log: each move is answered by its own batch's
-// outcome (a refused batch: unavailable with retry_after_ms; a batch
-// whose outcome is unknown: no answer until it is known, see batch.go).
-// Nothing is acked that is not durable.
+// error is never in the log: a move is published only once every earlier
+// move of its player is stored, or in the same batch (it is held back
+// meanwhile, Ingest.send), so a refused batch — answered unavailable with
+// retry_after_ms — fails its moves and every later move of their players,
+// none of which is in the log, and a batch whose outcome is unknown gets
+// no answer until it is known (batch.go). Nothing is acked that is not
+// durable, and the log never holds a move without the one before it.
 //
 // # Player state
 //
@@ -100,6 +103,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"treasure/internal/auth"
+	"treasure/internal/event/eventpb"
 	"treasure/internal/game"
 	"treasure/internal/graph"
 	"treasure/internal/httplimit"
@@ -242,6 +246,10 @@ type Ingest struct {
 	stateKeyArg any
 	// Reused by serveMoves: submit's scratch, the answer's body.
 	scratches, bodies sync.Pool
+	// heldMoves holds *heldMove for the moves held back (Ingest.send);
+	// cev is the completer's event scratch for releasing them.
+	heldMoves sync.Pool
+	cev       eventpb.MoveAccepted
 
 	started atomic.Bool
 	running atomic.Bool
@@ -401,6 +409,7 @@ func New(o Options) (*Ingest, error) {
 	in.perAddr = in.newPerAddr()
 	in.scratches.New = func() any { return new(scratch) }
 	in.bodies.New = func() any { return new([]byte) }
+	in.heldMoves.New = func() any { return new(heldMove) }
 	in.players.init(in)
 	for k := 0; k < o.Topology.Partitions; k++ {
 		in.parts = append(in.parts, newPartition(in, k))
@@ -622,10 +631,13 @@ type metrics struct {
 	// republished counts republishes of batches whose publish had no
 	// answer; unknown counts moves left unanswered at shutdown with their
 	// batch's outcome unknown; searched counts outcomes learned by
-	// searching the log after the duplicate window.
+	// searching the log after the duplicate window; held counts moves
+	// held back behind an earlier move of their player in a batch not yet
+	// settled (Ingest.send).
 	republished prometheus.Counter
 	unknown     prometheus.Counter
 	searched    prometheus.Counter
+	held        prometheus.Counter
 	rejected    map[game.Code]prometheus.Counter
 	batch       prometheus.Histogram
 	publish     prometheus.Histogram
@@ -659,7 +671,9 @@ func newMetrics(r prometheus.Registerer) metrics {
 		unknown: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_moves_outcome_unknown_total",
 			Help: "Moves left without an answer at shutdown because JetStream never answered for their batch (they may be stored; the client's resend finds out)."}),
 		searched: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_batch_outcome_searches_total",
-			Help: "Batches whose outcome was learned by searching the log for their Nats-Msg-Id after the duplicate window."}), rejected: make(map[game.Code]prometheus.Counter, len(allCodes)),
+			Help: "Batches whose outcome was learned by searching the log for their Nats-Msg-Id after the duplicate window."}),
+		held: prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ingest_moves_held_total",
+			Help: "Moves held back, unpublished, until the batch holding an earlier move of their player (another batch) was stored or refused."}), rejected: make(map[game.Code]prometheus.Counter, len(allCodes)),
 		batch:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_batch_events", Help: "Moves per published batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
 		publish: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_publish_seconds", Help: "From a batch's publish to its JetStream ack.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 		store:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ingest_state_write_seconds", Help: "Redis write of the states released by one round of acks.", Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)}),
@@ -683,7 +697,7 @@ func newMetrics(r prometheus.Registerer) metrics {
 		m.rejected[c] = rejected.WithLabelValues(string(c))
 	}
 	if r != nil {
-		r.MustRegister(m.accepted, m.duplicates, m.republished, m.unknown, m.searched, m.recovered, rejected, m.batch, m.publish, m.store, m.conns, m.slow, m.drops, m.hops.receivedToPublished,
+		r.MustRegister(m.accepted, m.duplicates, m.republished, m.unknown, m.searched, m.held, m.recovered, rejected, m.batch, m.publish, m.store, m.conns, m.slow, m.drops, m.hops.receivedToPublished,
 			m.redisUp, m.dirty, m.writtenBack, m.unknownDown)
 	}
 	return m

@@ -87,9 +87,9 @@ func (in *Ingest) closeBatches(round []completion) {
 }
 
 // watermark returns the first publish of the oldest open batch, or now
-// when none is open. A move stored and waiting behind an earlier move of
-// its player in flight is covered by that move's batch: it was flushed
-// before or with the later move's batch, so its first publish is no later.
+// when none is open. A stored move never waits behind an earlier move of
+// its player in flight: it is published only once those are stored, or
+// with them in one batch (Ingest.send).
 func (in *Ingest) watermark(now time.Time) time.Time {
 	in.openMu.Lock()
 	defer in.openMu.Unlock()

@@ -94,9 +94,12 @@ func parseState(v string, n int) (state, error) {
 
 // Status of a pending move.
 const (
-	inFlight  = iota // its batch awaits the JetStream ack
-	published        // stored; waits for earlier moves or the Redis write
+	inFlight  = iota // in its partition's batch, which awaits the JetStream ack (or its publish)
+	published        // stored; waits for the Redis write
 	finished         // answered (acked or failed)
+	// held back: an earlier move of the player is in a batch that may
+	// still be refused, and this one is not in that batch (Ingest.send)
+	held
 )
 
 // pending is an accepted move until it is answered. Its fields are guarded
@@ -106,9 +109,23 @@ type pending struct {
 	seq    uint64
 	after  state // the player's state once this move is stored
 	status uint8
+	k      uint16 // the partition owning the path's last node (Topology allows 1<<16)
 	recv   uint32 // when received, hopMetrics.stamp; set once, read without p.mu (fits the padding)
-	first  waiter
-	more   []waiter // retries of the same move waiting for its outcome
+	// bno is the number of k's batch that holds the move (0 until it
+	// joins one).
+	bno   uint64
+	h     *heldMove // the event of a held move, until it joins a batch
+	first waiter
+	more  []waiter // retries of the same move waiting for its outcome
+}
+
+// heldMove keeps what a held move's event needs beyond its pending move
+// (from Ingest.heldMoves, so that holding allocates nothing once warm).
+type heldMove struct {
+	path  [game.MaxPath]uint32 // wire ids
+	n     int
+	nanos int64  // MoveAccepted.ingest_unix_nanos
+	prev  uint64 // MoveAccepted.prev_seq
 }
 
 // waiter is where a move's reply goes: a slot of a socket's outbox or of a
@@ -497,14 +514,96 @@ func (in *Ingest) submitAt(p *player, seq uint64, path []uint64, s sink, slot ui
 	// that push can put the player's updates back in move order when the
 	// two moves' results come from different partitions.
 	sc.ev.PrevSeq = p.head.Seq
-	if len(p.queue) == 0 {
+	m.k = uint16(k)
+	var prev *pending
+	if n := len(p.queue); n > 0 {
+		prev = p.queue[n-1]
+	} else {
 		in.players.hold(p)
 	}
 	p.settled = p.settled[:0]
 	p.queue = append(p.queue, m)
 	p.head = m.after
-	in.parts[k].add(m, &sc.ev)
+	in.send(m, prev, &sc.ev)
 	p.mu.Unlock()
+}
+
+// send puts m, just queued, into its partition's batch (ev is its event),
+// or holds it back while it may not go yet: no move is published while an
+// earlier move of its player is in a batch whose outcome is not known,
+// unless it joins that very batch (a batch is stored or refused whole). A
+// refused move fails every later one of its player (failMove), and none of
+// those is in the log: a move answered with an error never takes effect,
+// and a stored move always continues from a stored one (docs/pipeline.md,
+// "Exactly-once effects"). prev is the move queued before m (nil: none).
+// p.mu is held.
+func (in *Ingest) send(m, prev *pending, ev *eventpb.MoveAccepted) {
+	var after *pending
+	if prev != nil {
+		switch prev.status {
+		case held: // behind prev, as ever
+			in.hold(m, ev)
+			return
+		case inFlight:
+			after = prev
+		}
+	}
+	if !in.parts[m.k].add(m, ev, after, true) {
+		in.hold(m, ev)
+	}
+}
+
+// hold marks m held back, keeping its event's fields for release.
+func (in *Ingest) hold(m *pending, ev *eventpb.MoveAccepted) {
+	h := in.heldMoves.Get().(*heldMove)
+	h.n = copy(h.path[:], ev.Path)
+	h.nanos, h.prev = ev.IngestUnixNanos, ev.PrevSeq
+	m.h, m.status = h, held
+	in.m.held.Inc()
+}
+
+// unhold returns m's held event to the pool.
+func (in *Ingest) unhold(m *pending) {
+	if m.h != nil {
+		in.heldMoves.Put(m.h)
+		m.h = nil
+	}
+}
+
+// release sends p's held moves that may go now: the first once no earlier
+// move of p is in flight, then each next one as long as it joins the
+// batch of the one before it (see send). The completer calls it, after a
+// round settled moves of p (or a partition's gate opened: stalled), with
+// p.mu held; ev is its scratch.
+func (in *Ingest) release(p *player, ev *eventpb.MoveAccepted) {
+	var after *pending
+	for _, m := range p.queue {
+		switch m.status {
+		case inFlight:
+			if after == nil {
+				return // an earlier move's batch is not settled yet
+			}
+			continue
+		case held:
+		default:
+			continue
+		}
+		h := m.h
+		ev.Player = p.id
+		ev.Seq = m.seq
+		ev.Path = h.path[:h.n]
+		ev.IngestUnixNanos = h.nanos
+		ev.Partition = uint32(m.k)
+		ev.PrevSeq = h.prev
+		m.status = inFlight
+		if !in.parts[m.k].add(m, ev, after, false) {
+			m.status = held
+			return
+		}
+		ev.Path = nil
+		in.unhold(m)
+		after = m
+	}
 }
 
 func rateMsg(in *Ingest) string {
@@ -518,14 +617,14 @@ func (in *Ingest) reject(s sink, slot, seq uint64, code game.Code, msg string, r
 }
 
 // failMove answers m, whose batch was not stored (or whose outcome stays
-// unknown at shutdown), and takes it out of p's queue. The later moves of
-// the queue keep their own fate: each is answered by the outcome of its
-// own batch, so that a move in the log is never answered with an error
-// (one validated on top of m and stored is acked; the log then holds it
-// after m's predecessor, and push's order release covers the gap). A move
-// whose outcome is unknown is not answered at all (reply.unanswered): its
-// socket is closed or its request aborted, and the client's resend finds
-// out. p.mu must be held.
+// unknown at shutdown), and takes it out of p's queue with every later
+// move of p: those were validated on top of m, and none of them is in the
+// log — each is in m's batch, sharing its fate, or held back (send) — so
+// they are answered unavailable too (the client sends them again after
+// m), and p's head goes back to the last move before m. A move whose
+// outcome is unknown is not answered at all (reply.unanswered): its socket
+// is closed or its request aborted, and the client's resend finds out.
+// p.mu must be held.
 func (in *Ingest) failMove(p *player, m *pending, err error) {
 	i := 0
 	for i < len(p.queue) && p.queue[i] != m {
@@ -534,22 +633,33 @@ func (in *Ingest) failMove(p *player, m *pending, err error) {
 	if i == len(p.queue) {
 		return
 	}
-	r := reply{seq: m.seq, code: game.CodeUnavailable, msg: "the move could not be stored; send it again", retry: in.retryAfter(err)}
-	if errors.Is(err, errOutcomeUnknown) {
-		r = reply{seq: m.seq, unanswered: true}
-	} else {
-		in.m.reject(game.CodeUnavailable)
+	retry := in.retryAfter(err)
+	unknown := errors.Is(err, errOutcomeUnknown)
+	for j, l := range p.queue[i:] {
+		var r reply
+		switch {
+		case l.status == held:
+			// Never published.
+			r = reply{seq: l.seq, code: game.CodeUnavailable, msg: "an earlier move could not be stored; send it again after that one", retry: retry}
+		case unknown: // m, or a move of m's batch
+			r = reply{seq: l.seq, unanswered: true}
+		case j == 0:
+			r = reply{seq: l.seq, code: game.CodeUnavailable, msg: "the move could not be stored; send it again", retry: retry}
+		default: // in m's batch
+			r = reply{seq: l.seq, code: game.CodeUnavailable, msg: "an earlier move could not be stored; send it again after that one", retry: retry}
+		}
+		if !r.unanswered {
+			in.m.reject(game.CodeUnavailable)
+		}
+		in.unhold(l)
+		l.answer(r)
 	}
-	m.answer(r)
-	last := i == len(p.queue)-1
-	copy(p.queue[i:], p.queue[i+1:])
-	p.queue[len(p.queue)-1] = nil
-	p.queue = p.queue[:len(p.queue)-1]
-	switch {
-	case len(p.queue) == 0:
+	clear(p.queue[i:])
+	p.queue = p.queue[:i]
+	if i == 0 {
 		p.head = p.acked
 		in.players.release(p)
-	case last:
-		p.head = p.queue[len(p.queue)-1].after
+	} else {
+		p.head = p.queue[i-1].after
 	}
 }

@@ -26,9 +26,10 @@ const MaxHeld = 64
 //     before it has gone; releasing a result raises last and may make
 //     more ready, so the scan repeats until nothing moves;
 //   - when more than MaxHeld updates are held, the missing predecessor
-//     is taken as lost (a move dead-lettered or failed after a later one
-//     was stored, or a player split between ingest instances whose states
-//     disagreed): last jumps to the smallest waiting prev_seq, repeatedly,
+//     is taken as lost (a move dead-lettered after a later one was
+//     stored, a log from before ingest held a player's later moves back
+//     behind an unsettled one, or a player split between ingest instances
+//     whose states disagreed): last jumps to the smallest waiting prev_seq, repeatedly,
 //     until the queue is empty, releasing everything in move order.
 //     treasure_push_order_forced_releases_total counts the jumps.
 //

@@ -46,13 +46,19 @@ func startCkptWorker(tb testing.TB, ctx context.Context, f fixture, topo natsjs.
 // through the record of its "partition ready" lines.
 func runCkptWorker(tb testing.TB, ctx context.Context, o Options, next slog.Handler, kill bool) *ckptWorker {
 	tb.Helper()
+	return runHookedWorker(tb, ctx, o, next, kill, nil)
+}
+
+// runHookedWorker is runCkptWorker with the test hook hook (nil: none).
+func runHookedWorker(tb testing.TB, ctx context.Context, o Options, next slog.Handler, kill bool, hook func(k int, at hookPoint)) *ckptWorker {
+	tb.Helper()
 	cw := &ckptWorker{reg: prometheus.NewRegistry(), ready: &readyLog{}}
 	o.Log, o.Registerer = slog.New(teeHandler{cw.ready, next}), cw.reg
 	w, err := New(o)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	w.noFinalCheckpoint = kill
+	w.noFinalCheckpoint, w.hook = kill, hook
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()

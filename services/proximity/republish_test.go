@@ -215,27 +215,6 @@ func startHookedWorker(tb testing.TB, ctx context.Context, f fixture, topo natsj
 	if err != nil {
 		tb.Fatal(err)
 	}
-	parts := make([]int, f.k)
-	for k := range parts {
-		parts[k] = k
-	}
-	w, err := New(Options{Graph: f.g, Part: f.part, Partitions: parts, Radius: f.radius, Topology: topo, NC: nc, JS: js, Batch: 8, AckWait: 2 * time.Second, Log: testLog()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	w.hook = hook
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				tb.Errorf("worker: %v", err)
-			}
-		})
-	}
-	tb.Cleanup(stop)
-	return stop
+	o := Options{Graph: f.g, Part: f.part, Radius: f.radius, Topology: topo, NC: nc, JS: js, Batch: 8, AckWait: 2 * time.Second}
+	return runHookedWorker(tb, ctx, o, testLog().Handler(), false, hook).stop
 }

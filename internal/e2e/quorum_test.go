@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"testing"
 	"time"
 
@@ -11,8 +12,21 @@ import (
 // noQuorumFor is how long two of the three nodes stay dead in
 // TestClusterCrashAndQuorumLossUnderLoad before they are started again:
 // long enough for ingest's publishes to go unanswered (its ack timeout is
-// 5 s) and to be sent again.
-const noQuorumFor = 6 * time.Second
+// 5 s) and to be sent again, and for the proximity workers' leases to
+// lapse (2/3 of 10 s after their last renewal: the lease bucket takes no
+// writes either). TREASURE_TEST_NO_QUORUM sets another (a duration:
+// "30s"), for the longer outages CI does not run.
+func noQuorumFor(t *testing.T) time.Duration {
+	v := os.Getenv("TREASURE_TEST_NO_QUORUM")
+	if v == "" {
+		return 6 * time.Second
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		t.Fatalf("TREASURE_TEST_NO_QUORUM=%q: want a positive duration", v)
+	}
+	return d
+}
 
 // TestClusterCrashAndQuorumLossUnderLoad runs the whole pipeline on three
 // nats-server processes of the installed binary (Debian's 2.9.10, the
@@ -93,7 +107,7 @@ func TestClusterCrashAndQuorumLossUnderLoad(t *testing.T) {
 	down := time.Now()
 	c.Kill(a)
 	c.Kill(b)
-	time.Sleep(noQuorumFor) // the outage itself, not a wait for a state
+	time.Sleep(noQuorumFor(t)) // the outage itself, not a wait for a state
 	l.mark("both started")
 	started := time.Now()
 	c.Start(a)

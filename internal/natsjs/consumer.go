@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -141,7 +142,19 @@ type ConsumerOptions struct {
 	// consume (a lease) has lapsed takes no more messages that way, even
 	// when it finds out only as it runs again after being frozen.
 	Fence func() error
+	// StallAfter is how long Run lets its consumer deliver nothing while
+	// the stream holds messages of its subjects after the last one
+	// accepted before it takes the consumer for stalled and creates it
+	// again after that message. nats-server 2.9.10 can leave a consumer
+	// created shortly before two of three nodes crashed with a leader that
+	// has "NO quorum, stalled" for good: pulls are taken and nothing comes.
+	// Default DefaultConsumerStallAfter; negative: never.
+	StallAfter time.Duration
 }
+
+// DefaultConsumerStallAfter is ConsumerOptions.StallAfter's default: far
+// beyond an election, which takes seconds.
+const DefaultConsumerStallAfter = 30 * time.Second
 
 // ErrFenced is wrapped by Run's error when ConsumerOptions.Fence refused.
 var ErrFenced = errors.New("consumer fenced")
@@ -170,6 +183,9 @@ func (o *ConsumerOptions) withDefaults() error {
 	}
 	if o.MaxDeliver <= 0 {
 		o.MaxDeliver = DefaultMaxDeliver
+	}
+	if o.StallAfter == 0 {
+		o.StallAfter = DefaultConsumerStallAfter
 	}
 	o.Backoff = slices.Clone(o.Backoff)
 	o.Subjects = slices.Clone(o.Subjects)
@@ -434,7 +450,7 @@ func (c *Consumer) RunAfter(ctx context.Context, after uint64, h Handler) error 
 // run is Run, resuming after the handler's position after, or after
 // the ack floor read at the start when after is startUnknown.
 func (c *Consumer) run(ctx context.Context, h Handler, after uint64) error {
-	s := &runState{c: c, h: h, resetFrom: startUnknown, after: after}
+	s := &runState{c: c, h: h, resetFrom: startUnknown, after: after, delivered: time.Now()}
 	// A fetch or a reset in flight when the connection comes back (its
 	// server went away) may never be answered: its requests can have died
 	// with the old connection, and it would wait out MaxWait or
@@ -478,10 +494,17 @@ func (c *Consumer) run(ctx context.Context, h Handler, after uint64) error {
 				// What was queued comes again from the new consumer.
 				clear(s.queue)
 				s.queue, s.resetFrom, s.dseq = s.queue[:0], 0, 0
+				s.delivered = time.Now()
 			}
 			cancel()
 		default:
+			before := s.dseq
 			err = s.fetch(ctx)
+			if err == nil && s.dseq == before {
+				err = s.checkStalled(ctx)
+			} else if s.dseq != before {
+				s.delivered = time.Now()
+			}
 		}
 		switch {
 		case ctx.Err() != nil:
@@ -584,6 +607,9 @@ type runState struct {
 	// after is the position of the handler's state given to RunAfter
 	// (startUnknown for Run).
 	after uint64
+	// delivered is when a delivery last came (or the Run, or a reset,
+	// began, or a stall check found nothing to wait for).
+	delivered time.Time
 	// short: the last pull of a lingering consumer did not fill Batch.
 	short bool
 
@@ -649,6 +675,28 @@ func (s *runState) start(ctx context.Context) error {
 		s.c.log.Info("resuming after the last acknowledged message", "unacked", info.NumAckPending, "from", s.accepted+1)
 		s.resetFrom = s.accepted + 1
 	}
+	return nil
+}
+
+// checkStalled is called after a pull that delivered nothing: once
+// StallAfter has passed without a delivery, it asks the stream whether
+// messages of the consumer's subjects wait after the last one accepted,
+// and if so has the consumer created again after it (a reset).
+func (s *runState) checkStalled(ctx context.Context) error {
+	o := s.c.o
+	if o.StallAfter < 0 || len(s.queue) > 0 || time.Since(s.delivered) < o.StallAfter {
+		return nil
+	}
+	waiting, err := s.c.holds(ctx, s.accepted+1, math.MaxUint64)
+	if err != nil {
+		return err // a failed fetch, for Run: logged and retried
+	}
+	if waiting {
+		s.c.log.Error("consumer stalled: nothing delivered while its subjects hold messages after the last accepted; creating it again",
+			"for", time.Since(s.delivered).Round(time.Second), "from", s.accepted+1)
+		s.resetFrom = s.accepted + 1
+	}
+	s.delivered = time.Now() // the next check, StallAfter from now
 	return nil
 }
 

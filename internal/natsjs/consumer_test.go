@@ -501,6 +501,41 @@ func TestNewConsumerFromStartsThere(t *testing.T) {
 	}
 }
 
+// TestConsumerStalledIsCreatedAgain: a consumer that takes pulls and
+// delivers nothing while its subject holds messages — nats-server
+// 2.9.10's consumer whose leader has "NO quorum, stalled", stood for here
+// by a consumer paused for an hour (nats-server 2.11's pause, so the
+// embedded server only) — is created again after the last message
+// accepted once StallAfter has passed, and the rest arrives. A consumer
+// with nothing to deliver is left alone.
+func TestConsumerStalledIsCreatedAgain(t *testing.T) {
+	t.Parallel()
+	e := embeddedEnv(t)
+	e.ensure(t)
+	first := e.publishSync(t, e.topo.InSubject(0), 10)
+	opts := ConsumerOptions{Durable: "stalled", Batch: 5, MaxWait: 200 * time.Millisecond, StallAfter: 500 * time.Millisecond}
+	c := e.newConsumer(t, opts)
+	var r recorder
+	runConsumer(t, c, r.handle)
+	r.waitSeqs(t, first)
+	time.Sleep(time.Second) // idle past StallAfter, nothing to deliver: no reset
+	info := waitSettled(t, c, first[9])
+	if info.Config.DeliverPolicy != jetstream.DeliverAllPolicy {
+		t.Fatalf("an idle consumer was created again (deliver policy %v)", info.Config.DeliverPolicy)
+	}
+
+	ctx := ctxFor(t, 10*time.Second)
+	if _, err := e.js.PauseConsumer(ctx, e.topo.InStream(), "stalled", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	second := e.publishSync(t, e.topo.InSubject(0), 10)
+	r.waitSeqs(t, append(first, second...))
+	info = waitSettled(t, c, second[9])
+	if info.Config.DeliverPolicy != jetstream.DeliverByStartSequencePolicy || info.Config.OptStartSeq != second[0] || (info.Config.PauseUntil != nil && info.Config.PauseUntil.After(time.Now())) {
+		t.Fatalf("the stalled consumer was not created again after seq %d: %+v", first[9], info.Config)
+	}
+}
+
 // TestConsumerSeveralSubjects: a consumer on two subjects needs a 2.10
 // server. The shared 2.9 server refuses it up front (and no consumer is
 // left behind); the embedded server delivers both subjects in stream order.

@@ -2,6 +2,7 @@ package ranker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync/atomic"
@@ -35,44 +36,72 @@ func TestRankerRecreatesStuckConsumer(t *testing.T) {
 	m := newModel()
 	m.feed(log...)
 	publish(t, e, log...)
-	kill := func(at string) func(stage string, cancel func()) error {
-		return func(stage string, cancel func()) error {
-			if stage != at {
-				return nil
-			}
-			cancel()
-			return context.Canceled
+	// published reads where the events on P.out.rank reach, independently
+	// of the ranker's code: the last message's id (0 with none).
+	published := func(ctx context.Context) (uint64, error) {
+		st, err := e.js.Stream(ctx, e.topo.OutStream())
+		if err != nil {
+			return 0, err
 		}
+		last, err := st.GetLastMsgForSubject(ctx, e.topo.RankSubject())
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		p, _, _, ok := resumePoint(last.Header.Get(jetstream.MsgIDHeader))
+		if !ok {
+			return 0, fmt.Errorf("last rank message id %q", last.Header.Get(jetstream.MsgIDHeader))
+		}
+		return p, nil
 	}
+	// A dies after a call that published events, before its ack (calls
+	// without a claim go through).
 	o := e.options()
 	o.Batch = 5
-	_, stopA := start(t, o, kill("published"))
+	_, stopA := start(t, o, func(stage string, cancel func()) error {
+		if p, err := published(context.Background()); stage != "published" || err != nil || p == 0 {
+			return err
+		}
+		cancel()
+		return context.Canceled
+	})
 	testenv.WaitUntil(t, wait, "A published nothing", func() bool { return len(readOutput(t, e).scores) > 0 })
 	stopA()
+	// B dies after a call that stored claims beyond the published inputs,
+	// before publishing their events (calls that did not go through).
 	o.Batch = 12
-	_, stopB := start(t, o, kill("applied"))
-	testenv.WaitUntil(t, wait, "B stored nothing beyond A's batch", func() bool {
-		rows, err := e.pg.ClaimsFrom(t.Context(), position(6, 0) /* beyond A's 5 inputs */)
+	_, stopB := start(t, o, func(stage string, cancel func()) error {
+		if stage != "applied" {
+			return nil
+		}
+		p, err := published(context.Background())
+		if err != nil {
+			return err
+		}
+		if rows, err := e.pg.ClaimsFrom(context.Background(), position(p+1, 0)); err != nil || len(rows) == 0 {
+			return err
+		}
+		cancel()
+		return context.Canceled
+	})
+	testenv.WaitUntil(t, wait, "B stored no claim beyond the published inputs", func() bool {
+		p, err := published(t.Context())
+		if err != nil {
+			return false
+		}
+		rows, err := e.pg.ClaimsFrom(t.Context(), position(p+1, 0))
 		return err == nil && len(rows) > 0
 	})
 	stopB()
 
-	// Where the events on P.out.rank reach, read independently of the
-	// ranker's code: the last message's id.
-	st, err := e.js.Stream(t.Context(), e.topo.OutStream())
-	if err != nil {
-		t.Fatal(err)
+	through, err := published(t.Context())
+	if err != nil || through == 0 {
+		t.Fatalf("published through %d (err %v), want inputs published", through, err)
 	}
-	last, err := st.GetLastMsgForSubject(t.Context(), e.topo.RankSubject())
-	if err != nil {
-		t.Fatal(err)
-	}
-	published, _, _, ok := resumePoint(last.Header.Get(jetstream.MsgIDHeader))
-	if !ok || published == 0 {
-		t.Fatalf("last rank message id %q", last.Header.Get(jetstream.MsgIDHeader))
-	}
-	if rows, err := e.pg.ClaimsFrom(t.Context(), position(published+1, 0)); err != nil || len(rows) == 0 {
-		t.Fatalf("PostgreSQL holds no claim beyond the published inputs (%d; err %v): the setup does not tell the positions apart", published, err)
+	if rows, err := e.pg.ClaimsFrom(t.Context(), position(through+1, 0)); err != nil || len(rows) == 0 {
+		t.Fatalf("PostgreSQL holds no claim beyond the published inputs (%d; err %v): the setup does not tell the positions apart", through, err)
 	}
 
 	reg := prometheus.NewRegistry()
@@ -100,8 +129,8 @@ func TestRankerRecreatesStuckConsumer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := cons.CachedInfo().Config; c.DeliverPolicy != jetstream.DeliverByStartSequencePolicy || c.OptStartSeq != published+1 {
-		t.Fatalf("consumer created again with %v from %d, want from %d (after the published inputs)", c.DeliverPolicy, c.OptStartSeq, published+1)
+	if c := cons.CachedInfo().Config; c.DeliverPolicy != jetstream.DeliverByStartSequencePolicy || c.OptStartSeq != through+1 {
+		t.Fatalf("consumer created again with %v from %d, want from %d (after the published inputs)", c.DeliverPolicy, c.OptStartSeq, through+1)
 	}
 	if got := scoreLines(out.scores); !slices.Equal(got, m.events) {
 		t.Fatalf("score events\n got %v\nwant %v", got, m.events)

@@ -64,7 +64,21 @@ type Options struct {
 	// when set, makes a stop commit nothing (a test's SIGKILL).
 	hook   hookFunc
 	killed *atomic.Bool
+	// stuckAfter replaces consumerStuckAfter when positive (tests);
+	// consumerInfo, when set, replaces the consumer's Info in the check
+	// of once (tests: an answer of "temporarily unavailable").
+	stuckAfter   time.Duration
+	consumerInfo func(ctx context.Context, s *streamArchiver, c *natsjs.Consumer) error
 }
+
+// consumerStuckAfter is how long a stream's consumer may answer
+// "JetStream system temporarily unavailable" to the checks of a running
+// archiver (an election takes seconds) before the archiver gives it up
+// and starts again from its last manifest, which creates it again:
+// nats-server 2.9.10 can leave a consumer created shortly before two of
+// three nodes crashed without a leader for good, and the consumer's Run
+// retries its fetches for as long as that lasts.
+const consumerStuckAfter = 30 * time.Second
 
 // ProgressBucket names the JetStream KV bucket where the archiver records,
 // under keys IN and OUT, the highest sequence S of each stream such that
@@ -112,6 +126,7 @@ type metrics struct {
 	bytes, segments *prometheus.CounterVec
 	rows, messages  *prometheus.CounterVec
 	gaps, failures  *prometheus.CounterVec
+	recreated       *prometheus.CounterVec
 	commitSeconds   prometheus.Histogram
 }
 
@@ -126,11 +141,13 @@ func newMetrics(r prometheus.Registerer) metrics {
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "treasure_archive_messages_total", Help: "Stream messages committed."}, lbl),
 		gaps:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "treasure_archive_gaps_total", Help: "Ranges of sequences the stream had lost before they could be archived (each one is logged at error level)."}, lbl),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "treasure_archive_failures_total", Help: "Failures that restarted a stream's archiving from its last manifest."}, lbl),
+		recreated: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "treasure_archive_consumer_recreated_total",
+			Help: "Times a stream's consumer answered 'JetStream system temporarily unavailable' for 30 s while archiving, and was given up and created again after the last manifest (counted in failures too)."}, lbl),
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_archive_commit_seconds", Help: "Time to commit a segment: finish its files, fsync, rename, manifest.",
 			Buckets: prometheus.ExponentialBuckets(0.002, 2, 14)}),
 	}
 	if r != nil {
-		r.MustRegister(m.archived, m.lag, m.bytes, m.segments, m.rows, m.messages, m.gaps, m.failures, m.commitSeconds)
+		r.MustRegister(m.archived, m.lag, m.bytes, m.segments, m.rows, m.messages, m.gaps, m.failures, m.recreated, m.commitSeconds)
 	}
 	return m
 }
@@ -173,6 +190,9 @@ func New(js jetstream.JetStream, o Options) (*Archiver, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.stuckAfter <= 0 {
+		o.stuckAfter = consumerStuckAfter
+	}
 	codec, err := newZstdCodec()
 	if err != nil {
 		return nil, err
@@ -181,7 +201,7 @@ func New(js jetstream.JetStream, o Options) (*Archiver, error) {
 	for _, s := range []string{o.Topology.InStream(), o.Topology.OutStream()} {
 		role := eventrow.StreamRole(s)
 		a.streams = append(a.streams, &streamArchiver{a: a, stream: s, role: role, dir: filepath.Join(o.Dir, s),
-			log: o.Logger.With("stream", s)})
+			log: o.Logger.With("stream", s), stuck: natsjs.StuckWatch{After: o.stuckAfter}})
 	}
 	return a, nil
 }
@@ -250,6 +270,10 @@ type streamArchiver struct {
 	failed   error    // a failure of the handler, for the loop to act on
 	kv       jetstream.KeyValue
 	gap      *Range // a gap found before the next segment
+
+	// stuck watches the consumer's answers to once's checks (once's
+	// goroutine only).
+	stuck natsjs.StuckWatch
 }
 
 // run archives until ctx is cancelled, starting again from the last
@@ -370,6 +394,12 @@ func (s *streamArchiver) once(ctx context.Context) error {
 			if now.Sub(lagEvery) >= time.Second {
 				lagEvery = now
 				s.updateLag(ctx)
+				if err := s.checkConsumer(ctx, cons); err != nil {
+					cancel()
+					<-done
+					s.abort()
+					return err
+				}
 			}
 		}
 	}
@@ -418,8 +448,52 @@ func (s *streamArchiver) abortLocked() {
 // files are left as they are.
 var errCrash = errors.New("simulated crash")
 
+// errStuck ends once when the consumer has answered "temporarily
+// unavailable" for consumerStuckAfter.
+var errStuck = errors.New("consumer unreadable")
+
+// checkConsumer asks the consumer for its state (once a second) and
+// returns an error wrapping errStuck once it has answered "temporarily
+// unavailable" for consumerStuckAfter: the consumer's Run never returns
+// over that (it retries its fetches), and once then starts again from
+// the last manifest, whose consumer call deletes the consumer and creates
+// it again after it. That position is the safe one: everything up to the
+// last manifest is committed, and what came after it (taken into the open
+// segment, perhaps acknowledged) is in no committed file, so it must come
+// again; the segment is written again with the same content and name.
+// The consumer's ack floor, unreadable here anyway, would be unsafe: the
+// messages of the open segment are acknowledged as they are taken in.
+func (s *streamArchiver) checkConsumer(ctx context.Context, cons *natsjs.Consumer) error {
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var err error
+	if f := s.a.o.consumerInfo; f != nil {
+		err = f(ictx, s, cons)
+	} else {
+		_, err = cons.Info(ictx)
+	}
+	stuck, unavailable := s.stuck.Observe(err, time.Now())
+	if !stuck {
+		return nil
+	}
+	s.stuck.Reset()
+	s.a.m.recreated.WithLabelValues(s.role).Inc()
+	s.mu.Lock()
+	from := s.archived + 1
+	s.mu.Unlock()
+	s.log.Error("archive consumer unreadable: deleting it and creating it again after the last manifest",
+		"unreadable_for", unavailable.Round(time.Second), "from", from, "err", err)
+	return fmt.Errorf("%w for %v: %w", errStuck, unavailable.Round(time.Second), err)
+}
+
 // consumer creates the stream's durable consumer afresh at sequence from:
-// the manifests, not the consumer's acks, say what is archived.
+// the manifests, not the consumer's acks, say what is archived. Every
+// start does so, which is also the remedy for a consumer that answers
+// "temporarily unavailable" at every lookup (see checkConsumer): the
+// delete is the meta leader's, and the new consumer has a group (and a
+// leader) of its own — what natsjs.NewConsumerFrom does for the
+// proximity workers, here with the archiver's settings. A start failing
+// on that answer is retried (run), and deletes it again.
 func (s *streamArchiver) consumer(ctx context.Context, from uint64) (*natsjs.Consumer, error) {
 	t := s.a.o.Topology
 	durable := Durable(t, s.stream)

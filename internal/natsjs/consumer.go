@@ -500,10 +500,12 @@ func (c *Consumer) run(ctx context.Context, h Handler, after uint64) error {
 		default:
 			before := s.dseq
 			err = s.fetch(ctx)
-			if err == nil && s.dseq == before {
-				err = s.checkStalled(ctx)
-			} else if s.dseq != before {
+			if s.dseq != before {
 				s.delivered = time.Now()
+			} else if serr := s.checkStalled(ctx); err == nil {
+				// Nothing came, or the pulls fail ("temporarily
+				// unavailable": a consumer without a leader).
+				err = serr
 			}
 		}
 		switch {
@@ -678,7 +680,7 @@ func (s *runState) start(ctx context.Context) error {
 	return nil
 }
 
-// checkStalled is called after a pull that delivered nothing: once
+// checkStalled is called after a pull that delivered nothing or failed: once
 // StallAfter has passed without a delivery, it asks the stream whether
 // messages of the consumer's subjects wait after the last one accepted,
 // and if so has the consumer created again after it (a reset).

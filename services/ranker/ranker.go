@@ -199,6 +199,12 @@ type Ranker struct {
 	hook func(stage string) error
 	// clock is the snapshots' time: time.Now, or a test's.
 	clock func() time.Time
+	// stuck watches the consumer's "temporarily unavailable" answers at
+	// start (After: consumerStuckAfter; tests shorten it).
+	stuck natsjs.StuckWatch
+	// newConsumer is natsjs.NewConsumer (tests: one answering
+	// "temporarily unavailable").
+	newConsumer func(context.Context, jetstream.JetStream, natsjs.ConsumerOptions) (*natsjs.Consumer, error)
 }
 
 type metrics struct {
@@ -213,6 +219,9 @@ type metrics struct {
 	inputs    prometheus.Counter
 	batchMsgs prometheus.Histogram
 	commit    prometheus.Histogram
+	// recreated counts consumers deleted and created again after
+	// answering "temporarily unavailable" for consumerStuckAfter.
+	recreated prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) metrics {
@@ -231,9 +240,10 @@ func newMetrics(r prometheus.Registerer) metrics {
 	m.inputs = prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ranker_input_messages_total", Help: "OUT messages handled and acknowledged (the processing rate, in log messages)."})
 	m.batchMsgs = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ranker_batch_messages", Help: "OUT messages per handler call (one batch).", Buckets: prometheus.ExponentialBuckets(1, 2, 10)})
 	m.commit = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "treasure_ranker_commit_seconds", Help: "One PostgreSQL statement storing a batch's claims (its commit included).", Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)})
+	m.recreated = prometheus.NewCounter(prometheus.CounterOpts{Name: "treasure_ranker_consumer_recreated_total", Help: "Times the ranker's durable consumer, answering 'JetStream system temporarily unavailable' at every start for 30 s, was deleted and created again after the last input whose events are published."})
 	if r != nil {
 		r.MustRegister(m.claims, m.duplicates, m.events, m.invalid, m.seen, m.snapshots, m.rebuilds, m.batchClaims, m.apply, m.redisUp,
-			m.inputs, m.batchMsgs, m.commit)
+			m.inputs, m.batchMsgs, m.commit, m.recreated)
 	}
 	return m
 }
@@ -287,6 +297,8 @@ func New(o Options) (*Ranker, error) {
 		out:         event.Builder{MaxBytes: outMaxBytes, MaxEvents: outMaxEvents},
 		readyEr:     errors.New("starting"),
 		clock:       time.Now,
+		stuck:       natsjs.StuckWatch{After: consumerStuckAfter},
+		newConsumer: natsjs.NewConsumer,
 	}
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(natsjs.NewBacklogCollector(o.JS, natsjs.BacklogOptions{Stream: o.Topology.OutStream(),
@@ -354,14 +366,18 @@ func (r *Ranker) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// start runs the start-up steps once.
-func (r *Ranker) start(ctx context.Context) (*natsjs.Consumer, error) {
-	t0 := time.Now()
-	if err := pgstore.Migrate(ctx, r.o.Pool); err != nil {
-		return nil, err
-	}
+// consumerStuckAfter is how long the ranker's start waits for its
+// durable consumer to stop answering "JetStream system temporarily
+// unavailable" (an election takes seconds) before it deletes it and
+// creates it again (recreateFrom): nats-server 2.9.10 can leave a
+// consumer created shortly before two of three nodes crashed without a
+// leader for good.
+const consumerStuckAfter = 30 * time.Second
+
+// consumerOptions are the options of the ranker's durable consumer.
+func (r *Ranker) consumerOptions() natsjs.ConsumerOptions {
 	t := r.o.Topology
-	cons, err := natsjs.NewConsumer(ctx, r.o.JS, natsjs.ConsumerOptions{
+	return natsjs.ConsumerOptions{
 		Stream:     t.OutStream(),
 		Durable:    r.Durable(),
 		Subjects:   []string{t.Prefix + ".out.*"},
@@ -371,23 +387,94 @@ func (r *Ranker) start(ctx context.Context) (*natsjs.Consumer, error) {
 		MaxDeliver: math.MaxInt32, // every failure is transient: poison is dead-lettered by the handler
 		DeadLetter: t.DLQSubject(),
 		Logger:     r.log,
-	})
-	if err != nil {
+	}
+}
+
+// start runs the start-up steps once.
+//
+// A consumer that has answered "temporarily unavailable" to every start
+// for consumerStuckAfter (r.stuck) is deleted and created again at
+// recreateFrom. That is reached only here: once Run consumes, a consumer
+// losing its leader makes natsjs.Consumer.Run retry its fetches for as
+// long as it lasts (the ranker stays ready with a growing backlog), and
+// only a restart of the process comes back here.
+func (r *Ranker) start(ctx context.Context) (*natsjs.Consumer, error) {
+	t0 := time.Now()
+	if err := pgstore.Migrate(ctx, r.o.Pool); err != nil {
 		return nil, err
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
+	t := r.o.Topology
+	copts := r.consumerOptions()
+	var floor uint64
+	cons, err := r.newConsumer(ctx, r.o.JS, copts)
+	if err == nil {
+		var info *jetstream.ConsumerInfo
+		if info, err = cons.Info(ctx); err == nil {
+			floor = natsjs.AckFloor(info)
+		}
+	}
+	stuck, unavailable := r.stuck.Observe(err, time.Now())
+	if err != nil && !stuck {
 		return nil, err
 	}
-	floor := natsjs.AckFloor(info)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if stuck {
+		from, perr := r.recreateFrom(ctx)
+		if perr != nil {
+			return nil, fmt.Errorf("consumer unreadable (%w); reading where to create it again: %w", err, perr)
+		}
+		r.log.Error("ranker consumer unreadable: deleting it and creating it again after the last input whose events are published",
+			"unreadable_for", unavailable.Round(time.Second), "from", from, "err", err)
+		if cons, err = r.recreate(ctx, from); err != nil {
+			return nil, err
+		}
+		floor = from - 1
+	}
 	if err := r.recover(ctx, floor); err != nil {
 		return nil, err
 	}
 	r.rebuild(ctx, true)
 	r.log.Info("ranker ready", "stream", t.OutStream(), "consumer", r.Durable(), "ack_floor", floor,
 		"published_through", r.published, "claims_ahead", len(r.ahead), "redis", r.redisOK, "took", time.Since(t0).Round(time.Millisecond))
+	return cons, nil
+}
+
+// recreateFrom returns the OUT sequence from which a consumer created
+// again (its ack floor unknown) must deliver: the one after the last
+// input whose events the last message on P.out.rank says are stored
+// (resumePoint; 1 when there is none). It is safe: the ranker publishes an
+// input's events only after its claims are in PostgreSQL (and its players
+// seen), and moves that mark only over inputs it handled, so every input
+// up to it has its whole effect stored. From any later sequence, inputs a
+// predecessor stored but did not publish (killed between the two) would
+// never have their events published; PostgreSQL's last claim position is
+// such a later one. What comes again beyond the mark — up to the old
+// consumer's ack floor and past it — is applied once: a claim stored at
+// its position already is a redelivery (recover loads it into ahead, and
+// its events are published once, as after a kill), a player is seen again
+// harmlessly. A poison message in between is dead-lettered again, under
+// the same Nats-Msg-Id (JetStream drops it within the duplicate window).
+// The cost is a replay from the mark: at most the inputs since the last
+// publish, unless P.out.rank holds nothing the ranker wrote, when it is
+// the whole of OUT.
+func (r *Ranker) recreateFrom(ctx context.Context) (uint64, error) {
+	r.published, r.lastVersion, r.pubUnsure = 0, 0, false
+	if err := r.readPublished(ctx); err != nil {
+		return 0, err
+	}
+	return r.published + 1, nil
+}
+
+// recreate deletes the ranker's consumer and creates it again delivering
+// from OUT sequence from (natsjs.NewConsumerFrom), and resets r.stuck.
+func (r *Ranker) recreate(ctx context.Context, from uint64) (*natsjs.Consumer, error) {
+	cons, err := natsjs.NewConsumerFrom(ctx, r.o.JS, r.consumerOptions(), from)
+	if err != nil {
+		return nil, fmt.Errorf("consumer created again from %d: %w", from, err)
+	}
+	r.stuck.Reset()
+	r.m.recreated.Inc()
 	return cons, nil
 }
 

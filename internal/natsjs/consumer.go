@@ -450,7 +450,7 @@ func (c *Consumer) RunAfter(ctx context.Context, after uint64, h Handler) error 
 // run is Run, resuming after the handler's position after, or after
 // the ack floor read at the start when after is startUnknown.
 func (c *Consumer) run(ctx context.Context, h Handler, after uint64) error {
-	s := &runState{c: c, h: h, resetFrom: startUnknown, after: after, delivered: time.Now()}
+	s := &runState{c: c, h: h, resetFrom: startUnknown, after: after, quiet: time.Now()}
 	// A fetch or a reset in flight when the connection comes back (its
 	// server went away) may never be answered: its requests can have died
 	// with the old connection, and it would wait out MaxWait or
@@ -494,17 +494,13 @@ func (c *Consumer) run(ctx context.Context, h Handler, after uint64) error {
 				// What was queued comes again from the new consumer.
 				clear(s.queue)
 				s.queue, s.resetFrom, s.dseq = s.queue[:0], 0, 0
-				s.delivered = time.Now()
+				s.quiet, s.unavailable = time.Now(), time.Time{}
 			}
 			cancel()
 		default:
 			before := s.dseq
 			err = s.fetch(ctx)
-			if s.dseq != before {
-				s.delivered = time.Now()
-			} else if serr := s.checkStalled(ctx); err == nil {
-				// Nothing came, or the pulls fail ("temporarily
-				// unavailable": a consumer without a leader).
+			if serr := s.checkStalled(ctx, s.dseq != before, err); err == nil {
 				err = serr
 			}
 		}
@@ -609,9 +605,11 @@ type runState struct {
 	// after is the position of the handler's state given to RunAfter
 	// (startUnknown for Run).
 	after uint64
-	// delivered is when a delivery last came (or the Run, or a reset,
-	// began, or a stall check found nothing to wait for).
-	delivered time.Time
+	// quiet is when the pulls began to come back empty (the last
+	// delivery, failed pull, start of the Run or reset, or stall check),
+	// and unavailable when they began to fail with "temporarily
+	// unavailable" (zero when the last one did not): checkStalled.
+	quiet, unavailable time.Time
 	// short: the last pull of a lingering consumer did not fill Batch.
 	short bool
 
@@ -680,25 +678,54 @@ func (s *runState) start(ctx context.Context) error {
 	return nil
 }
 
-// checkStalled is called after a pull that delivered nothing or failed: once
-// StallAfter has passed without a delivery, it asks the stream whether
-// messages of the consumer's subjects wait after the last one accepted,
-// and if so has the consumer created again after it (a reset).
-func (s *runState) checkStalled(ctx context.Context) error {
+// checkStalled is called after every pull, with whether it delivered
+// anything and its error. A consumer is stalled when its pulls have come
+// back empty, without a failure between, for StallAfter — a leader with
+// "NO quorum, stalled" takes them and sends nothing — or have failed with
+// "temporarily unavailable" for StallAfter (no leader at all), while the
+// stream holds messages of its subjects after the last one accepted;
+// then the consumer is created again after that one (a reset). Failures
+// of other kinds (an outage: timeouts, no responders) restart both
+// clocks, so that a consumer is not recreated the moment the cluster
+// comes back.
+func (s *runState) checkStalled(ctx context.Context, delivered bool, err error) error {
 	o := s.c.o
-	if o.StallAfter < 0 || len(s.queue) > 0 || time.Since(s.delivered) < o.StallAfter {
+	now := time.Now()
+	var since time.Time
+	switch {
+	case delivered:
+		s.quiet, s.unavailable = now, time.Time{}
+		return nil
+	case err == nil:
+		s.unavailable = time.Time{}
+		since = s.quiet
+	case IsUnavailable(err):
+		if s.unavailable.IsZero() {
+			s.unavailable = now
+		}
+		s.quiet = now
+		since = s.unavailable
+	default:
+		s.quiet, s.unavailable = now, time.Time{}
 		return nil
 	}
-	waiting, err := s.c.holds(ctx, s.accepted+1, math.MaxUint64)
-	if err != nil {
-		return err // a failed fetch, for Run: logged and retried
+	if o.StallAfter < 0 || len(s.queue) > 0 || now.Sub(since) < o.StallAfter {
+		return nil
+	}
+	waiting, herr := s.c.holds(ctx, s.accepted+1, math.MaxUint64)
+	if herr != nil {
+		return herr // a failed pull, for Run: logged and retried
 	}
 	if waiting {
 		s.c.log.Error("consumer stalled: nothing delivered while its subjects hold messages after the last accepted; creating it again",
-			"for", time.Since(s.delivered).Round(time.Second), "from", s.accepted+1)
+			"for", now.Sub(since).Round(time.Second), "from", s.accepted+1, "err", err)
 		s.resetFrom = s.accepted + 1
 	}
-	s.delivered = time.Now() // the next check, StallAfter from now
+	// The next check, StallAfter from now.
+	s.quiet = now
+	if !s.unavailable.IsZero() {
+		s.unavailable = now
+	}
 	return nil
 }
 

@@ -192,9 +192,16 @@ func replicasCaughtUp(t *testing.T, js jetstream.JetStream, c replicas, stream s
 		t.Fatal(err)
 	}
 	for i := range c.Len() {
-		testenv.WaitUntil(t, 30*time.Second, "every replica of "+stream+" caught up", func() bool {
+		testenv.WaitFor(t, 30*time.Second, func() string {
 			st, ok := c.LocalStream(i, stream)
-			return ok && st.LastSeq >= info.State.LastSeq && st.Msgs >= info.State.Msgs
+			if !ok {
+				return fmt.Sprintf("node %d's replica of %s unreadable", i, stream)
+			}
+			if st.LastSeq < info.State.LastSeq || st.Msgs < info.State.Msgs {
+				return fmt.Sprintf("node %d's replica of %s: last seq %d, %d messages (first %d, %d deleted); the leader's: last %d, %d messages (first %d)",
+					i, stream, st.LastSeq, st.Msgs, st.FirstSeq, st.NumDeleted, info.State.LastSeq, info.State.Msgs, info.State.FirstSeq)
+			}
+			return ""
 		})
 	}
 }

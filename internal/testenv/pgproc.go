@@ -205,9 +205,18 @@ func (p *PostgresProcess) signal(sig syscall.Signal) {
 		<-p.done
 		p.tb.Errorf("testenv: postgres did not stop within %v of %v; killed", setupTimeout, sig)
 	}
-	// Backends of a killed postmaster exit on their own; make sure.
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	// Backends of a killed postmaster exit on their own; make sure, and
+	// wait until they are gone: one still exiting keeps the shared memory
+	// attached, and the next start refuses it ("pre-existing shared
+	// memory block is still in use", seen once in CI).
+	pgid := p.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	p.cmd = nil
+	for gone := time.Now().Add(setupTimeout); syscall.Kill(-pgid, 0) == nil; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(gone) {
+			p.tb.Fatalf("testenv: processes of postgres's group %d still there %v after %v", pgid, setupTimeout, sig)
+		}
+	}
 	// Stopped means refusing connections.
 	deadline := time.Now().Add(setupTimeout)
 	for {

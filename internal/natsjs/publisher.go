@@ -333,11 +333,17 @@ func (p *Publisher) onErr(_ jetstream.JetStream, m *nats.Msg, err error) {
 		p.mu.Unlock()
 		return
 	}
+	p.failLocked(e, err)
+}
+
+// failLocked settles e as failed with err: it resolves it, unlocks p.mu
+// (held on entry), releases e's slot and tells done.
+func (p *Publisher) failLocked(e *pubEntry, err error) {
 	p.resolveLocked(e)
 	p.mu.Unlock()
 	<-p.sem
 	if e.done != nil {
-		e.done(Ack{}, fmt.Errorf("publish %s: %w", m.Subject, publishError(err, p.retryAfter)))
+		e.done(Ack{}, fmt.Errorf("publish %s: %w", e.subject, publishError(err, p.retryAfter)))
 	}
 }
 
@@ -426,12 +432,7 @@ func (p *Publisher) resendRound(subject string) {
 				p.mu.Unlock()
 				return
 			}
-			p.resolveLocked(e)
-			p.mu.Unlock()
-			<-p.sem
-			if e.done != nil {
-				e.done(Ack{}, fmt.Errorf("publish %s: %w", e.subject, publishError(err, p.retryAfter)))
-			}
+			p.failLocked(e, err)
 			return
 		}
 	}

@@ -471,9 +471,9 @@ type partition struct {
 	// once applied has passed inLogTo.
 	inLog   map[string]struct{}
 	inLogTo uint64
-	// unreadableSince is when the partition's consumer began to answer
-	// "unavailable" to every lookup (zero while it answers).
-	unreadableSince time.Time
+	// unreadable watches the partition's consumer answering
+	// "unavailable" to every lookup, for how long (After: stuckAfter).
+	unreadable natsjs.StuckWatch
 	// Checkpoints: the fingerprint of sub; when the last one was taken and
 	// the sequence it covers; dirty while a batch is being handled (its
 	// outputs are not all stored yet: no checkpoint may cover it); the
@@ -647,19 +647,9 @@ func (p *partition) once(ctx context.Context) error {
 		Fence:      p.fence,
 	}
 	cons, err := natsjs.NewConsumer(ctx, o.JS, copts)
-	stuck := false
-	switch {
-	case err == nil:
-		p.unreadableSince = time.Time{}
-	case natsjs.IsUnavailable(err):
-		if p.unreadableSince.IsZero() {
-			p.unreadableSince = time.Now()
-		}
-		if time.Since(p.unreadableSince) < p.w.stuckAfter {
-			return fmt.Errorf("consumer: %w", err)
-		}
-		stuck = true
-	default:
+	p.unreadable.After = p.w.stuckAfter
+	stuck, unreadableFor := p.unreadable.Observe(err, time.Now())
+	if err != nil && !stuck {
 		return fmt.Errorf("consumer: %w", err)
 	}
 	var floor uint64
@@ -686,11 +676,11 @@ func (p *partition) once(ctx context.Context) error {
 		// stored already from being published twice.
 		floor = p.applied
 		log.Error("partition consumer unreadable: deleting it and creating it again after the newest checkpoint",
-			"unreadable_for", time.Since(p.unreadableSince).Round(time.Second), "from", p.applied+1, "err", err)
+			"unreadable_for", unreadableFor.Round(time.Second), "from", p.applied+1, "err", err)
 		if cons, err = natsjs.NewConsumerFrom(ctx, o.JS, copts, p.applied+1); err != nil {
 			return fmt.Errorf("consumer: created again: %w", err)
 		}
-		p.unreadableSince = time.Time{}
+		p.unreadable.Reset()
 		p.w.m.recreated.Inc()
 	}
 	if err := p.checkTrimmed(ctx, log, floor); err != nil {

@@ -183,14 +183,7 @@ type replicas interface {
 // what the stream held when it was called: restarted nodes caught up.
 func replicasCaughtUp(t *testing.T, js jetstream.JetStream, c replicas, stream string) {
 	t.Helper()
-	s, err := js.Stream(context.Background(), stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	first, last, msgs := streamFirst(t, js, stream)
 	for i := range c.Len() {
 		// A minute: a replica started again catches up while the
 		// cluster still works through the load's backlog (one run on a
@@ -200,9 +193,9 @@ func replicasCaughtUp(t *testing.T, js jetstream.JetStream, c replicas, stream s
 			if !ok {
 				return fmt.Sprintf("node %d's replica of %s unreadable", i, stream)
 			}
-			if st.LastSeq < info.State.LastSeq || st.Msgs < info.State.Msgs {
+			if st.LastSeq < last || st.Msgs < msgs {
 				return fmt.Sprintf("node %d's replica of %s: last seq %d, %d messages (first %d, %d deleted); the leader's: last %d, %d messages (first %d)",
-					i, stream, st.LastSeq, st.Msgs, st.FirstSeq, st.NumDeleted, info.State.LastSeq, info.State.Msgs, info.State.FirstSeq)
+					i, stream, st.LastSeq, st.Msgs, st.FirstSeq, st.NumDeleted, last, msgs, first)
 			}
 			return ""
 		})

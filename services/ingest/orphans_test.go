@@ -27,33 +27,8 @@ import (
 // move is in the log once, and A's registration is gone.
 func TestDeadInstanceStoredMovesRecovered(t *testing.T) {
 	t.Parallel()
-	url, _ := testenv.EmbeddedNATS(t)
-	e := newEnvAt(t, url, small)
-	px := testenv.NewStallProxy(t, url)
-	nc := testenv.ConnectNATS(t, px.URL())
-	js := jetstreamOf(t, nc)
-
-	// A, run by hand: its shutdown with answers held back fails, which
-	// testEnv.start would count as a test failure.
-	a, err := New(Options{
-		Graph: e.g, Part: e.part, Topology: e.topo, NC: nc, JS: js,
-		Redis: e.rdb, RedisPrefix: e.rprefix, JWTSecret: testSecret, RateLimit: noLimit,
-		AckTimeout: 300 * time.Millisecond, ShutdownTimeout: time.Second, RedisCheckInterval: 100 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx, stopA := context.WithCancel(context.Background())
-	aDone := make(chan struct{})
-	go func() {
-		defer close(aDone)
-		_ = a.Run(actx) // an error: the outcomes stayed unknown at its shutdown
-	}()
-	t.Cleanup(func() { stopA(); <-aDone })
-	testenv.WaitUntil(t, waitFor, "ingest A ready", func() bool { return a.Ready() == nil })
-	asrv := httptest.NewServer(a.Handler())
-	t.Cleanup(asrv.Close)
-	as := &testServer{in: a, srv: asrv}
+	ia := startInstanceA(t, 100*time.Millisecond)
+	e, px, nc, a, as, stopA, aDone := ia.e, ia.px, ia.nc, ia.in, ia.srv, ia.stop, ia.done
 
 	p1, p2 := as.dial(t, "resender"), as.dial(t, "continuer")
 	w1, w2 := newWalker(e.g, 5), newWalker(e.g, 6)
@@ -164,30 +139,8 @@ func TestBatchSuffix(t *testing.T) {
 // looks for dead instances, recovers A's moves, and acks the move.
 func TestRunningInstanceRecoversBeforeDiscontinuous(t *testing.T) {
 	t.Parallel()
-	url, _ := testenv.EmbeddedNATS(t)
-	e := newEnvAt(t, url, small)
-	px := testenv.NewStallProxy(t, url)
-	nc := testenv.ConnectNATS(t, px.URL())
-	js := jetstreamOf(t, nc)
-	a, err := New(Options{
-		Graph: e.g, Part: e.part, Topology: e.topo, NC: nc, JS: js,
-		Redis: e.rdb, RedisPrefix: e.rprefix, JWTSecret: testSecret, RateLimit: noLimit,
-		AckTimeout: 300 * time.Millisecond, ShutdownTimeout: time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx, stopA := context.WithCancel(context.Background())
-	aDone := make(chan struct{})
-	go func() {
-		defer close(aDone)
-		_ = a.Run(actx)
-	}()
-	t.Cleanup(func() { stopA(); <-aDone })
-	testenv.WaitUntil(t, waitFor, "ingest A ready", func() bool { return a.Ready() == nil })
-	asrv := httptest.NewServer(a.Handler())
-	t.Cleanup(asrv.Close)
-	as := &testServer{in: a, srv: asrv}
+	ia := startInstanceA(t, 0)
+	e, px, nc, a, as, stopA, aDone := ia.e, ia.px, ia.nc, ia.in, ia.srv, ia.stop, ia.done
 	b := e.start(t, func(o *Options) { o.RedisCheckInterval = time.Hour })
 
 	p := as.dial(t, "mover")
@@ -243,4 +196,48 @@ func TestRunningInstanceRecoversBeforeDiscontinuous(t *testing.T) {
 			t.Errorf("seq %d stored %d times, want 1", seq, count[seq])
 		}
 	}
+}
+
+// startInstanceA runs ingest A of the dead-instance tests by hand (its
+// shutdown with answers held back fails, which testEnv.start would count
+// as a test failure), on fresh streams of an embedded server that it
+// reaches through a stall proxy, checking Redis every redisCheck (0: the
+// default).
+func startInstanceA(t *testing.T, redisCheck time.Duration) instanceA {
+	t.Helper()
+	url, _ := testenv.EmbeddedNATS(t)
+	e := newEnvAt(t, url, small)
+	px := testenv.NewStallProxy(t, url)
+	nc := testenv.ConnectNATS(t, px.URL())
+	js := jetstreamOf(t, nc)
+	a, err := New(Options{
+		Graph: e.g, Part: e.part, Topology: e.topo, NC: nc, JS: js,
+		Redis: e.rdb, RedisPrefix: e.rprefix, JWTSecret: testSecret, RateLimit: noLimit,
+		AckTimeout: 300 * time.Millisecond, ShutdownTimeout: time.Second, RedisCheckInterval: redisCheck,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, stopA := context.WithCancel(context.Background())
+	aDone := make(chan struct{})
+	go func() {
+		defer close(aDone)
+		_ = a.Run(actx) // an error: the outcomes stayed unknown at its shutdown
+	}()
+	t.Cleanup(func() { stopA(); <-aDone })
+	testenv.WaitUntil(t, waitFor, "ingest A ready", func() bool { return a.Ready() == nil })
+	asrv := httptest.NewServer(a.Handler())
+	t.Cleanup(asrv.Close)
+	return instanceA{e: e, px: px, nc: nc, in: a, srv: &testServer{in: a, srv: asrv}, stop: stopA, done: aDone}
+}
+
+// instanceA is what startInstanceA started.
+type instanceA struct {
+	e    *testEnv
+	px   *testenv.StallProxy
+	nc   *nats.Conn // A's connection, through px
+	in   *Ingest
+	srv  *testServer
+	stop context.CancelFunc // ends A's Run
+	done chan struct{}      // closed once it has returned
 }

@@ -796,8 +796,23 @@ func (p *partition) readInLog(ctx context.Context) error {
 			return fmt.Errorf("outputs in the log: input %d: %w", p.applied, err)
 		}
 	}
+	// Nothing stored on the subject since then (a clean restart, the
+	// usual case): no scan, which would wait out an empty pull.
+	out, err := o.JS.Stream(ctx, o.Topology.OutStream())
+	if err != nil {
+		return fmt.Errorf("outputs in the log: %w", err)
+	}
+	last, err := out.GetLastMsgForSubject(ctx, o.Topology.OutSubject(p.k))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("outputs in the log: last of %s: %w", o.Topology.OutSubject(p.k), err)
+	case last.Time.Before(since):
+		return nil
+	}
 	prefix := "out-" + strconv.Itoa(p.k) + "-"
-	err := natsjs.MsgIDsSince(ctx, o.JS, o.Topology.OutStream(), o.Topology.OutSubject(p.k), since, func(id string) {
+	err = natsjs.MsgIDsSince(ctx, o.JS, o.Topology.OutStream(), o.Topology.OutSubject(p.k), since, func(id string) {
 		rest, ok := strings.CutPrefix(id, prefix)
 		if !ok {
 			return
